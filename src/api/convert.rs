@@ -1,0 +1,497 @@
+//! Conversions between the protobuf messages of `dom.v1` and the domain types, with the
+//! validation of everything a client sends: an error names the field (as the proto spells it)
+//! and the problem.
+
+use std::collections::HashSet;
+
+use prost_types::Timestamp;
+
+use super::pb;
+use crate::clock::Millis;
+use crate::domain::{
+    DeliveryMode, GeoPoint, NodeKind, NodeReason, Order, OrderLine, Plan, StrategyKind,
+};
+use crate::error::Error;
+use crate::store::{Reservation, ReservationState, StockUpdate, UpdateKind};
+
+/// The most units one order line may ask for.
+pub const MAX_LINE_QUANTITY: i64 = 1_000_000;
+/// The longest id (order, line, sku, node) accepted.
+pub const MAX_ID_LEN: usize = 128;
+
+fn id(field: &str, value: &str) -> Result<String, Error> {
+    if value.trim().is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes long; the limit is {MAX_ID_LEN}", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(value.to_owned())
+}
+
+/// An order from the wire, checked for shape. Whether its segment and pickup store exist is
+/// the engine's to check, against the loaded config.
+pub fn order(o: Option<pb::Order>, max_lines: usize) -> Result<Order, Error> {
+    let o = o.ok_or_else(|| Error::invalid("order", "is required"))?;
+    let order_id = id("order.order_id", &o.order_id)?;
+    let segment = id("order.segment", &o.segment)?;
+    let dest = o
+        .destination
+        .ok_or_else(|| Error::invalid("order.destination", "is required"))?;
+    let loc = dest
+        .location
+        .ok_or_else(|| Error::invalid("order.destination.location", "is required"))?;
+    let destination = GeoPoint::new(loc.lat, loc.lon).map_err(|problem| {
+        let field = if problem.starts_with("latitude") {
+            "order.destination.location.lat"
+        } else {
+            "order.destination.location.lon"
+        };
+        Error::invalid(field, problem)
+    })?;
+    if dest.country.len() != 2 || !dest.country.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(Error::invalid(
+            "order.destination.country",
+            format!(
+                "{:?} is not an ISO 3166-1 alpha-2 code such as \"ES\"",
+                dest.country
+            ),
+        ));
+    }
+    if o.lines.is_empty() {
+        return Err(Error::invalid(
+            "order.lines",
+            "an order needs at least one line",
+        ));
+    }
+    if o.lines.len() > max_lines {
+        return Err(Error::invalid(
+            "order.lines",
+            format!("{} lines; the limit is {max_lines}", o.lines.len()),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut lines = Vec::with_capacity(o.lines.len());
+    for (i, l) in o.lines.into_iter().enumerate() {
+        let at = |f: &str| format!("order.lines[{i}].{f}");
+        let line_id = id(&at("line_id"), &l.line_id)?;
+        if !seen.insert(line_id.clone()) {
+            return Err(Error::invalid(
+                at("line_id"),
+                format!("duplicate line id {line_id:?}"),
+            ));
+        }
+        let sku = id(&at("sku"), &l.sku)?;
+        if l.quantity < 1 {
+            return Err(Error::invalid(
+                at("quantity"),
+                format!("must be at least 1, got {}", l.quantity),
+            ));
+        }
+        if l.quantity > MAX_LINE_QUANTITY {
+            return Err(Error::invalid(
+                at("quantity"),
+                format!("{} is above the limit of {MAX_LINE_QUANTITY}", l.quantity),
+            ));
+        }
+        let group = if l.group.is_empty() {
+            None
+        } else {
+            Some(id(&at("group"), &l.group)?)
+        };
+        lines.push(OrderLine {
+            line_id,
+            sku,
+            quantity: l.quantity as u64,
+            group,
+        });
+    }
+    let delivery = match pb::DeliveryMode::try_from(o.delivery_mode) {
+        Ok(pb::DeliveryMode::Unspecified | pb::DeliveryMode::Ship) => {
+            if !o.pickup_node_id.is_empty() {
+                return Err(Error::invalid(
+                    "order.pickup_node_id",
+                    "is only for DELIVERY_MODE_PICKUP orders",
+                ));
+            }
+            DeliveryMode::Ship
+        }
+        Ok(pb::DeliveryMode::Pickup) => DeliveryMode::Pickup {
+            node_id: id("order.pickup_node_id", &o.pickup_node_id).map_err(|_| {
+                Error::invalid("order.pickup_node_id", "is required for pickup orders")
+            })?,
+        },
+        Err(_) => {
+            return Err(Error::invalid(
+                "order.delivery_mode",
+                format!("unknown delivery mode {}", o.delivery_mode),
+            ));
+        }
+    };
+    Ok(Order {
+        order_id,
+        segment,
+        destination,
+        country: dest.country,
+        lines,
+        delivery,
+        ship_complete: o.ship_complete,
+    })
+}
+
+/// The strategy a request asks for; `None` for the server's default.
+pub fn strategy(field: &str, value: i32) -> Result<Option<StrategyKind>, Error> {
+    match pb::Strategy::try_from(value) {
+        Ok(pb::Strategy::Unspecified) => Ok(None),
+        Ok(pb::Strategy::Nearest) => Ok(Some(StrategyKind::Nearest)),
+        Ok(pb::Strategy::Priority) => Ok(Some(StrategyKind::Priority)),
+        Err(_) => Err(Error::invalid(field, format!("unknown strategy {value}"))),
+    }
+}
+
+/// A feed update from the wire, or the reason it is rejected.
+pub fn stock_update(u: pb::StockUpdate) -> Result<StockUpdate, String> {
+    let node_id = id("node_id", &u.node_id).map_err(|e| e.to_string())?;
+    let sku = id("sku", &u.sku).map_err(|e| e.to_string())?;
+    if u.sequence == 0 {
+        return Err("sequence: must be at least 1".into());
+    }
+    let kind = match pb::StockUpdateKind::try_from(u.kind) {
+        Ok(pb::StockUpdateKind::Snapshot) => {
+            if u.quantity < 0 {
+                return Err(format!(
+                    "quantity: a snapshot's on hand must be 0 or more, got {}",
+                    u.quantity
+                ));
+            }
+            let safety_stock = match u.safety_stock {
+                Some(s) if s < 0 => {
+                    return Err(format!("safety_stock: must be 0 or more, got {s}"));
+                }
+                Some(s) => Some(s as u64),
+                None => None,
+            };
+            UpdateKind::Snapshot {
+                on_hand: u.quantity as u64,
+                safety_stock,
+            }
+        }
+        Ok(pb::StockUpdateKind::Delta) => UpdateKind::Delta { change: u.quantity },
+        Ok(pb::StockUpdateKind::Shipment) => {
+            if u.quantity < 1 {
+                return Err(format!(
+                    "quantity: a shipment moves at least 1 unit, got {}",
+                    u.quantity
+                ));
+            }
+            let order_id = id("order_id", &u.order_id)
+                .map_err(|_| "order_id: is required for SHIPMENT".to_owned())?;
+            UpdateKind::Shipment {
+                order_id,
+                quantity: u.quantity as u64,
+            }
+        }
+        Ok(pb::StockUpdateKind::Unspecified) => {
+            return Err("kind: must be SNAPSHOT, DELTA or SHIPMENT".into());
+        }
+        Err(_) => return Err(format!("kind: unknown kind {}", u.kind)),
+    };
+    if !matches!(kind, UpdateKind::Shipment { .. }) && !u.order_id.is_empty() {
+        return Err("order_id: is only for SHIPMENT updates".into());
+    }
+    if !matches!(kind, UpdateKind::Snapshot { .. }) && u.safety_stock.is_some() {
+        return Err("safety_stock: is only for SNAPSHOT updates".into());
+    }
+    Ok(StockUpdate {
+        node_id,
+        sku,
+        sequence: u.sequence,
+        kind,
+    })
+}
+
+pub fn node_kind(kind: NodeKind) -> pb::NodeKind {
+    match kind {
+        NodeKind::Warehouse => pb::NodeKind::Warehouse,
+        NodeKind::Store => pb::NodeKind::Store,
+        NodeKind::ThirdPartyLogistics => pb::NodeKind::ThirdPartyLogistics,
+        NodeKind::Dropship => pb::NodeKind::Dropship,
+    }
+}
+
+/// The node kind a request filters on; `None` for every kind.
+pub fn node_kind_filter(value: i32) -> Result<Option<NodeKind>, Error> {
+    match pb::NodeKind::try_from(value) {
+        Ok(pb::NodeKind::Unspecified) => Ok(None),
+        Ok(pb::NodeKind::Warehouse) => Ok(Some(NodeKind::Warehouse)),
+        Ok(pb::NodeKind::Store) => Ok(Some(NodeKind::Store)),
+        Ok(pb::NodeKind::ThirdPartyLogistics) => Ok(Some(NodeKind::ThirdPartyLogistics)),
+        Ok(pb::NodeKind::Dropship) => Ok(Some(NodeKind::Dropship)),
+        Err(_) => Err(Error::invalid("kind", format!("unknown node kind {value}"))),
+    }
+}
+
+fn node_reason(reason: NodeReason) -> pb::NodeReason {
+    match reason {
+        NodeReason::NoStock => pb::NodeReason::NoStock,
+        NodeReason::ExcludedByRule => pb::NodeReason::ExcludedByRule,
+        NodeReason::TooFar => pb::NodeReason::TooFar,
+        NodeReason::OverCapacity => pb::NodeReason::OverCapacity,
+        NodeReason::Dearer => pb::NodeReason::Dearer,
+        NodeReason::NotNeeded => pb::NodeReason::NotNeeded,
+        NodeReason::MaxShipments => pb::NodeReason::MaxShipments,
+        NodeReason::Disabled => pb::NodeReason::Disabled,
+    }
+}
+
+fn strategy_out(kind: StrategyKind) -> pb::Strategy {
+    match kind {
+        StrategyKind::Nearest => pb::Strategy::Nearest,
+        StrategyKind::Priority => pb::Strategy::Priority,
+    }
+}
+
+pub fn plan(p: &Plan) -> pb::Plan {
+    pb::Plan {
+        shipments: p
+            .shipments
+            .iter()
+            .map(|s| pb::Shipment {
+                node_id: s.node_id.clone(),
+                node_kind: node_kind(s.node_kind) as i32,
+                lines: s
+                    .lines
+                    .iter()
+                    .map(|l| pb::ShipmentLine {
+                        line_id: l.line_id.clone(),
+                        sku: l.sku.clone(),
+                        quantity: l.quantity as i64,
+                    })
+                    .collect(),
+                cost: s.cost,
+                distance_km: s.distance_km,
+                estimated_delivery_date: s.estimated_delivery.format("%Y-%m-%d").to_string(),
+            })
+            .collect(),
+        unfilled: p
+            .unfilled
+            .iter()
+            .map(|u| pb::UnfilledLine {
+                line_id: u.line_id.clone(),
+                sku: u.sku.clone(),
+                quantity: u.quantity as i64,
+            })
+            .collect(),
+        total_cost: p.total_cost,
+        shipment_count: p.shipments.len() as i32,
+        strategy: strategy_out(p.strategy) as i32,
+        unused_nodes: p
+            .unused_nodes
+            .iter()
+            .map(|u| pb::UnusedNode {
+                node_id: u.node_id.clone(),
+                reason: node_reason(u.reason) as i32,
+                detail: u.detail.clone(),
+                extra_cost: u.extra_cost,
+            })
+            .collect(),
+        plan_micros: p.plan_micros as i64,
+    }
+}
+
+fn timestamp(ms: Millis) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+fn state(s: ReservationState) -> pb::ReservationState {
+    match s {
+        ReservationState::Held => pb::ReservationState::Held,
+        ReservationState::Committed => pb::ReservationState::Committed,
+        ReservationState::Released => pb::ReservationState::Released,
+        ReservationState::Expired => pb::ReservationState::Expired,
+        ReservationState::Fulfilled => pb::ReservationState::Fulfilled,
+    }
+}
+
+pub fn reservation(r: &Reservation) -> pb::Reservation {
+    pb::Reservation {
+        order_id: r.order_id.clone(),
+        segment: r.segment.clone(),
+        state: state(r.state) as i32,
+        plan: Some(plan(&r.plan)),
+        allocations: r
+            .allocations
+            .iter()
+            .map(|a| pb::Allocation {
+                line_id: a.line_id.clone(),
+                sku: a.sku.clone(),
+                node_id: a.node_id.clone(),
+                quantity: a.quantity as i64,
+                shipped: a.shipped as i64,
+                released: a.released as i64,
+            })
+            .collect(),
+        created_at: Some(timestamp(r.created_at)),
+        expires_at: r.expires_at.map(timestamp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> pb::Order {
+        pb::Order {
+            order_id: "o-1".into(),
+            segment: "standard".into(),
+            destination: Some(pb::Destination {
+                location: Some(pb::GeoPoint {
+                    lat: 40.4,
+                    lon: -3.7,
+                }),
+                country: "ES".into(),
+            }),
+            lines: vec![pb::OrderLine {
+                line_id: "1".into(),
+                sku: "A".into(),
+                quantity: 2,
+                group: String::new(),
+            }],
+            delivery_mode: 0,
+            pickup_node_id: String::new(),
+            ship_complete: false,
+        }
+    }
+
+    fn field_of(o: pb::Order) -> String {
+        match order(Some(o), 10).unwrap_err() {
+            Error::InvalidArgument { field, .. } => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_order_converts() {
+        let o = order(Some(good()), 10).unwrap();
+        assert_eq!(o.lines[0].quantity, 2);
+        assert_eq!(o.delivery, DeliveryMode::Ship);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let mut o = good();
+        o.order_id = " ".into();
+        assert_eq!(field_of(o), "order.order_id");
+        let mut o = good();
+        o.lines.clear();
+        assert_eq!(field_of(o), "order.lines");
+        let mut o = good();
+        o.lines[0].quantity = 0;
+        assert_eq!(field_of(o), "order.lines[0].quantity");
+        let mut o = good();
+        o.lines[0].quantity = -3;
+        assert_eq!(field_of(o), "order.lines[0].quantity");
+        let mut o = good();
+        o.lines.push(o.lines[0].clone());
+        assert_eq!(field_of(o), "order.lines[1].line_id");
+        let mut o = good();
+        o.destination
+            .as_mut()
+            .unwrap()
+            .location
+            .as_mut()
+            .unwrap()
+            .lat = 100.0;
+        assert_eq!(field_of(o), "order.destination.location.lat");
+        let mut o = good();
+        o.destination.as_mut().unwrap().location = None;
+        assert_eq!(field_of(o), "order.destination.location");
+        let mut o = good();
+        o.destination.as_mut().unwrap().country = "Spain".into();
+        assert_eq!(field_of(o), "order.destination.country");
+        let mut o = good();
+        o.lines = (0..11)
+            .map(|i| pb::OrderLine {
+                line_id: i.to_string(),
+                sku: "A".into(),
+                quantity: 1,
+                group: String::new(),
+            })
+            .collect();
+        assert_eq!(field_of(o), "order.lines");
+        let mut o = good();
+        o.delivery_mode = pb::DeliveryMode::Pickup as i32;
+        assert_eq!(field_of(o), "order.pickup_node_id");
+        let mut o = good();
+        o.pickup_node_id = "st-madrid".into();
+        assert_eq!(field_of(o), "order.pickup_node_id");
+        let mut o = good();
+        o.delivery_mode = 9;
+        assert_eq!(field_of(o), "order.delivery_mode");
+        assert!(matches!(
+            order(None, 10),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+
+    fn update(kind: pb::StockUpdateKind, quantity: i64) -> pb::StockUpdate {
+        pb::StockUpdate {
+            node_id: "n".into(),
+            sku: "A".into(),
+            kind: kind as i32,
+            quantity,
+            sequence: 1,
+            order_id: String::new(),
+            safety_stock: None,
+        }
+    }
+
+    #[test]
+    fn bad_stock_updates_say_why() {
+        use pb::StockUpdateKind::*;
+        assert!(stock_update(update(Snapshot, 5)).is_ok());
+        assert!(stock_update(update(Delta, -5)).is_ok());
+        assert!(
+            stock_update(update(Snapshot, -1))
+                .unwrap_err()
+                .starts_with("quantity")
+        );
+        assert!(
+            stock_update(update(Unspecified, 1))
+                .unwrap_err()
+                .starts_with("kind")
+        );
+        assert!(
+            stock_update(update(Shipment, 1))
+                .unwrap_err()
+                .starts_with("order_id")
+        );
+        let mut u = update(Snapshot, 1);
+        u.sequence = 0;
+        assert!(stock_update(u).unwrap_err().starts_with("sequence"));
+        let mut u = update(Snapshot, 1);
+        u.node_id.clear();
+        assert!(stock_update(u).unwrap_err().starts_with("node_id"));
+        let mut u = update(Delta, 1);
+        u.safety_stock = Some(2);
+        assert!(stock_update(u).unwrap_err().starts_with("safety_stock"));
+        let mut u = update(Shipment, 0);
+        u.order_id = "o".into();
+        assert!(stock_update(u).unwrap_err().starts_with("quantity"));
+    }
+
+    #[test]
+    fn timestamps_split_millis() {
+        let t = timestamp(1_700_000_000_123);
+        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_000_000));
+    }
+}

@@ -1,0 +1,362 @@
+//! The gRPC adapters of `dom.v1`: each handler validates and converts the request, calls the
+//! [`Engine`], and converts the answer back. Errors become statuses in one exhaustive mapping.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Span, instrument};
+
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::store::UpdateResult;
+
+pub mod convert;
+
+/// The generated protobuf types and service stubs of `dom.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("dom.v1");
+
+    /// The encoded descriptors of every `dom.v1` file, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dom_v1_descriptor");
+}
+
+/// Rejections listed in one PushStock answer at most; the counts stay exact beyond it.
+pub const MAX_REJECTIONS_LISTED: usize = 1000;
+/// Updates of a PushStock stream applied to the store together.
+const PUSH_BATCH: usize = 512;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Aborted(m) => Status::aborted(m),
+            Error::Unavailable(m) => Status::unavailable(m),
+            Error::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+fn record_order(order_id: &str, segment: &str) {
+    let span = Span::current();
+    span.record("order_id", order_id);
+    span.record("segment", segment);
+}
+
+#[derive(Debug, Clone)]
+pub struct SourcingApi {
+    engine: Arc<Engine>,
+}
+
+impl SourcingApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    fn max_lines(&self) -> usize {
+        self.engine.settings().server.max_lines_per_order
+    }
+}
+
+#[tonic::async_trait]
+impl pb::sourcing_server::Sourcing for SourcingApi {
+    #[instrument(name = "quote", skip_all, fields(order_id, segment))]
+    async fn quote(
+        &self,
+        request: Request<pb::QuoteRequest>,
+    ) -> Result<Response<pb::QuoteResponse>, Status> {
+        let r = request.into_inner();
+        let order = convert::order(r.order, self.max_lines())?;
+        record_order(&order.order_id, &order.segment);
+        let kind = convert::strategy("strategy", r.strategy)?;
+        let plan = self.engine.quote(&order, kind).await?;
+        Ok(Response::new(pb::QuoteResponse {
+            plan: Some(convert::plan(&plan)),
+        }))
+    }
+
+    #[instrument(name = "reserve", skip_all, fields(order_id, segment))]
+    async fn reserve(
+        &self,
+        request: Request<pb::ReserveRequest>,
+    ) -> Result<Response<pb::ReserveResponse>, Status> {
+        let r = request.into_inner();
+        let order = convert::order(r.order, self.max_lines())?;
+        record_order(&order.order_id, &order.segment);
+        let kind = convert::strategy("strategy", r.strategy)?;
+        let ttl = (r.hold_ttl_seconds != 0).then_some(r.hold_ttl_seconds);
+        let (reservation, created) = self.engine.reserve(&order, ttl, kind).await?;
+        Ok(Response::new(pb::ReserveResponse {
+            reservation: Some(convert::reservation(&reservation)),
+            created,
+        }))
+    }
+
+    #[instrument(name = "commit", skip_all, fields(order_id))]
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let r = request.into_inner();
+        Span::current().record("order_id", r.order_id.as_str());
+        if r.order_id.is_empty() {
+            return Err(Error::invalid("order_id", "must not be empty").into());
+        }
+        let reservation = self.engine.commit(&r.order_id).await?;
+        Ok(Response::new(pb::CommitResponse {
+            reservation: Some(convert::reservation(&reservation)),
+        }))
+    }
+
+    #[instrument(name = "release", skip_all, fields(order_id))]
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let r = request.into_inner();
+        Span::current().record("order_id", r.order_id.as_str());
+        if r.order_id.is_empty() {
+            return Err(Error::invalid("order_id", "must not be empty").into());
+        }
+        if let Some(i) = r.line_ids.iter().position(String::is_empty) {
+            return Err(Error::invalid(format!("line_ids[{i}]"), "must not be empty").into());
+        }
+        let reservation = self.engine.release(&r.order_id, &r.line_ids).await?;
+        Ok(Response::new(pb::ReleaseResponse {
+            reservation: Some(convert::reservation(&reservation)),
+        }))
+    }
+
+    #[instrument(name = "get_reservation", skip_all, fields(order_id))]
+    async fn get_reservation(
+        &self,
+        request: Request<pb::GetReservationRequest>,
+    ) -> Result<Response<pb::GetReservationResponse>, Status> {
+        let r = request.into_inner();
+        Span::current().record("order_id", r.order_id.as_str());
+        if r.order_id.is_empty() {
+            return Err(Error::invalid("order_id", "must not be empty").into());
+        }
+        let reservation = self.engine.reservation(&r.order_id).await?;
+        Ok(Response::new(pb::GetReservationResponse {
+            reservation: Some(convert::reservation(&reservation)),
+        }))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct InventoryApi {
+    engine: Arc<Engine>,
+}
+
+impl InventoryApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    /// Applies a batch of wire updates numbered from `first_index`, adding to `summary`.
+    async fn apply(
+        &self,
+        batch: Vec<pb::StockUpdate>,
+        first_index: u64,
+        summary: &mut pb::PushStockResponse,
+    ) -> Result<(), Status> {
+        let mut rejected_here: Vec<(u64, String)> = Vec::new();
+        let mut valid = Vec::with_capacity(batch.len());
+        let mut keys = Vec::with_capacity(batch.len());
+        for (i, u) in batch.iter().enumerate() {
+            let index = first_index + i as u64;
+            match convert::stock_update(u.clone()) {
+                Ok(update) => {
+                    valid.push(update);
+                    keys.push(index);
+                }
+                Err(reason) => rejected_here.push((index, reason)),
+            }
+        }
+        let results = self.engine.apply_stock(valid).await?;
+        let mut rejections = rejected_here;
+        for (index, result) in keys.into_iter().zip(results) {
+            match result {
+                UpdateResult::Applied => summary.applied += 1,
+                UpdateResult::Stale => summary.stale += 1,
+                UpdateResult::Rejected(reason) => rejections.push((index, reason)),
+            }
+        }
+        rejections.sort_by_key(|r| r.0);
+        for (index, reason) in rejections {
+            summary.rejected += 1;
+            if summary.rejections.len() < MAX_REJECTIONS_LISTED {
+                let u = &batch[(index - first_index) as usize];
+                summary.rejections.push(pb::RejectedUpdate {
+                    index,
+                    node_id: u.node_id.clone(),
+                    sku: u.sku.clone(),
+                    sequence: u.sequence,
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::inventory_server::Inventory for InventoryApi {
+    #[instrument(name = "push_stock", skip_all, fields(updates))]
+    async fn push_stock(
+        &self,
+        request: Request<Streaming<pb::StockUpdate>>,
+    ) -> Result<Response<pb::PushStockResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut summary = pb::PushStockResponse::default();
+        let mut batch = Vec::with_capacity(PUSH_BATCH);
+        let mut next_index = 0u64;
+        while let Some(update) = stream.message().await? {
+            batch.push(update);
+            if batch.len() == PUSH_BATCH {
+                let n = batch.len() as u64;
+                self.apply(std::mem::take(&mut batch), next_index, &mut summary)
+                    .await?;
+                next_index += n;
+            }
+        }
+        let n = batch.len() as u64;
+        if n > 0 {
+            self.apply(batch, next_index, &mut summary).await?;
+        }
+        Span::current().record("updates", next_index + n);
+        Ok(Response::new(summary))
+    }
+
+    #[instrument(name = "set_stock", skip_all, fields(updates))]
+    async fn set_stock(
+        &self,
+        request: Request<pb::SetStockRequest>,
+    ) -> Result<Response<pb::PushStockResponse>, Status> {
+        let updates = request.into_inner().updates;
+        Span::current().record("updates", updates.len());
+        let max = self.engine.settings().server.max_updates_per_call;
+        if updates.len() > max {
+            return Err(Error::invalid(
+                "updates",
+                format!(
+                    "{} updates; the limit is {max} per call (stream more with PushStock)",
+                    updates.len()
+                ),
+            )
+            .into());
+        }
+        let mut summary = pb::PushStockResponse::default();
+        self.apply(updates, 0, &mut summary).await?;
+        Ok(Response::new(summary))
+    }
+
+    #[instrument(name = "get_availability", skip_all)]
+    async fn get_availability(
+        &self,
+        request: Request<pb::GetAvailabilityRequest>,
+    ) -> Result<Response<pb::GetAvailabilityResponse>, Status> {
+        let r = request.into_inner();
+        if r.skus.is_empty() {
+            return Err(Error::invalid("skus", "name at least one sku").into());
+        }
+        let max = self.engine.settings().server.max_skus_per_query;
+        if r.skus.len() > max {
+            return Err(Error::invalid(
+                "skus",
+                format!("{} skus; the limit is {max}", r.skus.len()),
+            )
+            .into());
+        }
+        if let Some(i) = r.skus.iter().position(|s| s.trim().is_empty()) {
+            return Err(Error::invalid(format!("skus[{i}]"), "must not be empty").into());
+        }
+        let segment = (!r.segment.is_empty()).then_some(r.segment.as_str());
+        let skus = self.engine.availability(&r.skus, segment).await?;
+        Ok(Response::new(pb::GetAvailabilityResponse {
+            skus: skus
+                .into_iter()
+                .map(|s| pb::SkuAvailability {
+                    sku: s.sku,
+                    on_hand: s.on_hand as i64,
+                    reserved: s.reserved as i64,
+                    safety_stock: s.safety_stock as i64,
+                    ats: s.ats as i64,
+                    nodes: s
+                        .nodes
+                        .into_iter()
+                        .map(|n| pb::NodeStock {
+                            node_id: n.node_id,
+                            on_hand: n.level.on_hand as i64,
+                            reserved: n.level.reserved as i64,
+                            safety_stock: n.level.safety_stock as i64,
+                            ats: n.ats as i64,
+                            last_sequence: n.level.last_sequence,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkApi {
+    engine: Arc<Engine>,
+}
+
+impl NetworkApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::network_server::Network for NetworkApi {
+    #[instrument(name = "list_nodes", skip_all)]
+    async fn list_nodes(
+        &self,
+        request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let kind = convert::node_kind_filter(request.into_inner().kind)?;
+        let nodes = self
+            .engine
+            .network()
+            .nodes()
+            .iter()
+            .filter(|n| kind.is_none_or(|k| n.kind == k))
+            .map(|n| pb::Node {
+                node_id: n.id.clone(),
+                name: n.name.clone(),
+                kind: convert::node_kind(n.kind) as i32,
+                location: Some(pb::GeoPoint {
+                    lat: n.location.lat,
+                    lon: n.location.lon,
+                }),
+                city: n.city.clone(),
+                country: n.country.clone(),
+                can_ship: n.can_ship,
+                can_pickup: n.can_pickup,
+                enabled: n.enabled,
+                priority: n.priority,
+                daily_capacity_units: i64::try_from(n.daily_capacity_units).unwrap_or(i64::MAX),
+                processing_days: n.processing_days as i32,
+                transit_km_per_day: n.transit_km_per_day,
+                cost: Some(pb::CostModel {
+                    handling_per_unit: n.cost.handling_per_unit,
+                    per_parcel: n.cost.per_parcel,
+                    per_parcel_km: n.cost.per_parcel_km,
+                    per_unit_km: n.cost.per_unit_km,
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes,
+            segments: self.engine.segments().names(),
+        }))
+    }
+}

@@ -1,0 +1,505 @@
+//! The domain's words as types: nodes and the network, customer segments and their rules,
+//! orders, and the sourcing plans made for them. Nothing here knows about gRPC or storage.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use chrono::NaiveDate;
+use geo::{Distance, Haversine, Point};
+use serde::{Deserialize, Serialize};
+
+/// A point on the globe in WGS84 degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GeoPoint {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+impl GeoPoint {
+    /// A point, or a sentence saying which coordinate is out of range.
+    pub fn new(lat: f64, lon: f64) -> Result<Self, String> {
+        if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
+            return Err(format!("latitude {lat} is outside -90..90"));
+        }
+        if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
+            return Err(format!("longitude {lon} is outside -180..180"));
+        }
+        Ok(Self { lat, lon })
+    }
+
+    /// Great-circle distance in kilometres.
+    pub fn distance_km(&self, other: &GeoPoint) -> f64 {
+        let a = Point::new(self.lon, self.lat);
+        let b = Point::new(other.lon, other.lat);
+        Haversine.distance(a, b) / 1000.0
+    }
+}
+
+/// What a fulfillment node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum NodeKind {
+    #[serde(rename = "warehouse")]
+    Warehouse,
+    #[serde(rename = "store")]
+    Store,
+    #[serde(rename = "3pl")]
+    ThirdPartyLogistics,
+    #[serde(rename = "dropship")]
+    Dropship,
+}
+
+impl NodeKind {
+    pub const ALL: [NodeKind; 4] = [
+        NodeKind::Warehouse,
+        NodeKind::Store,
+        NodeKind::ThirdPartyLogistics,
+        NodeKind::Dropship,
+    ];
+
+    /// The name used in config files.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeKind::Warehouse => "warehouse",
+            NodeKind::Store => "store",
+            NodeKind::ThirdPartyLogistics => "3pl",
+            NodeKind::Dropship => "dropship",
+        }
+    }
+}
+
+impl fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What it costs to ship from a node. Per-unit terms feed the cost of each unit sourced there;
+/// per-parcel terms are paid once per shipment from the node.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CostModel {
+    pub handling_per_unit: f64,
+    pub per_parcel: f64,
+    pub per_parcel_km: f64,
+    pub per_unit_km: f64,
+}
+
+impl CostModel {
+    /// Cost of one more unit shipped over `distance_km`.
+    pub fn unit_cost(&self, distance_km: f64) -> f64 {
+        self.handling_per_unit + self.per_unit_km * distance_km
+    }
+
+    /// Fixed cost of one parcel shipped over `distance_km`.
+    pub fn parcel_cost(&self, distance_km: f64) -> f64 {
+        self.per_parcel + self.per_parcel_km * distance_km
+    }
+}
+
+/// A fulfillment node as loaded from the network config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    pub kind: NodeKind,
+    pub location: GeoPoint,
+    pub city: String,
+    pub country: String,
+    pub enabled: bool,
+    pub can_ship: bool,
+    pub can_pickup: bool,
+    pub priority: i32,
+    pub daily_capacity_units: u64,
+    pub processing_days: u32,
+    pub transit_km_per_day: f64,
+    pub cost: CostModel,
+}
+
+impl Node {
+    /// Days from order to delivery over `distance_km`: processing, then transit rounded up.
+    pub fn days_to_deliver(&self, distance_km: f64) -> u32 {
+        let transit = if distance_km <= 0.0 {
+            0.0
+        } else {
+            (distance_km / self.transit_km_per_day).ceil().max(1.0)
+        };
+        self.processing_days + transit as u32
+    }
+}
+
+/// The node registry, in config order, with an index by id.
+#[derive(Debug, Clone, Default)]
+pub struct Network {
+    pub currency: String,
+    nodes: Vec<Node>,
+    index: HashMap<String, usize>,
+}
+
+impl Network {
+    /// A network from nodes whose ids are already known to be unique.
+    pub fn new(currency: String, nodes: Vec<Node>) -> Self {
+        let index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.clone(), i))
+            .collect();
+        Self {
+            currency,
+            nodes,
+            index,
+        }
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Node> {
+        self.index.get(id).map(|&i| &self.nodes[i])
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+/// What happens to units that no eligible node can ship.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnfilledPolicy {
+    /// The order is refused: no plan rather than a silent partial.
+    Reject,
+    /// Ship what there is; the rest is cancelled.
+    Partial,
+    /// Ship what there is; the rest waits for stock.
+    Backorder,
+}
+
+impl UnfilledPolicy {
+    pub fn allows_unfilled(&self) -> bool {
+        !matches!(self, UnfilledPolicy::Reject)
+    }
+}
+
+/// A customer segment's sourcing rules, as validated from config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRules {
+    pub name: String,
+    pub priority: i32,
+    pub node_kinds: BTreeSet<NodeKind>,
+    pub allowed_nodes: Option<BTreeSet<String>>,
+    pub excluded_nodes: BTreeSet<String>,
+    pub use_safety_stock: bool,
+    pub max_shipments: u32,
+    pub split_penalty: f64,
+    pub max_distance_km: Option<f64>,
+    pub unfilled: UnfilledPolicy,
+    pub unfilled_penalty: f64,
+    pub service_level_days: u32,
+    pub lateness_penalty: f64,
+    pub allow_transfer: bool,
+    pub transfer_per_unit: f64,
+}
+
+impl SegmentRules {
+    /// Why the segment may not use `node` at all, if it may not.
+    pub fn exclusion(&self, node: &Node) -> Option<String> {
+        if !self.node_kinds.contains(&node.kind) {
+            return Some(format!(
+                "kind {} not allowed for segment {}",
+                node.kind, self.name
+            ));
+        }
+        if self.excluded_nodes.contains(&node.id) {
+            return Some(format!("excluded by segment {}", self.name));
+        }
+        if let Some(allowed) = &self.allowed_nodes
+            && !allowed.contains(&node.id)
+        {
+            return Some(format!("not in the allowed nodes of segment {}", self.name));
+        }
+        None
+    }
+}
+
+/// Every configured segment by name.
+#[derive(Debug, Clone, Default)]
+pub struct Segments {
+    by_name: HashMap<String, SegmentRules>,
+}
+
+impl Segments {
+    pub fn new(segments: impl IntoIterator<Item = SegmentRules>) -> Self {
+        Self {
+            by_name: segments.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&SegmentRules> {
+        self.by_name.get(name)
+    }
+
+    /// Segment names in alphabetical order.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.by_name.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub line_id: String,
+    pub sku: String,
+    pub quantity: u64,
+    /// Lines sharing a group (a kit) ship together from one node.
+    pub group: Option<String>,
+}
+
+/// How the order reaches the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryMode {
+    Ship,
+    Pickup { node_id: String },
+}
+
+/// An order to source, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: String,
+    pub segment: String,
+    pub destination: GeoPoint,
+    pub country: String,
+    pub lines: Vec<OrderLine>,
+    pub delivery: DeliveryMode,
+    pub ship_complete: bool,
+}
+
+impl Order {
+    /// The distinct skus of the order, sorted.
+    pub fn skus(&self) -> Vec<String> {
+        let set: BTreeSet<&str> = self.lines.iter().map(|l| l.sku.as_str()).collect();
+        set.into_iter().map(str::to_owned).collect()
+    }
+
+    /// A stable digest of everything that defines the order (not the hold TTL nor the
+    /// strategy), so a repeated Reserve can be told from a different order under the same id.
+    pub fn fingerprint(&self) -> String {
+        let mut lines: Vec<&OrderLine> = self.lines.iter().collect();
+        lines.sort_by(|a, b| a.line_id.cmp(&b.line_id));
+        let canonical = serde_json::json!({
+            "segment": self.segment,
+            "lat": self.destination.lat,
+            "lon": self.destination.lon,
+            "country": self.country,
+            "lines": lines,
+            "delivery": self.delivery,
+            "ship_complete": self.ship_complete,
+        });
+        format!("{:016x}", fnv1a64(canonical.to_string().as_bytes()))
+    }
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// Which sourcing strategy made a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyKind {
+    Nearest,
+    Priority,
+}
+
+impl StrategyKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StrategyKind::Nearest => "nearest",
+            StrategyKind::Priority => "priority",
+        }
+    }
+}
+
+impl fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Units of one order line in a shipment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentLine {
+    pub line_id: String,
+    pub sku: String,
+    pub quantity: u64,
+}
+
+/// What one node ships for an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shipment {
+    pub node_id: String,
+    pub node_kind: NodeKind,
+    pub lines: Vec<ShipmentLine>,
+    pub cost: f64,
+    pub distance_km: f64,
+    pub estimated_delivery: NaiveDate,
+}
+
+/// Units of a line that no node ships.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnfilledLine {
+    pub line_id: String,
+    pub sku: String,
+    pub quantity: u64,
+}
+
+/// Why a node ships nothing for an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeReason {
+    NoStock,
+    ExcludedByRule,
+    TooFar,
+    OverCapacity,
+    Dearer,
+    NotNeeded,
+    MaxShipments,
+    Disabled,
+}
+
+/// A node the plan does not use, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnusedNode {
+    pub node_id: String,
+    pub reason: NodeReason,
+    pub detail: String,
+    pub extra_cost: f64,
+}
+
+/// A sourcing decision for an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub shipments: Vec<Shipment>,
+    pub unfilled: Vec<UnfilledLine>,
+    pub total_cost: f64,
+    pub strategy: StrategyKind,
+    pub unused_nodes: Vec<UnusedNode>,
+    pub plan_micros: u64,
+}
+
+impl Plan {
+    pub fn shipment_count(&self) -> usize {
+        self.shipments.len()
+    }
+
+    pub fn unfilled_units(&self) -> u64 {
+        self.unfilled.iter().map(|u| u.quantity).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn madrid_to_barcelona_is_about_505_km() {
+        let madrid = GeoPoint::new(40.4165, -3.70256).unwrap();
+        let barcelona = GeoPoint::new(41.38879, 2.15899).unwrap();
+        let d = madrid.distance_km(&barcelona);
+        assert!((d - 505.0).abs() < 5.0, "{d}");
+    }
+
+    #[test]
+    fn coordinates_out_of_range_are_named() {
+        assert!(GeoPoint::new(91.0, 0.0).unwrap_err().contains("latitude"));
+        assert!(
+            GeoPoint::new(0.0, -181.0)
+                .unwrap_err()
+                .contains("longitude")
+        );
+        assert!(GeoPoint::new(f64::NAN, 0.0).is_err());
+    }
+
+    fn order(lines: Vec<OrderLine>) -> Order {
+        Order {
+            order_id: "o-1".into(),
+            segment: "standard".into(),
+            destination: GeoPoint {
+                lat: 40.0,
+                lon: -3.0,
+            },
+            country: "ES".into(),
+            lines,
+            delivery: DeliveryMode::Ship,
+            ship_complete: false,
+        }
+    }
+
+    fn line(id: &str, sku: &str, q: u64) -> OrderLine {
+        OrderLine {
+            line_id: id.into(),
+            sku: sku.into(),
+            quantity: q,
+            group: None,
+        }
+    }
+
+    #[test]
+    fn fingerprint_ignores_line_order_but_not_quantities() {
+        let a = order(vec![line("1", "A", 1), line("2", "B", 2)]);
+        let b = order(vec![line("2", "B", 2), line("1", "A", 1)]);
+        let c = order(vec![line("1", "A", 1), line("2", "B", 3)]);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn delivery_days_round_transit_up() {
+        let node = Node {
+            id: "n".into(),
+            name: "n".into(),
+            kind: NodeKind::Warehouse,
+            location: GeoPoint { lat: 0.0, lon: 0.0 },
+            city: String::new(),
+            country: "ES".into(),
+            enabled: true,
+            can_ship: true,
+            can_pickup: false,
+            priority: 0,
+            daily_capacity_units: 10,
+            processing_days: 1,
+            transit_km_per_day: 500.0,
+            cost: CostModel {
+                handling_per_unit: 0.0,
+                per_parcel: 0.0,
+                per_parcel_km: 0.0,
+                per_unit_km: 0.0,
+            },
+        };
+        assert_eq!(node.days_to_deliver(0.0), 1);
+        assert_eq!(node.days_to_deliver(10.0), 2);
+        assert_eq!(node.days_to_deliver(500.0), 2);
+        assert_eq!(node.days_to_deliver(501.0), 3);
+    }
+}

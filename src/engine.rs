@@ -1,0 +1,328 @@
+//! The service's core: quotes, reservations and stock feeds in domain terms. It knows the
+//! network and the segment rules, asks a strategy for plans and the store for stock, and keeps
+//! the promises the API makes (idempotent reserve, all-or-nothing holds, re-planning when a
+//! concurrent reserve took the stock a plan counted on). It knows nothing of gRPC.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::debug;
+
+use crate::clock::Clock;
+use crate::config::{Config, Settings};
+use crate::domain::{Network, Order, Plan, SegmentRules, Segments, StrategyKind};
+use crate::error::Error;
+use crate::sourcing::{Problem, strategy};
+use crate::store::{
+    Allocation, HoldRequest, Reservation, ReserveOutcome, StockLevel, StockStore, StockUpdate,
+    UpdateResult,
+};
+
+/// Stock of one sku at one node, as reported to callers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeAvailability {
+    pub node_id: String,
+    pub level: StockLevel,
+    pub ats: u64,
+}
+
+/// Stock of one sku across the network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkuAvailability {
+    pub sku: String,
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub safety_stock: u64,
+    pub ats: u64,
+    pub nodes: Vec<NodeAvailability>,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    network: Arc<Network>,
+    segments: Arc<Segments>,
+    settings: Settings,
+    store: Arc<dyn StockStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Engine {
+    pub fn new(config: &Config, store: Arc<dyn StockStore>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            network: Arc::new(config.network.clone()),
+            segments: Arc::new(config.segments.clone()),
+            settings: config.settings.clone(),
+            store,
+            clock,
+        }
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    pub fn segments(&self) -> &Segments {
+        &self.segments
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &Arc<dyn StockStore> {
+        &self.store
+    }
+
+    fn rules(&self, segment: &str) -> Result<&SegmentRules, Error> {
+        self.segments.get(segment).ok_or_else(|| {
+            Error::invalid(
+                "order.segment",
+                format!(
+                    "unknown segment {segment:?} (known: {})",
+                    self.segments.names().join(", ")
+                ),
+            )
+        })
+    }
+
+    fn plan(
+        &self,
+        order: &Order,
+        rules: &SegmentRules,
+        stock: &crate::store::StockView,
+        kind: StrategyKind,
+    ) -> Result<Plan, Error> {
+        let started = Instant::now();
+        let problem = Problem::build(order, rules, &self.network, stock)?;
+        let assignment = strategy(kind).assign(&problem);
+        let mut plan = problem.finish(kind, &assignment, self.clock.today())?;
+        plan.plan_micros = started.elapsed().as_micros() as u64;
+        Ok(plan)
+    }
+
+    /// A plan against current stock, holding nothing.
+    pub async fn quote(&self, order: &Order, kind: Option<StrategyKind>) -> Result<Plan, Error> {
+        let rules = self.rules(&order.segment)?;
+        let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
+        let stock = self
+            .store
+            .read_stock(&order.skus(), self.clock.now_millis())
+            .await?;
+        self.plan(order, rules, &stock, kind)
+    }
+
+    /// The hold TTL for a request: its own (bounded by config) or the default.
+    fn hold_ttl_secs(&self, requested: Option<u32>) -> Result<u32, Error> {
+        let h = &self.settings.holds;
+        match requested {
+            None => Ok(h.default_ttl_secs),
+            Some(ttl) if (h.min_ttl_secs..=h.max_ttl_secs).contains(&ttl) => Ok(ttl),
+            Some(ttl) => Err(Error::invalid(
+                "hold_ttl_seconds",
+                format!(
+                    "{ttl} is outside the allowed {}..{} seconds",
+                    h.min_ttl_secs, h.max_ttl_secs
+                ),
+            )),
+        }
+    }
+
+    /// The reservation made earlier for this order id, or ALREADY_EXISTS if it was made for a
+    /// different order.
+    fn same_order(existing: Reservation, fingerprint: &str) -> Result<(Reservation, bool), Error> {
+        if existing.fingerprint == fingerprint {
+            Ok((existing, false))
+        } else {
+            Err(Error::AlreadyExists(format!(
+                "order {:?} was reserved before with different contents",
+                existing.order_id
+            )))
+        }
+    }
+
+    /// Plans the order and holds its stock; `true` when this call made the reservation.
+    pub async fn reserve(
+        &self,
+        order: &Order,
+        ttl_secs: Option<u32>,
+        kind: Option<StrategyKind>,
+    ) -> Result<(Reservation, bool), Error> {
+        let rules = self.rules(&order.segment)?;
+        let ttl = self.hold_ttl_secs(ttl_secs)?;
+        let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
+        let fingerprint = order.fingerprint();
+        if let Some(existing) = self
+            .store
+            .get_reservation(&order.order_id, self.clock.now_millis())
+            .await?
+        {
+            return Self::same_order(existing, &fingerprint);
+        }
+        let skus = order.skus();
+        let attempts = self.settings.sourcing.reserve_attempts;
+        for attempt in 1..=attempts {
+            let now = self.clock.now_millis();
+            let stock = self.store.read_stock(&skus, now).await?;
+            let plan = self.plan(order, rules, &stock, kind)?;
+            let allocations = plan
+                .shipments
+                .iter()
+                .flat_map(|s| {
+                    s.lines.iter().map(|l| Allocation {
+                        line_id: l.line_id.clone(),
+                        sku: l.sku.clone(),
+                        node_id: s.node_id.clone(),
+                        quantity: l.quantity,
+                        shipped: 0,
+                        released: 0,
+                    })
+                })
+                .collect();
+            let request = HoldRequest {
+                order_id: order.order_id.clone(),
+                fingerprint: fingerprint.clone(),
+                segment: order.segment.clone(),
+                use_safety_stock: rules.use_safety_stock,
+                plan,
+                allocations,
+                expires_at: now + i64::from(ttl) * 1000,
+            };
+            match self.store.reserve(request, now).await? {
+                ReserveOutcome::Created(r) => return Ok((r, true)),
+                ReserveOutcome::Existing(r) => return Self::same_order(r, &fingerprint),
+                ReserveOutcome::Insufficient {
+                    sku,
+                    node_id,
+                    wanted,
+                    available,
+                } => {
+                    debug!(
+                        order_id = %order.order_id, attempt, %sku, %node_id, wanted, available,
+                        "stock moved under the plan; planning again"
+                    );
+                }
+            }
+        }
+        Err(Error::Aborted(format!(
+            "order {:?}: concurrent reservations kept taking the planned stock; gave up after {attempts} attempts",
+            order.order_id
+        )))
+    }
+
+    pub async fn commit(&self, order_id: &str) -> Result<Reservation, Error> {
+        Ok(self.store.commit(order_id, self.clock.now_millis()).await?)
+    }
+
+    pub async fn release(&self, order_id: &str, line_ids: &[String]) -> Result<Reservation, Error> {
+        Ok(self
+            .store
+            .release(order_id, line_ids, self.clock.now_millis())
+            .await?)
+    }
+
+    pub async fn reservation(&self, order_id: &str) -> Result<Reservation, Error> {
+        self.store
+            .get_reservation(order_id, self.clock.now_millis())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no reservation for order {order_id:?}")))
+    }
+
+    /// Applies well-formed feed updates; those naming a node outside the network are rejected
+    /// here, the rest by the store's own rules. One result per update, in order.
+    pub async fn apply_stock(&self, updates: Vec<StockUpdate>) -> Result<Vec<UpdateResult>, Error> {
+        let mut results: Vec<Option<UpdateResult>> = Vec::with_capacity(updates.len());
+        let mut valid = Vec::with_capacity(updates.len());
+        for u in updates {
+            if self.network.contains(&u.node_id) {
+                results.push(None);
+                valid.push(u);
+            } else {
+                results.push(Some(UpdateResult::Rejected(format!(
+                    "node_id: {:?} is not in the network",
+                    u.node_id
+                ))));
+            }
+        }
+        let mut applied = self
+            .store
+            .apply_updates(&valid, self.clock.now_millis())
+            .await?
+            .into_iter();
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    applied.next().unwrap_or_else(|| {
+                        UpdateResult::Rejected("store returned no result".into())
+                    })
+                })
+            })
+            .collect())
+    }
+
+    /// Stock of these skus across the network, or across what `segment` may use.
+    pub async fn availability(
+        &self,
+        skus: &[String],
+        segment: Option<&str>,
+    ) -> Result<Vec<SkuAvailability>, Error> {
+        let rules = match segment {
+            Some(s) => Some(self.segments.get(s).ok_or_else(|| {
+                Error::invalid(
+                    "segment",
+                    format!(
+                        "unknown segment {s:?} (known: {})",
+                        self.segments.names().join(", ")
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let view = self.store.read_stock(skus, self.clock.now_millis()).await?;
+        let mut out = Vec::with_capacity(skus.len());
+        for sku in skus {
+            let levels = view.get(sku).cloned().unwrap_or_default();
+            let ordered: BTreeMap<&str, StockLevel> =
+                levels.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+            let mut sku_out = SkuAvailability {
+                sku: sku.clone(),
+                on_hand: 0,
+                reserved: 0,
+                safety_stock: 0,
+                ats: 0,
+                nodes: Vec::new(),
+            };
+            for node in self.network.nodes() {
+                let Some(level) = ordered.get(node.id.as_str()) else {
+                    continue;
+                };
+                let usable = node.enabled && rules.is_none_or(|r| r.exclusion(node).is_none());
+                if rules.is_some() && !usable {
+                    continue;
+                }
+                let ats = if usable {
+                    level.ats(rules.is_some_and(|r| r.use_safety_stock))
+                } else {
+                    0
+                };
+                sku_out.on_hand += level.on_hand;
+                sku_out.reserved += level.reserved;
+                sku_out.safety_stock += level.safety_stock;
+                sku_out.ats += ats;
+                sku_out.nodes.push(NodeAvailability {
+                    node_id: node.id.clone(),
+                    level: *level,
+                    ats,
+                });
+            }
+            out.push(sku_out);
+        }
+        Ok(out)
+    }
+
+    /// Returns the stock of expired holds; how many expired.
+    pub async fn expire_holds(&self) -> Result<u64, Error> {
+        Ok(self.store.expire_holds(self.clock.now_millis()).await?)
+    }
+}

@@ -1,0 +1,47 @@
+//! The core's error: what went wrong with a call, in terms a transport can map to its own
+//! status codes without guessing.
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed: `field` names what, `problem` says why.
+    #[error("{field}: {problem}")]
+    InvalidArgument { field: String, problem: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is well formed but the state of things refuses it (no feasible plan, an
+    /// expired hold).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Concurrent requests kept taking the stock a plan needed; retrying may succeed.
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(_) => Error::NotFound(e.to_string()),
+            StoreError::InvalidState { .. } => Error::FailedPrecondition(e.to_string()),
+            StoreError::UnknownLine { .. } => Error::invalid("line_ids", e.to_string()),
+            StoreError::Unavailable(_) => Error::Unavailable(e.to_string()),
+            StoreError::Corrupt(_) => Error::Internal(e.to_string()),
+        }
+    }
+}

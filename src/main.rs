@@ -1,0 +1,139 @@
+//! The `dom-router` binary: parses flags, sets up logging, loads config, binds the port and
+//! hands over to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dom_router::clock::SystemClock;
+use dom_router::config::{Config, ConfigSource};
+use dom_router::telemetry::{self, LogFormat};
+use tracing::{error, info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "dom-router",
+    version,
+    about = "Order sourcing and stock visibility over gRPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the gRPC server (with no flags: the embedded demo on 127.0.0.1:50051).
+    Serve {
+        /// Config directory (network.toml, segments.toml, optional server.toml and stock.csv);
+        /// without it, the embedded demo config.
+        #[arg(long, env = "DOM_ROUTER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on; overrides server.listen.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Log format.
+        #[arg(
+            long,
+            value_enum,
+            default_value = "text",
+            env = "DOM_ROUTER_LOG_FORMAT"
+        )]
+        log_format: LogFormat,
+    },
+    /// Validates a config directory (default: the embedded demo) and prints a summary.
+    CheckConfig {
+        /// Config directory to check.
+        dir: Option<PathBuf>,
+    },
+}
+
+fn source(dir: Option<PathBuf>) -> ConfigSource {
+    dir.map_or(ConfigSource::Embedded, ConfigSource::Dir)
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::CheckConfig { dir } => match Config::load(source(dir), std::env::vars()) {
+            Ok(config) => {
+                print!("{}", config.summary());
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("invalid config: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve {
+            config,
+            listen,
+            log_format,
+        } => {
+            telemetry::init(log_format);
+            match serve(source(config), listen) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn serve(source: ConfigSource, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let mut config = Config::load(source, std::env::vars()).context("invalid config")?;
+    if let Some(addr) = listen {
+        config.settings.server.listen = addr;
+    }
+    info!(
+        config = %config.source,
+        nodes = config.network.len(),
+        segments = config.segments.len(),
+        store = ?config.settings.store.kind,
+        "config loaded"
+    );
+    if config.source == ConfigSource::Embedded {
+        warn!("running the embedded demo: in-memory stock, open to any caller");
+    }
+    let addr = config.settings.server.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let engine = dom_router::server::engine(&config, Arc::new(SystemClock));
+    dom_router::server::run(listener, engine, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!("SIGINT received"),
+        _ = term => info!("SIGTERM received"),
+    }
+}

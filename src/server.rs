@@ -1,0 +1,189 @@
+//! The gRPC server: the `dom.v1` services with standard health and reflection, the background
+//! tasks (store health, hold expiry), and a graceful stop. [`run`] takes a bound listener and a
+//! shutdown future, so tests start the real server in-process on `127.0.0.1:0`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{debug, info, warn};
+
+use crate::api::{InventoryApi, NetworkApi, SourcingApi, pb};
+use crate::clock::Clock;
+use crate::config::{Config, StoreKind};
+use crate::engine::Engine;
+use crate::store::{MemoryStore, StockStore};
+
+/// The gRPC services whose health is reported, besides the server as a whole ("").
+pub const SERVICES: [&str; 3] = ["dom.v1.Sourcing", "dom.v1.Inventory", "dom.v1.Network"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The store the config asks for.
+pub fn open_store(config: &Config) -> Arc<dyn StockStore> {
+    match config.settings.store.kind {
+        StoreKind::Memory if config.settings.store.seed_stock => {
+            Arc::new(MemoryStore::with_stock(&config.stock))
+        }
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+    }
+}
+
+/// The engine for a config, on the store it asks for.
+pub fn engine(config: &Config, clock: Arc<dyn Clock>) -> Arc<Engine> {
+    Arc::new(Engine::new(config, open_store(config), clock))
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for service in SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+/// Reports SERVING while the store answers, NOT_SERVING while it does not.
+async fn watch_store(
+    engine: Arc<Engine>,
+    reporter: HealthReporter,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut serving = None;
+    loop {
+        let result = engine.store().ping().await;
+        let ok = result.is_ok();
+        if serving != Some(ok) && !*stop.borrow() {
+            match &result {
+                Ok(()) => info!("stock store answers; serving"),
+                Err(e) => warn!(error = %e, "stock store does not answer; not serving"),
+            }
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&reporter, status).await;
+            serving = Some(ok);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Returns the stock of expired holds, whichever replica gets there first.
+async fn sweep_holds(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        match engine.expire_holds().await {
+            Ok(0) => {}
+            Ok(n) => debug!(expired = n, "expired holds returned their stock"),
+            Err(e) => warn!(error = %e, "hold sweep failed"),
+        }
+    }
+}
+
+/// Serves until `shutdown` completes, then stops taking calls, lets in-flight ones finish
+/// within the configured drain timeout, and stops the background tasks.
+pub async fn run(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let s = engine.settings().clone();
+    let max_bytes = s.server.max_message_bytes;
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::NotServing).await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tasks = [
+        tokio::spawn(watch_store(
+            engine.clone(),
+            reporter.clone(),
+            Duration::from_millis(s.server.health_check_interval_ms),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(sweep_holds(
+            engine.clone(),
+            Duration::from_millis(s.holds.sweep_interval_ms),
+            stop_rx.clone(),
+        )),
+    ];
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let sourcing = pb::sourcing_server::SourcingServer::new(SourcingApi::new(engine.clone()))
+        .max_decoding_message_size(max_bytes)
+        .max_encoding_message_size(max_bytes);
+    let inventory = pb::inventory_server::InventoryServer::new(InventoryApi::new(engine.clone()))
+        .max_decoding_message_size(max_bytes)
+        .max_encoding_message_size(max_bytes);
+    let network = pb::network_server::NetworkServer::new(NetworkApi::new(engine.clone()))
+        .max_decoding_message_size(max_bytes)
+        .max_encoding_message_size(max_bytes);
+
+    let drain_reporter = reporter.clone();
+    let signal = async move {
+        shutdown.await;
+        info!("shutting down: not serving, draining in-flight calls");
+        set_health(&drain_reporter, ServingStatus::NotServing).await;
+        let _ = stop_tx.send(true);
+    };
+
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "dom-router listening");
+    }
+    let serve = Server::builder()
+        .timeout(Duration::from_millis(s.server.request_timeout_ms))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(sourcing)
+        .add_service(inventory)
+        .add_service(network)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+
+    let mut draining = stop_rx.clone();
+    let drain_timeout = Duration::from_millis(s.server.drain_timeout_ms);
+    let deadline = async move {
+        if draining.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(drain_timeout).await;
+    };
+    let result = tokio::select! {
+        r = serve => r.map_err(ServeError::from),
+        _ = deadline => {
+            warn!(timeout_ms = s.server.drain_timeout_ms, "drain timeout passed with calls in flight; stopping");
+            Ok(())
+        }
+    };
+    for task in tasks {
+        task.abort();
+    }
+    info!("stopped");
+    result
+}

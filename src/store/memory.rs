@@ -1,0 +1,379 @@
+//! The in-memory store of the embedded demo: one process, one lock over all state, so every
+//! operation is trivially atomic. Correct under any concurrency within the process; it does not
+//! share stock with other replicas.
+
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use super::{
+    HoldRequest, Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore,
+    StockUpdate, StockView, StoreError, UpdateKind, UpdateResult,
+};
+use crate::clock::Millis;
+use crate::config::StockSeed;
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    stock: HashMap<String, HashMap<String, StockLevel>>,
+    reservations: HashMap<String, Reservation>,
+    /// Holds by expiry time, so a sweep touches only what has expired.
+    expiries: BTreeSet<(Millis, String)>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store starting with these levels (no feed sequence applied yet).
+    pub fn with_stock(seed: &[StockSeed]) -> Self {
+        let store = Self::new();
+        {
+            let mut state = store.state.lock();
+            for row in seed {
+                state.stock.entry(row.sku.clone()).or_default().insert(
+                    row.node.clone(),
+                    StockLevel {
+                        on_hand: row.on_hand,
+                        safety_stock: row.safety_stock,
+                        ..StockLevel::default()
+                    },
+                );
+            }
+        }
+        store
+    }
+}
+
+impl State {
+    fn level_mut(&mut self, sku: &str, node_id: &str) -> Option<&mut StockLevel> {
+        self.stock.get_mut(sku).and_then(|m| m.get_mut(node_id))
+    }
+
+    /// Gives the outstanding units of an order's allocations (all, or those of `lines`) back.
+    fn return_stock(&mut self, order_id: &str, lines: Option<&[String]>) {
+        let Some(reservation) = self.reservations.get_mut(order_id) else {
+            return;
+        };
+        for a in reservation.allocations.iter_mut() {
+            if lines.is_some_and(|ls| !ls.contains(&a.line_id)) {
+                continue;
+            }
+            let out = a.outstanding();
+            if out == 0 {
+                continue;
+            }
+            a.released += out;
+            if let Some(level) = self
+                .stock
+                .get_mut(&a.sku)
+                .and_then(|m| m.get_mut(&a.node_id))
+            {
+                debug_assert!(level.reserved >= out);
+                level.reserved = level.reserved.saturating_sub(out);
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Millis) -> u64 {
+        let mut expired = 0;
+        while let Some((at, _)) = self.expiries.first() {
+            if *at > now {
+                break;
+            }
+            let (_, order_id) = self.expiries.pop_first().expect("checked non-empty");
+            if self
+                .reservations
+                .get(&order_id)
+                .is_some_and(|r| r.state == ReservationState::Held)
+            {
+                self.return_stock(&order_id, None);
+                let r = self.reservations.get_mut(&order_id).expect("present");
+                r.state = ReservationState::Expired;
+                expired += 1;
+            }
+        }
+        expired
+    }
+
+    fn settle(&mut self, order_id: &str) {
+        let r = self.reservations.get_mut(order_id).expect("present");
+        if r.allocations.iter().all(|a| a.outstanding() == 0) {
+            if r.state == ReservationState::Held {
+                if let Some(at) = r.expires_at {
+                    self.expiries.remove(&(at, order_id.to_owned()));
+                }
+            }
+            let shipped = r.allocations.iter().any(|a| a.shipped > 0);
+            r.state = if shipped {
+                ReservationState::Fulfilled
+            } else {
+                ReservationState::Released
+            };
+            if r.state == ReservationState::Released {
+                r.expires_at = None;
+            }
+        }
+    }
+
+    fn apply(&mut self, u: &StockUpdate) -> UpdateResult {
+        let current = self
+            .stock
+            .get(&u.sku)
+            .and_then(|m| m.get(&u.node_id))
+            .copied()
+            .unwrap_or_default();
+        if u.sequence <= current.last_sequence {
+            return UpdateResult::Stale;
+        }
+        let mut next = current;
+        next.last_sequence = u.sequence;
+        match &u.kind {
+            UpdateKind::Snapshot {
+                on_hand,
+                safety_stock,
+            } => {
+                next.on_hand = *on_hand;
+                if let Some(s) = safety_stock {
+                    next.safety_stock = *s;
+                }
+            }
+            UpdateKind::Delta { change } => {
+                let value = i128::from(current.on_hand) + i128::from(*change);
+                if value < 0 {
+                    return UpdateResult::Rejected(format!(
+                        "quantity: a delta of {change} would take on hand of {} at {} below zero (on hand {})",
+                        u.sku, u.node_id, current.on_hand
+                    ));
+                }
+                next.on_hand = u64::try_from(value).unwrap_or(u64::MAX);
+            }
+            UpdateKind::Shipment { order_id, quantity } => {
+                let Some(r) = self.reservations.get_mut(order_id) else {
+                    return UpdateResult::Rejected(format!(
+                        "order_id: no reservation for order {order_id:?}"
+                    ));
+                };
+                if r.state != ReservationState::Committed {
+                    return UpdateResult::Rejected(format!(
+                        "order_id: order {order_id:?} is {}; only a committed order ships",
+                        r.state.as_str()
+                    ));
+                }
+                let outstanding: u64 = r
+                    .allocations
+                    .iter()
+                    .filter(|a| a.sku == u.sku && a.node_id == u.node_id)
+                    .map(|a| a.outstanding())
+                    .sum();
+                if *quantity > outstanding {
+                    return UpdateResult::Rejected(format!(
+                        "quantity: order {order_id:?} has {outstanding} units of {} outstanding at {}, fewer than {quantity}",
+                        u.sku, u.node_id
+                    ));
+                }
+                let mut left = *quantity;
+                for a in r
+                    .allocations
+                    .iter_mut()
+                    .filter(|a| a.sku == u.sku && a.node_id == u.node_id)
+                {
+                    let take = left.min(a.outstanding());
+                    a.shipped += take;
+                    left -= take;
+                }
+                next.on_hand = current.on_hand.saturating_sub(*quantity);
+                next.reserved = current.reserved.saturating_sub(*quantity);
+                self.stock
+                    .entry(u.sku.clone())
+                    .or_default()
+                    .insert(u.node_id.clone(), next);
+                self.settle(order_id);
+                return UpdateResult::Applied;
+            }
+        }
+        self.stock
+            .entry(u.sku.clone())
+            .or_default()
+            .insert(u.node_id.clone(), next);
+        UpdateResult::Applied
+    }
+}
+
+#[async_trait]
+impl StockStore for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn read_stock(&self, skus: &[String], now: Millis) -> Result<StockView, StoreError> {
+        let mut state = self.state.lock();
+        state.sweep(now);
+        Ok(skus
+            .iter()
+            .map(|sku| {
+                (
+                    sku.clone(),
+                    state.stock.get(sku).cloned().unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    async fn apply_updates(
+        &self,
+        updates: &[StockUpdate],
+        now: Millis,
+    ) -> Result<Vec<UpdateResult>, StoreError> {
+        let mut state = self.state.lock();
+        state.sweep(now);
+        Ok(updates.iter().map(|u| state.apply(u)).collect())
+    }
+
+    async fn reserve(
+        &self,
+        request: HoldRequest,
+        now: Millis,
+    ) -> Result<ReserveOutcome, StoreError> {
+        let mut state = self.state.lock();
+        state.sweep(now);
+        if let Some(existing) = state.reservations.get(&request.order_id) {
+            return Ok(ReserveOutcome::Existing(existing.clone()));
+        }
+        let mut wanted: HashMap<(&str, &str), u64> = HashMap::new();
+        for a in &request.allocations {
+            *wanted.entry((&a.sku, &a.node_id)).or_default() += a.quantity;
+        }
+        let mut wanted: Vec<_> = wanted.into_iter().collect();
+        wanted.sort();
+        for ((sku, node_id), units) in &wanted {
+            let available = state
+                .stock
+                .get(*sku)
+                .and_then(|m| m.get(*node_id))
+                .map(|l| l.ats(request.use_safety_stock))
+                .unwrap_or(0);
+            if *units > available {
+                return Ok(ReserveOutcome::Insufficient {
+                    sku: sku.to_string(),
+                    node_id: node_id.to_string(),
+                    wanted: *units,
+                    available,
+                });
+            }
+        }
+        for ((sku, node_id), units) in &wanted {
+            let level = state.level_mut(sku, node_id).expect("checked above");
+            level.reserved += units;
+        }
+        let reservation = Reservation {
+            order_id: request.order_id.clone(),
+            fingerprint: request.fingerprint,
+            segment: request.segment,
+            state: ReservationState::Held,
+            plan: request.plan,
+            allocations: request.allocations,
+            created_at: now,
+            expires_at: Some(request.expires_at),
+        };
+        state
+            .expiries
+            .insert((request.expires_at, request.order_id.clone()));
+        state
+            .reservations
+            .insert(request.order_id, reservation.clone());
+        // A hold made already expired (a TTL shorter than the clock's step) returns at once.
+        state.sweep(now);
+        let reservation = state.reservations[&reservation.order_id].clone();
+        Ok(ReserveOutcome::Created(reservation))
+    }
+
+    async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError> {
+        let mut state = self.state.lock();
+        state.sweep(now);
+        let Some(r) = state.reservations.get_mut(order_id) else {
+            return Err(StoreError::NotFound(order_id.to_owned()));
+        };
+        match r.state {
+            ReservationState::Held => {
+                let at = r.expires_at.take();
+                r.state = ReservationState::Committed;
+                let r = r.clone();
+                if let Some(at) = at {
+                    state.expiries.remove(&(at, order_id.to_owned()));
+                }
+                Ok(r)
+            }
+            ReservationState::Committed | ReservationState::Fulfilled => Ok(r.clone()),
+            state @ (ReservationState::Released | ReservationState::Expired) => {
+                Err(StoreError::InvalidState {
+                    order_id: order_id.to_owned(),
+                    state,
+                    action: "committed",
+                })
+            }
+        }
+    }
+
+    async fn release(
+        &self,
+        order_id: &str,
+        line_ids: &[String],
+        now: Millis,
+    ) -> Result<Reservation, StoreError> {
+        let mut state = self.state.lock();
+        state.sweep(now);
+        let Some(r) = state.reservations.get(order_id) else {
+            return Err(StoreError::NotFound(order_id.to_owned()));
+        };
+        if let Some(unknown) = line_ids.iter().find(|id| {
+            !r.allocations.iter().any(|a| &a.line_id == *id)
+                && !r.plan.unfilled.iter().any(|u| &u.line_id == *id)
+        }) {
+            return Err(StoreError::UnknownLine {
+                order_id: order_id.to_owned(),
+                line_id: unknown.clone(),
+            });
+        }
+        if matches!(
+            r.state,
+            ReservationState::Held | ReservationState::Committed
+        ) {
+            let lines = (!line_ids.is_empty()).then_some(line_ids);
+            state.return_stock(order_id, lines);
+            state.settle(order_id);
+        }
+        Ok(state.reservations[order_id].clone())
+    }
+
+    async fn get_reservation(
+        &self,
+        order_id: &str,
+        now: Millis,
+    ) -> Result<Option<Reservation>, StoreError> {
+        let mut state = self.state.lock();
+        state.sweep(now);
+        Ok(state.reservations.get(order_id).cloned())
+    }
+
+    async fn expire_holds(&self, now: Millis) -> Result<u64, StoreError> {
+        Ok(self.state.lock().sweep(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::MemoryStore;
+    use crate::store::StockStore;
+
+    crate::store_conformance_tests!(async { Arc::new(MemoryStore::new()) as Arc<dyn StockStore> });
+}

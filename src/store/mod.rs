@@ -1,0 +1,229 @@
+//! Stock, reservations, holds and feed sequences behind one trait, so the in-memory store of
+//! the embedded demo and the production store behave the same: both run the suite in
+//! [`conformance`].
+//!
+//! The store owns every invariant that concurrency could break: a reserve is checked and
+//! applied atomically and all-or-nothing, a feed update applies at most once, an expired hold
+//! returns its stock once. Callers pass the time in, so expiry is deterministic under test.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+use crate::domain::Plan;
+
+pub mod conformance;
+pub mod memory;
+
+pub use memory::MemoryStore;
+
+/// Stock of one sku at one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevel {
+    pub on_hand: u64,
+    /// Held and committed units not yet shipped.
+    pub reserved: u64,
+    pub safety_stock: u64,
+    /// The last feed sequence applied (0 if none).
+    pub last_sequence: u64,
+}
+
+impl StockLevel {
+    /// Available to source: on hand less reserved, less safety stock unless it may be used;
+    /// never below zero.
+    pub fn ats(&self, use_safety_stock: bool) -> u64 {
+        let free = self.on_hand.saturating_sub(self.reserved);
+        if use_safety_stock {
+            free
+        } else {
+            free.saturating_sub(self.safety_stock)
+        }
+    }
+}
+
+/// Stock by sku, then by node. Nodes that never had a level for the sku are absent.
+pub type StockView = HashMap<String, HashMap<String, StockLevel>>;
+
+/// What a feed update does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateKind {
+    /// Absolute on hand, and the safety stock when given.
+    Snapshot {
+        on_hand: u64,
+        safety_stock: Option<u64>,
+    },
+    /// On hand goes up or down by this much.
+    Delta { change: i64 },
+    /// Units of an order left the node: on hand and the order's allocation both go down.
+    Shipment { order_id: String, quantity: u64 },
+}
+
+/// One feed update, already checked for shape (ids non-empty, sequence at least 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockUpdate {
+    pub node_id: String,
+    pub sku: String,
+    pub sequence: u64,
+    pub kind: UpdateKind,
+}
+
+/// What became of one feed update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateResult {
+    Applied,
+    /// Its sequence was not above the last applied one.
+    Stale,
+    /// Nothing changed; the sentence says why.
+    Rejected(String),
+}
+
+/// Where a reservation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReservationState {
+    Held,
+    Committed,
+    Released,
+    Expired,
+    Fulfilled,
+}
+
+impl ReservationState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReservationState::Held => "held",
+            ReservationState::Committed => "committed",
+            ReservationState::Released => "released",
+            ReservationState::Expired => "expired",
+            ReservationState::Fulfilled => "fulfilled",
+        }
+    }
+}
+
+/// Units of one order line held or allocated at one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub line_id: String,
+    pub sku: String,
+    pub node_id: String,
+    pub quantity: u64,
+    pub shipped: u64,
+    pub released: u64,
+}
+
+impl Allocation {
+    /// Units still reserved: neither shipped nor given back.
+    pub fn outstanding(&self) -> u64 {
+        self.quantity - self.shipped - self.released
+    }
+}
+
+/// An order's hold or allocation, and the plan it was made for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub order_id: String,
+    /// Digest of the order, to tell a repeated Reserve from a different order under the same id.
+    pub fingerprint: String,
+    pub segment: String,
+    pub state: ReservationState,
+    pub plan: Plan,
+    pub allocations: Vec<Allocation>,
+    pub created_at: Millis,
+    /// Set while held.
+    pub expires_at: Option<Millis>,
+}
+
+/// A request to hold stock for an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldRequest {
+    pub order_id: String,
+    pub fingerprint: String,
+    pub segment: String,
+    /// Whether the segment may draw down safety stock.
+    pub use_safety_stock: bool,
+    pub plan: Plan,
+    /// What to hold; every quantity above zero.
+    pub allocations: Vec<Allocation>,
+    pub expires_at: Millis,
+}
+
+/// What a reserve did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReserveOutcome {
+    /// The stock is held.
+    Created(Reservation),
+    /// A reservation for this order id exists already; nothing changed.
+    Existing(Reservation),
+    /// Some sku at some node no longer has the units; nothing changed.
+    Insufficient {
+        sku: String,
+        node_id: String,
+        wanted: u64,
+        available: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error("no reservation for order {0:?}")]
+    NotFound(String),
+    #[error("order {order_id:?} is {state}, so it cannot be {action}", state = .state.as_str())]
+    InvalidState {
+        order_id: String,
+        state: ReservationState,
+        action: &'static str,
+    },
+    #[error("order {order_id:?} has no line {line_id:?}")]
+    UnknownLine { order_id: String, line_id: String },
+    #[error("stock store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stock store data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// The storage every replica of the service shares.
+#[async_trait]
+pub trait StockStore: Send + Sync + std::fmt::Debug {
+    /// Ok when the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stock of every node for these skus, with holds expired by `now` already returned.
+    async fn read_stock(&self, skus: &[String], now: Millis) -> Result<StockView, StoreError>;
+
+    /// Applies feed updates in order; each is applied, stale or rejected on its own.
+    async fn apply_updates(
+        &self,
+        updates: &[StockUpdate],
+        now: Millis,
+    ) -> Result<Vec<UpdateResult>, StoreError>;
+
+    /// Holds the stock for an order, all or nothing, unless the order id is known already.
+    async fn reserve(
+        &self,
+        request: HoldRequest,
+        now: Millis,
+    ) -> Result<ReserveOutcome, StoreError>;
+
+    /// A held order becomes committed (idempotent).
+    async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError>;
+
+    /// Gives back the outstanding units of the named lines, or of every line if none are named
+    /// (idempotent).
+    async fn release(
+        &self,
+        order_id: &str,
+        line_ids: &[String],
+        now: Millis,
+    ) -> Result<Reservation, StoreError>;
+
+    /// A reservation by order id; a hold past its expiry is expired first.
+    async fn get_reservation(
+        &self,
+        order_id: &str,
+        now: Millis,
+    ) -> Result<Option<Reservation>, StoreError>;
+
+    /// Returns the stock of every hold expired by `now`; how many holds expired.
+    async fn expire_holds(&self, now: Millis) -> Result<u64, StoreError>;
+}
