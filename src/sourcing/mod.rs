@@ -99,13 +99,13 @@ impl<'a> Problem<'a> {
             DeliveryMode::Pickup { node_id } => {
                 let node = network.get(node_id).ok_or_else(|| {
                     Error::invalid(
-                        "pickup_node_id",
+                        "order.pickup_node_id",
                         format!("no node {node_id:?} in the network"),
                     )
                 })?;
                 if !node.can_pickup {
                     return Err(Error::invalid(
-                        "pickup_node_id",
+                        "order.pickup_node_id",
                         format!("node {node_id:?} does not serve pickups"),
                     ));
                 }
@@ -670,6 +670,8 @@ pub(crate) mod tests {
             node_id: "near".into(),
         };
         let e = Problem::build(&o, &r, &net, &s).unwrap_err();
-        assert!(matches!(e, Error::InvalidArgument { ref field, .. } if field == "pickup_node_id"));
+        assert!(
+            matches!(e, Error::InvalidArgument { ref field, .. } if field == "order.pickup_node_id")
+        );
     }
 }

@@ -106,10 +106,10 @@ impl State {
     fn settle(&mut self, order_id: &str) {
         let r = self.reservations.get_mut(order_id).expect("present");
         if r.allocations.iter().all(|a| a.outstanding() == 0) {
-            if r.state == ReservationState::Held {
-                if let Some(at) = r.expires_at {
-                    self.expiries.remove(&(at, order_id.to_owned()));
-                }
+            if r.state == ReservationState::Held
+                && let Some(at) = r.expires_at
+            {
+                self.expiries.remove(&(at, order_id.to_owned()));
             }
             let shipped = r.allocations.iter().any(|a| a.shipped > 0);
             r.state = if shipped {

@@ -1,0 +1,42 @@
+# Sourced by scripts/demo and scripts/test: installs what the build needs from the system when
+# it is missing, using the system's package manager (Debian's apt-get). protoc needs nothing:
+# the build uses the one vendored in the protoc-bin-vendored crate.
+
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo="sudo"
+    else
+      echo "setup: need to install $*, but not root and no sudo; install them and retry" >&2
+      exit 1
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: need $*, and there is no apt-get here; install them and retry" >&2
+    exit 1
+  fi
+  echo "setup: installing $*" >&2
+  if [ -z "${DOM_ROUTER_APT_UPDATED:-}" ]; then
+    $sudo apt-get update -qq >/dev/null
+    DOM_ROUTER_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# need COMMAND PACKAGE: installs PACKAGE unless COMMAND is on the PATH.
+need() {
+  command -v "$1" >/dev/null 2>&1 || apt_install "$2"
+}
+
+ensure_build_deps() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+      export PATH="$HOME/.cargo/bin:$PATH"
+    else
+      echo "setup: no Rust toolchain; install one with rustup (https://rustup.rs) and retry" >&2
+      exit 1
+    fi
+  fi
+  need cc gcc
+}

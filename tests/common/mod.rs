@@ -1,0 +1,191 @@
+//! Starts the real server in-process on 127.0.0.1:0 and connects the generated clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dom_router::api::pb;
+use dom_router::clock::ManualClock;
+use dom_router::config::{Config, ConfigSource};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub use pb::inventory_client::InventoryClient;
+pub use pb::network_client::NetworkClient;
+pub use pb::sourcing_client::SourcingClient;
+
+/// 2026-03-02T10:00:00Z
+pub const START_MILLIS: i64 = 1_772_445_600_000;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub clock: ManualClock,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    pub handle: Option<JoinHandle<Result<(), dom_router::server::ServeError>>>,
+}
+
+/// The demo config with no seed stock: each test pushes the stock it needs.
+pub fn demo_config() -> Config {
+    let mut config = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
+    config.settings.store.seed_stock = false;
+    config.settings.holds.sweep_interval_ms = 20;
+    config.settings.server.health_check_interval_ms = 50;
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(demo_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let clock = ManualClock::new(START_MILLIS);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let engine = dom_router::server::engine(&config, Arc::new(clock.clone()));
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(dom_router::server::run(listener, engine, async {
+            let _ = rx.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            addr,
+            clock,
+            channel,
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn sourcing(&self) -> SourcingClient<Channel> {
+        SourcingClient::new(self.channel.clone())
+    }
+
+    pub fn inventory(&self) -> InventoryClient<Channel> {
+        InventoryClient::new(self.channel.clone())
+    }
+
+    pub fn network(&self) -> NetworkClient<Channel> {
+        NetworkClient::new(self.channel.clone())
+    }
+
+    /// Signals the server to stop, without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().unwrap();
+        }
+    }
+
+    /// Sets on-hand (and safety stock) by snapshot, at a sequence above any used before.
+    pub async fn stock(&self, rows: &[(&str, &str, i64, i64)]) {
+        let seq = next_sequence();
+        let updates = rows
+            .iter()
+            .map(|(node, sku, on_hand, safety)| pb::StockUpdate {
+                node_id: (*node).into(),
+                sku: (*sku).into(),
+                kind: pb::StockUpdateKind::Snapshot as i32,
+                quantity: *on_hand,
+                sequence: seq,
+                order_id: String::new(),
+                safety_stock: Some(*safety),
+            })
+            .collect();
+        let summary = self
+            .inventory()
+            .set_stock(pb::SetStockRequest { updates })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(summary.applied as usize, rows.len(), "{summary:?}");
+    }
+
+    /// ATS, on hand and reserved of a sku at a node.
+    pub async fn level(&self, node: &str, sku: &str) -> (i64, i64, i64) {
+        let a = self
+            .inventory()
+            .get_availability(pb::GetAvailabilityRequest {
+                skus: vec![sku.into()],
+                segment: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        a.skus[0]
+            .nodes
+            .iter()
+            .find(|n| n.node_id == node)
+            .map(|n| (n.ats, n.on_hand, n.reserved))
+            .unwrap_or((0, 0, 0))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn next_sequence() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(1_000);
+    SEQ.fetch_add(1, Ordering::SeqCst)
+}
+
+/// Valencia, Spain.
+pub fn valencia() -> pb::Destination {
+    pb::Destination {
+        location: Some(pb::GeoPoint {
+            lat: 39.4699,
+            lon: -0.3763,
+        }),
+        country: "ES".into(),
+    }
+}
+
+pub fn line(id: &str, sku: &str, quantity: i64) -> pb::OrderLine {
+    pb::OrderLine {
+        line_id: id.into(),
+        sku: sku.into(),
+        quantity,
+        group: String::new(),
+    }
+}
+
+pub fn order(id: &str, segment: &str, lines: Vec<pb::OrderLine>) -> pb::Order {
+    pb::Order {
+        order_id: id.into(),
+        segment: segment.into(),
+        destination: Some(valencia()),
+        lines,
+        delivery_mode: pb::DeliveryMode::Ship as i32,
+        pickup_node_id: String::new(),
+        ship_complete: false,
+    }
+}
+
+pub fn reserve_request(order: pb::Order) -> pb::ReserveRequest {
+    pb::ReserveRequest {
+        order: Some(order),
+        hold_ttl_seconds: 0,
+        strategy: 0,
+    }
+}
