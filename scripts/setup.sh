@@ -39,4 +39,11 @@ ensure_build_deps() {
     fi
   fi
   need cc gcc
+  need c++ g++
+  # HiGHS (the MIP solver behind good_lp's `highs` backend) builds from source with cmake,
+  # and its bindings are generated with libclang.
+  need cmake cmake
+  if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1; then
+    apt_install libclang-dev
+  fi
 }

@@ -17,6 +17,7 @@ use crate::domain::{
     CostModel, GeoPoint, Network, Node, NodeKind, SegmentRules, Segments, StrategyKind,
     UnfilledPolicy,
 };
+use crate::sourcing::Backend;
 
 /// The files of the embedded demo config, compiled in from `config/`.
 pub mod embedded {
@@ -120,6 +121,9 @@ pub struct HoldSettings {
 pub struct SourcingSettings {
     pub default_strategy: StrategyKind,
     pub reserve_attempts: u32,
+    pub solver: Backend,
+    pub solve_budget_ms: u64,
+    pub solver_threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -289,6 +289,8 @@ pub struct Order {
     pub lines: Vec<OrderLine>,
     pub delivery: DeliveryMode,
     pub ship_complete: bool,
+    /// The customer's deadline; without one, the segment's service level applies.
+    pub deliver_by: Option<NaiveDate>,
 }
 
 impl Order {
@@ -311,6 +313,7 @@ impl Order {
             "lines": lines,
             "delivery": self.delivery,
             "ship_complete": self.ship_complete,
+            "deliver_by": self.deliver_by,
         });
         format!("{:016x}", fnv1a64(canonical.to_string().as_bytes()))
     }
@@ -331,6 +334,7 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 pub enum StrategyKind {
     Nearest,
     Priority,
+    Optimal,
 }
 
 impl StrategyKind {
@@ -338,6 +342,7 @@ impl StrategyKind {
         match self {
             StrategyKind::Nearest => "nearest",
             StrategyKind::Priority => "priority",
+            StrategyKind::Optimal => "optimal",
         }
     }
 }
@@ -365,6 +370,10 @@ pub struct Shipment {
     pub cost: f64,
     pub distance_km: f64,
     pub estimated_delivery: NaiveDate,
+    /// Days later than promised (0 when on time).
+    pub days_late: u32,
+    /// Sent to the pickup store first (a pickup order's transfer), not to the customer.
+    pub transfer: bool,
 }
 
 /// Units of a line that no node ships.
@@ -397,14 +406,63 @@ pub struct UnusedNode {
     pub extra_cost: f64,
 }
 
+/// How a plan was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SolveStatus {
+    /// Proven least cost by the mixed-integer solver.
+    Optimal,
+    /// The solve budget ran out: the best feasible plan found, not proven optimal.
+    Feasible,
+    /// Proven least cost without the solver (one node ships everything cheapest, or a
+    /// single-line order enumerated exactly).
+    ExactFastPath,
+    /// A rule-list strategy: feasible, with no claim on cost.
+    Heuristic,
+}
+
+/// A plan's cost to serve, by what it pays for. The parts add up to the total.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostBreakdown {
+    /// Distance-driven carrier cost, per parcel and per unit.
+    pub shipping: f64,
+    /// Picking and packing, per unit.
+    pub handling: f64,
+    /// Fixed cost per parcel.
+    pub parcels: f64,
+    /// Moving units to a pickup store.
+    pub transfer: f64,
+    /// The segment's penalty per shipment beyond the first.
+    pub split_penalty: f64,
+    /// The segment's penalty per day late, per parcel.
+    pub lateness: f64,
+    /// The segment's penalty per unit no node ships.
+    pub unfilled: f64,
+}
+
+impl CostBreakdown {
+    pub fn total(&self) -> f64 {
+        self.shipping
+            + self.handling
+            + self.parcels
+            + self.transfer
+            + self.split_penalty
+            + self.lateness
+            + self.unfilled
+    }
+}
+
 /// A sourcing decision for an order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub shipments: Vec<Shipment>,
     pub unfilled: Vec<UnfilledLine>,
     pub total_cost: f64,
+    pub cost: CostBreakdown,
     pub strategy: StrategyKind,
+    pub status: SolveStatus,
     pub unused_nodes: Vec<UnusedNode>,
+    /// Constraints that shaped the plan, for people ("stock of A at wh-x used up (5 of 5)").
+    pub binding: Vec<String>,
     pub plan_micros: u64,
 }
 
@@ -453,6 +511,7 @@ mod tests {
             lines,
             delivery: DeliveryMode::Ship,
             ship_complete: false,
+            deliver_by: None,
         }
     }
 

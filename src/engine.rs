@@ -13,7 +13,8 @@ use crate::clock::Clock;
 use crate::config::{Config, Settings};
 use crate::domain::{Network, Order, Plan, SegmentRules, Segments, StrategyKind};
 use crate::error::Error;
-use crate::sourcing::{Problem, strategy};
+use crate::sourcing::pool::SolvePool;
+use crate::sourcing::{Problem, Strategies};
 use crate::store::{
     Allocation, HoldRequest, Reservation, ReserveOutcome, StockLevel, StockStore, StockUpdate,
     UpdateResult,
@@ -45,7 +46,11 @@ pub struct Engine {
     settings: Settings,
     store: Arc<dyn StockStore>,
     clock: Arc<dyn Clock>,
+    strategies: Strategies,
+    pool: SolvePool,
 }
+
+const MILLIS_PER_DAY: i64 = 86_400_000;
 
 impl Engine {
     pub fn new(config: &Config, store: Arc<dyn StockStore>, clock: Arc<dyn Clock>) -> Self {
@@ -55,6 +60,11 @@ impl Engine {
             settings: config.settings.clone(),
             store,
             clock,
+            strategies: Strategies::new(
+                config.settings.sourcing.solver,
+                std::time::Duration::from_millis(config.settings.sourcing.solve_budget_ms),
+            ),
+            pool: SolvePool::new(config.settings.sourcing.solver_threads),
         }
     }
 
@@ -86,30 +96,45 @@ impl Engine {
         })
     }
 
-    fn plan(
+    /// Plans on the solver pool, against stock and capacity read at `now`.
+    async fn plan(
         &self,
         order: &Order,
-        rules: &SegmentRules,
-        stock: &crate::store::StockView,
         kind: StrategyKind,
+        stock: crate::store::StockView,
+        now: crate::clock::Millis,
     ) -> Result<Plan, Error> {
-        let started = Instant::now();
-        let problem = Problem::build(order, rules, &self.network, stock)?;
-        let assignment = strategy(kind).assign(&problem);
-        let mut plan = problem.finish(kind, &assignment, self.clock.today())?;
-        plan.plan_micros = started.elapsed().as_micros() as u64;
-        Ok(plan)
+        let capacity = self
+            .store
+            .capacity_used(now.div_euclid(MILLIS_PER_DAY), now)
+            .await?;
+        let network = self.network.clone();
+        let segments = self.segments.clone();
+        let strategies = self.strategies.clone();
+        let order = order.clone();
+        let today = self.clock.today();
+        self.pool
+            .run(move || {
+                let started = Instant::now();
+                let rules = segments
+                    .get(&order.segment)
+                    .ok_or_else(|| Error::invalid("order.segment", "unknown segment"))?;
+                let problem = Problem::build(&order, rules, &network, &stock, &capacity, today)?;
+                let assignment = strategies.get(kind).assign(&problem);
+                let mut plan = problem.finish(kind, &assignment)?;
+                plan.plan_micros = started.elapsed().as_micros() as u64;
+                Ok(plan)
+            })
+            .await?
     }
 
     /// A plan against current stock, holding nothing.
     pub async fn quote(&self, order: &Order, kind: Option<StrategyKind>) -> Result<Plan, Error> {
-        let rules = self.rules(&order.segment)?;
+        self.rules(&order.segment)?;
         let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
-        let stock = self
-            .store
-            .read_stock(&order.skus(), self.clock.now_millis())
-            .await?;
-        self.plan(order, rules, &stock, kind)
+        let now = self.clock.now_millis();
+        let stock = self.store.read_stock(&order.skus(), now).await?;
+        self.plan(order, kind, stock, now).await
     }
 
     /// The hold TTL for a request: its own (bounded by config) or the default.
@@ -164,7 +189,14 @@ impl Engine {
         for attempt in 1..=attempts {
             let now = self.clock.now_millis();
             let stock = self.store.read_stock(&skus, now).await?;
-            let plan = self.plan(order, rules, &stock, kind)?;
+            let plan = self.plan(order, kind, stock, now).await?;
+            let capacity_limits = plan
+                .shipments
+                .iter()
+                .filter_map(|s| self.network.get(&s.node_id))
+                .filter(|n| n.daily_capacity_units < u64::MAX)
+                .map(|n| (n.id.clone(), n.daily_capacity_units))
+                .collect();
             let allocations = plan
                 .shipments
                 .iter()
@@ -187,6 +219,8 @@ impl Engine {
                 plan,
                 allocations,
                 expires_at: now + i64::from(ttl) * 1000,
+                capacity_day: now.div_euclid(MILLIS_PER_DAY),
+                capacity_limits,
             };
             match self.store.reserve(request, now).await? {
                 ReserveOutcome::Created(r) => return Ok((r, true)),
@@ -200,6 +234,16 @@ impl Engine {
                     debug!(
                         order_id = %order.order_id, attempt, %sku, %node_id, wanted, available,
                         "stock moved under the plan; planning again"
+                    );
+                }
+                ReserveOutcome::OverCapacity {
+                    node_id,
+                    wanted,
+                    available,
+                } => {
+                    debug!(
+                        order_id = %order.order_id, attempt, %node_id, wanted, available,
+                        "node capacity moved under the plan; planning again"
                     );
                 }
             }

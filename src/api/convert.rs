@@ -9,7 +9,7 @@ use prost_types::Timestamp;
 use super::pb;
 use crate::clock::Millis;
 use crate::domain::{
-    DeliveryMode, GeoPoint, NodeKind, NodeReason, Order, OrderLine, Plan, StrategyKind,
+    DeliveryMode, GeoPoint, NodeKind, NodeReason, Order, OrderLine, Plan, SolveStatus, StrategyKind,
 };
 use crate::error::Error;
 use crate::store::{Reservation, ReservationState, StockUpdate, UpdateKind};
@@ -134,7 +134,20 @@ pub fn order(o: Option<pb::Order>, max_lines: usize) -> Result<Order, Error> {
             ));
         }
     };
+    let deliver_by = if o.deliver_by.is_empty() {
+        None
+    } else {
+        Some(
+            chrono::NaiveDate::parse_from_str(&o.deliver_by, "%Y-%m-%d").map_err(|_| {
+                Error::invalid(
+                    "order.deliver_by",
+                    format!("{:?} is not a date as YYYY-MM-DD", o.deliver_by),
+                )
+            })?,
+        )
+    };
     Ok(Order {
+        deliver_by,
         order_id,
         segment,
         destination,
@@ -151,6 +164,7 @@ pub fn strategy(field: &str, value: i32) -> Result<Option<StrategyKind>, Error> 
         Ok(pb::Strategy::Unspecified) => Ok(None),
         Ok(pb::Strategy::Nearest) => Ok(Some(StrategyKind::Nearest)),
         Ok(pb::Strategy::Priority) => Ok(Some(StrategyKind::Priority)),
+        Ok(pb::Strategy::Optimal) => Ok(Some(StrategyKind::Optimal)),
         Err(_) => Err(Error::invalid(field, format!("unknown strategy {value}"))),
     }
 }
@@ -254,6 +268,16 @@ fn strategy_out(kind: StrategyKind) -> pb::Strategy {
     match kind {
         StrategyKind::Nearest => pb::Strategy::Nearest,
         StrategyKind::Priority => pb::Strategy::Priority,
+        StrategyKind::Optimal => pb::Strategy::Optimal,
+    }
+}
+
+fn solve_status(s: SolveStatus) -> pb::SolveStatus {
+    match s {
+        SolveStatus::Optimal => pb::SolveStatus::Optimal,
+        SolveStatus::Feasible => pb::SolveStatus::Feasible,
+        SolveStatus::ExactFastPath => pb::SolveStatus::ExactFastPath,
+        SolveStatus::Heuristic => pb::SolveStatus::Heuristic,
     }
 }
 
@@ -277,6 +301,8 @@ pub fn plan(p: &Plan) -> pb::Plan {
                 cost: s.cost,
                 distance_km: s.distance_km,
                 estimated_delivery_date: s.estimated_delivery.format("%Y-%m-%d").to_string(),
+                days_late: s.days_late as i32,
+                transfer: s.transfer,
             })
             .collect(),
         unfilled: p
@@ -302,6 +328,17 @@ pub fn plan(p: &Plan) -> pb::Plan {
             })
             .collect(),
         plan_micros: p.plan_micros as i64,
+        cost: Some(pb::CostBreakdown {
+            shipping: p.cost.shipping,
+            handling: p.cost.handling,
+            parcels: p.cost.parcels,
+            transfer: p.cost.transfer,
+            split_penalty: p.cost.split_penalty,
+            lateness: p.cost.lateness,
+            unfilled: p.cost.unfilled,
+        }),
+        status: solve_status(p.status) as i32,
+        binding: p.binding.clone(),
     }
 }
 
@@ -369,6 +406,7 @@ mod tests {
             delivery_mode: 0,
             pickup_node_id: String::new(),
             ship_complete: false,
+            deliver_by: String::new(),
         }
     }
 
@@ -434,6 +472,9 @@ mod tests {
         let mut o = good();
         o.pickup_node_id = "st-madrid".into();
         assert_eq!(field_of(o), "order.pickup_node_id");
+        let mut o = good();
+        o.deliver_by = "next week".into();
+        assert_eq!(field_of(o), "order.deliver_by");
         let mut o = good();
         o.delivery_mode = 9;
         assert_eq!(field_of(o), "order.delivery_mode");

@@ -5,7 +5,7 @@
 
 use std::cmp::Ordering;
 
-use super::{Assignment, Problem, Strategy};
+use super::{Assignment, PassedOver, Problem, Strategy};
 use crate::domain::{NodeReason, StrategyKind};
 
 /// Closest node with stock first.
@@ -63,12 +63,12 @@ fn walk(problem: &Problem<'_>, order: &[usize], kind: StrategyKind) -> Assignmen
     let mut result = Assignment::default();
 
     if problem.order.ship_complete {
-        let demand = problem.demand_by_sku();
+        let inst = problem.instance();
+        let demand = inst.demand_by_sku();
+        let total = inst.total_units();
         match order.iter().find(|&&c| {
-            demand
-                .iter()
-                .zip(&problem.candidates[c].ats)
-                .all(|(d, a)| d <= a)
+            let cand = &problem.candidates[c];
+            cand.capacity >= total && demand.iter().zip(&cand.ats).all(|(d, a)| d <= a)
         }) {
             Some(&c) => {
                 result.units = lines
@@ -77,20 +77,24 @@ fn walk(problem: &Problem<'_>, order: &[usize], kind: StrategyKind) -> Assignmen
                     .map(|(l, line)| (c, l, line.quantity))
                     .collect();
                 for &other in order.iter().filter(|&&o| o != c) {
-                    result.passed_over.push((
-                        other,
-                        NodeReason::NotNeeded,
-                        format!("{kind} strategy found a node that ships the whole order first"),
-                    ));
+                    result.passed_over.push(PassedOver {
+                        candidate: other,
+                        reason: NodeReason::NotNeeded,
+                        detail: format!(
+                            "{kind} strategy found a node that ships the whole order first"
+                        ),
+                        extra_cost: 0.0,
+                    });
                 }
             }
             None => {
                 for &c in order {
-                    result.passed_over.push((
-                        c,
-                        NodeReason::NoStock,
-                        "cannot ship the whole ship-complete order".into(),
-                    ));
+                    result.passed_over.push(PassedOver {
+                        candidate: c,
+                        reason: NodeReason::NoStock,
+                        detail: "cannot ship the whole ship-complete order".into(),
+                        extra_cost: 0.0,
+                    });
                 }
             }
         }
@@ -112,6 +116,7 @@ fn walk(problem: &Problem<'_>, order: &[usize], kind: StrategyKind) -> Assignmen
         }
         // What this node would give, worked out on copies and kept only if the node may be used.
         let mut node_left = problem.candidates[c].ats.clone();
+        let mut capacity = problem.candidates[c].capacity;
         let mut node_remaining = remaining.clone();
         let mut node_kits = kit_done.clone();
         let mut took = Vec::new();
@@ -123,7 +128,9 @@ fn walk(problem: &Problem<'_>, order: &[usize], kind: StrategyKind) -> Assignmen
             for &l in kit {
                 need[problem.line_sku[l]] += lines[l].quantity;
             }
-            if need.iter().zip(&node_left).all(|(n, a)| n <= a) {
+            let units: u64 = need.iter().sum();
+            if units <= capacity && need.iter().zip(&node_left).all(|(n, a)| n <= a) {
+                capacity -= units;
                 took.extend(kit.iter().map(|&l| (c, l, lines[l].quantity)));
                 for (s, n) in need.iter().enumerate() {
                     node_left[s] -= n;
@@ -133,9 +140,10 @@ fn walk(problem: &Problem<'_>, order: &[usize], kind: StrategyKind) -> Assignmen
         }
         for (l, r) in node_remaining.iter_mut().enumerate() {
             let s = problem.line_sku[l];
-            let take = (*r).min(node_left[s]);
+            let take = (*r).min(node_left[s]).min(capacity);
             if take > 0 {
                 took.push((c, l, take));
+                capacity -= take;
                 node_left[s] -= take;
                 *r -= take;
             }
@@ -144,14 +152,15 @@ fn walk(problem: &Problem<'_>, order: &[usize], kind: StrategyKind) -> Assignmen
             continue;
         }
         if used == max {
-            result.passed_over.push((
-                c,
-                NodeReason::MaxShipments,
-                format!(
+            result.passed_over.push(PassedOver {
+                candidate: c,
+                reason: NodeReason::MaxShipments,
+                detail: format!(
                     "segment {} allows {} shipments per order",
                     problem.rules.name, max
                 ),
-            ));
+                extra_cost: 0.0,
+            });
             continue;
         }
         used += 1;
@@ -165,6 +174,8 @@ fn walk(problem: &Problem<'_>, order: &[usize], kind: StrategyKind) -> Assignmen
 #[cfg(test)]
 mod tests {
     use chrono::NaiveDate;
+
+    use std::collections::HashMap;
 
     use super::*;
     use crate::domain::UnfilledPolicy;
@@ -188,9 +199,9 @@ mod tests {
             ("A", "mid", 10, 0),
             ("A", "far", 10, 0),
         ]);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         let plan = p
-            .finish(StrategyKind::Nearest, &Nearest.assign(&p), today())
+            .finish(StrategyKind::Nearest, &Nearest.assign(&p))
             .unwrap();
         assert_eq!(nodes_of(&plan), vec!["near", "mid"]);
         assert_eq!(plan.shipments[0].lines[0].quantity, 3);
@@ -213,9 +224,9 @@ mod tests {
             ("A", "mid", 2, 0),
             ("A", "far", 10, 0),
         ]);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         let plan = p
-            .finish(StrategyKind::Priority, &Priority.assign(&p), today())
+            .finish(StrategyKind::Priority, &Priority.assign(&p))
             .unwrap();
         // mid (10) then far (20), never near (30)
         assert_eq!(nodes_of(&plan), vec!["mid", "far"]);
@@ -227,9 +238,9 @@ mod tests {
         let o = order(&[("1", "A", 6, None)]);
         let s = stock(&[("A", "near", 2, 0), ("A", "mid", 2, 0), ("A", "far", 2, 0)]);
         let r = rules(2, UnfilledPolicy::Backorder);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         let plan = p
-            .finish(StrategyKind::Nearest, &Nearest.assign(&p), today())
+            .finish(StrategyKind::Nearest, &Nearest.assign(&p))
             .unwrap();
         assert_eq!(plan.shipments.len(), 2);
         assert_eq!(plan.unfilled_units(), 2);
@@ -240,9 +251,9 @@ mod tests {
             .unwrap();
         assert_eq!(far.reason, NodeReason::MaxShipments);
         let r = rules(2, UnfilledPolicy::Reject);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         assert!(
-            p.finish(StrategyKind::Nearest, &Nearest.assign(&p), today())
+            p.finish(StrategyKind::Nearest, &Nearest.assign(&p))
                 .is_err()
         );
     }
@@ -258,10 +269,10 @@ mod tests {
         ]);
         // near has A only; mid has both
         let s = stock(&[("A", "near", 5, 0), ("A", "mid", 5, 0), ("B", "mid", 5, 0)]);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         let a = Nearest.assign(&p);
         p.check(&a).unwrap();
-        let plan = p.finish(StrategyKind::Nearest, &a, today()).unwrap();
+        let plan = p.finish(StrategyKind::Nearest, &a).unwrap();
         let mid = plan.shipments.iter().find(|s| s.node_id == "mid").unwrap();
         let kit_lines: Vec<&str> = mid.lines.iter().map(|l| l.line_id.as_str()).collect();
         assert_eq!(kit_lines, vec!["1", "2"]);
@@ -276,15 +287,24 @@ mod tests {
         let mut o = order(&[("1", "A", 2, None), ("2", "B", 1, None)]);
         o.ship_complete = true;
         let s = stock(&[("A", "near", 5, 0), ("A", "far", 5, 0), ("B", "far", 1, 0)]);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         let plan = p
-            .finish(StrategyKind::Nearest, &Nearest.assign(&p), today())
+            .finish(StrategyKind::Nearest, &Nearest.assign(&p))
             .unwrap();
         assert_eq!(nodes_of(&plan), vec!["far"]);
+        // no single node has both: a backorder segment waits for the whole order...
         let s = stock(&[("A", "near", 5, 0), ("B", "far", 1, 0)]);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let plan = p
+            .finish(StrategyKind::Nearest, &Nearest.assign(&p))
+            .unwrap();
+        assert!(plan.shipments.is_empty());
+        assert_eq!(plan.unfilled_units(), 3);
+        // ...and a segment that refuses unfilled units has no plan
+        let r = rules(3, UnfilledPolicy::Reject);
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         let e = p
-            .finish(StrategyKind::Nearest, &Nearest.assign(&p), today())
+            .finish(StrategyKind::Nearest, &Nearest.assign(&p))
             .unwrap_err();
         assert!(e.to_string().contains("ship-complete"), "{e}");
     }
@@ -295,10 +315,10 @@ mod tests {
         let r = rules(3, UnfilledPolicy::Backorder);
         let o = order(&[("1", "A", 2, None), ("2", "A", 2, None)]);
         let s = stock(&[("A", "near", 3, 0)]);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         let a = Nearest.assign(&p);
         p.check(&a).unwrap();
-        let plan = p.finish(StrategyKind::Nearest, &a, today()).unwrap();
+        let plan = p.finish(StrategyKind::Nearest, &a).unwrap();
         assert_eq!(plan.unfilled_units(), 1);
     }
 }

@@ -1,38 +1,66 @@
 //! Sourcing: deciding which nodes ship which lines of an order.
 //!
-//! The work is split in three. [`Problem::build`] applies the segment's rules to the network
-//! and the current stock: which nodes are candidates, what each unit and parcel costs from
-//! them, how much of each sku they may give. A [`Strategy`] then only decides quantities.
-//! [`Problem::finish`] turns that decision into a [`Plan`]: shipments with cost and delivery
-//! date, unfilled units, the reason every other node was not used, and the check that the plan
+//! The work is split in three. [`Problem::build`] applies the segment's rules to the network,
+//! the current stock and the nodes' remaining capacity: which nodes are candidates, what each
+//! unit and parcel costs from them, how late they would deliver, how much of each sku they may
+//! give. A [`Strategy`] then decides quantities only, on the numbers of
+//! [`Problem::instance`]. [`Problem::finish`] turns that decision into a [`Plan`]: shipments
+//! with cost and delivery date, the cost broken down, unfilled units, the constraints that
+//! bound the choice, the reason every other node was not used, and the check that the plan
 //! keeps the segment's rules. Every strategy is priced and explained the same way.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use chrono::{Days, NaiveDate};
 
 use crate::domain::{
-    DeliveryMode, Network, Node, NodeReason, Order, Plan, SegmentRules, Shipment, ShipmentLine,
-    StrategyKind, UnfilledLine, UnusedNode,
+    CostBreakdown, DeliveryMode, Network, Node, NodeReason, Order, Plan, SegmentRules, Shipment,
+    ShipmentLine, SolveStatus, StrategyKind, UnfilledLine, UnfilledPolicy, UnusedNode,
 };
 use crate::error::Error;
 use crate::store::StockView;
 
 pub mod greedy;
+pub mod instance;
+pub mod optimal;
+pub mod pool;
 
 pub use greedy::{Nearest, Priority};
+pub use instance::{Instance, Units};
+pub use optimal::{Backend, Optimal};
 
-/// A node that may ship some of the order.
+/// A node that may ship some of the order, with what it costs from there.
 #[derive(Debug, Clone)]
 pub struct Candidate<'a> {
     pub node: &'a Node,
+    /// To the customer, or to the pickup store for a transfer.
     pub distance_km: f64,
-    /// Cost of each unit shipped from here.
-    pub unit_cost: f64,
-    /// Fixed cost of the parcel, paid once if the node ships anything.
-    pub parcel_cost: f64,
     /// Units the segment may take, per sku of [`Problem::skus`].
     pub ats: Vec<u64>,
+    /// Units the node may still ship today.
+    pub capacity: u64,
+    pub handling_per_unit: f64,
+    pub shipping_per_unit: f64,
+    pub transfer_per_unit: f64,
+    pub parcel: f64,
+    pub shipping_per_parcel: f64,
+    /// The segment's lateness penalty for this node's parcel.
+    pub lateness: f64,
+    pub days: u32,
+    pub days_late: u32,
+    /// Ships to the pickup store, not the customer.
+    pub transfer: bool,
+}
+
+impl Candidate<'_> {
+    pub fn unit_cost(&self) -> f64 {
+        self.handling_per_unit + self.shipping_per_unit + self.transfer_per_unit
+    }
+
+    pub fn fixed_cost(&self) -> f64 {
+        self.parcel + self.shipping_per_parcel + self.lateness
+    }
 }
 
 /// One sourcing decision to make: the order, its rules and its candidates.
@@ -40,6 +68,7 @@ pub struct Candidate<'a> {
 pub struct Problem<'a> {
     pub order: &'a Order,
     pub rules: &'a SegmentRules,
+    pub today: NaiveDate,
     /// The order's distinct skus.
     pub skus: Vec<String>,
     /// For each order line, its index in `skus`.
@@ -50,39 +79,76 @@ pub struct Problem<'a> {
     pub excluded: Vec<UnusedNode>,
 }
 
+/// A candidate a strategy passed over, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassedOver {
+    pub candidate: usize,
+    pub reason: NodeReason,
+    pub detail: String,
+    pub extra_cost: f64,
+}
+
 /// A strategy's decision: units of each line from each candidate.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Assignment {
     /// (candidate index, line index, units), units above zero.
-    pub units: Vec<(usize, usize, u64)>,
+    pub units: Units,
     /// Why candidates were passed over, where the strategy knows better than "not needed".
-    pub passed_over: Vec<(usize, NodeReason, String)>,
+    pub passed_over: Vec<PassedOver>,
+    pub status: SolveStatus,
+}
+
+impl Default for Assignment {
+    fn default() -> Self {
+        Self {
+            units: Vec::new(),
+            passed_over: Vec::new(),
+            status: SolveStatus::Heuristic,
+        }
+    }
 }
 
 /// A way of sourcing orders.
 pub trait Strategy: Send + Sync {
     fn kind(&self) -> StrategyKind;
 
-    /// Decides quantities. It must keep to the candidates' ATS, the segment's maximum
-    /// shipments, kits and ship-complete; [`Problem::finish`] checks that it did.
+    /// Decides quantities. It must keep to the candidates' ATS and capacity, the segment's
+    /// maximum shipments, kits and ship-complete; [`Problem::finish`] checks that it did.
     fn assign(&self, problem: &Problem<'_>) -> Assignment;
 }
 
-/// The strategy for a kind.
-pub fn strategy(kind: StrategyKind) -> &'static dyn Strategy {
-    match kind {
-        StrategyKind::Nearest => &Nearest,
-        StrategyKind::Priority => &Priority,
+/// Every strategy, configured.
+#[derive(Debug, Clone)]
+pub struct Strategies {
+    pub optimal: Optimal,
+}
+
+impl Strategies {
+    pub fn new(backend: Backend, budget: Duration) -> Self {
+        Self {
+            optimal: Optimal { backend, budget },
+        }
+    }
+
+    pub fn get(&self, kind: StrategyKind) -> &dyn Strategy {
+        match kind {
+            StrategyKind::Nearest => &Nearest,
+            StrategyKind::Priority => &Priority,
+            StrategyKind::Optimal => &self.optimal,
+        }
     }
 }
 
 impl<'a> Problem<'a> {
-    /// Applies the segment's rules to the network and the stock for this order.
+    /// Applies the segment's rules to the network, the stock and the capacity already used
+    /// today (units per node) for this order.
     pub fn build(
         order: &'a Order,
         rules: &'a SegmentRules,
         network: &'a Network,
         stock: &StockView,
+        capacity_used: &HashMap<String, u64>,
+        today: NaiveDate,
     ) -> Result<Problem<'a>, Error> {
         let skus = order.skus();
         let sku_index: HashMap<&str, usize> = skus
@@ -109,9 +175,20 @@ impl<'a> Problem<'a> {
                         format!("node {node_id:?} does not serve pickups"),
                     ));
                 }
+                if let Some(why) = rules.exclusion(node) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "segment {} may not use pickup store {}: {why}",
+                        rules.name, node.id
+                    )));
+                }
                 Some(node)
             }
             DeliveryMode::Ship => None,
+        };
+        // days the customer was promised
+        let allowed_days = match order.deliver_by {
+            Some(date) => date.signed_duration_since(today).num_days().max(0) as u32,
+            None => rules.service_level_days,
         };
 
         let mut candidates = Vec::new();
@@ -134,28 +211,36 @@ impl<'a> Problem<'a> {
                 excluded.push(out(NodeReason::ExcludedByRule, why));
                 continue;
             }
-            let distance_km = match pickup {
-                Some(store) if store.id != node.id => {
+            let (distance_km, transfer) = match pickup {
+                Some(store) if store.id == node.id => (0.0, false),
+                Some(store) if !rules.allow_transfer => {
                     excluded.push(out(
                         NodeReason::ExcludedByRule,
-                        format!("a pickup order is collected at {}", store.id),
+                        format!(
+                            "a pickup order is collected at {}, and segment {} allows no transfers",
+                            store.id, rules.name
+                        ),
                     ));
                     continue;
                 }
-                Some(_) => 0.0,
-                None => {
-                    if !node.can_ship {
-                        excluded.push(out(
-                            NodeReason::ExcludedByRule,
-                            "the node does not ship to addresses".into(),
-                        ));
-                        continue;
-                    }
-                    node.location.distance_km(&order.destination)
+                Some(store) if !node.can_ship => {
+                    excluded.push(out(
+                        NodeReason::ExcludedByRule,
+                        format!("the node cannot ship a transfer to {}", store.id),
+                    ));
+                    continue;
                 }
+                Some(store) => (node.location.distance_km(&store.location), true),
+                None if !node.can_ship => {
+                    excluded.push(out(
+                        NodeReason::ExcludedByRule,
+                        "the node does not ship to addresses".into(),
+                    ));
+                    continue;
+                }
+                None => (node.location.distance_km(&order.destination), false),
             };
             if let Some(max) = rules.max_distance_km
-                && pickup.is_none()
                 && distance_km > max
             {
                 excluded.push(out(
@@ -188,27 +273,44 @@ impl<'a> Problem<'a> {
                 ));
                 continue;
             }
+            let used = capacity_used.get(&node.id).copied().unwrap_or(0);
+            let capacity = node.daily_capacity_units.saturating_sub(used);
+            if capacity == 0 {
+                excluded.push(out(
+                    NodeReason::OverCapacity,
+                    format!(
+                        "its daily capacity of {} units is taken",
+                        node.daily_capacity_units
+                    ),
+                ));
+                continue;
+            }
+            let days = node.days_to_deliver(distance_km);
+            let days_late = days.saturating_sub(allowed_days);
             candidates.push(Candidate {
                 node,
                 distance_km,
-                unit_cost: node.cost.unit_cost(distance_km),
-                parcel_cost: node.cost.parcel_cost(distance_km),
                 ats,
+                capacity,
+                handling_per_unit: node.cost.handling_per_unit,
+                shipping_per_unit: node.cost.per_unit_km * distance_km,
+                transfer_per_unit: if transfer {
+                    rules.transfer_per_unit
+                } else {
+                    0.0
+                },
+                parcel: node.cost.per_parcel,
+                shipping_per_parcel: node.cost.per_parcel_km * distance_km,
+                lateness: rules.lateness_penalty * f64::from(days_late),
+                days,
+                days_late,
+                transfer,
             });
-        }
-        if let Some(store) = pickup
-            && rules.exclusion(store).is_some()
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "segment {} may not use pickup store {}: {}",
-                rules.name,
-                store.id,
-                rules.exclusion(store).unwrap_or_default()
-            )));
         }
         Ok(Problem {
             order,
             rules,
+            today,
             skus,
             line_sku,
             candidates,
@@ -216,16 +318,7 @@ impl<'a> Problem<'a> {
         })
     }
 
-    /// Units of each sku the order asks for.
-    pub fn demand_by_sku(&self) -> Vec<u64> {
-        let mut demand = vec![0; self.skus.len()];
-        for (line, &sku) in self.order.lines.iter().zip(&self.line_sku) {
-            demand[sku] += line.quantity;
-        }
-        demand
-    }
-
-    /// Lines grouped into kits: group name to line indexes, in order of first appearance.
+    /// Lines grouped into kits, in order of first appearance.
     pub fn kits(&self) -> Vec<Vec<usize>> {
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         for (i, line) in self.order.lines.iter().enumerate() {
@@ -239,111 +332,92 @@ impl<'a> Problem<'a> {
         groups.into_iter().map(|(_, lines)| lines).collect()
     }
 
-    /// Checks an assignment against every hard rule; the sentence says what it breaks.
-    pub fn check(&self, a: &Assignment) -> Result<(), String> {
-        let lines = &self.order.lines;
-        let mut per_line = vec![0u64; lines.len()];
-        let mut taken: HashMap<(usize, usize), u64> = HashMap::new();
-        let mut line_nodes: Vec<Vec<usize>> = vec![Vec::new(); lines.len()];
-        for &(c, l, q) in &a.units {
-            if c >= self.candidates.len() || l >= lines.len() || q == 0 {
-                return Err(format!("assignment ({c}, {l}, {q}) is out of range"));
-            }
-            per_line[l] += q;
-            *taken.entry((c, self.line_sku[l])).or_default() += q;
-            if !line_nodes[l].contains(&c) {
-                line_nodes[l].push(c);
+    /// The decision as numbers, for the optimiser, the checks and the LP export.
+    pub fn instance(&self) -> Instance {
+        let kits = self.kits();
+        let mut line_kit = vec![None; self.order.lines.len()];
+        for (k, kit) in kits.iter().enumerate() {
+            for &l in kit {
+                line_kit[l] = Some(k);
             }
         }
-        for (l, line) in lines.iter().enumerate() {
-            if per_line[l] > line.quantity {
-                return Err(format!(
-                    "line {} gets {} of {}",
-                    line.line_id, per_line[l], line.quantity
-                ));
-            }
-        }
-        for (&(c, s), &q) in &taken {
-            if q > self.candidates[c].ats[s] {
-                return Err(format!(
-                    "{} units of {} from {} exceed its ATS {}",
-                    q, self.skus[s], self.candidates[c].node.id, self.candidates[c].ats[s]
-                ));
-            }
-        }
-        let used: std::collections::BTreeSet<usize> = a.units.iter().map(|u| u.0).collect();
-        if used.len() > self.rules.max_shipments as usize {
-            return Err(format!(
-                "{} shipments, above the segment's maximum of {}",
-                used.len(),
-                self.rules.max_shipments
-            ));
-        }
-        for kit in self.kits() {
-            let nodes: std::collections::BTreeSet<usize> = kit
+        Instance {
+            skus: self.skus.len(),
+            cands: self
+                .candidates
                 .iter()
-                .flat_map(|&l| line_nodes[l].iter().copied())
-                .collect();
-            let complete = kit.iter().all(|&l| per_line[l] == lines[l].quantity);
-            let empty = kit.iter().all(|&l| per_line[l] == 0);
-            if !(empty || (complete && nodes.len() == 1)) {
-                return Err(format!(
-                    "kit {} does not ship whole from one node",
-                    lines[kit[0]].group.as_deref().unwrap_or_default()
-                ));
-            }
-        }
-        if self.order.ship_complete {
-            let complete = lines
+                .map(|c| instance::Cand {
+                    fixed: c.fixed_cost(),
+                    unit: c.unit_cost(),
+                    ats: c.ats.clone(),
+                    capacity: c.capacity,
+                })
+                .collect(),
+            lines: self
+                .order
+                .lines
                 .iter()
                 .enumerate()
-                .all(|(l, line)| per_line[l] == line.quantity);
-            if !a.units.is_empty() && (used.len() != 1 || !complete) {
-                return Err("a ship-complete order must ship whole in one shipment".into());
-            }
+                .map(|(l, line)| instance::Line {
+                    sku: self.line_sku[l],
+                    quantity: line.quantity,
+                    kit: line_kit[l],
+                })
+                .collect(),
+            kits,
+            max_shipments: self.rules.max_shipments as usize,
+            split_penalty: self.rules.split_penalty,
+            unfilled_penalty: (self.rules.unfilled != UnfilledPolicy::Reject)
+                .then_some(self.rules.unfilled_penalty),
+            ship_complete: self.order.ship_complete,
         }
-        Ok(())
+    }
+
+    /// Checks an assignment against every hard rule; the sentence says what it breaks.
+    /// Unfilled units are the segment's policy to accept or refuse, in [`Problem::finish`].
+    pub fn check(&self, a: &Assignment) -> Result<(), String> {
+        let mut inst = self.instance();
+        inst.unfilled_penalty = Some(0.0);
+        inst.check(&a.units)
     }
 
     /// Prices and explains an assignment, and refuses it where the segment's rules do.
-    pub fn finish(
-        &self,
-        kind: StrategyKind,
-        a: &Assignment,
-        today: NaiveDate,
-    ) -> Result<Plan, Error> {
+    pub fn finish(&self, kind: StrategyKind, a: &Assignment) -> Result<Plan, Error> {
         self.check(a)
             .map_err(|e| Error::Internal(format!("strategy {kind} broke a rule: {e}")))?;
         let lines = &self.order.lines;
-        let mut by_node: BTreeMap<usize, Vec<(usize, u64)>> = BTreeMap::new();
+        let mut by_node: BTreeMap<usize, BTreeMap<usize, u64>> = BTreeMap::new();
         let mut filled = vec![0u64; lines.len()];
         for &(c, l, q) in &a.units {
-            by_node.entry(c).or_default().push((l, q));
+            *by_node.entry(c).or_default().entry(l).or_default() += q;
             filled[l] += q;
         }
+        let mut cost = CostBreakdown::default();
         let mut shipments = Vec::with_capacity(by_node.len());
-        for (&c, units) in &by_node {
+        for (&c, ship_lines) in &by_node {
             let cand = &self.candidates[c];
-            let mut ship_lines: BTreeMap<usize, u64> = BTreeMap::new();
-            for &(l, q) in units {
-                *ship_lines.entry(l).or_default() += q;
-            }
-            let total_units: u64 = ship_lines.values().sum();
-            let days = cand.node.days_to_deliver(cand.distance_km);
+            let units = ship_lines.values().sum::<u64>() as f64;
+            cost.shipping += cand.shipping_per_parcel + cand.shipping_per_unit * units;
+            cost.handling += cand.handling_per_unit * units;
+            cost.parcels += cand.parcel;
+            cost.transfer += cand.transfer_per_unit * units;
+            cost.lateness += cand.lateness;
             shipments.push(Shipment {
                 node_id: cand.node.id.clone(),
                 node_kind: cand.node.kind,
                 lines: ship_lines
-                    .into_iter()
-                    .map(|(l, q)| ShipmentLine {
+                    .iter()
+                    .map(|(&l, &q)| ShipmentLine {
                         line_id: lines[l].line_id.clone(),
                         sku: lines[l].sku.clone(),
                         quantity: q,
                     })
                     .collect(),
-                cost: round_cents(cand.parcel_cost + cand.unit_cost * total_units as f64),
+                cost: round_cents(cand.fixed_cost() + cand.unit_cost() * units),
                 distance_km: (cand.distance_km * 10.0).round() / 10.0,
-                estimated_delivery: today + Days::new(u64::from(days)),
+                estimated_delivery: self.today + Days::new(u64::from(cand.days)),
+                days_late: cand.days_late,
+                transfer: cand.transfer,
             });
         }
         let unfilled: Vec<UnfilledLine> = lines
@@ -358,15 +432,39 @@ impl<'a> Problem<'a> {
             .collect();
         let unfilled_units: u64 = unfilled.iter().map(|u| u.quantity).sum();
         if unfilled_units > 0
-            && (!self.rules.unfilled.allows_unfilled() || self.order.ship_complete)
+            && (!self.rules.unfilled.allows_unfilled()
+                || (self.order.ship_complete && !shipments.is_empty()))
         {
-            let short: Vec<String> = unfilled
+            // what the eligible nodes hold, against what the order asks
+            let inst = self.instance();
+            let demand = inst.demand_by_sku();
+            let short: Vec<String> = demand
                 .iter()
-                .map(|u| format!("line {} ({}) short by {}", u.line_id, u.sku, u.quantity))
+                .enumerate()
+                .filter_map(|(sku, &wanted)| {
+                    let available: u64 = self.candidates.iter().map(|c| c.ats[sku]).sum();
+                    (available < wanted).then(|| {
+                        format!(
+                            "{} wants {wanted}, {available} available to segment {}",
+                            self.skus[sku], self.rules.name
+                        )
+                    })
+                })
                 .collect();
+            let short = if short.is_empty() {
+                format!(
+                    "the stock exists, but no plan of at most {} shipment(s) within node capacity and kits covers it",
+                    if self.order.ship_complete {
+                        1
+                    } else {
+                        self.rules.max_shipments
+                    }
+                )
+            } else {
+                short.join("; ")
+            };
             let why = if self.order.ship_complete {
-                "the order is ship-complete and no single eligible node can ship all of it"
-                    .to_owned()
+                "the order is ship-complete: one shipment with everything, or none".to_owned()
             } else {
                 format!(
                     "segment {} does not allow partial fulfilment or backorders",
@@ -375,47 +473,116 @@ impl<'a> Problem<'a> {
             };
             return Err(Error::FailedPrecondition(format!(
                 "no plan sources order {} under its rules ({}): {}",
-                self.order.order_id,
-                short.join("; "),
-                why
+                self.order.order_id, short, why
             )));
         }
-        let split = shipments.len().saturating_sub(1) as f64 * self.rules.split_penalty;
-        let total_cost = shipments.iter().map(|s| s.cost).sum::<f64>()
-            + split
-            + unfilled_units as f64 * self.rules.unfilled_penalty;
+        cost.split_penalty = shipments.len().saturating_sub(1) as f64 * self.rules.split_penalty;
+        cost.unfilled = unfilled_units as f64 * self.rules.unfilled_penalty;
+        let cost = CostBreakdown {
+            shipping: round_cents(cost.shipping),
+            handling: round_cents(cost.handling),
+            parcels: round_cents(cost.parcels),
+            transfer: round_cents(cost.transfer),
+            split_penalty: round_cents(cost.split_penalty),
+            lateness: round_cents(cost.lateness),
+            unfilled: round_cents(cost.unfilled),
+        };
 
         let mut unused_nodes = self.excluded.clone();
         for (c, cand) in self.candidates.iter().enumerate() {
             if by_node.contains_key(&c) {
                 continue;
             }
-            let (reason, detail) = a
-                .passed_over
-                .iter()
-                .find(|p| p.0 == c)
-                .map(|p| (p.1, p.2.clone()))
-                .unwrap_or_else(|| {
-                    (
-                        NodeReason::NotNeeded,
-                        format!("{kind} strategy filled the order before reaching it"),
-                    )
-                });
-            unused_nodes.push(UnusedNode {
-                node_id: cand.node.id.clone(),
-                reason,
-                detail,
-                extra_cost: 0.0,
-            });
+            let unused = match a.passed_over.iter().find(|p| p.candidate == c) {
+                Some(p) => UnusedNode {
+                    node_id: cand.node.id.clone(),
+                    reason: p.reason,
+                    detail: p.detail.clone(),
+                    extra_cost: round_cents(p.extra_cost),
+                },
+                None => UnusedNode {
+                    node_id: cand.node.id.clone(),
+                    reason: NodeReason::NotNeeded,
+                    detail: format!("{kind} strategy filled the order before reaching it"),
+                    extra_cost: 0.0,
+                },
+            };
+            unused_nodes.push(unused);
         }
         Ok(Plan {
+            binding: self.binding(&by_node),
             shipments,
             unfilled,
-            total_cost: round_cents(total_cost),
+            total_cost: round_cents(cost.total()),
+            cost,
             strategy: kind,
+            status: a.status,
             unused_nodes,
             plan_micros: 0,
         })
+    }
+
+    /// The constraints the plan runs up against, in words.
+    fn binding(&self, by_node: &BTreeMap<usize, BTreeMap<usize, u64>>) -> Vec<String> {
+        let mut out = Vec::new();
+        let max = if self.order.ship_complete {
+            1
+        } else {
+            self.rules.max_shipments as usize
+        };
+        if !by_node.is_empty() && by_node.len() == max {
+            out.push(format!(
+                "{} shipments, the most segment {} allows{}",
+                max,
+                self.rules.name,
+                if self.order.ship_complete {
+                    " (ship-complete)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        for (&c, ship_lines) in by_node {
+            let cand = &self.candidates[c];
+            let mut per_sku = vec![0u64; self.skus.len()];
+            for (&l, &q) in ship_lines {
+                per_sku[self.line_sku[l]] += q;
+            }
+            for (s, &q) in per_sku.iter().enumerate() {
+                if q > 0 && q == cand.ats[s] {
+                    out.push(format!(
+                        "stock of {} at {} used up ({q} of {q} available)",
+                        self.skus[s], cand.node.id
+                    ));
+                }
+            }
+            let units: u64 = per_sku.iter().sum();
+            if units == cand.capacity {
+                out.push(format!(
+                    "capacity of {} used up ({units} units left today)",
+                    cand.node.id
+                ));
+            }
+            if cand.days_late > 0 {
+                out.push(format!(
+                    "{} delivers {} day(s) late",
+                    cand.node.id, cand.days_late
+                ));
+            }
+        }
+        for kit in self.kits() {
+            if let Some((&c, _)) = by_node.iter().find(|(_, ls)| ls.contains_key(&kit[0])) {
+                out.push(format!(
+                    "kit {} ships whole from {}",
+                    self.order.lines[kit[0]]
+                        .group
+                        .as_deref()
+                        .unwrap_or_default(),
+                    self.candidates[c].node.id
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -425,7 +592,7 @@ fn round_cents(x: f64) -> f64 {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeSet, HashMap};
 
     use super::*;
     use crate::domain::{CostModel, GeoPoint, NodeKind, OrderLine, UnfilledPolicy};
@@ -495,6 +662,7 @@ pub(crate) mod tests {
                 .collect(),
             delivery: DeliveryMode::Ship,
             ship_complete: false,
+            deliver_by: None,
         }
     }
 
@@ -538,7 +706,7 @@ pub(crate) mod tests {
         r.max_distance_km = Some(400.0);
         let o = order(&[("1", "A", 1, None)]);
         let s = stock(&[("A", "near", 5, 0), ("A", "far", 5, 0), ("A", "shop", 5, 0)]);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         let ids: Vec<&str> = p.candidates.iter().map(|c| c.node.id.as_str()).collect();
         assert_eq!(ids, vec!["near"]);
         let reason = |id: &str| p.excluded.iter().find(|u| u.node_id == id).unwrap().reason;
@@ -553,10 +721,10 @@ pub(crate) mod tests {
         let mut r = rules(3, UnfilledPolicy::Reject);
         let o = order(&[("1", "A", 1, None)]);
         let s = stock(&[("A", "near", 3, 3)]);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         assert!(p.candidates.is_empty());
         r.use_safety_stock = true;
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         assert_eq!(p.candidates[0].ats, vec![3]);
     }
 
@@ -566,12 +734,13 @@ pub(crate) mod tests {
         let r = rules(3, UnfilledPolicy::Backorder);
         let o = order(&[("1", "A", 2, None), ("2", "B", 5, None)]);
         let s = stock(&[("A", "near", 5, 0), ("B", "far", 3, 0)]);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         let a = Assignment {
             units: vec![(0, 0, 2), (1, 1, 3)],
             passed_over: vec![],
+            status: SolveStatus::Heuristic,
         };
-        let plan = p.finish(StrategyKind::Nearest, &a, today()).unwrap();
+        let plan = p.finish(StrategyKind::Nearest, &a).unwrap();
         assert_eq!(plan.shipments.len(), 2);
         let near = &plan.shipments[0];
         let expected = net
@@ -605,14 +774,15 @@ pub(crate) mod tests {
         let r = rules(3, UnfilledPolicy::Reject);
         let o = order(&[("1", "A", 9, None)]);
         let s = stock(&[("A", "near", 5, 0)]);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         let a = Assignment {
             units: vec![(0, 0, 5)],
             passed_over: vec![],
+            status: SolveStatus::Heuristic,
         };
-        let e = p.finish(StrategyKind::Nearest, &a, today()).unwrap_err();
+        let e = p.finish(StrategyKind::Nearest, &a).unwrap_err();
         assert!(
-            matches!(&e, Error::FailedPrecondition(m) if m.contains("line 1 (A) short by 4")),
+            matches!(&e, Error::FailedPrecondition(m) if m.contains("A wants 9, 5 available")),
             "{e:?}"
         );
     }
@@ -628,15 +798,17 @@ pub(crate) mod tests {
             ("A", "far", 5, 0),
             ("B", "far", 1, 0),
         ]);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         let over_ats = Assignment {
             units: vec![(0, 0, 6)],
             passed_over: vec![],
+            status: SolveStatus::Heuristic,
         };
         assert!(p.check(&over_ats).is_err());
         let split_kit = Assignment {
             units: vec![(0, 0, 2), (1, 1, 1)],
             passed_over: vec![],
+            status: SolveStatus::Heuristic,
         };
         assert!(
             p.check(&split_kit).unwrap_err().contains("shipments")
@@ -645,11 +817,13 @@ pub(crate) mod tests {
         let partial_kit = Assignment {
             units: vec![(0, 0, 2)],
             passed_over: vec![],
+            status: SolveStatus::Heuristic,
         };
         assert!(p.check(&partial_kit).unwrap_err().contains("kit"));
         let whole = Assignment {
             units: vec![(0, 0, 2), (0, 1, 1)],
             passed_over: vec![],
+            status: SolveStatus::Heuristic,
         };
         assert!(p.check(&whole).is_ok());
     }
@@ -663,13 +837,13 @@ pub(crate) mod tests {
             node_id: "shop".into(),
         };
         let s = stock(&[("A", "near", 5, 0), ("A", "shop", 1, 0)]);
-        let p = Problem::build(&o, &r, &net, &s).unwrap();
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
         assert_eq!(p.candidates.len(), 1);
         assert_eq!(p.candidates[0].distance_km, 0.0);
         o.delivery = DeliveryMode::Pickup {
             node_id: "near".into(),
         };
-        let e = Problem::build(&o, &r, &net, &s).unwrap_err();
+        let e = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap_err();
         assert!(
             matches!(e, Error::InvalidArgument { ref field, .. } if field == "order.pickup_node_id")
         );

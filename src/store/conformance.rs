@@ -9,7 +9,7 @@ use super::{
     UpdateKind, UpdateResult,
 };
 use crate::clock::Millis;
-use crate::domain::{Plan, StrategyKind};
+use crate::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
 
 /// Generates one `#[tokio::test]` per conformance case for the store made by `$make`.
 #[macro_export]
@@ -33,6 +33,7 @@ macro_rules! store_conformance_tests {
             bad_shipments_are_rejected,
             snapshots_never_wipe_reservations,
             concurrent_reserves_never_oversell,
+            holds_consume_and_return_node_capacity,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -97,8 +98,11 @@ fn empty_plan() -> Plan {
         shipments: Vec::new(),
         unfilled: Vec::new(),
         total_cost: 0.0,
+        cost: CostBreakdown::default(),
         strategy: StrategyKind::Nearest,
+        status: SolveStatus::Heuristic,
         unused_nodes: Vec::new(),
+        binding: Vec::new(),
         plan_micros: 0,
     }
 }
@@ -112,6 +116,8 @@ fn hold(order: &str, allocations: Vec<Allocation>, expires_at: Millis) -> HoldRe
         plan: empty_plan(),
         allocations,
         expires_at,
+        capacity_day: 20_000,
+        capacity_limits: Vec::new(),
     }
 }
 
@@ -604,4 +610,45 @@ pub async fn concurrent_reserves_never_oversell(store: Arc<dyn StockStore>) {
     // 32 orders compete for 7 units at n1, 32 for two pairs at n2 (5 less 1 safety stock);
     // B has exactly enough for all winners, so every unit that can be held is, and no more
     assert_eq!((a1.reserved, a2.reserved, b1.reserved), (7, 4, 9));
+}
+
+pub async fn holds_consume_and_return_node_capacity(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    seed(s, "n1", "A", 100, 0).await;
+    seed(s, "n1", "B", 100, 0).await;
+    let limited = |order: &str, allocations, limit| {
+        let mut request = hold(order, allocations, T0 + 1000);
+        request.capacity_limits = vec![("n1".into(), limit)];
+        request
+    };
+    created(
+        s,
+        limited(
+            "o1",
+            vec![alloc("l1", "A", "n1", 3), alloc("l2", "B", "n1", 2)],
+            8,
+        ),
+    )
+    .await;
+    assert_eq!(s.capacity_used(20_000, T0).await.unwrap()["n1"], 5);
+    assert!(s.capacity_used(20_001, T0).await.unwrap().is_empty());
+    let outcome = s
+        .reserve(limited("o2", vec![alloc("l1", "A", "n1", 4)], 8), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        ReserveOutcome::OverCapacity {
+            node_id: "n1".into(),
+            wanted: 4,
+            available: 3
+        }
+    );
+    assert_eq!(level(s, "n1", "A", T0).await.reserved, 3);
+    // released units give their capacity back; expired holds too
+    s.release("o1", &["l2".into()], T0).await.unwrap();
+    assert_eq!(s.capacity_used(20_000, T0).await.unwrap()["n1"], 3);
+    created(s, limited("o3", vec![alloc("l1", "A", "n1", 5)], 8)).await;
+    assert_eq!(s.capacity_used(20_000, T0).await.unwrap()["n1"], 8);
+    assert!(s.capacity_used(20_000, T0 + 1000).await.unwrap().is_empty());
 }

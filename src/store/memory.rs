@@ -25,6 +25,8 @@ struct State {
     reservations: HashMap<String, Reservation>,
     /// Holds by expiry time, so a sweep touches only what has expired.
     expiries: BTreeSet<(Millis, String)>,
+    /// Units of capacity used per (day, node).
+    capacity: HashMap<(i64, String), u64>,
 }
 
 impl MemoryStore {
@@ -71,6 +73,12 @@ impl State {
                 continue;
             }
             a.released += out;
+            if let Some(used) = self
+                .capacity
+                .get_mut(&(reservation.capacity_day, a.node_id.clone()))
+            {
+                *used = used.saturating_sub(out);
+            }
             if let Some(level) = self
                 .stock
                 .get_mut(&a.sku)
@@ -269,9 +277,35 @@ impl StockStore for MemoryStore {
                 });
             }
         }
+        let mut per_node: HashMap<&str, u64> = HashMap::new();
+        for a in &request.allocations {
+            *per_node.entry(&a.node_id).or_default() += a.quantity;
+        }
+        for (node_id, limit) in &request.capacity_limits {
+            let units = per_node.get(node_id.as_str()).copied().unwrap_or(0);
+            let used = state
+                .capacity
+                .get(&(request.capacity_day, node_id.clone()))
+                .copied()
+                .unwrap_or(0);
+            let available = limit.saturating_sub(used);
+            if units > available {
+                return Ok(ReserveOutcome::OverCapacity {
+                    node_id: node_id.clone(),
+                    wanted: units,
+                    available,
+                });
+            }
+        }
         for ((sku, node_id), units) in &wanted {
             let level = state.level_mut(sku, node_id).expect("checked above");
             level.reserved += units;
+        }
+        for (node_id, units) in per_node {
+            *state
+                .capacity
+                .entry((request.capacity_day, node_id.to_owned()))
+                .or_default() += units;
         }
         let reservation = Reservation {
             order_id: request.order_id.clone(),
@@ -282,6 +316,7 @@ impl StockStore for MemoryStore {
             allocations: request.allocations,
             created_at: now,
             expires_at: Some(request.expires_at),
+            capacity_day: request.capacity_day,
         };
         state
             .expiries
@@ -293,6 +328,21 @@ impl StockStore for MemoryStore {
         state.sweep(now);
         let reservation = state.reservations[&reservation.order_id].clone();
         Ok(ReserveOutcome::Created(reservation))
+    }
+
+    async fn capacity_used(
+        &self,
+        day: i64,
+        now: Millis,
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let mut state = self.state.lock();
+        state.sweep(now);
+        Ok(state
+            .capacity
+            .iter()
+            .filter(|((d, _), used)| *d == day && **used > 0)
+            .map(|((_, node), used)| (node.clone(), *used))
+            .collect())
     }
 
     async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError> {

@@ -132,6 +132,8 @@ pub struct Reservation {
     pub created_at: Millis,
     /// Set while held.
     pub expires_at: Option<Millis>,
+    /// The day (since the Unix epoch) whose node capacity the order consumes.
+    pub capacity_day: i64,
 }
 
 /// A request to hold stock for an order.
@@ -146,6 +148,10 @@ pub struct HoldRequest {
     /// What to hold; every quantity above zero.
     pub allocations: Vec<Allocation>,
     pub expires_at: Millis,
+    /// The day (since the Unix epoch) whose node capacity the order consumes.
+    pub capacity_day: i64,
+    /// Daily capacity in units of each node the allocations use.
+    pub capacity_limits: Vec<(String, u64)>,
 }
 
 /// What a reserve did.
@@ -158,6 +164,12 @@ pub enum ReserveOutcome {
     /// Some sku at some node no longer has the units; nothing changed.
     Insufficient {
         sku: String,
+        node_id: String,
+        wanted: u64,
+        available: u64,
+    },
+    /// A node's capacity for the day no longer has room; nothing changed.
+    OverCapacity {
         node_id: String,
         wanted: u64,
         available: u64,
@@ -204,6 +216,14 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
         request: HoldRequest,
         now: Millis,
     ) -> Result<ReserveOutcome, StoreError>;
+
+    /// Units of capacity each node has committed to on `day` (days since the Unix epoch), by
+    /// holds and allocations not released; nodes with none are absent.
+    async fn capacity_used(
+        &self,
+        day: i64,
+        now: Millis,
+    ) -> Result<HashMap<String, u64>, StoreError>;
 
     /// A held order becomes committed (idempotent).
     async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError>;

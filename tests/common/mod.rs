@@ -179,6 +179,7 @@ pub fn order(id: &str, segment: &str, lines: Vec<pb::OrderLine>) -> pb::Order {
         delivery_mode: pb::DeliveryMode::Ship as i32,
         pickup_node_id: String::new(),
         ship_complete: false,
+        deliver_by: String::new(),
     }
 }
 
