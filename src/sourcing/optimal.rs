@@ -528,3 +528,337 @@ fn explain(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use chrono::NaiveDate;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::{Config, ConfigSource};
+    use crate::domain::{DeliveryMode, GeoPoint, Order, OrderLine, StrategyKind};
+    use crate::sourcing::instance::{Cand, Line, brute_force};
+    use crate::sourcing::{Problem, Strategies};
+    use crate::store::{StockLevel, StockView};
+
+    const BUDGET: Duration = Duration::from_secs(5);
+
+    /// Tiny instances brute force can enumerate: up to 3 candidates, 2 lines, 3 units.
+    fn tiny() -> impl proptest::strategy::Strategy<Value = Instance> {
+        let cand = (
+            0.0..10.0f64,
+            0.0..3.0f64,
+            proptest::collection::vec(0u64..=3, 2),
+            1u64..=6,
+        )
+            .prop_map(|(fixed, unit, ats, capacity)| Cand {
+                fixed: (fixed * 100.0).round() / 100.0,
+                unit: (unit * 100.0).round() / 100.0,
+                ats,
+                capacity,
+            });
+        (
+            proptest::collection::vec(cand, 1..=3),
+            proptest::collection::vec((0usize..2, 1u64..=3), 1..=2),
+            any::<bool>(),
+            1usize..=3,
+            0.0..3.0f64,
+            prop_oneof![Just(None), (0.0..15.0f64).prop_map(Some)],
+            any::<bool>(),
+        )
+            .prop_map(
+                |(cands, lines, kit, max_shipments, split, unfilled, ship_complete)| {
+                    let kit = kit && lines.len() == 2;
+                    Instance {
+                        skus: 2,
+                        cands,
+                        lines: lines
+                            .iter()
+                            .map(|&(sku, quantity)| Line {
+                                sku,
+                                quantity,
+                                kit: kit.then_some(0),
+                            })
+                            .collect(),
+                        kits: if kit { vec![vec![0, 1]] } else { vec![] },
+                        max_shipments,
+                        split_penalty: (split * 100.0).round() / 100.0,
+                        unfilled_penalty: unfilled.map(|p: f64| (p * 100.0).round() / 100.0),
+                        ship_complete,
+                    }
+                },
+            )
+    }
+
+    /// Matches brute force: both feasible with the same cost, or both without a plan.
+    fn agrees(inst: &Instance, units: &Units) -> Result<(), TestCaseError> {
+        match brute_force(inst) {
+            Some((best, _)) => {
+                prop_assert!(
+                    inst.check(units).is_ok(),
+                    "{:?}: {units:?}",
+                    inst.check(units)
+                );
+                let cost = inst.cost(units);
+                prop_assert!(
+                    (cost - best).abs() < 1e-6,
+                    "cost {cost}, brute force {best}"
+                );
+            }
+            None => prop_assert!(inst.check(units).is_err(), "brute force found no plan"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn optimal_matches_brute_force_with_microlp(inst in tiny()) {
+            let solved = solve(&inst, Backend::Microlp, BUDGET);
+            prop_assert!(matches!(solved.status, SolveStatus::Optimal | SolveStatus::ExactFastPath));
+            agrees(&inst, &solved.units)?;
+        }
+
+        #[test]
+        fn optimal_matches_brute_force_with_highs(inst in tiny()) {
+            let solved = solve(&inst, Backend::Highs, BUDGET);
+            prop_assert!(matches!(solved.status, SolveStatus::Optimal | SolveStatus::ExactFastPath));
+            agrees(&inst, &solved.units)?;
+        }
+
+        #[test]
+        fn the_mip_alone_matches_brute_force(inst in tiny()) {
+            let units = match mip(&inst, Backend::Microlp, BUDGET) {
+                Ok((units, proven)) => { prop_assert!(proven); units }
+                Err(_) => Vec::new(),
+            };
+            agrees(&inst, &units)?;
+        }
+
+        #[test]
+        fn fast_paths_give_the_mip_cost(inst in tiny()) {
+            let mip_cost = mip(&inst, Backend::Microlp, BUDGET).ok().map(|(u, _)| inst.cost(&u));
+            for units in [single_node(&inst), single_line(&inst)].into_iter().flatten() {
+                prop_assert!(inst.check(&units).is_ok());
+                let cost = inst.cost(&units);
+                prop_assert_eq!(mip_cost.map(|c| (c * 1e6).round()), Some((cost * 1e6).round()));
+            }
+        }
+    }
+
+    /// Larger instances: 10 candidates, 6 lines over 3 skus, some kits.
+    fn larger() -> impl proptest::strategy::Strategy<Value = Instance> {
+        let cand = (
+            0.0..12.0f64,
+            0.2..3.0f64,
+            proptest::collection::vec(0u64..=8, 3),
+            3u64..=30,
+        )
+            .prop_map(|(fixed, unit, ats, capacity)| Cand {
+                fixed,
+                unit,
+                ats,
+                capacity,
+            });
+        (
+            proptest::collection::vec(cand, 10),
+            proptest::collection::vec((0usize..3, 1u64..=5), 6),
+            1usize..=4,
+            any::<bool>(),
+        )
+            .prop_map(|(cands, lines, max_shipments, kit)| Instance {
+                skus: 3,
+                cands,
+                lines: lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(sku, quantity))| Line {
+                        sku,
+                        quantity,
+                        kit: (kit && i < 2).then_some(0),
+                    })
+                    .collect(),
+                kits: if kit { vec![vec![0, 1]] } else { vec![] },
+                max_shipments,
+                split_penalty: 1.5,
+                unfilled_penalty: Some(20.0),
+                ship_complete: false,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(60))]
+
+        #[test]
+        fn both_backends_and_pruning_agree_on_larger_instances(inst in larger()) {
+            let micro = solve(&inst, Backend::Microlp, BUDGET);
+            let highs = solve(&inst, Backend::Highs, BUDGET);
+            let (full, _) = mip(&inst, Backend::Highs, BUDGET).expect("unfilled units keep it feasible");
+            prop_assert!(inst.check(&micro.units).is_ok());
+            prop_assert!(inst.check(&highs.units).is_ok());
+            let (a, b, c) = (inst.cost(&micro.units), inst.cost(&highs.units), inst.cost(&full));
+            prop_assert!((a - b).abs() < 1e-6 && (a - c).abs() < 1e-6, "microlp {a}, highs {b}, unpruned {c}");
+        }
+    }
+
+    #[test]
+    fn dominated_candidates_are_pruned_only_with_enough_dominators() {
+        let cand = |fixed: f64, ats: u64| Cand {
+            fixed,
+            unit: 1.0,
+            ats: vec![ats],
+            capacity: 10,
+        };
+        let inst = Instance {
+            skus: 1,
+            cands: vec![cand(1.0, 5), cand(2.0, 5), cand(3.0, 4), cand(1.0, 5)],
+            lines: vec![Line {
+                sku: 0,
+                quantity: 8,
+                kit: None,
+            }],
+            kits: vec![],
+            max_shipments: 2,
+            split_penalty: 0.0,
+            unfilled_penalty: None,
+            ship_complete: false,
+        };
+        let (kept, dominated) = prune(&inst);
+        // 0 and 3 tie and are kept; 1 is dominated by both; 2 by 0, 1 and 3
+        assert_eq!(kept, vec![0, 3]);
+        assert_eq!(
+            dominated.iter().map(|d| d.0).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let solved = solve(&inst, Backend::Microlp, BUDGET);
+        assert_eq!(inst.cost(&solved.units), 1.0 + 1.0 + 8.0);
+    }
+
+    #[test]
+    fn an_exhausted_budget_still_returns_a_feasible_plan() {
+        let cands = (0..40)
+            .map(|i| Cand {
+                fixed: 3.0 + (i % 7) as f64 * 0.37,
+                unit: 0.5 + (i % 5) as f64 * 0.11,
+                ats: (0..6).map(|s| ((i * 7 + s * 3) % 5) as u64).collect(),
+                capacity: 40,
+            })
+            .collect();
+        let inst = Instance {
+            skus: 6,
+            cands,
+            lines: (0..12)
+                .map(|l| Line {
+                    sku: l % 6,
+                    quantity: 2 + (l % 3) as u64,
+                    kit: None,
+                })
+                .collect(),
+            kits: vec![],
+            max_shipments: 4,
+            split_penalty: 1.0,
+            unfilled_penalty: Some(30.0),
+            ship_complete: false,
+        };
+        let solved = solve(&inst, Backend::Microlp, Duration::from_nanos(1));
+        assert!(inst.check(&solved.units).is_ok());
+        assert!(!solved.units.is_empty());
+        assert_eq!(solved.status, SolveStatus::Feasible);
+    }
+
+    /// A deterministic stream of numbers for test orders.
+    fn lcg(seed: &mut u64) -> u64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *seed >> 33
+    }
+
+    #[test]
+    fn optimal_never_costs_more_than_the_baselines_on_the_demo_network() {
+        let config = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
+        let mut stock = StockView::new();
+        for row in &config.stock {
+            stock.entry(row.sku.clone()).or_default().insert(
+                row.node.clone(),
+                StockLevel {
+                    on_hand: row.on_hand,
+                    safety_stock: row.safety_stock,
+                    ..Default::default()
+                },
+            );
+        }
+        let skus: Vec<String> = {
+            let mut s: Vec<String> = stock.keys().cloned().collect();
+            s.sort();
+            s
+        };
+        let strategies = Strategies::new(Backend::Microlp, BUDGET);
+        let today = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+        let segments = config.segments.names();
+        let mut seed = 42u64;
+        let (mut compared, mut cheaper) = (0, 0);
+        for i in 0..300 {
+            let n_lines = 1 + lcg(&mut seed) as usize % 6;
+            let lines: Vec<OrderLine> = (0..n_lines)
+                .map(|l| OrderLine {
+                    line_id: l.to_string(),
+                    sku: skus[lcg(&mut seed) as usize % skus.len()].clone(),
+                    quantity: 1 + lcg(&mut seed) % 4,
+                    group: (n_lines > 2 && l < 2 && i % 5 == 0).then(|| "kit".to_owned()),
+                })
+                .collect();
+            let order = Order {
+                order_id: format!("o{i}"),
+                segment: segments[i % segments.len()].clone(),
+                destination: GeoPoint {
+                    lat: 36.5 + (lcg(&mut seed) % 700) as f64 / 100.0,
+                    lon: -9.0 + (lcg(&mut seed) % 1200) as f64 / 100.0,
+                },
+                country: "ES".into(),
+                lines,
+                delivery: DeliveryMode::Ship,
+                ship_complete: i % 7 == 0,
+                deliver_by: None,
+            };
+            let rules = config.segments.get(&order.segment).unwrap();
+            let problem = Problem::build(
+                &order,
+                rules,
+                &config.network,
+                &stock,
+                &HashMap::new(),
+                today,
+            )
+            .unwrap();
+            let plan = |kind| problem.finish(kind, &strategies.get(kind).assign(&problem));
+            let optimal = plan(StrategyKind::Optimal);
+            for kind in [StrategyKind::Nearest, StrategyKind::Priority] {
+                match (plan(kind), &optimal) {
+                    (Ok(base), Ok(best)) => {
+                        compared += 1;
+                        assert!(
+                            best.total_cost <= base.total_cost + 0.011,
+                            "order {i}: optimal {} > {kind} {}",
+                            best.total_cost,
+                            base.total_cost
+                        );
+                        if best.total_cost < base.total_cost - 0.01 {
+                            cheaper += 1;
+                        }
+                    }
+                    (Ok(base), Err(e)) => panic!(
+                        "order {i}: {kind} found a plan ({}) and optimal none: {e}",
+                        base.total_cost
+                    ),
+                    (Err(_), _) => {}
+                }
+            }
+        }
+        assert!(compared > 400, "{compared} comparisons");
+        assert!(cheaper > 0);
+    }
+}
