@@ -14,6 +14,7 @@ pub mod error;
 pub mod server;
 pub mod sourcing;
 pub mod store;
+pub mod synth;
 pub mod telemetry;
 
 pub use engine::Engine;

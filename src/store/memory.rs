@@ -37,19 +37,7 @@ impl MemoryStore {
     /// A store starting with these levels (no feed sequence applied yet).
     pub fn with_stock(seed: &[StockSeed]) -> Self {
         let store = Self::new();
-        {
-            let mut state = store.state.lock();
-            for row in seed {
-                state.stock.entry(row.sku.clone()).or_default().insert(
-                    row.node.clone(),
-                    StockLevel {
-                        on_hand: row.on_hand,
-                        safety_stock: row.safety_stock,
-                        ..StockLevel::default()
-                    },
-                );
-            }
-        }
+        store.state.lock().stock = super::seed_view(seed);
         store
     }
 }

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
+use crate::config::StockSeed;
 use crate::domain::Plan;
 
 pub mod conformance;
@@ -45,6 +46,22 @@ impl StockLevel {
 
 /// Stock by sku, then by node. Nodes that never had a level for the sku are absent.
 pub type StockView = HashMap<String, HashMap<String, StockLevel>>;
+
+/// Starting stock rows as levels, with nothing reserved and no feed sequence applied.
+pub fn seed_view(rows: &[StockSeed]) -> StockView {
+    let mut view = StockView::new();
+    for row in rows {
+        view.entry(row.sku.clone()).or_default().insert(
+            row.node.clone(),
+            StockLevel {
+                on_hand: row.on_hand,
+                safety_stock: row.safety_stock,
+                ..StockLevel::default()
+            },
+        );
+    }
+    view
+}
 
 /// What a feed update does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

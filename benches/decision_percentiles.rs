@@ -1,0 +1,87 @@
+//! Latency percentiles of single sourcing decisions over many different orders, and how many
+//! the optimiser proved optimal. Prints a Markdown table. Run on one core with
+//! `taskset -c 0 cargo bench --bench decision_percentiles`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use common::*;
+use dom_router::domain::{SolveStatus, StrategyKind};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    // `cargo test --benches` runs this binary too; only measure under `cargo bench`
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let strategies = strategies();
+    let none = HashMap::new();
+    println!(
+        "| network / lines | strategy | decisions | p50 ms | p99 ms | max ms | proven optimal |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    for (nodes, lines, count) in [
+        (31usize, 1usize, 2000usize),
+        (31, 3, 2000),
+        (31, 10, 2000),
+        (31, 30, 300),
+        (50, 10, 1000),
+        (200, 3, 500),
+        (200, 10, 300),
+        (200, 30, 30),
+        (1000, 3, 200),
+        (1000, 10, 100),
+        (1000, 30, 20),
+    ] {
+        let bench = if nodes == 31 {
+            demo(lines, count, 7)
+        } else {
+            synthetic(nodes, lines, count, 7)
+        };
+        for kind in [
+            StrategyKind::Optimal,
+            StrategyKind::Nearest,
+            StrategyKind::Priority,
+        ] {
+            let mut times = Vec::with_capacity(count);
+            let mut proven = 0usize;
+            let mut planned = 0usize;
+            for order in &bench.orders {
+                let started = Instant::now();
+                let plan = decide(&bench, &strategies, kind, order, &bench.stock, &none);
+                times.push(started.elapsed().as_secs_f64() * 1e3);
+                if let Ok(plan) = plan {
+                    planned += 1;
+                    if matches!(
+                        plan.status,
+                        SolveStatus::Optimal | SolveStatus::ExactFastPath
+                    ) {
+                        proven += 1;
+                    }
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            let optimal = if kind == StrategyKind::Optimal {
+                format!("{:.1}%", 100.0 * proven as f64 / planned.max(1) as f64)
+            } else {
+                "-".into()
+            };
+            println!(
+                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {} |",
+                bench.name,
+                kind,
+                count,
+                percentile(&times, 0.5),
+                percentile(&times, 0.99),
+                times[times.len() - 1],
+                optimal
+            );
+        }
+    }
+}
