@@ -327,17 +327,26 @@ impl MipShape {
     pub fn rows(&self, inst: &Instance) -> Vec<Row> {
         let mut rows: Vec<Row> = Vec::new();
         let whole_or_nothing = inst.ship_complete && inst.unfilled_penalty.is_some();
+        let kit_units =
+            |k: usize| -> u64 { inst.kits[k].iter().map(|&l| inst.lines[l].quantity).sum() };
+        // the variables of each line and each candidate, so no row scans them all
+        let mut x_of_line: Vec<Vec<usize>> = vec![Vec::new(); inst.lines.len()];
+        for &(c, l) in self.x.keys() {
+            x_of_line[l].push(c);
+        }
+        let mut z_of_kit: Vec<Vec<usize>> = vec![Vec::new(); inst.kits.len()];
+        let mut z_of_cand: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for &(c, k) in &self.z {
+            z_of_kit[k].push(c);
+            z_of_cand.entry(c).or_default().push(k);
+        }
         // demand: every unit is shipped or unfilled
         for (l, line) in inst.lines.iter().enumerate() {
             if line.kit.is_some() {
                 continue;
             }
-            let mut terms: Vec<(f64, Var)> = self
-                .x
-                .keys()
-                .filter(|&&(_, xl)| xl == l)
-                .map(|&(c, _)| (1.0, Var::X(c, l)))
-                .collect();
+            let mut terms: Vec<(f64, Var)> =
+                x_of_line[l].iter().map(|&c| (1.0, Var::X(c, l))).collect();
             if self.u.contains(&l) {
                 terms.push((1.0, Var::U(l)));
             }
@@ -349,13 +358,8 @@ impl MipShape {
                 rows.push((format!("demand_{l}"), terms, "=", line.quantity as f64));
             }
         }
-        for (k, _) in inst.kits.iter().enumerate() {
-            let mut terms: Vec<(f64, Var)> = self
-                .z
-                .iter()
-                .filter(|&&(_, zk)| zk == k)
-                .map(|&(c, _)| (1.0, Var::Z(c, k)))
-                .collect();
+        for (k, cands) in z_of_kit.iter().enumerate() {
+            let mut terms: Vec<(f64, Var)> = cands.iter().map(|&c| (1.0, Var::Z(c, k))).collect();
             if self.w.contains(&k) {
                 terms.push((1.0, Var::W(k)));
             }
@@ -366,56 +370,69 @@ impl MipShape {
                 rows.push((format!("kit_{k}"), terms, "=", 1.0));
             }
         }
+        let no_kits = Vec::new();
         for &c in &self.y {
             let cand = &inst.cands[c];
+            let xs: Vec<(usize, u64)> = self
+                .x
+                .range((c, 0)..(c + 1, 0))
+                .map(|(&(_, l), &ub)| (l, ub))
+                .collect();
+            let kits = z_of_cand.get(&c).unwrap_or(&no_kits);
             // stock: the lines of one sku share a candidate's ATS
-            for s in 0..inst.skus {
-                let mut terms = Vec::new();
-                for &(xc, l) in self.x.keys() {
-                    if xc == c && inst.lines[l].sku == s {
-                        terms.push((1.0, Var::X(c, l)));
-                    }
+            let mut per_sku: BTreeMap<usize, Vec<(f64, Var)>> = BTreeMap::new();
+            for &(l, _) in &xs {
+                per_sku
+                    .entry(inst.lines[l].sku)
+                    .or_default()
+                    .push((1.0, Var::X(c, l)));
+            }
+            for &k in kits {
+                let mut of_sku: BTreeMap<usize, u64> = BTreeMap::new();
+                for &l in &inst.kits[k] {
+                    *of_sku.entry(inst.lines[l].sku).or_default() += inst.lines[l].quantity;
                 }
-                for &(zc, k) in &self.z {
-                    let q: u64 = inst.kits[k]
-                        .iter()
-                        .filter(|&&l| inst.lines[l].sku == s)
-                        .map(|&l| inst.lines[l].quantity)
-                        .sum();
-                    if zc == c && q > 0 {
-                        terms.push((q as f64, Var::Z(c, k)));
-                    }
+                for (sku, q) in of_sku {
+                    per_sku
+                        .entry(sku)
+                        .or_default()
+                        .push((q as f64, Var::Z(c, k)));
                 }
+            }
+            for (sku, terms) in per_sku {
                 if terms.len() > 1 {
-                    rows.push((format!("stock_{c}_{s}"), terms, "<=", cand.ats[s] as f64));
+                    rows.push((
+                        format!("stock_{c}_{sku}"),
+                        terms,
+                        "<=",
+                        cand.ats[sku] as f64,
+                    ));
                 }
             }
             // capacity, and linking: a candidate ships only if its parcel is paid for
-            let mut units = Vec::new();
-            for (&(xc, l), &ub) in &self.x {
-                if xc == c {
-                    units.push((1.0, Var::X(c, l)));
-                    rows.push((
-                        format!("link_{c}_{l}"),
-                        vec![(1.0, Var::X(c, l)), (-(ub as f64), Var::Y(c))],
-                        "<=",
-                        0.0,
-                    ));
-                }
+            let mut units = Vec::with_capacity(xs.len() + kits.len());
+            let mut max_units = 0.0;
+            for &(l, ub) in &xs {
+                units.push((1.0, Var::X(c, l)));
+                max_units += ub as f64;
+                rows.push((
+                    format!("link_{c}_{l}"),
+                    vec![(1.0, Var::X(c, l)), (-(ub as f64), Var::Y(c))],
+                    "<=",
+                    0.0,
+                ));
             }
-            for &(zc, k) in &self.z {
-                if zc == c {
-                    let q: u64 = inst.kits[k].iter().map(|&l| inst.lines[l].quantity).sum();
-                    units.push((q as f64, Var::Z(c, k)));
-                    rows.push((
-                        format!("linkkit_{c}_{k}"),
-                        vec![(1.0, Var::Z(c, k)), (-1.0, Var::Y(c))],
-                        "<=",
-                        0.0,
-                    ));
-                }
+            for &k in kits {
+                let q = kit_units(k) as f64;
+                units.push((q, Var::Z(c, k)));
+                max_units += q;
+                rows.push((
+                    format!("linkkit_{c}_{k}"),
+                    vec![(1.0, Var::Z(c, k)), (-1.0, Var::Y(c))],
+                    "<=",
+                    0.0,
+                ));
             }
-            let max_units: f64 = units.iter().map(|t| t.0 * max_ub(t, self)).sum();
             if max_units > cand.capacity as f64 {
                 rows.push((format!("capacity_{c}"), units, "<=", cand.capacity as f64));
             }
@@ -442,14 +459,6 @@ impl MipShape {
         // `one` carries nothing but keeps the constant-free objective readers expect
         rows.push(("constant".into(), vec![(1.0, Var::One)], "=", 1.0));
         rows
-    }
-}
-
-/// The largest value a capacity term's variable may take.
-fn max_ub(term: &(f64, Var), m: &MipShape) -> f64 {
-    match term.1 {
-        Var::X(c, l) => m.x.get(&(c, l)).copied().unwrap_or(0) as f64,
-        _ => 1.0,
     }
 }
 

@@ -8,7 +8,7 @@
 //! runs out, the best feasible plan found is returned and marked as such.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use good_lp::{
     Expression, ProblemVariables, ResolutionError, Solution, SolutionStatus, SolverModel, Variable,
@@ -37,6 +37,9 @@ pub enum Backend {
 /// only HiGHS proved 998 x 30 (`solver-models/instances/optima.csv`).
 pub const AUTO_HIGHS_ABOVE: usize = 15_000;
 
+/// The least time the solver is given, even when pruning and building used the whole budget.
+const MIN_SOLVE_SECONDS: f64 = 0.001;
+
 /// The subsets a single-line order is enumerated over at most before the solver takes it.
 const ENUMERATION_LIMIT: usize = 4096;
 
@@ -49,14 +52,16 @@ pub struct Solved {
     pub dominated: Vec<(usize, Vec<usize>)>,
 }
 
-/// The least-cost plan for an instance.
+/// The least-cost plan for an instance, within `budget`: pruning and building the model count
+/// against it, and the solver gets what is left.
 pub fn solve(inst: &Instance, backend: Backend, budget: Duration) -> Solved {
+    let deadline = Instant::now() + budget;
     let (kept, dominated) = prune(inst);
     let sub = Instance {
         cands: kept.iter().map(|&c| inst.cands[c].clone()).collect(),
         ..inst.clone()
     };
-    let (units, status) = solve_pruned(&sub, backend, budget);
+    let (units, status) = solve_pruned(&sub, backend, deadline);
     Solved {
         units: units.into_iter().map(|(c, l, q)| (kept[c], l, q)).collect(),
         status,
@@ -64,7 +69,7 @@ pub fn solve(inst: &Instance, backend: Backend, budget: Duration) -> Solved {
     }
 }
 
-fn solve_pruned(inst: &Instance, backend: Backend, budget: Duration) -> (Units, SolveStatus) {
+fn solve_pruned(inst: &Instance, backend: Backend, deadline: Instant) -> (Units, SolveStatus) {
     let nothing: Units = Vec::new();
     if inst.cands.is_empty() {
         return (nothing, SolveStatus::ExactFastPath);
@@ -76,7 +81,7 @@ fn solve_pruned(inst: &Instance, backend: Backend, budget: Duration) -> (Units, 
         return (units, SolveStatus::ExactFastPath);
     }
     let incumbent = greedy(inst);
-    match mip(inst, backend, budget) {
+    match mip(inst, backend, deadline) {
         Ok((units, proven)) => {
             // the solver's answer, unless the time budget left it worse than the greedy one
             let better = incumbent
@@ -326,7 +331,7 @@ fn greedy(inst: &Instance) -> Option<Units> {
 fn mip(
     inst: &Instance,
     backend: Backend,
-    budget: Duration,
+    deadline: Instant,
 ) -> Result<(Units, bool), ResolutionError> {
     let shape = inst.mip_shape();
     let mut vars = ProblemVariables::new();
@@ -373,7 +378,12 @@ fn mip(
             }
         })
         .collect();
-    let seconds = budget.as_secs_f64();
+    // what is left of the budget once the model is built; a sliver at least, so the solver
+    // can still report the incumbent it starts from
+    let seconds = deadline
+        .saturating_duration_since(Instant::now())
+        .as_secs_f64()
+        .max(MIN_SOLVE_SECONDS);
     let use_highs = match backend {
         Backend::Microlp => false,
         Backend::Highs => true,
@@ -642,7 +652,7 @@ mod tests {
 
         #[test]
         fn the_mip_alone_matches_brute_force(inst in tiny()) {
-            let units = match mip(&inst, Backend::Microlp, BUDGET) {
+            let units = match mip(&inst, Backend::Microlp, Instant::now() + BUDGET) {
                 Ok((units, proven)) => { prop_assert!(proven); units }
                 Err(_) => Vec::new(),
             };
@@ -651,7 +661,7 @@ mod tests {
 
         #[test]
         fn fast_paths_give_the_mip_cost(inst in tiny()) {
-            let mip_cost = mip(&inst, Backend::Microlp, BUDGET).ok().map(|(u, _)| inst.cost(&u));
+            let mip_cost = mip(&inst, Backend::Microlp, Instant::now() + BUDGET).ok().map(|(u, _)| inst.cost(&u));
             for units in [single_node(&inst), single_line(&inst)].into_iter().flatten() {
                 prop_assert!(inst.check(&units).is_ok());
                 let cost = inst.cost(&units);
@@ -707,7 +717,7 @@ mod tests {
         fn both_backends_and_pruning_agree_on_larger_instances(inst in larger()) {
             let micro = solve(&inst, Backend::Microlp, BUDGET);
             let highs = solve(&inst, Backend::Highs, BUDGET);
-            let (full, _) = mip(&inst, Backend::Highs, BUDGET).expect("unfilled units keep it feasible");
+            let (full, _) = mip(&inst, Backend::Highs, Instant::now() + BUDGET).expect("unfilled units keep it feasible");
             prop_assert!(inst.check(&micro.units).is_ok());
             prop_assert!(inst.check(&highs.units).is_ok());
             let (a, b, c) = (inst.cost(&micro.units), inst.cost(&highs.units), inst.cost(&full));
