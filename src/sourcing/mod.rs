@@ -848,4 +848,76 @@ pub(crate) mod tests {
             matches!(e, Error::InvalidArgument { ref field, .. } if field == "order.pickup_node_id")
         );
     }
+
+    #[test]
+    fn pickup_transfers_come_from_other_nodes_only_where_the_segment_allows() {
+        use crate::sourcing::optimal::{Backend, Optimal};
+        let net = network();
+        let mut r = rules(3, UnfilledPolicy::Reject);
+        let mut o = order(&[("1", "A", 2, None)]);
+        o.delivery = DeliveryMode::Pickup {
+            node_id: "shop".into(),
+        };
+        // the pickup store has none; the Madrid warehouse next door has plenty
+        let s = stock(&[("A", "near", 5, 0)]);
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        assert!(
+            p.candidates.is_empty(),
+            "no transfers without allow_transfer"
+        );
+        r.allow_transfer = true;
+        r.transfer_per_unit = 0.75;
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let near = &p.candidates[0];
+        assert_eq!(near.node.id, "near");
+        assert!(near.transfer);
+        let to_store = net
+            .get("near")
+            .unwrap()
+            .location
+            .distance_km(&net.get("shop").unwrap().location);
+        assert!(
+            (near.distance_km - to_store).abs() < 1e-9,
+            "priced to the store, not the customer"
+        );
+        let optimal = Optimal {
+            backend: Backend::Microlp,
+            budget: std::time::Duration::from_secs(5),
+        };
+        let plan = p
+            .finish(StrategyKind::Optimal, &optimal.assign(&p))
+            .unwrap();
+        assert_eq!(plan.shipments.len(), 1);
+        assert!(plan.shipments[0].transfer);
+        assert_eq!(plan.cost.transfer, 1.5);
+    }
+
+    #[test]
+    fn lateness_counts_against_the_deadline_or_the_service_level() {
+        let net = network();
+        let mut r = rules(3, UnfilledPolicy::Reject);
+        r.lateness_penalty = 5.0;
+        r.service_level_days = 5;
+        let mut o = order(&[("1", "A", 1, None)]);
+        // far (Barcelona) is about 505 km from Madrid: 1 processing day + 2 transit days
+        let s = stock(&[("A", "far", 5, 0)]);
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        assert_eq!((p.candidates[0].days, p.candidates[0].days_late), (3, 0));
+        o.deliver_by = Some(today() + Days::new(1));
+        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        assert_eq!(p.candidates[0].days_late, 2);
+        let a = Assignment {
+            units: vec![(0, 0, 1)],
+            passed_over: vec![],
+            status: SolveStatus::Heuristic,
+        };
+        let plan = p.finish(StrategyKind::Nearest, &a).unwrap();
+        assert_eq!(plan.shipments[0].days_late, 2);
+        assert_eq!(plan.cost.lateness, 10.0);
+        assert!(
+            plan.binding.iter().any(|b| b.contains("2 day(s) late")),
+            "{:?}",
+            plan.binding
+        );
+    }
 }
