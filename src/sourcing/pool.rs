@@ -15,7 +15,6 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 pub struct SolvePool {
     jobs: SyncSender<Job>,
     permits: Arc<Semaphore>,
-    threads: usize,
 }
 
 impl SolvePool {
@@ -34,12 +33,7 @@ impl SolvePool {
         Self {
             jobs,
             permits: Arc::new(Semaphore::new(threads)),
-            threads,
         }
-    }
-
-    pub fn threads(&self) -> usize {
-        self.threads
     }
 
     /// Runs `f` on a pool thread; waits asynchronously for a free thread first.
