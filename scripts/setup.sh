@@ -47,3 +47,10 @@ ensure_build_deps() {
     apt_install libclang-dev
   fi
 }
+
+# The Redis tests start their own redis-server processes (and a Redis Cluster of them, made with
+# redis-cli), on free loopback ports.
+ensure_test_deps() {
+  need redis-server redis-server
+  need redis-cli redis-tools
+}

@@ -130,6 +130,7 @@ pub struct SourcingSettings {
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     Memory,
+    Redis,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -137,6 +138,57 @@ pub enum StoreKind {
 pub struct StoreSettings {
     pub kind: StoreKind,
     pub seed_stock: bool,
+    pub redis: RedisSettings,
+}
+
+/// Where the shared stock lives when `store.kind = "redis"`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// One URL for a single Redis; for Redis Cluster, one or more of its nodes.
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    /// Replaces a password in the URLs; best set from a Secret through the environment.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Put before every key, so that several deployments can share one Redis.
+    pub key_prefix: String,
+    pub connect_timeout_ms: u64,
+    /// How long one call to the store may take before it fails as unavailable.
+    pub op_timeout_ms: u64,
+    /// An attempt at a reservation that has not finished by then is rolled back by any replica.
+    pub pending_timeout_ms: u64,
+    /// How long released, expired and fulfilled reservations stay readable.
+    pub retention_secs: u64,
+}
+
+impl fmt::Debug for RedisSettings {
+    /// Leaves the password out, and any password written into a URL.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("RedisSettings")
+            .field("urls", &urls)
+            .field("cluster", &self.cluster)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("key_prefix", &self.key_prefix)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("op_timeout_ms", &self.op_timeout_ms)
+            .field("pending_timeout_ms", &self.pending_timeout_ms)
+            .field("retention_secs", &self.retention_secs)
+            .finish()
+    }
+}
+
+/// A Redis URL with any password replaced, fit for a log line.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:<redacted>{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 impl Settings {
@@ -167,6 +219,19 @@ impl Settings {
             ("holds.min_ttl_secs", u64::from(self.holds.min_ttl_secs)),
             ("holds.sweep_interval_ms", self.holds.sweep_interval_ms),
             (
+                "store.redis.connect_timeout_ms",
+                self.store.redis.connect_timeout_ms,
+            ),
+            ("store.redis.op_timeout_ms", self.store.redis.op_timeout_ms),
+            (
+                "store.redis.pending_timeout_ms",
+                self.store.redis.pending_timeout_ms,
+            ),
+            (
+                "store.redis.retention_secs",
+                self.store.redis.retention_secs,
+            ),
+            (
                 "sourcing.reserve_attempts",
                 u64::from(self.sourcing.reserve_attempts),
             ),
@@ -175,6 +240,42 @@ impl Settings {
             if value == 0 {
                 return Err(ConfigError::new(source, field, "must be at least 1"));
             }
+        }
+        let r = &self.store.redis;
+        if self.store.kind == StoreKind::Redis {
+            if r.urls.is_empty() {
+                return Err(ConfigError::new(
+                    source,
+                    "store.redis.urls",
+                    "must name at least one Redis URL when store.kind is \"redis\"",
+                ));
+            }
+            if !r.cluster && r.urls.len() > 1 {
+                return Err(ConfigError::new(
+                    source,
+                    "store.redis.urls",
+                    format!(
+                        "{} URLs given for a single Redis; set store.redis.cluster = true for Redis Cluster",
+                        r.urls.len()
+                    ),
+                ));
+            }
+        }
+        for (i, url) in r.urls.iter().enumerate() {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::new(
+                    source,
+                    format!("store.redis.urls[{i}]"),
+                    format!("{:?} is not a redis:// or rediss:// URL", redact_url(url)),
+                ));
+            }
+        }
+        if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::new(
+                source,
+                "store.redis.key_prefix",
+                "must be non-empty and free of { and }, which Redis Cluster reads as a hash tag",
+            ));
         }
         let h = &self.holds;
         if h.min_ttl_secs > h.max_ttl_secs {

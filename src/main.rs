@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dom_router::clock::SystemClock;
-use dom_router::config::{Config, ConfigSource};
+use dom_router::config::{Config, ConfigSource, StoreKind, redact_url};
 use dom_router::telemetry::{self, LogFormat};
 use tracing::{error, info, warn};
 
@@ -99,13 +99,25 @@ async fn serve(source: ConfigSource, listen: Option<SocketAddr>) -> anyhow::Resu
         "config loaded"
     );
     if config.source == ConfigSource::Embedded {
-        warn!("running the embedded demo: in-memory stock, open to any caller");
+        warn!("running the embedded demo config, open to any caller");
+    }
+    if config.settings.store.kind == StoreKind::Redis {
+        let redis = &config.settings.store.redis;
+        info!(
+            urls = ?redis.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            cluster = redis.cluster,
+            key_prefix = %redis.key_prefix,
+            "stock in Redis"
+        );
+    } else {
+        warn!("stock in memory: this process does not share it with other replicas");
     }
     let addr = config.settings.server.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let engine = dom_router::server::engine(&config, Arc::new(SystemClock));
+    let engine = dom_router::server::engine(&config, Arc::new(SystemClock))
+        .context("cannot open the stock store")?;
     dom_router::server::run(listener, engine, shutdown_signal()).await?;
     Ok(())
 }

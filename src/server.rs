@@ -18,7 +18,7 @@ use crate::api::{InventoryApi, NetworkApi, SourcingApi, pb};
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::engine::Engine;
-use crate::store::{MemoryStore, StockStore};
+use crate::store::{MemoryStore, RedisStore, StockStore, StoreError};
 
 /// The gRPC services whose health is reported, besides the server as a whole ("").
 pub const SERVICES: [&str; 3] = ["dom.v1.Sourcing", "dom.v1.Inventory", "dom.v1.Network"];
@@ -31,19 +31,24 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// The store the config asks for.
-pub fn open_store(config: &Config) -> Arc<dyn StockStore> {
-    match config.settings.store.kind {
-        StoreKind::Memory if config.settings.store.seed_stock => {
-            Arc::new(MemoryStore::with_stock(&config.stock))
-        }
-        StoreKind::Memory => Arc::new(MemoryStore::new()),
-    }
+/// The store the config asks for. A Redis store connects on first use, so the server starts
+/// (and reports NOT_SERVING) while Redis is down.
+pub fn open_store(config: &Config) -> Result<Arc<dyn StockStore>, StoreError> {
+    let store = &config.settings.store;
+    let seed = if store.seed_stock {
+        config.stock.clone()
+    } else {
+        Vec::new()
+    };
+    Ok(match store.kind {
+        StoreKind::Memory => Arc::new(MemoryStore::with_stock(&seed)),
+        StoreKind::Redis => Arc::new(RedisStore::new(&store.redis, seed)?),
+    })
 }
 
 /// The engine for a config, on the store it asks for.
-pub fn engine(config: &Config, clock: Arc<dyn Clock>) -> Arc<Engine> {
-    Arc::new(Engine::new(config, open_store(config), clock))
+pub fn engine(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, StoreError> {
+    Ok(Arc::new(Engine::new(config, open_store(config)?, clock)))
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

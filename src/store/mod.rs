@@ -17,8 +17,10 @@ use crate::domain::Plan;
 
 pub mod conformance;
 pub mod memory;
+pub mod redis_store;
 
 pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
 
 /// Stock of one sku at one node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,7 +134,7 @@ pub struct Allocation {
 impl Allocation {
     /// Units still reserved: neither shipped nor given back.
     pub fn outstanding(&self) -> u64 {
-        self.quantity - self.shipped - self.released
+        self.quantity.saturating_sub(self.shipped + self.released)
     }
 }
 

@@ -44,7 +44,7 @@ impl TestServer {
         let clock = ManualClock::new(START_MILLIS);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let engine = dom_router::server::engine(&config, Arc::new(clock.clone()));
+        let engine = dom_router::server::engine(&config, Arc::new(clock.clone())).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(dom_router::server::run(listener, engine, async {
             let _ = rx.await;

@@ -1,0 +1,31 @@
+-- Takes an order's units of one day's node capacity, within each limit, all or nothing.
+-- KEYS: used-by-node hash, by-order hash, void marker of the attempt.
+-- ARGV: order id, attempt token, key TTL in ms, count of nodes, node and units per node, then
+-- node and daily limit per limited node.
+-- Returns {'ok'}, {'void'}, {'conflict'} or {'over', node, wanted, available}.
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'void'} end
+local prev = redis.call('HGET', KEYS[2], ARGV[1])
+if prev then
+  if cjson.decode(prev).t == ARGV[2] then return {'ok'} end
+  return {'conflict'}
+end
+local n = tonumber(ARGV[4])
+local want, entries = {}, {}
+for i = 0, n - 1 do
+  local node, units = ARGV[5 + 2 * i], tonumber(ARGV[6 + 2 * i])
+  want[node] = (want[node] or 0) + units
+  entries[#entries + 1] = {node, units}
+end
+for i = 5 + 2 * n, #ARGV, 2 do
+  local node, limit = ARGV[i], tonumber(ARGV[i + 1])
+  local wanted = want[node] or 0
+  local available = math.max(limit - num(redis.call('HGET', KEYS[1], node)), 0)
+  if wanted > available then return {'over', node, wanted, available} end
+end
+for _, e in ipairs(entries) do
+  redis.call('HINCRBY', KEYS[1], e[1], e[2])
+end
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({t = ARGV[2], n = entries}))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return {'ok'}

@@ -1,0 +1,13 @@
+-- Confirms an attempt's hold of one sku once its record is held: the units stop being pending.
+-- KEYS: level hash, holds hash. ARGV: order id, token.
+local prev = redis.call('HGET', KEYS[2], ARGV[1])
+if not prev then return 0 end
+local h = cjson.decode(prev)
+if h.t ~= ARGV[2] or h.p ~= 1 then return 0 end
+for _, e in ipairs(h.a) do
+  local pending = num(redis.call('HGET', KEYS[1], 'pd:' .. e[2]))
+  redis.call('HINCRBY', KEYS[1], 'pd:' .. e[2], -math.min(e[3], pending))
+end
+h.p = nil
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(h))
+return 1

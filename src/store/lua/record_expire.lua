@@ -1,0 +1,18 @@
+-- Expires a held order past its expiry, or aborts an attempt past its deadline.
+-- KEYS: the order's record. ARGV: now, token of the attempt, retention in ms.
+-- Returns the record, coded 'gone' (no such attempt), 'changed' (this call did it) or 'same'.
+local v = redis.call('HMGET', KEYS[1], 'st', 'tok', 'exp', 'dl')
+if not v[1] or v[2] ~= ARGV[2] then return {'gone'} end
+local now = tonumber(ARGV[1])
+if v[1] == 'held' and tonumber(v[3]) <= now then
+  local al = cjson.decode(redis.call('HGET', KEYS[1], 'al'))
+  for _, a in ipairs(al) do a.released = a.quantity - a.shipped end
+  redis.call('HSET', KEYS[1], 'st', 'expired', 'al', encode_list(al))
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return record(KEYS[1], 'changed')
+end
+if v[1] == 'pending' and (tonumber(v[4]) <= now or tonumber(v[3]) <= now) then
+  redis.call('HSET', KEYS[1], 'st', 'aborted')
+  return record(KEYS[1], 'changed')
+end
+return record(KEYS[1], 'same')

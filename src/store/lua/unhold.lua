@@ -1,0 +1,37 @@
+-- Gives back what an order holds of one sku: every line, or the lines named. Idempotent.
+-- KEYS: level hash, holds hash, void marker of the attempt.
+-- ARGV: order id, attempt token ('' for any), void marker TTL in ms (0 for none), line ids...
+-- Returns line, node, units for each part given back.
+if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[3], '1', 'PX', ARGV[3]) end
+local prev = redis.call('HGET', KEYS[2], ARGV[1])
+if not prev then return {} end
+local h = cjson.decode(prev)
+if ARGV[2] ~= '' and h.t ~= ARGV[2] then return {} end
+local only = nil
+if #ARGV > 3 then
+  only = {}
+  for i = 4, #ARGV do only[ARGV[i]] = true end
+end
+local keep, out = {}, {}
+for _, e in ipairs(h.a) do
+  if only == nil or only[e[1]] then
+    local reserved = num(redis.call('HGET', KEYS[1], 'rs:' .. e[2]))
+    redis.call('HINCRBY', KEYS[1], 'rs:' .. e[2], -math.min(e[3], reserved))
+    if h.p == 1 then
+      local pending = num(redis.call('HGET', KEYS[1], 'pd:' .. e[2]))
+      redis.call('HINCRBY', KEYS[1], 'pd:' .. e[2], -math.min(e[3], pending))
+    end
+    out[#out + 1] = e[1]
+    out[#out + 1] = e[2]
+    out[#out + 1] = e[3]
+  else
+    keep[#keep + 1] = e
+  end
+end
+if #keep == 0 then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  h.a = keep
+  redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(h))
+end
+return out

@@ -1,0 +1,1780 @@
+//! The production store: stock, holds and reservations in Redis or Redis Cluster, shared by
+//! every replica of the service.
+//!
+//! Every key is hash-tagged so that what must change together sits in one cluster slot, and
+//! every change to one slot is one Lua script (loaded once, called by its SHA1):
+//!
+//! | key | type | what |
+//! | --- | --- | --- |
+//! | `P:{s:SKU}:lv` | hash | levels: `oh:NODE` on hand, `rs:NODE` reserved, `ss:NODE` safety stock, `sq:NODE` last feed sequence |
+//! | `P:{s:SKU}:ho` | hash | holds: `ORDER` → the attempt token and the line, node and units it holds of this sku |
+//! | `P:{s:SKU}:void:TOKEN` | string | an aborted attempt, so that a late hold of it is refused |
+//! | `P:{o:ORDER}` | hash | the reservation record: state, token, expiry, deadline, day, body, allocations |
+//! | `P:{x}:expiry` | sorted set | `TOKEN:ORDER` by the time the attempt or hold must be looked at |
+//! | `P:{c:DAY}:used` / `:orders` | hash | node capacity used on a day, and by which order |
+//! | `P:{m:N}:marker` | string | one per part of the slot space, to tell when Redis lost its data |
+//!
+//! A reserve spans slots (the order's record, each sku, the day's capacity), so it is made
+//! safe in steps: (1) the record is written *pending* with the whole plan and a deadline, and
+//! indexed in the expiry set; (2) each sku and the capacity are held, each atomically and
+//! idempotently under the attempt's token; (3) the record becomes *held*. If a step fails, the
+//! replica gives back what it held. If the replica dies, any replica's sweep finds the attempt
+//! by its deadline, marks it aborted (so the late replica cannot finish it), writes void
+//! markers (so it cannot hold more) and gives back what the record says it may hold. Giving
+//! back is idempotent per sku, so an expired hold is returned exactly once however many
+//! replicas sweep.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::future::{join, join_all, try_join_all};
+use futures_util::stream::{self, StreamExt};
+use parking_lot::RwLock;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Script, Value};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex as AsyncMutex;
+use tracing::{debug, error, info, warn};
+
+use super::{
+    Allocation, HoldRequest, Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore,
+    StockUpdate, StockView, StoreError, UpdateKind, UpdateResult,
+};
+use crate::clock::Millis;
+use crate::config::{RedisSettings, StockSeed, redact_url};
+use crate::domain::Plan;
+
+/// Updates sent to Redis in one script call; bounds how long one call holds Redis.
+const FEED_CHUNK: usize = 1024;
+/// Due entries of the expiry set taken per round of a sweep.
+const SWEEP_BATCH: isize = 256;
+/// Orders a sweep works on at once.
+const SWEEP_CONCURRENCY: usize = 32;
+/// How soon a failed connection is tried again; calls in between fail at once.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+/// Markers spread over the slot space; a master that owns at least this share of the slots in
+/// one range holds one of them.
+const MARKERS: u16 = 16;
+const MILLIS_PER_DAY: i64 = 86_400_000;
+/// How long a reserve waits for units held by other attempts still in flight.
+const BUSY_WAIT: Duration = Duration::from_secs(2);
+
+enum Verdict {
+    Held,
+    /// Held by attempts still in flight; worth waiting for.
+    Busy(ReserveOutcome),
+    Refused(ReserveOutcome),
+}
+
+mod lua {
+    pub const PRELUDE: &str = include_str!("lua/prelude.lua");
+    pub const FEED: &str = include_str!("lua/feed.lua");
+    pub const SEED: &str = include_str!("lua/seed.lua");
+    pub const HOLD: &str = include_str!("lua/hold.lua");
+    pub const UNHOLD: &str = include_str!("lua/unhold.lua");
+    pub const SHIP: &str = include_str!("lua/ship.lua");
+    pub const CAPACITY_TAKE: &str = include_str!("lua/capacity_take.lua");
+    pub const CAPACITY_GIVE: &str = include_str!("lua/capacity_give.lua");
+    pub const CONFIRM: &str = include_str!("lua/confirm.lua");
+    pub const RECORD_CREATE: &str = include_str!("lua/record_create.lua");
+    pub const RECORD_FINISH: &str = include_str!("lua/record_finish.lua");
+    pub const RECORD_DELETE: &str = include_str!("lua/record_delete.lua");
+    pub const RECORD_COMMIT: &str = include_str!("lua/record_commit.lua");
+    pub const RECORD_EXPIRE: &str = include_str!("lua/record_expire.lua");
+    pub const RECORD_RELEASE: &str = include_str!("lua/record_release.lua");
+    pub const RECORD_SHIP: &str = include_str!("lua/record_ship.lua");
+}
+
+struct Scripts {
+    feed: Script,
+    seed: Script,
+    hold: Script,
+    unhold: Script,
+    ship: Script,
+    capacity_take: Script,
+    capacity_give: Script,
+    confirm: Script,
+    record_create: Script,
+    record_finish: Script,
+    record_delete: Script,
+    record_commit: Script,
+    record_expire: Script,
+    record_release: Script,
+    record_ship: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let s = |body: &str| Script::new(&format!("{}\n{body}", lua::PRELUDE));
+        Self {
+            feed: s(lua::FEED),
+            seed: s(lua::SEED),
+            hold: s(lua::HOLD),
+            unhold: s(lua::UNHOLD),
+            ship: s(lua::SHIP),
+            capacity_take: s(lua::CAPACITY_TAKE),
+            capacity_give: s(lua::CAPACITY_GIVE),
+            confirm: s(lua::CONFIRM),
+            record_create: s(lua::RECORD_CREATE),
+            record_finish: s(lua::RECORD_FINISH),
+            record_delete: s(lua::RECORD_DELETE),
+            record_commit: s(lua::RECORD_COMMIT),
+            record_expire: s(lua::RECORD_EXPIRE),
+            record_release: s(lua::RECORD_RELEASE),
+            record_ship: s(lua::RECORD_SHIP),
+        }
+    }
+}
+
+/// A connection to a single Redis or to a cluster; both multiplex and are cheap to clone.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The Redis Cluster slot of a key: CRC16 (XMODEM) of its hash tag, or of the whole key.
+pub fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        bytes[open + 1..]
+            .iter()
+            .position(|&b| b == b'}')
+            .filter(|&len| len > 0)
+            .map(|len| &bytes[open + 1..open + 1 + len])
+    });
+    crc16(tagged.unwrap_or(bytes)) % 16384
+}
+
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// Key names; see the module docs for the layout.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+    markers: Vec<String>,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        // For each sixteenth of the slot space, a tag that hashes into it.
+        let width = 16384 / MARKERS;
+        let mut markers = vec![String::new(); usize::from(MARKERS)];
+        let mut found = 0;
+        for n in 0u32.. {
+            let key = format!("{prefix}:{{m:{n}}}:marker");
+            let bucket = usize::from(slot(&key) / width);
+            if markers[bucket].is_empty() {
+                markers[bucket] = key;
+                found += 1;
+                if found == markers.len() {
+                    break;
+                }
+            }
+        }
+        Self {
+            prefix: prefix.to_owned(),
+            markers,
+        }
+    }
+
+    fn levels(&self, sku: &str) -> String {
+        format!("{}:{{s:{sku}}}:lv", self.prefix)
+    }
+
+    fn holds(&self, sku: &str) -> String {
+        format!("{}:{{s:{sku}}}:ho", self.prefix)
+    }
+
+    fn sku_void(&self, sku: &str, token: &str) -> String {
+        format!("{}:{{s:{sku}}}:void:{token}", self.prefix)
+    }
+
+    fn record(&self, order_id: &str) -> String {
+        format!("{}:{{o:{order_id}}}", self.prefix)
+    }
+
+    fn expiry(&self) -> String {
+        format!("{}:{{x}}:expiry", self.prefix)
+    }
+
+    fn capacity_used(&self, day: i64) -> String {
+        format!("{}:{{c:{day}}}:used", self.prefix)
+    }
+
+    fn capacity_orders(&self, day: i64) -> String {
+        format!("{}:{{c:{day}}}:orders", self.prefix)
+    }
+
+    fn capacity_void(&self, day: i64, token: &str) -> String {
+        format!("{}:{{c:{day}}}:void:{token}", self.prefix)
+    }
+}
+
+/// The part of a reservation that never changes once written.
+#[derive(Debug, Serialize, Deserialize)]
+struct Body {
+    order_id: String,
+    fingerprint: String,
+    segment: String,
+    plan: Plan,
+    created_at: Millis,
+    capacity_day: i64,
+}
+
+/// A reservation record as stored.
+#[derive(Debug)]
+struct Record {
+    state: String,
+    token: String,
+    expires_at: Millis,
+    deadline: Millis,
+    body: Body,
+    allocations: Vec<Allocation>,
+}
+
+impl Record {
+    fn reservation(&self) -> Result<Reservation, StoreError> {
+        let state = match self.state.as_str() {
+            "held" => ReservationState::Held,
+            "committed" => ReservationState::Committed,
+            "released" => ReservationState::Released,
+            "expired" => ReservationState::Expired,
+            "fulfilled" => ReservationState::Fulfilled,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "order {:?} has no reservation yet (its record is {other})",
+                    self.body.order_id
+                )));
+            }
+        };
+        let b = &self.body;
+        Ok(Reservation {
+            order_id: b.order_id.clone(),
+            fingerprint: b.fingerprint.clone(),
+            segment: b.segment.clone(),
+            state,
+            plan: b.plan.clone(),
+            allocations: self.allocations.clone(),
+            created_at: b.created_at,
+            expires_at: (self.expires_at > 0).then_some(self.expires_at),
+            capacity_day: b.capacity_day,
+        })
+    }
+
+    /// Still being made, or abandoned while being made.
+    fn unfinished(&self) -> bool {
+        matches!(self.state.as_str(), "pending" | "aborted")
+    }
+
+    fn skus(&self) -> Vec<String> {
+        let mut skus: Vec<String> = self.allocations.iter().map(|a| a.sku.clone()).collect();
+        skus.sort();
+        skus.dedup();
+        skus
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Okay => Some("OK".into()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(i) => Some(*i),
+        other => text(other).and_then(|t| t.parse().ok()),
+    }
+}
+
+fn items(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(v) | Value::Set(v) => v,
+        Value::Nil => Vec::new(),
+        other => vec![other],
+    }
+}
+
+/// A script's reply `{code, st, tok, exp, dl, day, body, al}`: the code, and the record if any.
+fn coded_record(reply: Value) -> Result<(String, Option<Record>), StoreError> {
+    let values = items(reply);
+    let code = values
+        .first()
+        .and_then(text)
+        .ok_or_else(|| corrupt("a script reply without a code"))?;
+    let record = if values.len() >= 8 {
+        parse_record(&values[1..8])?
+    } else {
+        None
+    };
+    Ok((code, record))
+}
+
+fn parse_record(v: &[Value]) -> Result<Option<Record>, StoreError> {
+    let Some(state) = text(&v[0]) else {
+        return Ok(None);
+    };
+    let field = |i: usize, name: &str| {
+        text(&v[i]).ok_or_else(|| corrupt(format!("a reservation record without {name}")))
+    };
+    let body_text = field(5, "its body")?;
+    let body: Body = serde_json::from_str(&body_text)
+        .map_err(|e| corrupt(format!("a reservation body: {e}")))?;
+    let al = field(6, "its allocations")?;
+    let allocations: Vec<Allocation> = if al == "{}" {
+        Vec::new()
+    } else {
+        serde_json::from_str(&al).map_err(|e| corrupt(format!("reservation allocations: {e}")))?
+    };
+    let number = |i: usize, name: &str| -> Result<Millis, StoreError> {
+        int(&v[i]).ok_or_else(|| corrupt(format!("a reservation record without {name}")))
+    };
+    Ok(Some(Record {
+        state,
+        token: field(1, "its token")?,
+        expires_at: number(2, "its expiry")?,
+        deadline: number(3, "its deadline")?,
+        body,
+        allocations,
+    }))
+}
+
+/// A token that names one attempt at reserving an order: unique across replicas and restarts.
+fn attempt_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:016x}", hasher.finish())
+}
+
+/// The expiry-set member of an attempt: `TOKEN:ORDER` (tokens are 16 hex digits).
+fn member(token: &str, order_id: &str) -> String {
+    format!("{token}:{order_id}")
+}
+
+fn split_member(member: &str) -> Option<(&str, &str)> {
+    (member.len() > 17 && member.as_bytes()[16] == b':').then(|| (&member[..16], &member[17..]))
+}
+
+/// Stock in Redis or Redis Cluster; see the module docs.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: RedisSettings,
+    keys: Keys,
+    scripts: Scripts,
+    seed: Vec<StockSeed>,
+    conn: RwLock<Option<Conn>>,
+    connecting: AsyncMutex<Option<(Instant, String)>>,
+    /// The markers were seen in Redis by this process.
+    markers_seen: AtomicBool,
+    data_losses: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("settings", &self.inner.settings)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// A store for these settings, with `seed` as the starting stock of levels Redis does not
+    /// have. Connects lazily: Redis need not be up yet.
+    pub fn new(settings: &RedisSettings, seed: Vec<StockSeed>) -> Result<Self, StoreError> {
+        for url in &settings.urls {
+            url.as_str().into_connection_info().map_err(|e| {
+                StoreError::Unavailable(format!("store.redis.urls: {}: {e}", redact_url(url)))
+            })?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings: settings.clone(),
+                keys: Keys::new(&settings.key_prefix),
+                scripts: Scripts::new(),
+                seed,
+                conn: RwLock::new(None),
+                connecting: AsyncMutex::new(None),
+                markers_seen: AtomicBool::new(false),
+                data_losses: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// How often this process found that Redis had lost its data while it was running.
+    pub fn data_losses(&self) -> u64 {
+        self.inner.data_losses.load(Ordering::Relaxed)
+    }
+
+    fn op_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.settings.op_timeout_ms)
+    }
+
+    fn retention_ms(&self) -> u64 {
+        self.inner.settings.retention_secs.saturating_mul(1000)
+    }
+
+    async fn connect(&self) -> Result<Conn, String> {
+        let s = &self.inner.settings;
+        let connect_timeout = Duration::from_millis(s.connect_timeout_ms);
+        if s.cluster {
+            let mut builder = ClusterClientBuilder::new(s.urls.clone())
+                .connection_timeout(connect_timeout)
+                .response_timeout(self.op_timeout())
+                .retries(2)
+                .min_retry_wait(10)
+                .max_retry_wait(100);
+            if let Some(password) = &s.password {
+                builder = builder.password(password.clone());
+            }
+            let client = builder.build().map_err(|e| e.to_string())?;
+            let conn = client
+                .get_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Conn::Cluster(conn))
+        } else {
+            let mut info = s.urls[0]
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| e.to_string())?;
+            if let Some(password) = &s.password {
+                let redis = info.redis_settings().clone().set_password(password);
+                info = info.set_redis_settings(redis);
+            }
+            let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(Some(self.op_timeout()))
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(10))
+                .set_max_delay(Duration::from_millis(100));
+            let manager = ConnectionManager::new_with_config(client, config)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Conn::Single(manager))
+        }
+    }
+
+    /// The connection, made on first use; while Redis cannot be reached, calls fail at once.
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        if let Some(conn) = self.inner.conn.read().clone() {
+            return Ok(conn);
+        }
+        let mut last_failure = self.inner.connecting.lock().await;
+        if let Some(conn) = self.inner.conn.read().clone() {
+            return Ok(conn);
+        }
+        if let Some((at, why)) = last_failure.as_ref()
+            && at.elapsed() < RECONNECT_PAUSE
+        {
+            return Err(StoreError::Unavailable(format!(
+                "cannot reach Redis: {why}"
+            )));
+        }
+        let connect_timeout = Duration::from_millis(self.inner.settings.connect_timeout_ms);
+        let result = match tokio::time::timeout(connect_timeout * 2, self.connect()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "no answer within {} ms",
+                connect_timeout.as_millis() * 2
+            )),
+        };
+        match result {
+            Ok(conn) => {
+                *last_failure = None;
+                *self.inner.conn.write() = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(why) => {
+                *last_failure = Some((Instant::now(), why.clone()));
+                Err(StoreError::Unavailable(format!(
+                    "cannot reach Redis: {why}"
+                )))
+            }
+        }
+    }
+
+    /// Runs a call to Redis within the operation timeout, mapping its failure.
+    async fn timed<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.op_timeout(), call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(StoreError::Unavailable(format!("Redis {what}: {e}"))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "Redis {what}: no answer within {} ms",
+                self.inner.settings.op_timeout_ms
+            ))),
+        }
+    }
+
+    async fn eval(
+        &self,
+        conn: &Conn,
+        script: &Script,
+        keys: &[&str],
+        args: &[String],
+    ) -> Result<Value, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(arg.as_str());
+        }
+        let mut conn = conn.clone();
+        self.timed("script", invocation.invoke_async::<Value>(&mut conn))
+            .await
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        conn: &Conn,
+        cmd: &Cmd,
+    ) -> Result<T, StoreError> {
+        let mut conn = conn.clone();
+        self.timed("command", cmd.query_async::<T>(&mut conn)).await
+    }
+
+    /// Which script calls may share a batch: all of them on a single Redis, one slot's on a
+    /// cluster.
+    fn group(&self, key: &str) -> u16 {
+        if self.inner.settings.cluster {
+            slot(key)
+        } else {
+            0
+        }
+    }
+
+    /// Checks the data markers (and writes them where missing), so that a Redis that lost its
+    /// data while this process ran is noticed; seeds starting stock into a Redis without any.
+    async fn check_markers(&self, conn: &Conn) -> Result<(), StoreError> {
+        let keys = &self.inner.keys.markers;
+        let calls = keys.iter().map(|key| async move {
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg("1").arg("NX");
+            self.query::<Option<String>>(conn, &set).await
+        });
+        let created = try_join_all(calls).await?;
+        let missing = created.iter().filter(|c| c.is_some()).count();
+        let seen = self.inner.markers_seen.swap(true, Ordering::Relaxed);
+        if missing > 0 {
+            if seen {
+                self.inner.data_losses.fetch_add(1, Ordering::Relaxed);
+                error!(
+                    missing,
+                    of = keys.len(),
+                    "Redis has lost its data (restarted without persistence?): reservations and stock levels are gone; re-push a stock snapshot from every feed"
+                );
+            } else if missing == keys.len() {
+                info!("Redis holds no stock data yet; starting empty");
+            } else {
+                warn!(
+                    missing,
+                    of = keys.len(),
+                    "part of Redis holds no stock data (a shard restarted without persistence?); re-push a stock snapshot from every feed"
+                );
+            }
+            if !self.inner.seed.is_empty() {
+                let seeded = self.seed(conn).await?;
+                info!(seeded, "starting stock written where Redis had none");
+            }
+        }
+        Ok(())
+    }
+
+    async fn seed(&self, conn: &Conn) -> Result<u64, StoreError> {
+        let keys = &self.inner.keys;
+        let mut groups: BTreeMap<u16, (Vec<String>, Vec<String>)> = BTreeMap::new();
+        for row in &self.inner.seed {
+            let key = keys.levels(&row.sku);
+            let (group_keys, args) = groups.entry(self.group(&key)).or_default();
+            let index = match group_keys.iter().position(|k| *k == key) {
+                Some(i) => i,
+                None => {
+                    group_keys.push(key);
+                    group_keys.len() - 1
+                }
+            };
+            args.extend([
+                (index + 1).to_string(),
+                row.node.clone(),
+                row.on_hand.to_string(),
+                row.safety_stock.to_string(),
+            ]);
+        }
+        let calls = groups.values().map(|(group_keys, args)| {
+            let refs: Vec<&str> = group_keys.iter().map(String::as_str).collect();
+            async move { self.eval(conn, &self.inner.scripts.seed, &refs, args).await }
+        });
+        let seeded = try_join_all(calls).await?;
+        Ok(seeded.iter().filter_map(int).sum::<i64>() as u64)
+    }
+
+    /// Whether any attempt or hold is due to be looked at by `now`.
+    async fn anything_due(&self, conn: &Conn, now: Millis) -> Result<bool, StoreError> {
+        let due: Vec<String> = self
+            .query(
+                conn,
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.inner.keys.expiry())
+                    .arg("-inf")
+                    .arg(now)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(1),
+            )
+            .await?;
+        Ok(!due.is_empty())
+    }
+
+    async fn read_levels(&self, conn: &Conn, skus: &[String]) -> Result<StockView, StoreError> {
+        let reads = skus.iter().map(|sku| {
+            let key = self.inner.keys.levels(sku);
+            async move {
+                let fields: Vec<(String, String)> =
+                    self.query(conn, redis::cmd("HGETALL").arg(&key)).await?;
+                Ok::<_, StoreError>((sku.clone(), parse_levels(&fields)?))
+            }
+        });
+        Ok(try_join_all(reads).await?.into_iter().collect())
+    }
+
+    async fn read_record(&self, conn: &Conn, order_id: &str) -> Result<Option<Record>, StoreError> {
+        let values: Vec<Value> = self
+            .query(
+                conn,
+                redis::cmd("HMGET")
+                    .arg(self.inner.keys.record(order_id))
+                    .arg(&["st", "tok", "exp", "dl", "day", "body", "al"]),
+            )
+            .await?;
+        if values.len() != 7 {
+            return Err(corrupt("a reservation record of the wrong shape"));
+        }
+        parse_record(&values)
+    }
+
+    async fn zadd(&self, conn: &Conn, at: Millis, member: &str) -> Result<(), StoreError> {
+        self.query::<i64>(
+            conn,
+            redis::cmd("ZADD")
+                .arg(self.inner.keys.expiry())
+                .arg(at)
+                .arg(member),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn zrem(&self, conn: &Conn, member: &str) -> Result<(), StoreError> {
+        self.query::<i64>(
+            conn,
+            redis::cmd("ZREM").arg(self.inner.keys.expiry()).arg(member),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Gives back whatever an attempt holds of these skus and of its day's capacity. With
+    /// `void`, also marks the attempt so that a hold it makes later is refused.
+    async fn undo(
+        &self,
+        conn: &Conn,
+        order_id: &str,
+        token: &str,
+        skus: &[String],
+        day: i64,
+        void: bool,
+    ) -> Result<(), StoreError> {
+        let keys = &self.inner.keys;
+        let void_ttl = if void { self.retention_ms() } else { 0 }.to_string();
+        let base = vec![order_id.to_owned(), token.to_owned(), void_ttl];
+        let skus = skus.iter().map(|sku| {
+            let (lv, ho, v) = (keys.levels(sku), keys.holds(sku), keys.sku_void(sku, token));
+            let args = base.clone();
+            async move {
+                self.eval(conn, &self.inner.scripts.unhold, &[&lv, &ho, &v], &args)
+                    .await
+            }
+        });
+        let (used, orders, v) = (
+            keys.capacity_used(day),
+            keys.capacity_orders(day),
+            keys.capacity_void(day, token),
+        );
+        let capacity_keys = [used.as_str(), orders.as_str(), v.as_str()];
+        let capacity = self.eval(
+            conn,
+            &self.inner.scripts.capacity_give,
+            &capacity_keys,
+            &base,
+        );
+        let (skus, capacity) = join(try_join_all(skus), capacity).await;
+        skus?;
+        capacity?;
+        Ok(())
+    }
+
+    /// Settles one attempt found in the expiry set: expires a hold past its expiry (giving its
+    /// stock back), aborts an attempt past its deadline, re-files a hold not yet due, forgets
+    /// one that is finished. Returns whether this call expired a hold.
+    async fn settle_attempt(
+        &self,
+        conn: &Conn,
+        order_id: &str,
+        token: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let key = self.inner.keys.record(order_id);
+        let reply = self
+            .eval(
+                conn,
+                &self.inner.scripts.record_expire,
+                &[&key],
+                &[
+                    now.to_string(),
+                    token.to_owned(),
+                    self.retention_ms().to_string(),
+                ],
+            )
+            .await?;
+        let (code, record) = coded_record(reply)?;
+        let member = member(token, order_id);
+        let Some(record) = record else {
+            // No such attempt: it finished and was rolled back, or its record was never made.
+            self.zrem(conn, &member).await?;
+            return Ok(false);
+        };
+        let changed = code == "changed";
+        match record.state.as_str() {
+            "expired" | "aborted" => {
+                let aborted = record.state == "aborted";
+                self.undo(
+                    conn,
+                    order_id,
+                    token,
+                    &record.skus(),
+                    record.body.capacity_day,
+                    aborted,
+                )
+                .await?;
+                if aborted {
+                    self.eval(
+                        conn,
+                        &self.inner.scripts.record_delete,
+                        &[&key],
+                        &[token.to_owned()],
+                    )
+                    .await?;
+                    warn!(order_id, "an unfinished reservation was rolled back");
+                }
+                self.zrem(conn, &member).await?;
+                Ok(changed && !aborted)
+            }
+            "held" => {
+                self.zadd(conn, record.expires_at, &member).await?;
+                Ok(false)
+            }
+            "pending" => {
+                self.zadd(conn, record.deadline.min(record.expires_at), &member)
+                    .await?;
+                Ok(false)
+            }
+            _ => {
+                self.zrem(conn, &member).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// The record of an order, with a hold past its expiry expired and an attempt past its
+    /// deadline rolled back first.
+    async fn current_record(
+        &self,
+        conn: &Conn,
+        order_id: &str,
+        now: Millis,
+    ) -> Result<Option<Record>, StoreError> {
+        let Some(record) = self.read_record(conn, order_id).await? else {
+            return Ok(None);
+        };
+        let due = match record.state.as_str() {
+            "held" => record.expires_at <= now,
+            "pending" => record.deadline.min(record.expires_at) <= now,
+            "aborted" => true,
+            _ => false,
+        };
+        if !due {
+            return Ok(Some(record));
+        }
+        self.settle_attempt(conn, order_id, &record.token, now)
+            .await?;
+        self.read_record(conn, order_id).await
+    }
+
+    /// One feed chunk of snapshots and deltas of skus in one group, in order.
+    async fn apply_levels(
+        &self,
+        conn: &Conn,
+        updates: &[(usize, &StockUpdate)],
+        results: &mut [Option<UpdateResult>],
+    ) -> Result<(), StoreError> {
+        let mut keys: Vec<String> = Vec::new();
+        let mut args = Vec::with_capacity(updates.len() * 6);
+        for (_, u) in updates {
+            let key = self.inner.keys.levels(&u.sku);
+            let index = match keys.iter().position(|k| *k == key) {
+                Some(i) => i,
+                None => {
+                    keys.push(key);
+                    keys.len() - 1
+                }
+            };
+            let (kind, value, safety) = match &u.kind {
+                UpdateKind::Snapshot {
+                    on_hand,
+                    safety_stock,
+                } => (
+                    "s",
+                    on_hand.to_string(),
+                    safety_stock.map(|s| s.to_string()).unwrap_or_default(),
+                ),
+                UpdateKind::Delta { change } => ("d", change.to_string(), String::new()),
+                UpdateKind::Shipment { .. } => unreachable!("shipments go one by one"),
+            };
+            args.extend([
+                (index + 1).to_string(),
+                u.node_id.clone(),
+                u.sequence.to_string(),
+                kind.to_owned(),
+                value,
+                safety,
+            ]);
+        }
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let reply = self
+            .eval(conn, &self.inner.scripts.feed, &refs, &args)
+            .await?;
+        let codes = items(reply);
+        if codes.len() != updates.len() {
+            return Err(corrupt("a feed script reply of the wrong length"));
+        }
+        for ((i, u), code) in updates.iter().zip(codes) {
+            let code = int(&code).ok_or_else(|| corrupt("a feed script code"))?;
+            results[*i] = Some(match code {
+                1 => UpdateResult::Applied,
+                0 => UpdateResult::Stale,
+                negative => {
+                    let on_hand = -(negative + 1);
+                    let UpdateKind::Delta { change } = u.kind else {
+                        return Err(corrupt("a snapshot refused by the feed script"));
+                    };
+                    UpdateResult::Rejected(format!(
+                        "quantity: a delta of {change} would take on hand of {} at {} below zero (on hand {on_hand})",
+                        u.sku, u.node_id
+                    ))
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn apply_shipment(
+        &self,
+        conn: &Conn,
+        u: &StockUpdate,
+        order_id: &str,
+        quantity: u64,
+        now: Millis,
+    ) -> Result<UpdateResult, StoreError> {
+        let record = self.current_record(conn, order_id, now).await?;
+        let verdict = match &record {
+            None => format!("order_id: no reservation for order {order_id:?}"),
+            Some(r) if r.state == "committed" => "1".to_owned(),
+            Some(r) => {
+                let state = if r.unfinished() {
+                    "still being reserved"
+                } else {
+                    r.state.as_str()
+                };
+                format!("order_id: order {order_id:?} is {state}; only a committed order ships")
+            }
+        };
+        let keys = &self.inner.keys;
+        let (lv, ho) = (keys.levels(&u.sku), keys.holds(&u.sku));
+        let reply = self
+            .eval(
+                conn,
+                &self.inner.scripts.ship,
+                &[&lv, &ho],
+                &[
+                    u.node_id.clone(),
+                    u.sequence.to_string(),
+                    order_id.to_owned(),
+                    quantity.to_string(),
+                    verdict,
+                ],
+            )
+            .await?;
+        let values = items(reply);
+        let code = values.first().and_then(text).unwrap_or_default();
+        match code.as_str() {
+            "stale" => Ok(UpdateResult::Stale),
+            "bad" => Ok(UpdateResult::Rejected(
+                values.get(1).and_then(text).unwrap_or_default(),
+            )),
+            "short" => {
+                let outstanding = values.get(1).and_then(int).unwrap_or(0);
+                Ok(UpdateResult::Rejected(format!(
+                    "quantity: order {order_id:?} has {outstanding} units of {} outstanding at {}, fewer than {quantity}",
+                    u.sku, u.node_id
+                )))
+            }
+            "ok" => {
+                let record = record.expect("the script shipped only for a committed order");
+                let mut args = vec![
+                    record.token.clone(),
+                    self.retention_ms().to_string(),
+                    u.sku.clone(),
+                    u.node_id.clone(),
+                ];
+                for pair in values[1..].chunks(2) {
+                    args.push(pair.first().and_then(text).unwrap_or_default());
+                    args.push(pair.get(1).and_then(text).unwrap_or_default());
+                }
+                let key = keys.record(order_id);
+                self.eval(conn, &self.inner.scripts.record_ship, &[&key], &args)
+                    .await?;
+                Ok(UpdateResult::Applied)
+            }
+            other => Err(corrupt(format!("a shipment script code {other:?}"))),
+        }
+    }
+
+    /// One sku's hold for an attempt.
+    async fn hold_sku(
+        &self,
+        conn: &Conn,
+        request: &HoldRequest,
+        token: &str,
+        sku: &str,
+    ) -> Result<Value, StoreError> {
+        let keys = &self.inner.keys;
+        let (lv, ho, v) = (keys.levels(sku), keys.holds(sku), keys.sku_void(sku, token));
+        let use_safety = if request.use_safety_stock { "1" } else { "0" };
+        let mut args = vec![
+            request.order_id.clone(),
+            token.to_owned(),
+            use_safety.to_owned(),
+        ];
+        for a in request.allocations.iter().filter(|a| a.sku == sku) {
+            args.extend([a.line_id.clone(), a.node_id.clone(), a.quantity.to_string()]);
+        }
+        self.eval(conn, &self.inner.scripts.hold, &[&lv, &ho, &v], &args)
+            .await
+    }
+
+    /// The day's node capacity for an attempt.
+    async fn take_capacity(
+        &self,
+        conn: &Conn,
+        request: &HoldRequest,
+        token: &str,
+        now: Millis,
+    ) -> Result<Value, StoreError> {
+        let mut per_node: BTreeMap<&str, u64> = BTreeMap::new();
+        for a in &request.allocations {
+            *per_node.entry(&a.node_id).or_default() += a.quantity;
+        }
+        if per_node.is_empty() {
+            return Ok(Value::Array(vec![Value::SimpleString("ok".into())]));
+        }
+        let keys = &self.inner.keys;
+        let day = request.capacity_day;
+        let (used, orders, v) = (
+            keys.capacity_used(day),
+            keys.capacity_orders(day),
+            keys.capacity_void(day, token),
+        );
+        let mut args = vec![
+            request.order_id.clone(),
+            token.to_owned(),
+            // the day's counters outlive the day by a day, then go
+            ((day + 2) * MILLIS_PER_DAY - now)
+                .max(request.expires_at - now)
+                .max(1)
+                .to_string(),
+            per_node.len().to_string(),
+        ];
+        for (node, units) in &per_node {
+            args.extend([node.to_string(), units.to_string()]);
+        }
+        for (node, limit) in &request.capacity_limits {
+            args.extend([node.clone(), limit.to_string()]);
+        }
+        self.eval(
+            conn,
+            &self.inner.scripts.capacity_take,
+            &[&used, &orders, &v],
+            &args,
+        )
+        .await
+    }
+
+    /// Holds every sku and the day's capacity for an attempt whose record is written; `None`
+    /// when all is held, else why not (the caller gives back what was held).
+    ///
+    /// All skus are tried at once. A sku whose units are held only by other attempts still in
+    /// flight is "busy": then the skus after it (in sku order) are given back and it and the
+    /// rest are held one at a time, waiting on each while it is busy. Holding only skus below
+    /// the one waited on means no two attempts ever wait on each other, and waiting means an
+    /// order is refused only for units that stay held, as if the attempts had run one by one.
+    async fn hold_all(
+        &self,
+        conn: &Conn,
+        request: &HoldRequest,
+        token: &str,
+        skus: &[String],
+        now: Millis,
+    ) -> Result<Option<ReserveOutcome>, StoreError> {
+        let holds = skus
+            .iter()
+            .map(|sku| self.hold_sku(conn, request, token, sku));
+        let (holds, capacity) = join(
+            join_all(holds),
+            self.take_capacity(conn, request, token, now),
+        )
+        .await;
+        let mut busy_from = None;
+        for (i, reply) in holds.into_iter().enumerate() {
+            match self.hold_verdict(request, &skus[i], reply?)? {
+                Verdict::Held => {}
+                Verdict::Busy(_) => {
+                    busy_from.get_or_insert(i);
+                }
+                Verdict::Refused(outcome) => return Ok(Some(outcome)),
+            }
+        }
+        match self.hold_verdict(request, "", capacity?)? {
+            Verdict::Held => {}
+            Verdict::Busy(outcome) | Verdict::Refused(outcome) => return Ok(Some(outcome)),
+        }
+        let Some(first) = busy_from else {
+            return Ok(None);
+        };
+        let later = &skus[first + 1..];
+        if !later.is_empty() {
+            let args = vec![request.order_id.clone(), token.to_owned(), "0".to_owned()];
+            let gives = later.iter().map(|sku| {
+                let keys = &self.inner.keys;
+                let (lv, ho, v) = (keys.levels(sku), keys.holds(sku), keys.sku_void(sku, token));
+                let args = &args;
+                async move {
+                    self.eval(conn, &self.inner.scripts.unhold, &[&lv, &ho, &v], args)
+                        .await
+                }
+            });
+            try_join_all(gives).await?;
+        }
+        let waited = Instant::now();
+        for sku in &skus[first..] {
+            let mut pause = Duration::from_micros(200);
+            loop {
+                let reply = self.hold_sku(conn, request, token, sku).await?;
+                match self.hold_verdict(request, sku, reply)? {
+                    Verdict::Held => break,
+                    Verdict::Refused(outcome) => return Ok(Some(outcome)),
+                    Verdict::Busy(outcome) => {
+                        if waited.elapsed() > BUSY_WAIT {
+                            return Ok(Some(outcome));
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// What a hold or capacity script said.
+    fn hold_verdict(
+        &self,
+        request: &HoldRequest,
+        sku: &str,
+        reply: Value,
+    ) -> Result<Verdict, StoreError> {
+        let values = items(reply);
+        let code = values.first().and_then(text).unwrap_or_default();
+        let number = |i: usize| values.get(i).and_then(int).unwrap_or(0).max(0) as u64;
+        let node_id = values.get(1).and_then(text).unwrap_or_default();
+        let short = || ReserveOutcome::Insufficient {
+            sku: sku.to_owned(),
+            node_id: node_id.clone(),
+            wanted: number(2),
+            available: number(3),
+        };
+        Ok(match code.as_str() {
+            "ok" => Verdict::Held,
+            "busy" => Verdict::Busy(short()),
+            "short" => Verdict::Refused(short()),
+            "over" => Verdict::Refused(ReserveOutcome::OverCapacity {
+                node_id: node_id.clone(),
+                wanted: number(2),
+                available: number(3),
+            }),
+            "void" => {
+                return Err(StoreError::Unavailable(format!(
+                    "the reservation of order {:?} took too long and was rolled back",
+                    request.order_id
+                )));
+            }
+            other => {
+                return Err(corrupt(format!(
+                    "order {:?} is held by another attempt ({other})",
+                    request.order_id
+                )));
+            }
+        })
+    }
+}
+
+fn parse_levels(fields: &[(String, String)]) -> Result<HashMap<String, StockLevel>, StoreError> {
+    let mut levels: HashMap<String, StockLevel> = HashMap::new();
+    for (field, value) in fields {
+        let Some((kind, node)) = field.split_once(':') else {
+            return Err(corrupt(format!("a level field {field:?}")));
+        };
+        let number: u64 = value
+            .parse::<i64>()
+            .map(|v| v.max(0) as u64)
+            .or_else(|_| value.parse::<u64>())
+            .map_err(|_| corrupt(format!("level field {field:?} holds {value:?}")))?;
+        let level = levels.entry(node.to_owned()).or_default();
+        match kind {
+            "oh" => level.on_hand = number,
+            "rs" => level.reserved = number,
+            "ss" => level.safety_stock = number,
+            "sq" => level.last_sequence = number,
+            // units of attempts still in flight, counted in `rs` as well
+            "pd" => {}
+            _ => return Err(corrupt(format!("a level field {field:?}"))),
+        }
+    }
+    Ok(levels)
+}
+
+#[async_trait]
+impl StockStore for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let conn = self.conn().await?;
+        let pong: String = self.query(&conn, &redis::cmd("PING")).await?;
+        if pong != "PONG" {
+            return Err(StoreError::Unavailable(format!(
+                "Redis answered PING with {pong:?}"
+            )));
+        }
+        self.check_markers(&conn).await
+    }
+
+    async fn read_stock(&self, skus: &[String], now: Millis) -> Result<StockView, StoreError> {
+        let conn = self.conn().await?;
+        let (due, view) = join(self.anything_due(&conn, now), self.read_levels(&conn, skus)).await;
+        if due? {
+            self.expire_holds(now).await?;
+            return self.read_levels(&conn, skus).await;
+        }
+        view
+    }
+
+    async fn apply_updates(
+        &self,
+        updates: &[StockUpdate],
+        now: Millis,
+    ) -> Result<Vec<UpdateResult>, StoreError> {
+        let conn = self.conn().await?;
+        let mut results: Vec<Option<UpdateResult>> = vec![None; updates.len()];
+        // A sku with a shipment in the batch goes one update at a time, in order, so that its
+        // sequences apply as sent; every other sku goes in batches by slot.
+        let shipped: std::collections::HashSet<&str> = updates
+            .iter()
+            .filter(|u| matches!(u.kind, UpdateKind::Shipment { .. }))
+            .map(|u| u.sku.as_str())
+            .collect();
+        let mut batches: BTreeMap<u16, Vec<(usize, &StockUpdate)>> = BTreeMap::new();
+        let mut one_by_one: BTreeMap<&str, Vec<(usize, &StockUpdate)>> = BTreeMap::new();
+        for (i, u) in updates.iter().enumerate() {
+            if shipped.contains(u.sku.as_str()) {
+                one_by_one.entry(&u.sku).or_default().push((i, u));
+            } else {
+                let group = self.group(&self.inner.keys.levels(&u.sku));
+                batches.entry(group).or_default().push((i, u));
+            }
+        }
+        let batch_calls = batches
+            .values()
+            .flat_map(|batch| batch.chunks(FEED_CHUNK))
+            .map(|chunk| {
+                let conn = &conn;
+                async move {
+                    let mut part = vec![None; updates.len()];
+                    self.apply_levels(conn, chunk, &mut part).await?;
+                    Ok::<_, StoreError>(part)
+                }
+            });
+        let sku_calls = one_by_one.values().map(|list| {
+            let conn = &conn;
+            async move {
+                let mut part = vec![None; updates.len()];
+                for (i, u) in list {
+                    part[*i] = Some(match &u.kind {
+                        UpdateKind::Shipment { order_id, quantity } => {
+                            self.apply_shipment(conn, u, order_id, *quantity, now)
+                                .await?
+                        }
+                        _ => {
+                            let mut one = vec![None; updates.len()];
+                            self.apply_levels(conn, &[(*i, *u)], &mut one).await?;
+                            one[*i].take().expect("the script answered for the update")
+                        }
+                    });
+                }
+                Ok::<_, StoreError>(part)
+            }
+        });
+        let (batched, singles) = join(try_join_all(batch_calls), try_join_all(sku_calls)).await;
+        for part in batched?.into_iter().chain(singles?) {
+            for (slot, result) in results.iter_mut().zip(part) {
+                if result.is_some() {
+                    *slot = result;
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| corrupt("an update without a result")))
+            .collect()
+    }
+
+    async fn reserve(
+        &self,
+        request: HoldRequest,
+        now: Millis,
+    ) -> Result<ReserveOutcome, StoreError> {
+        let conn = self.conn().await?;
+        let keys = &self.inner.keys;
+        let record_key = keys.record(&request.order_id);
+        let token = attempt_token();
+        let member = member(&token, &request.order_id);
+        let deadline = now + self.inner.settings.pending_timeout_ms as i64;
+        let body = serde_json::to_string(&Body {
+            order_id: request.order_id.clone(),
+            fingerprint: request.fingerprint.clone(),
+            segment: request.segment.clone(),
+            plan: request.plan.clone(),
+            created_at: now,
+            capacity_day: request.capacity_day,
+        })
+        .map_err(|e| corrupt(format!("a reservation body: {e}")))?;
+        let allocations = serde_json::to_string(&request.allocations)
+            .map_err(|e| corrupt(format!("reservation allocations: {e}")))?;
+        let create_args = [
+            token.clone(),
+            request.expires_at.to_string(),
+            deadline.to_string(),
+            request.capacity_day.to_string(),
+            body,
+            allocations,
+        ];
+        // (1) the record, pending, and its place in the expiry set; either may land first
+        let mut taken_over = false;
+        loop {
+            let (created, filed) = join(
+                self.eval(
+                    &conn,
+                    &self.inner.scripts.record_create,
+                    &[&record_key],
+                    &create_args,
+                ),
+                self.zadd(&conn, deadline.min(request.expires_at), &member),
+            )
+            .await;
+            filed?;
+            let (code, existing) = coded_record(created?)?;
+            if code == "created" {
+                break;
+            }
+            self.zrem(&conn, &member).await?;
+            let existing = existing.ok_or_else(|| corrupt("an existing record without fields"))?;
+            if existing.unfinished() {
+                if !taken_over && existing.deadline.min(existing.expires_at) <= now {
+                    // an attempt abandoned by a replica that died: roll it back, then try again
+                    self.settle_attempt(&conn, &request.order_id, &existing.token, now)
+                        .await?;
+                    taken_over = true;
+                    continue;
+                }
+                return Err(StoreError::Unavailable(format!(
+                    "order {:?} is being reserved by another request; try again",
+                    request.order_id
+                )));
+            }
+            let record = self
+                .current_record(&conn, &request.order_id, now)
+                .await?
+                .ok_or_else(|| corrupt("a reservation record that went away"))?;
+            return Ok(ReserveOutcome::Existing(record.reservation()?));
+        }
+        // (2) every sku and the capacity; (3) the record becomes held
+        let skus: Vec<String> = {
+            let mut s: Vec<String> = request.allocations.iter().map(|a| a.sku.clone()).collect();
+            s.sort();
+            s.dedup();
+            s
+        };
+        let held = self.hold_all(&conn, &request, &token, &skus, now).await;
+        let finished = match &held {
+            Ok(None) => {
+                // The units stop being pending as the record becomes held. Confirming is only a
+                // hint to other attempts (whether to wait), so it may run alongside: if the
+                // record cannot be finished, the rollback gives the units back either way.
+                let confirms = skus.iter().map(|sku| {
+                    let keys = &self.inner.keys;
+                    let (lv, ho) = (keys.levels(sku), keys.holds(sku));
+                    let args = [request.order_id.clone(), token.clone()];
+                    let conn = &conn;
+                    async move {
+                        self.eval(conn, &self.inner.scripts.confirm, &[&lv, &ho], &args)
+                            .await
+                    }
+                });
+                let (finish, (refiled, confirmed)) = join(
+                    self.eval(
+                        &conn,
+                        &self.inner.scripts.record_finish,
+                        &[&record_key],
+                        std::slice::from_ref(&token),
+                    ),
+                    join(
+                        self.zadd(&conn, request.expires_at, &member),
+                        try_join_all(confirms),
+                    ),
+                )
+                .await;
+                if let Err(e) = confirmed {
+                    warn!(order_id = %request.order_id, error = %e, "holds left pending");
+                }
+                refiled?;
+                int(&finish?) == Some(1)
+            }
+            _ => false,
+        };
+        if finished {
+            let reservation = Reservation {
+                order_id: request.order_id.clone(),
+                fingerprint: request.fingerprint,
+                segment: request.segment,
+                state: ReservationState::Held,
+                plan: request.plan,
+                allocations: request.allocations,
+                created_at: now,
+                expires_at: Some(request.expires_at),
+                capacity_day: request.capacity_day,
+            };
+            if request.expires_at <= now {
+                // a TTL shorter than the clock's step: the hold returns at once
+                let record = self
+                    .current_record(&conn, &request.order_id, now)
+                    .await?
+                    .ok_or_else(|| corrupt("a reservation record that went away"))?;
+                return Ok(ReserveOutcome::Created(record.reservation()?));
+            }
+            return Ok(ReserveOutcome::Created(reservation));
+        }
+        // Not held: give back whatever this attempt holds, then forget it. If this fails too,
+        // the attempt's deadline brings a sweep to do it.
+        let rollback = async {
+            self.undo(
+                &conn,
+                &request.order_id,
+                &token,
+                &skus,
+                request.capacity_day,
+                false,
+            )
+            .await?;
+            self.eval(
+                &conn,
+                &self.inner.scripts.record_delete,
+                &[&record_key],
+                std::slice::from_ref(&token),
+            )
+            .await?;
+            self.zrem(&conn, &member).await
+        };
+        if let Err(e) = rollback.await {
+            warn!(order_id = %request.order_id, error = %e, "rollback failed; the sweep will finish it");
+        }
+        match held {
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => Err(StoreError::Unavailable(format!(
+                "the reservation of order {:?} took longer than store.redis.pending_timeout_ms and was rolled back",
+                request.order_id
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn capacity_used(
+        &self,
+        day: i64,
+        now: Millis,
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let conn = self.conn().await?;
+        let read = || async {
+            let fields: Vec<(String, i64)> = self
+                .query(
+                    &conn,
+                    redis::cmd("HGETALL").arg(self.inner.keys.capacity_used(day)),
+                )
+                .await?;
+            Ok::<_, StoreError>(
+                fields
+                    .into_iter()
+                    .filter(|(_, used)| *used > 0)
+                    .map(|(node, used)| (node, used as u64))
+                    .collect::<HashMap<_, _>>(),
+            )
+        };
+        let (due, used) = join(self.anything_due(&conn, now), read()).await;
+        if due? {
+            self.expire_holds(now).await?;
+            return read().await;
+        }
+        used
+    }
+
+    async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError> {
+        let conn = self.conn().await?;
+        let key = self.inner.keys.record(order_id);
+        let reply = self
+            .eval(
+                &conn,
+                &self.inner.scripts.record_commit,
+                &[&key],
+                &[now.to_string(), self.retention_ms().to_string()],
+            )
+            .await?;
+        let (code, record) = coded_record(reply)?;
+        let Some(record) = record else {
+            return Err(StoreError::NotFound(order_id.to_owned()));
+        };
+        match code.as_str() {
+            "committed" => {
+                // the expiry set no longer needs it; a failure here only leaves the sweep a
+                // little more to look at
+                if let Err(e) = self.zrem(&conn, &member(&record.token, order_id)).await {
+                    debug!(order_id, error = %e, "expiry entry left for the sweep");
+                }
+                return record.reservation();
+            }
+            "expired" => {
+                self.settle_attempt(&conn, order_id, &record.token, now)
+                    .await?;
+                return Err(StoreError::InvalidState {
+                    order_id: order_id.to_owned(),
+                    state: ReservationState::Expired,
+                    action: "committed",
+                });
+            }
+            _ => {}
+        }
+        if record.unfinished() {
+            return Err(StoreError::Unavailable(format!(
+                "order {order_id:?} is still being reserved; try again"
+            )));
+        }
+        let reservation = record.reservation()?;
+        match reservation.state {
+            ReservationState::Held | ReservationState::Committed | ReservationState::Fulfilled => {
+                Ok(reservation)
+            }
+            state @ (ReservationState::Released | ReservationState::Expired) => {
+                Err(StoreError::InvalidState {
+                    order_id: order_id.to_owned(),
+                    state,
+                    action: "committed",
+                })
+            }
+        }
+    }
+
+    async fn release(
+        &self,
+        order_id: &str,
+        line_ids: &[String],
+        now: Millis,
+    ) -> Result<Reservation, StoreError> {
+        let conn = self.conn().await?;
+        let Some(record) = self.current_record(&conn, order_id, now).await? else {
+            return Err(StoreError::NotFound(order_id.to_owned()));
+        };
+        if record.unfinished() {
+            return Err(StoreError::Unavailable(format!(
+                "order {order_id:?} is still being reserved; try again"
+            )));
+        }
+        if let Some(unknown) = line_ids.iter().find(|id| {
+            !record.allocations.iter().any(|a| &a.line_id == *id)
+                && !record.body.plan.unfilled.iter().any(|u| &u.line_id == *id)
+        }) {
+            return Err(StoreError::UnknownLine {
+                order_id: order_id.to_owned(),
+                line_id: unknown.clone(),
+            });
+        }
+        if !matches!(record.state.as_str(), "held" | "committed") {
+            return record.reservation();
+        }
+        // stock first, then the record: a failure in between leaves the record claiming units
+        // that are free already, never units held that nothing will give back
+        let keys = &self.inner.keys;
+        let mut skus: Vec<&str> = record
+            .allocations
+            .iter()
+            .filter(|a| line_ids.is_empty() || line_ids.contains(&a.line_id))
+            .filter(|a| a.outstanding() > 0)
+            .map(|a| a.sku.as_str())
+            .collect();
+        skus.sort();
+        skus.dedup();
+        let mut args = vec![order_id.to_owned(), record.token.clone(), "0".to_owned()];
+        args.extend(line_ids.iter().cloned());
+        let unholds = skus.iter().map(|sku| {
+            let (lv, ho, v) = (
+                keys.levels(sku),
+                keys.holds(sku),
+                keys.sku_void(sku, &record.token),
+            );
+            let args = &args;
+            let conn = &conn;
+            async move {
+                self.eval(conn, &self.inner.scripts.unhold, &[&lv, &ho, &v], args)
+                    .await
+            }
+        });
+        let mut returned: BTreeMap<String, u64> = BTreeMap::new();
+        for reply in try_join_all(unholds).await? {
+            let values = items(reply);
+            for part in values.chunks(3) {
+                if let (Some(node), Some(units)) =
+                    (part.get(1).and_then(text), part.get(2).and_then(int))
+                {
+                    *returned.entry(node).or_default() += units.max(0) as u64;
+                }
+            }
+        }
+        if !returned.is_empty() {
+            let day = record.body.capacity_day;
+            let (used, orders, v) = (
+                keys.capacity_used(day),
+                keys.capacity_orders(day),
+                keys.capacity_void(day, &record.token),
+            );
+            let mut give = vec![order_id.to_owned(), record.token.clone(), "0".to_owned()];
+            for (node, units) in &returned {
+                give.extend([node.clone(), units.to_string()]);
+            }
+            self.eval(
+                &conn,
+                &self.inner.scripts.capacity_give,
+                &[&used, &orders, &v],
+                &give,
+            )
+            .await?;
+        }
+        let mut args = vec![record.token.clone(), self.retention_ms().to_string()];
+        args.extend(line_ids.iter().cloned());
+        let key = keys.record(order_id);
+        let reply = self
+            .eval(&conn, &self.inner.scripts.record_release, &[&key], &args)
+            .await?;
+        let (_, record) = coded_record(reply)?;
+        let record = record.ok_or_else(|| StoreError::NotFound(order_id.to_owned()))?;
+        if record.state != "held"
+            && let Err(e) = self.zrem(&conn, &member(&record.token, order_id)).await
+        {
+            debug!(order_id, error = %e, "expiry entry left for the sweep");
+        }
+        record.reservation()
+    }
+
+    async fn get_reservation(
+        &self,
+        order_id: &str,
+        now: Millis,
+    ) -> Result<Option<Reservation>, StoreError> {
+        let conn = self.conn().await?;
+        match self.current_record(&conn, order_id, now).await? {
+            Some(record) if !record.unfinished() => Ok(Some(record.reservation()?)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn expire_holds(&self, now: Millis) -> Result<u64, StoreError> {
+        let conn = self.conn().await?;
+        let mut expired = 0;
+        // bounded: every due entry is removed or filed later than `now`, so rounds end
+        for _ in 0..64 {
+            let due: Vec<String> = self
+                .query(
+                    &conn,
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(self.inner.keys.expiry())
+                        .arg("-inf")
+                        .arg(now)
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(SWEEP_BATCH),
+                )
+                .await?;
+            let round = due.len();
+            let outcomes: Vec<Result<bool, StoreError>> = stream::iter(due)
+                .map(|m| {
+                    let conn = &conn;
+                    async move {
+                        match split_member(&m) {
+                            Some((token, order_id)) => {
+                                self.settle_attempt(conn, order_id, token, now).await
+                            }
+                            None => self.zrem(conn, &m).await.map(|()| false),
+                        }
+                    }
+                })
+                .buffer_unordered(SWEEP_CONCURRENCY)
+                .collect()
+                .await;
+            for outcome in outcomes {
+                if outcome? {
+                    expired += 1;
+                }
+            }
+            if (round as isize) < SWEEP_BATCH {
+                break;
+            }
+        }
+        Ok(expired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_cluster_spec() {
+        // values from the Redis Cluster specification and `CLUSTER KEYSLOT`
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_eq!(slot("foo{}{bar}"), slot("foo{}{bar}"));
+        assert_ne!(slot("foo{}{bar}"), slot("bar"));
+        assert_eq!(slot("foo{{bar}}zap"), slot("{bar"));
+    }
+
+    #[test]
+    fn keys_of_one_sku_share_a_slot() {
+        let keys = Keys::new("dom");
+        let s = slot(&keys.levels("SKU-1"));
+        assert_eq!(slot(&keys.holds("SKU-1")), s);
+        assert_eq!(slot(&keys.sku_void("SKU-1", "0123456789abcdef")), s);
+        assert_eq!(slot(&keys.capacity_used(3)), slot(&keys.capacity_orders(3)));
+        let buckets: std::collections::BTreeSet<u16> =
+            keys.markers.iter().map(|k| slot(k) / 1024).collect();
+        assert_eq!(buckets.len(), usize::from(MARKERS));
+    }
+
+    #[test]
+    fn members_name_their_attempt_and_order() {
+        let token = attempt_token();
+        assert_eq!(token.len(), 16);
+        assert_ne!(token, attempt_token());
+        let m = member(&token, "order:with:colons");
+        assert_eq!(
+            split_member(&m),
+            Some((token.as_str(), "order:with:colons"))
+        );
+        assert_eq!(split_member("short"), None);
+    }
+}

@@ -1,0 +1,245 @@
+//! Real Redis for tests and benchmarks: `redis-server` processes on free loopback ports, alone
+//! or made into a Redis Cluster with `redis-cli --cluster create`. Each process is watched by a
+//! small shell loop that stops it when the process that started it exits, so no server outlives
+//! its test run, even one held in a `static`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HOW_TO_INSTALL: &str = "the Redis tests need redis-server and redis-cli on the PATH: \
+    run ./scripts/test (which installs them) or `apt-get install redis-server`";
+
+/// A free loopback port whose cluster bus port (port + 10000) is free too.
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Sends one command in RESP and reads one reply, as text (errors start with `-`).
+pub fn command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let line = line.trim_end().to_owned();
+    if let Some(len) = line.strip_prefix('$') {
+        let len: i64 = len.parse().unwrap_or(-1);
+        if len < 0 {
+            return Ok(String::new());
+        }
+        let mut body = vec![0; len as usize + 2];
+        reader.read_exact(&mut body)?;
+        body.truncate(len as usize);
+        return Ok(String::from_utf8_lossy(&body).into_owned());
+    }
+    Ok(line)
+}
+
+/// One `redis-server` on 127.0.0.1, keeping nothing on disk.
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut server = Self {
+                port: free_port(),
+                dir: dir.clone(),
+                _tmp: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+            };
+            match server.launch() {
+                Ok(()) => {
+                    server._tmp = Some(tmp);
+                    return server;
+                }
+                Err(e) => last = e,
+            }
+        }
+        panic!("cannot start redis-server: {last}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) -> Result<(), String> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            panic!("{HOW_TO_INSTALL}");
+        }
+        let mut args = vec![
+            "--port".to_owned(),
+            self.port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            "''".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            self.dir.display().to_string(),
+            "--logfile".into(),
+            self.dir
+                .join(format!("redis-{}.log", self.port))
+                .display()
+                .to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        // the loop stops the server once the process that started it is gone
+        let script = format!(
+            "redis-server {} & r=$!; while kill -0 {} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done; kill -9 $r 2>/dev/null; wait $r",
+            args.join(" "),
+            std::process::id()
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{HOW_TO_INSTALL} ({e})"))?;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if command(self.port, &["PING"]).is_ok_and(|r| r == "+PONG") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "redis-server on port {} did not answer within 10 s; see {}",
+            self.port,
+            self.dir.display()
+        ))
+    }
+
+    /// Stops the server at once, keeping nothing.
+    pub fn stop(&self) {
+        let _ = command(self.port, &["SHUTDOWN", "NOSAVE"]);
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts it again on the same port, empty, as a Redis that keeps nothing on disk would be.
+    pub fn restart(&mut self) {
+        self.stop();
+        let started = Instant::now();
+        loop {
+            match self.launch() {
+                Ok(()) => return,
+                Err(e) if started.elapsed() > Duration::from_secs(20) => {
+                    panic!("cannot restart redis-server: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = command(self.port, &["SHUTDOWN", "NOSAVE"]);
+    }
+}
+
+/// A Redis Cluster of `masters` masters (no replicas), made from fresh servers.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize) -> Self {
+        assert!(masters >= 3, "Redis Cluster needs at least three masters");
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{HOW_TO_INSTALL} ({e})"));
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = Self { nodes };
+        let started = Instant::now();
+        while !cluster.is_ok() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the cluster did not reach cluster_state:ok within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    fn is_ok(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            command(n.port, &["CLUSTER", "INFO"]).is_ok_and(|i| i.contains("cluster_state:ok"))
+        })
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
