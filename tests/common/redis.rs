@@ -88,6 +88,19 @@ impl RedisServer {
         panic!("cannot start redis-server: {last}");
     }
 
+    /// Starts one on a given port (which a test left free on purpose).
+    pub fn start_on(port: u16) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut server = Self {
+            port,
+            dir: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+            extra: Vec::new(),
+        };
+        server.launch().unwrap();
+        server
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -241,5 +254,204 @@ impl RedisCluster {
 
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+/// A RESP reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<String>),
+    Array(Vec<Resp>),
+}
+
+impl Resp {
+    /// The reply as a list of strings (an array of bulk strings).
+    pub fn strings(&self) -> Vec<String> {
+        match self {
+            Resp::Array(items) => items
+                .iter()
+                .filter_map(|i| match i {
+                    Resp::Bulk(Some(s)) | Resp::Simple(s) => Some(s.clone()),
+                    Resp::Int(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn read_resp(reader: &mut impl BufRead) -> std::io::Result<Resp> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (kind, rest) = line.split_at(1.min(line.len()));
+    Ok(match kind {
+        "+" => Resp::Simple(rest.to_owned()),
+        "-" => Resp::Error(rest.to_owned()),
+        ":" => Resp::Int(rest.parse().unwrap_or(0)),
+        "$" => {
+            let len: i64 = rest.parse().unwrap_or(-1);
+            if len < 0 {
+                Resp::Bulk(None)
+            } else {
+                let mut body = vec![0; len as usize + 2];
+                reader.read_exact(&mut body)?;
+                body.truncate(len as usize);
+                Resp::Bulk(Some(String::from_utf8_lossy(&body).into_owned()))
+            }
+        }
+        "*" => {
+            let n: i64 = rest.parse().unwrap_or(-1);
+            let mut items = Vec::new();
+            for _ in 0..n.max(0) {
+                items.push(read_resp(reader)?);
+            }
+            Resp::Array(items)
+        }
+        _ => Resp::Error(format!("unexpected reply {line:?}")),
+    })
+}
+
+/// Sends one command and reads its whole reply.
+pub fn query(port: u16, args: &[&str]) -> std::io::Result<Resp> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    read_resp(&mut BufReader::new(stream))
+}
+
+fn hash(port: u16, key: &str) -> std::collections::HashMap<String, String> {
+    let values = query(port, &["HGETALL", key]).unwrap().strings();
+    values
+        .chunks(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect()
+}
+
+/// Everything the store keeps under a prefix, read straight from Redis (every master of a
+/// cluster), to check that stock and reservations agree.
+#[derive(Debug, Default)]
+pub struct Audit {
+    /// (sku, node) → (on hand, reserved, pending)
+    pub levels: std::collections::BTreeMap<(String, String), (i64, i64, i64)>,
+    /// (sku, node) → units the sku's holds hash says are held
+    pub held: std::collections::BTreeMap<(String, String), i64>,
+    /// (sku, node) → units outstanding on held and committed reservation records
+    pub outstanding: std::collections::BTreeMap<(String, String), i64>,
+    /// reservation records by state
+    pub states: std::collections::BTreeMap<String, usize>,
+}
+
+impl Audit {
+    pub fn read(ports: &[u16], prefix: &str) -> Self {
+        let mut audit = Audit::default();
+        let pattern = format!("{prefix}:*");
+        for &port in ports {
+            for key in query(port, &["KEYS", &pattern]).unwrap().strings() {
+                let rest = &key[prefix.len() + 1..];
+                if let Some(sku) = rest
+                    .strip_prefix("{s:")
+                    .and_then(|r| r.strip_suffix("}:lv"))
+                {
+                    let fields = hash(port, &key);
+                    for (field, value) in &fields {
+                        let (kind, node) = field.split_once(':').unwrap();
+                        let entry = audit
+                            .levels
+                            .entry((sku.to_owned(), node.to_owned()))
+                            .or_default();
+                        let v: i64 = value.parse().unwrap();
+                        match kind {
+                            "oh" => entry.0 = v,
+                            "rs" => entry.1 = v,
+                            "pd" => entry.2 = v,
+                            _ => {}
+                        }
+                    }
+                } else if let Some(sku) = rest
+                    .strip_prefix("{s:")
+                    .and_then(|r| r.strip_suffix("}:ho"))
+                {
+                    for value in hash(port, &key).values() {
+                        let h: serde_json::Value = serde_json::from_str(value).unwrap();
+                        for e in h["a"].as_array().unwrap() {
+                            let node = e[1].as_str().unwrap().to_owned();
+                            *audit.held.entry((sku.to_owned(), node)).or_default() +=
+                                e[2].as_i64().unwrap();
+                        }
+                    }
+                } else if rest.starts_with("{o:") && rest.ends_with('}') {
+                    let fields = hash(port, &key);
+                    // gone between listing and reading
+                    let Some(state) = fields.get("st").cloned() else {
+                        continue;
+                    };
+                    if state == "held" || state == "committed" {
+                        let al: Vec<serde_json::Value> =
+                            serde_json::from_str(&fields["al"]).unwrap_or_default();
+                        for a in al {
+                            let out = a["quantity"].as_i64().unwrap()
+                                - a["shipped"].as_i64().unwrap()
+                                - a["released"].as_i64().unwrap();
+                            if out > 0 {
+                                *audit
+                                    .outstanding
+                                    .entry((
+                                        a["sku"].as_str().unwrap().to_owned(),
+                                        a["node_id"].as_str().unwrap().to_owned(),
+                                    ))
+                                    .or_default() += out;
+                            }
+                        }
+                    }
+                    *audit.states.entry(state).or_default() += 1;
+                }
+            }
+        }
+        audit
+    }
+
+    /// Stock, holds and records agree; nothing is reserved beyond on hand; no attempt is left
+    /// unfinished.
+    pub fn assert_consistent(&self) {
+        for ((sku, node), (on_hand, reserved, pending)) in &self.levels {
+            let key = (sku.clone(), node.clone());
+            let held = self.held.get(&key).copied().unwrap_or(0);
+            let outstanding = self.outstanding.get(&key).copied().unwrap_or(0);
+            assert_eq!(
+                *reserved, held,
+                "{sku} at {node}: reserved {reserved} but the holds say {held}"
+            );
+            assert_eq!(
+                *reserved, outstanding,
+                "{sku} at {node}: reserved {reserved} but reservations say {outstanding}"
+            );
+            assert!(
+                reserved <= on_hand,
+                "{sku} at {node}: reserved {reserved} is more than on hand {on_hand}"
+            );
+            assert_eq!(*pending, 0, "{sku} at {node}: {pending} units left pending");
+        }
+        for key in self.held.keys().chain(self.outstanding.keys()) {
+            assert!(
+                self.levels.contains_key(key),
+                "{key:?} is held without a level"
+            );
+        }
+        for state in ["pending", "aborted"] {
+            assert!(
+                !self.states.contains_key(state),
+                "records left {state}: {:?}",
+                self.states
+            );
+        }
     }
 }

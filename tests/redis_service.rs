@@ -1,0 +1,601 @@
+//! The service on Redis, as operators run it: started before Redis, through Redis pausing and
+//! restarting under load, and as several replica processes on one Redis Cluster racing for
+//! scarce stock, with one of them killed mid-reservation. After each, Redis is read directly
+//! and stock, holds and reservation records must agree.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::redis::{Audit, RedisCluster, RedisServer, command, free_port};
+use common::{InventoryClient, SourcingClient, TestServer, demo_config, line, order};
+use dom_router::api::pb;
+use dom_router::config::{Config, StoreKind};
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+static NEXT_PREFIX: AtomicU64 = AtomicU64::new(0);
+
+fn prefix() -> String {
+    format!("svc{}", NEXT_PREFIX.fetch_add(1, Ordering::Relaxed))
+}
+
+fn redis_config(urls: Vec<String>, cluster: bool, prefix: &str) -> Config {
+    let mut config = demo_config();
+    let store = &mut config.settings.store;
+    store.kind = StoreKind::Redis;
+    store.redis.urls = urls;
+    store.redis.cluster = cluster;
+    store.redis.key_prefix = prefix.to_owned();
+    store.redis.op_timeout_ms = 300;
+    store.redis.connect_timeout_ms = 200;
+    config
+}
+
+async fn health(channel: &Channel) -> Option<ServingStatus> {
+    let reply = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(reply.into_inner().status).ok()
+}
+
+async fn wait_for_health(channel: &Channel, want: ServingStatus) {
+    for _ in 0..400 {
+        if health(channel).await == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("health did not become {want:?} within 20 s");
+}
+
+/// Snapshots at a sequence above any sent before by this test run.
+async fn push_stock(inventory: &mut InventoryClient<Channel>, rows: &[(&str, &str, i64)]) {
+    static SEQ: AtomicU64 = AtomicU64::new(1);
+    let sequence = SEQ.fetch_add(1, Ordering::Relaxed);
+    let updates = rows
+        .iter()
+        .map(|(node, sku, on_hand)| pb::StockUpdate {
+            node_id: (*node).into(),
+            sku: (*sku).into(),
+            kind: pb::StockUpdateKind::Snapshot as i32,
+            quantity: *on_hand,
+            sequence,
+            order_id: String::new(),
+            safety_stock: Some(0),
+        })
+        .collect();
+    let summary = inventory
+        .set_stock(pb::SetStockRequest { updates })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.applied as usize, rows.len(), "{summary:?}");
+}
+
+/// Polls Redis until stock and reservations agree (the sweep may still be rolling back), then
+/// asserts it.
+async fn settled_audit(ports: &[u16], prefix: &str) -> Audit {
+    for _ in 0..200 {
+        let audit = Audit::read(ports, prefix);
+        if std::panic::catch_unwind(|| audit.assert_consistent()).is_ok() {
+            return audit;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let audit = Audit::read(ports, prefix);
+    audit.assert_consistent();
+    audit
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn starts_while_redis_is_down_and_serves_once_it_answers() {
+    let port = free_port();
+    let p = prefix();
+    let server = TestServer::start_with(redis_config(
+        vec![format!("redis://127.0.0.1:{port}")],
+        false,
+        &p,
+    ))
+    .await;
+    wait_for_health(&server.channel, ServingStatus::NotServing).await;
+    let e = server
+        .sourcing()
+        .quote(pb::QuoteRequest {
+            order: Some(order("o1", "standard", vec![line("l1", "SKU-0001", 1)])),
+            strategy: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("Redis"), "{}", e.message());
+
+    let _redis = RedisServer::start_on(port);
+    wait_for_health(&server.channel, ServingStatus::Serving).await;
+    push_stock(&mut server.inventory(), &[("wh-getafe", "SKU-0001", 5)]).await;
+    let r = server
+        .sourcing()
+        .reserve(common::reserve_request(order(
+            "o1",
+            "standard",
+            vec![line("l1", "SKU-0001", 2)],
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.created);
+    let audit = settled_audit(&[port], &p).await;
+    assert_eq!(audit.levels[&("SKU-0001".into(), "wh-getafe".into())].1, 2);
+}
+
+/// Reserve then commit (every third released instead), as fast as it goes, until `stop`;
+/// counts outcomes by status code.
+async fn checkout_loop(
+    mut sourcing: SourcingClient<Channel>,
+    worker: usize,
+    skus: Vec<&'static str>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    limit: usize,
+) -> HashMap<Code, usize> {
+    let mut seen: HashMap<Code, usize> = HashMap::new();
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) && n < limit {
+        n += 1;
+        let id = format!("w{worker}-{n}");
+        let lines = (0..1 + n % 2)
+            .map(|i| line(&format!("l{i}"), skus[(worker + n + i) % skus.len()], 1))
+            .collect();
+        let outcome = sourcing
+            .reserve(common::reserve_request(order(&id, "standard", lines)))
+            .await;
+        let code = match outcome {
+            Ok(_) => {
+                let next = if n % 3 == 0 {
+                    sourcing
+                        .release(pb::ReleaseRequest {
+                            order_id: id.clone(),
+                            line_ids: vec![],
+                        })
+                        .await
+                        .map(drop)
+                } else {
+                    sourcing
+                        .commit(pb::CommitRequest {
+                            order_id: id.clone(),
+                        })
+                        .await
+                        .map(drop)
+                };
+                match next {
+                    Ok(()) => Code::Ok,
+                    Err(e) => e.code(),
+                }
+            }
+            Err(e) => e.code(),
+        };
+        *seen.entry(code).or_default() += 1;
+    }
+    seen
+}
+
+const SKUS: [&str; 4] = ["SKU-0001", "SKU-0002", "SKU-0003", "SKU-0004"];
+
+fn ample_stock() -> Vec<(&'static str, &'static str, i64)> {
+    SKUS.iter()
+        .flat_map(|sku| [("wh-getafe", *sku, 100_000), ("wh-zaragoza", *sku, 100_000)])
+        .collect()
+}
+
+fn merge(into: &mut HashMap<Code, usize>, from: HashMap<Code, usize>) {
+    for (code, n) in from {
+        *into.entry(code).or_default() += n;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_pausing_under_load_fails_fast_and_half_applies_nothing() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let mut config = redis_config(vec![redis.url()], false, &p);
+    config.settings.store.redis.pending_timeout_ms = 2_000;
+    let server = TestServer::start_with(config).await;
+    wait_for_health(&server.channel, ServingStatus::Serving).await;
+    push_stock(&mut server.inventory(), &ample_stock()).await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..12)
+        .map(|w| {
+            tokio::spawn(checkout_loop(
+                server.sourcing(),
+                w,
+                SKUS.to_vec(),
+                stop.clone(),
+                usize::MAX,
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // every client of Redis stalls for 1.5 s: calls in flight time out half-way through
+    command(redis.port, &["CLIENT", "PAUSE", "1500", "ALL"]).unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = HashMap::new();
+    for w in workers {
+        merge(&mut seen, w.await.unwrap());
+    }
+    assert!(
+        seen.get(&Code::Unavailable).copied().unwrap_or(0) > 0,
+        "{seen:?}"
+    );
+    assert!(seen.get(&Code::Ok).copied().unwrap_or(0) > 0, "{seen:?}");
+    let unexpected: Vec<_> = seen
+        .keys()
+        .filter(|c| !matches!(c, Code::Ok | Code::Unavailable))
+        .collect();
+    assert!(unexpected.is_empty(), "{seen:?}");
+    // service resumed by itself after the pause
+    let after = checkout_loop(
+        server.sourcing(),
+        99,
+        SKUS.to_vec(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        20,
+    )
+    .await;
+    assert_eq!(after.get(&Code::Ok), Some(&20), "{after:?}");
+    // attempts cut off mid-way are rolled back once their deadline passes
+    server.clock.advance_secs(3);
+    let audit = settled_audit(&[redis.port], &p).await;
+    assert!(audit.states.get("committed").copied().unwrap_or(0) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarting_under_load_is_survived() {
+    let mut redis = RedisServer::start();
+    let p = prefix();
+    let server = TestServer::start_with(redis_config(vec![redis.url()], false, &p)).await;
+    wait_for_health(&server.channel, ServingStatus::Serving).await;
+    push_stock(&mut server.inventory(), &ample_stock()).await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            tokio::spawn(checkout_loop(
+                server.sourcing(),
+                w,
+                SKUS.to_vec(),
+                stop.clone(),
+                usize::MAX,
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.stop();
+    wait_for_health(&server.channel, ServingStatus::NotServing).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart();
+    wait_for_health(&server.channel, ServingStatus::Serving).await;
+    // the restart lost every level: the feeds push their snapshots again
+    push_stock(&mut server.inventory(), &ample_stock()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = HashMap::new();
+    for w in workers {
+        merge(&mut seen, w.await.unwrap());
+    }
+    assert!(
+        seen.get(&Code::Unavailable).copied().unwrap_or(0) > 0,
+        "{seen:?}"
+    );
+    let unexpected: Vec<_> = seen
+        .keys()
+        .filter(|c| {
+            // between the restart and the new snapshots there is no stock to source
+            !matches!(c, Code::Ok | Code::Unavailable | Code::FailedPrecondition)
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "{seen:?}");
+    let after = checkout_loop(
+        server.sourcing(),
+        99,
+        SKUS.to_vec(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        20,
+    )
+    .await;
+    assert_eq!(after.get(&Code::Ok), Some(&20), "{after:?}");
+    server.clock.advance_secs(20);
+    settled_audit(&[redis.port], &p).await;
+}
+
+/// A `dom-router serve` process on Redis Cluster.
+struct Replica {
+    child: Child,
+    channel: Channel,
+}
+
+impl Replica {
+    async fn start(cluster: &RedisCluster, prefix: &str, dir: &std::path::Path) -> Self {
+        let port = free_port();
+        let log = std::fs::File::create(dir.join(format!("replica-{port}.log"))).unwrap();
+        let urls = format!(
+            "[{}]",
+            cluster
+                .urls()
+                .iter()
+                .map(|u| format!("\"{u}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_dom-router"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("DOM_ROUTER__STORE__KIND", "redis")
+            .env("DOM_ROUTER__STORE__SEED_STOCK", "false")
+            .env("DOM_ROUTER__STORE__REDIS__URLS", urls)
+            .env("DOM_ROUTER__STORE__REDIS__CLUSTER", "true")
+            .env("DOM_ROUTER__STORE__REDIS__KEY_PREFIX", prefix)
+            .env("DOM_ROUTER__STORE__REDIS__PENDING_TIMEOUT_MS", "1000")
+            .env("DOM_ROUTER__HOLDS__SWEEP_INTERVAL_MS", "50")
+            .env("DOM_ROUTER__SERVER__HEALTH_CHECK_INTERVAL_MS", "100")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let endpoint = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+        let started = Instant::now();
+        let channel = loop {
+            if let Ok(channel) = endpoint.connect().await {
+                break channel;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "replica on port {port} did not start; see {}",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        wait_for_health(&channel, ServingStatus::Serving).await;
+        Self { child, channel }
+    }
+
+    fn sourcing(&self) -> SourcingClient<Channel> {
+        SourcingClient::new(self.channel.clone())
+    }
+
+    fn inventory(&self) -> InventoryClient<Channel> {
+        InventoryClient::new(self.channel.clone())
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SCARCE: [&str; 3] = ["SKU-0001", "SKU-0002", "SKU-0003"];
+
+fn scarce_stock() -> Vec<(&'static str, &'static str, i64)> {
+    vec![
+        ("wh-getafe", "SKU-0001", 7),
+        ("wh-zaragoza", "SKU-0001", 5),
+        ("st-valencia", "SKU-0001", 2),
+        ("wh-getafe", "SKU-0002", 9),
+        ("wh-sabadell", "SKU-0002", 3),
+        ("wh-getafe", "SKU-0003", 4),
+    ]
+}
+
+/// Clients through every replica, each order 1–3 lines of the scarce skus; commits most,
+/// releases some. Returns the units of each sku held by orders that were reserved.
+async fn race(replicas: &[Replica], clients: usize, orders_each: usize) -> HashMap<Code, usize> {
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let mut sourcing = replicas[c % replicas.len()].sourcing();
+            tokio::spawn(async move {
+                let mut seen: HashMap<Code, usize> = HashMap::new();
+                for n in 0..orders_each {
+                    let id = format!("c{c}-{n}");
+                    let lines = (0..1 + (c + n) % 3)
+                        .map(|i| line(&format!("l{i}"), SCARCE[(c + n + i) % 3], 1 + (i as i64)))
+                        .collect();
+                    let code = match sourcing
+                        .reserve(common::reserve_request(order(&id, "vip", lines)))
+                        .await
+                    {
+                        Ok(_) if n % 4 == 3 => sourcing
+                            .release(pb::ReleaseRequest {
+                                order_id: id,
+                                line_ids: vec![],
+                            })
+                            .await
+                            .map_or_else(|e| e.code(), |_| Code::Ok),
+                        Ok(_) => sourcing
+                            .commit(pb::CommitRequest { order_id: id })
+                            .await
+                            .map_or_else(|e| e.code(), |_| Code::Ok),
+                        Err(e) => e.code(),
+                    };
+                    *seen.entry(code).or_default() += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen = HashMap::new();
+    for t in tasks {
+        merge(&mut seen, t.await.unwrap());
+    }
+    seen
+}
+
+fn cluster_ports(cluster: &RedisCluster) -> Vec<u16> {
+    cluster.nodes.iter().map(|n| n.port).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_on_one_cluster_never_oversell() {
+    let cluster = RedisCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let p = prefix();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&cluster, &p, dir.path()).await);
+    }
+    push_stock(&mut replicas[0].inventory(), &scarce_stock()).await;
+    let seen = race(&replicas, 48, 6).await;
+    // stock runs out: some orders are refused, and only for that reason
+    assert!(seen.get(&Code::Ok).copied().unwrap_or(0) > 0, "{seen:?}");
+    assert!(
+        seen.get(&Code::FailedPrecondition).copied().unwrap_or(0) > 0,
+        "{seen:?}"
+    );
+    let unexpected: Vec<_> = seen
+        .keys()
+        .filter(|c| !matches!(c, Code::Ok | Code::FailedPrecondition))
+        .collect();
+    assert!(unexpected.is_empty(), "{seen:?}");
+    let audit = settled_audit(&cluster_ports(&cluster), &p).await;
+    // every scarce unit went to some order: none is left unsold while others were refused
+    let reserved: i64 = audit.levels.values().map(|l| l.1).sum();
+    let on_hand: i64 = scarce_stock().iter().map(|r| r.2).sum();
+    assert!(
+        reserved > 0 && reserved <= on_hand,
+        "{reserved} of {on_hand}"
+    );
+    drop(replicas);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_reservation_leaves_nothing_held() {
+    let cluster = RedisCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let p = prefix();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&cluster, &p, dir.path()).await);
+    }
+    let rows: Vec<_> = SCARCE
+        .iter()
+        .flat_map(|sku| [("wh-getafe", *sku, 50_000), ("wh-zaragoza", *sku, 50_000)])
+        .collect();
+    push_stock(&mut replicas[0].inventory(), &rows).await;
+    let load = {
+        let channels: Vec<Channel> = replicas.iter().map(|r| r.channel.clone()).collect();
+        tokio::spawn(async move {
+            let tasks: Vec<_> = (0..24)
+                .map(|c| {
+                    let mut sourcing = SourcingClient::new(channels[c % 3].clone());
+                    tokio::spawn(async move {
+                        for n in 0..150 {
+                            let lines = (0..3)
+                                .map(|i| line(&format!("l{i}"), SCARCE[i], 1))
+                                .collect();
+                            let _ = sourcing
+                                .reserve(common::reserve_request(order(
+                                    &format!("k{c}-{n}"),
+                                    "standard",
+                                    lines,
+                                )))
+                                .await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGKILL: no drain, attempts cut off wherever they were
+    replicas[0].child.kill().unwrap();
+    replicas[0].child.wait().unwrap();
+    load.await.unwrap();
+    // the survivors' sweeps roll back what the dead replica left unfinished
+    let audit = settled_audit(&cluster_ports(&cluster), &p).await;
+    assert!(audit.states.get("held").copied().unwrap_or(0) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_holds_return_once_with_every_replica_sweeping() {
+    let cluster = RedisCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let p = prefix();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&cluster, &p, dir.path()).await);
+    }
+    push_stock(
+        &mut replicas[0].inventory(),
+        &[("wh-getafe", "SKU-0001", 1_000)],
+    )
+    .await;
+    let hold = |id: String, ttl: u32| pb::ReserveRequest {
+        order: Some(order(&id, "standard", vec![line("l1", "SKU-0001", 3)])),
+        hold_ttl_seconds: ttl,
+        strategy: 0,
+    };
+    for i in 0..30 {
+        let mut sourcing = replicas[i % 3].sourcing();
+        sourcing
+            .reserve(hold(format!("short-{i}"), 1))
+            .await
+            .unwrap();
+        if i % 3 == 0 {
+            sourcing
+                .reserve(hold(format!("long-{i}"), 600))
+                .await
+                .unwrap();
+        }
+    }
+    // wait for every short hold to be expired by some replica's sweep
+    let mut sourcing = replicas[1].sourcing();
+    let started = Instant::now();
+    loop {
+        let mut expired = 0;
+        for i in 0..30 {
+            let r = sourcing
+                .get_reservation(pb::GetReservationRequest {
+                    order_id: format!("short-{i}"),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if r.reservation
+                .is_some_and(|r| r.state == pb::ReservationState::Expired as i32)
+            {
+                expired += 1;
+            }
+        }
+        if expired == 30 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{expired} of 30 expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let audit = settled_audit(&cluster_ports(&cluster), &p).await;
+    // returned exactly once: what stays reserved is the long holds' units, no fewer
+    assert_eq!(
+        audit.levels[&("SKU-0001".into(), "wh-getafe".into())],
+        (1_000, 30, 0)
+    );
+    assert_eq!(audit.states.get("expired"), Some(&30));
+    assert_eq!(audit.states.get("held"), Some(&10));
+}
