@@ -3,7 +3,7 @@
 //! the promises the API makes (idempotent reserve, all-or-nothing holds, re-planning when a
 //! concurrent reserve took the stock a plan counted on). It knows nothing of gRPC.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -96,18 +96,28 @@ impl Engine {
         })
     }
 
+    /// Stock of these skus and the day's node capacity used, read at `now` (at once: they are
+    /// separate round trips to a shared store).
+    async fn read_state(
+        &self,
+        skus: &[String],
+        now: crate::clock::Millis,
+    ) -> Result<(crate::store::StockView, HashMap<String, u64>), Error> {
+        let (stock, capacity) = tokio::join!(
+            self.store.read_stock(skus, now),
+            self.store
+                .capacity_used(now.div_euclid(MILLIS_PER_DAY), now)
+        );
+        Ok((stock?, capacity?))
+    }
+
     /// Plans on the solver pool, against stock and capacity read at `now`.
     async fn plan(
         &self,
         order: &Order,
         kind: StrategyKind,
-        stock: crate::store::StockView,
-        now: crate::clock::Millis,
+        (stock, capacity): (crate::store::StockView, HashMap<String, u64>),
     ) -> Result<Plan, Error> {
-        let capacity = self
-            .store
-            .capacity_used(now.div_euclid(MILLIS_PER_DAY), now)
-            .await?;
         let network = self.network.clone();
         let segments = self.segments.clone();
         let strategies = self.strategies.clone();
@@ -133,8 +143,8 @@ impl Engine {
         self.rules(&order.segment)?;
         let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
         let now = self.clock.now_millis();
-        let stock = self.store.read_stock(&order.skus(), now).await?;
-        self.plan(order, kind, stock, now).await
+        let state = self.read_state(&order.skus(), now).await?;
+        self.plan(order, kind, state).await
     }
 
     /// The hold TTL for a request: its own (bounded by config) or the default.
@@ -177,19 +187,28 @@ impl Engine {
         let ttl = self.hold_ttl_secs(ttl_secs)?;
         let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
         let fingerprint = order.fingerprint();
-        if let Some(existing) = self
-            .store
-            .get_reservation(&order.order_id, self.clock.now_millis())
-            .await?
-        {
+        let skus = order.skus();
+        // a repeated reserve is answered from its reservation; the state for planning is read
+        // alongside, as most reserves are new
+        let now = self.clock.now_millis();
+        let (existing, state) = tokio::join!(
+            self.store.get_reservation(&order.order_id, now),
+            self.read_state(&skus, now)
+        );
+        if let Some(existing) = existing? {
             return Self::same_order(existing, &fingerprint);
         }
-        let skus = order.skus();
+        let mut state = Some((state?, now));
         let attempts = self.settings.sourcing.reserve_attempts;
         for attempt in 1..=attempts {
-            let now = self.clock.now_millis();
-            let stock = self.store.read_stock(&skus, now).await?;
-            let plan = self.plan(order, kind, stock, now).await?;
+            let (state, now) = match state.take() {
+                Some(read) => read,
+                None => {
+                    let now = self.clock.now_millis();
+                    (self.read_state(&skus, now).await?, now)
+                }
+            };
+            let plan = self.plan(order, kind, state).await?;
             let capacity_limits = plan
                 .shipments
                 .iter()

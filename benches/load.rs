@@ -1,0 +1,401 @@
+//! End-to-end load generator: the real gRPC API of a server on a real Redis over loopback.
+//!
+//! Starts its own `redis-server` on a free port and the service on its own runtime, fills every
+//! sku at every demo node with plenty of stock, then measures
+//! 1. the feed alone: snapshots pushed over `PushStock` streams, in updates per second;
+//! 2. checkouts: clients reserving demo orders (1–3 lines) and committing them (one in twenty
+//!    released instead, one in ten quoted first), closed loop or at a fixed rate, while a feed
+//!    pushes updates at the same time; orders per second through reserve and commit, and
+//!    latency percentiles per call.
+//!
+//! `cargo bench --bench load [-- --seconds 10 --clients 32 --rate 0 --feed-rate 5000]`;
+//! `--rate` > 0 paces orders at that many per second in total (open loop).
+
+#[path = "../tests/common/redis.rs"]
+mod redis_harness;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dom_router::api::pb;
+use dom_router::api::pb::inventory_client::InventoryClient;
+use dom_router::api::pb::sourcing_client::SourcingClient;
+use dom_router::clock::SystemClock;
+use dom_router::config::{Config, ConfigSource, StoreKind};
+use dom_router::synth;
+use tonic::transport::Channel;
+
+const CITIES: &str = include_str!("data/cities.csv");
+
+struct Options {
+    seconds: u64,
+    clients: usize,
+    rate: u64,
+    feed_rate: u64,
+    feed_updates: usize,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str, default: u64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    Options {
+        seconds: value("--seconds", 10),
+        clients: value("--clients", 32) as usize,
+        rate: value("--rate", 0),
+        feed_rate: value("--feed-rate", 5_000),
+        feed_updates: value("--feed-updates", 200_000) as usize,
+    }
+}
+
+/// Latencies in microseconds.
+#[derive(Default)]
+struct Latencies(Vec<u32>);
+
+impl Latencies {
+    fn add(&mut self, started: Instant) {
+        self.0
+            .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+    }
+
+    fn line(&mut self, name: &str) -> String {
+        self.0.sort_unstable();
+        let at = |q: f64| {
+            if self.0.is_empty() {
+                return 0.0;
+            }
+            let i = ((self.0.len() as f64 * q).ceil() as usize).clamp(1, self.0.len()) - 1;
+            f64::from(self.0[i]) / 1000.0
+        };
+        format!(
+            "{name:<8} {:>8} calls  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms",
+            self.0.len(),
+            at(0.5),
+            at(0.99),
+            at(0.999)
+        )
+    }
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(1);
+
+fn snapshot(node: &str, sku: &str, on_hand: i64) -> pb::StockUpdate {
+    pb::StockUpdate {
+        node_id: node.into(),
+        sku: sku.into(),
+        kind: pb::StockUpdateKind::Snapshot as i32,
+        quantity: on_hand,
+        sequence: SEQUENCE.fetch_add(1, Ordering::Relaxed),
+        order_id: String::new(),
+        safety_stock: Some(0),
+    }
+}
+
+/// Pushes `count` snapshots over one stream; returns how many were applied.
+async fn push(
+    mut inventory: InventoryClient<Channel>,
+    nodes: Arc<Vec<String>>,
+    skus: Arc<Vec<String>>,
+    count: usize,
+    seed: u64,
+) -> u64 {
+    let mut rng = synth::Rng::new(seed);
+    let updates: Vec<pb::StockUpdate> = (0..count)
+        .map(|_| {
+            let node = &nodes[rng.below(nodes.len() as u64) as usize];
+            let sku = &skus[rng.below(skus.len() as u64) as usize];
+            snapshot(node, sku, 1_000_000_000)
+        })
+        .collect();
+    let summary = inventory
+        .push_stock(tokio_stream::iter(updates))
+        .await
+        .expect("push stock")
+        .into_inner();
+    summary.applied
+}
+
+fn to_pb(order: &dom_router::domain::Order) -> pb::Order {
+    pb::Order {
+        order_id: order.order_id.clone(),
+        segment: order.segment.clone(),
+        destination: Some(pb::Destination {
+            location: Some(pb::GeoPoint {
+                lat: order.destination.lat,
+                lon: order.destination.lon,
+            }),
+            country: order.country.clone(),
+        }),
+        lines: order
+            .lines
+            .iter()
+            .map(|l| pb::OrderLine {
+                line_id: l.line_id.clone(),
+                sku: l.sku.clone(),
+                quantity: l.quantity as i64,
+                group: String::new(),
+            })
+            .collect(),
+        delivery_mode: pb::DeliveryMode::Ship as i32,
+        pickup_node_id: String::new(),
+        ship_complete: false,
+        deliver_by: String::new(),
+    }
+}
+
+#[derive(Default)]
+struct ClientResult {
+    orders: u64,
+    errors: u64,
+    reserve: Latencies,
+    commit: Latencies,
+    release: Latencies,
+    quote: Latencies,
+}
+
+async fn client(
+    mut sourcing: SourcingClient<Channel>,
+    id: usize,
+    skus: Vec<String>,
+    stop: Arc<AtomicBool>,
+    pace: Option<Duration>,
+) -> ClientResult {
+    let mut orders =
+        synth::OrderGen::new(synth::cities(CITIES, &["ES", "PT"]), skus, id as u64 + 7);
+    let mut result = ClientResult::default();
+    let mut ticker = pace.map(|p| {
+        let mut t = tokio::time::interval(p);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await;
+        }
+        n += 1;
+        let lines = 1 + (n % 3) as usize;
+        let order = to_pb(&orders.order(&format!("c{id}-{n}"), "standard", lines));
+        if n.is_multiple_of(10) {
+            let started = Instant::now();
+            let quoted = sourcing
+                .quote(pb::QuoteRequest {
+                    order: Some(order.clone()),
+                    strategy: 0,
+                })
+                .await;
+            result.quote.add(started);
+            if quoted.is_err() {
+                result.errors += 1;
+            }
+        }
+        let started = Instant::now();
+        let reserved = sourcing
+            .reserve(pb::ReserveRequest {
+                order: Some(order.clone()),
+                hold_ttl_seconds: 0,
+                strategy: 0,
+            })
+            .await;
+        result.reserve.add(started);
+        if reserved.is_err() {
+            result.errors += 1;
+            continue;
+        }
+        let started = Instant::now();
+        let done = if n.is_multiple_of(20) {
+            let r = sourcing
+                .release(pb::ReleaseRequest {
+                    order_id: order.order_id.clone(),
+                    line_ids: vec![],
+                })
+                .await;
+            result.release.add(started);
+            r.map(drop)
+        } else {
+            let r = sourcing
+                .commit(pb::CommitRequest {
+                    order_id: order.order_id.clone(),
+                })
+                .await;
+            result.commit.add(started);
+            r.map(drop)
+        };
+        match done {
+            Ok(()) => result.orders += 1,
+            Err(_) => result.errors += 1,
+        }
+    }
+    result
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let opts = options();
+    let redis = redis_harness::RedisServer::start();
+    let mut config =
+        Config::load(ConfigSource::Embedded, std::iter::empty()).expect("the demo config");
+    config.settings.store.kind = StoreKind::Redis;
+    config.settings.store.seed_stock = false;
+    config.settings.store.redis.urls = vec![redis.url()];
+    let nodes: Arc<Vec<String>> = Arc::new(
+        config
+            .network
+            .nodes()
+            .iter()
+            .map(|n| n.id.clone())
+            .collect(),
+    );
+    let mut skus: Vec<String> = config.stock.iter().map(|s| s.sku.clone()).collect();
+    skus.sort();
+    skus.dedup();
+    let skus = Arc::new(skus);
+
+    // the server on a runtime of its own, as it would run alone
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let listener = server_rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    let engine = dom_router::server::engine(&config, Arc::new(SystemClock)).expect("the store");
+    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = server_rt.spawn(dom_router::server::run(listener, engine, async {
+        let _ = stopped.await;
+    }));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("a URL")
+            .connect()
+            .await
+            .expect("the server");
+        let mut inventory = InventoryClient::new(channel.clone());
+        let fill: Vec<pb::StockUpdate> = nodes
+            .iter()
+            .flat_map(|n| skus.iter().map(move |s| snapshot(n, s, 1_000_000_000)))
+            .collect();
+        inventory
+            .set_stock(pb::SetStockRequest { updates: fill })
+            .await
+            .expect("stock");
+
+        // 1. the feed alone, over two streams, each for half of the nodes (as two WMS would),
+        // so that neither makes the other's sequences stale
+        let started = Instant::now();
+        let streams: Vec<_> = (0..2)
+            .map(|i| {
+                let half: Vec<String> = nodes.iter().skip(i).step_by(2).cloned().collect();
+                tokio::spawn(push(
+                    InventoryClient::new(channel.clone()),
+                    Arc::new(half),
+                    skus.clone(),
+                    opts.feed_updates / 2,
+                    i as u64,
+                ))
+            })
+            .collect();
+        let mut applied = 0;
+        for s in streams {
+            applied += s.await.expect("a stream");
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "feed alone: {} snapshots sent, {applied} applied in {secs:.2} s = {:.0} updates/s",
+            opts.feed_updates / 2 * 2,
+            applied as f64 / secs
+        );
+
+        // 2. checkouts with a feed alongside
+        let stop = Arc::new(AtomicBool::new(false));
+        let feed = {
+            let (nodes, skus, stop) = (nodes.clone(), skus.clone(), stop.clone());
+            let inventory = InventoryClient::new(channel.clone());
+            let rate = opts.feed_rate;
+            tokio::spawn(async move {
+                let mut pushed = 0u64;
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                let mut seed = 100;
+                while rate > 0 && !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    seed += 1;
+                    pushed += push(
+                        inventory.clone(),
+                        nodes.clone(),
+                        skus.clone(),
+                        (rate / 10) as usize,
+                        seed,
+                    )
+                    .await;
+                }
+                pushed
+            })
+        };
+        let pace = (opts.rate > 0)
+            .then(|| Duration::from_secs_f64(opts.clients as f64 / opts.rate as f64));
+        let started = Instant::now();
+        let clients: Vec<_> = (0..opts.clients)
+            .map(|i| {
+                let channel = channel.clone();
+                tokio::spawn(client(
+                    SourcingClient::new(channel),
+                    i,
+                    skus.to_vec(),
+                    stop.clone(),
+                    pace,
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(opts.seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut total = ClientResult::default();
+        for c in clients {
+            let r = c.await.expect("a client");
+            total.orders += r.orders;
+            total.errors += r.errors;
+            total.reserve.0.extend(r.reserve.0);
+            total.commit.0.extend(r.commit.0);
+            total.release.0.extend(r.release.0);
+            total.quote.0.extend(r.quote.0);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let fed = feed.await.expect("the feed");
+        println!(
+            "checkouts: {} clients, {}, {:.1} s: {} orders reserved then committed or released = {:.0} orders/s; {} errors; feed alongside {:.0} updates/s",
+            opts.clients,
+            if opts.rate > 0 {
+                format!("paced at {} orders/s", opts.rate)
+            } else {
+                "closed loop".to_owned()
+            },
+            secs,
+            total.orders,
+            total.orders as f64 / secs,
+            total.errors,
+            fed as f64 / secs
+        );
+        println!("{}", total.reserve.line("reserve"));
+        println!("{}", total.commit.line("commit"));
+        println!("{}", total.release.line("release"));
+        println!("{}", total.quote.line("quote"));
+    });
+    let _ = stop_server.send(());
+    let _ = server_rt.block_on(server);
+    drop(redis);
+}
