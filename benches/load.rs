@@ -9,7 +9,9 @@
 //!    latency percentiles per call.
 //!
 //! `cargo bench --bench load [-- --seconds 10 --clients 32 --rate 0 --feed-rate 5000]`;
-//! `--rate` > 0 paces orders at that many per second in total (open loop).
+//! `--rate` > 0 paces orders at that many per second in total (open loop); `--strategy 1`
+//! plans with `nearest` instead of the server's default; `--memory` runs the same load on the
+//! in-memory store, to tell what Redis costs.
 
 #[path = "../tests/common/redis.rs"]
 mod redis_harness;
@@ -34,6 +36,9 @@ struct Options {
     rate: u64,
     feed_rate: u64,
     feed_updates: usize,
+    /// 0 for the server's default; 1 nearest, 2 priority, 3 optimal.
+    strategy: i32,
+    memory: bool,
 }
 
 fn options() -> Options {
@@ -51,6 +56,8 @@ fn options() -> Options {
         rate: value("--rate", 0),
         feed_rate: value("--feed-rate", 5_000),
         feed_updates: value("--feed-updates", 200_000) as usize,
+        strategy: value("--strategy", 0) as i32,
+        memory: args.iter().any(|a| a == "--memory"),
     }
 }
 
@@ -165,6 +172,7 @@ async fn client(
     skus: Vec<String>,
     stop: Arc<AtomicBool>,
     pace: Option<Duration>,
+    strategy: i32,
 ) -> ClientResult {
     let mut orders =
         synth::OrderGen::new(synth::cities(CITIES, &["ES", "PT"]), skus, id as u64 + 7);
@@ -187,7 +195,7 @@ async fn client(
             let quoted = sourcing
                 .quote(pb::QuoteRequest {
                     order: Some(order.clone()),
-                    strategy: 0,
+                    strategy,
                 })
                 .await;
             result.quote.add(started);
@@ -200,7 +208,7 @@ async fn client(
             .reserve(pb::ReserveRequest {
                 order: Some(order.clone()),
                 hold_ttl_seconds: 0,
-                strategy: 0,
+                strategy,
             })
             .await;
         result.reserve.add(started);
@@ -243,7 +251,9 @@ fn main() {
     let redis = redis_harness::RedisServer::start();
     let mut config =
         Config::load(ConfigSource::Embedded, std::iter::empty()).expect("the demo config");
-    config.settings.store.kind = StoreKind::Redis;
+    if !opts.memory {
+        config.settings.store.kind = StoreKind::Redis;
+    }
     config.settings.store.seed_stock = false;
     config.settings.store.redis.urls = vec![redis.url()];
     let nodes: Arc<Vec<String>> = Arc::new(
@@ -359,6 +369,7 @@ fn main() {
                     skus.to_vec(),
                     stop.clone(),
                     pace,
+                    opts.strategy,
                 ))
             })
             .collect();

@@ -96,8 +96,7 @@ impl Engine {
         })
     }
 
-    /// Stock of these skus and the day's node capacity used, read at `now` (at once: they are
-    /// separate round trips to a shared store).
+    /// Stock of these skus and the day's node capacity used, read at `now`.
     async fn read_state(
         &self,
         skus: &[String],

@@ -20,6 +20,22 @@ use crate::config::{Config, StoreKind};
 use crate::engine::Engine;
 use crate::store::{MemoryStore, RedisStore, StockStore, StoreError};
 
+/// Accepted connections, with Nagle's algorithm off: replies are small and go at once, and
+/// with it on a reply can wait for the peer's delayed ACK (tens of milliseconds).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(stream) = &conn
+            && let Err(e) = stream.set_nodelay(true)
+        {
+            debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        conn
+    })
+}
+
 /// The gRPC services whose health is reported, besides the server as a whole ("").
 pub const SERVICES: [&str; 3] = ["dom.v1.Sourcing", "dom.v1.Inventory", "dom.v1.Network"];
 
@@ -169,7 +185,7 @@ pub async fn run(
         .add_service(sourcing)
         .add_service(inventory)
         .add_service(network)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(incoming(listener), signal);
 
     let mut draining = stop_rx.clone();
     let drain_timeout = Duration::from_millis(s.server.drain_timeout_ms);

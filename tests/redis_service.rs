@@ -88,7 +88,7 @@ async fn push_stock(inventory: &mut InventoryClient<Channel>, rows: &[(&str, &st
 async fn settled_audit(ports: &[u16], prefix: &str) -> Audit {
     for _ in 0..200 {
         let audit = Audit::read(ports, prefix);
-        if std::panic::catch_unwind(|| audit.assert_consistent()).is_ok() {
+        if audit.is_consistent() {
             return audit;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

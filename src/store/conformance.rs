@@ -34,6 +34,7 @@ macro_rules! store_conformance_tests {
             snapshots_never_wipe_reservations,
             concurrent_reserves_never_oversell,
             holds_consume_and_return_node_capacity,
+            read_state_returns_stock_and_capacity_after_expiry,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -651,4 +652,25 @@ pub async fn holds_consume_and_return_node_capacity(store: Arc<dyn StockStore>) 
     created(s, limited("o3", vec![alloc("l1", "A", "n1", 5)], 8)).await;
     assert_eq!(s.capacity_used(20_000, T0).await.unwrap()["n1"], 8);
     assert!(s.capacity_used(20_000, T0 + 1000).await.unwrap().is_empty());
+}
+
+pub async fn read_state_returns_stock_and_capacity_after_expiry(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    seed(s, "n1", "A", 10, 0).await;
+    seed(s, "n2", "B", 4, 1).await;
+    created(s, hold("o1", vec![alloc("l1", "A", "n1", 3)], T0 + 1000)).await;
+    created(s, hold("o2", vec![alloc("l1", "B", "n2", 2)], T0 + 9000)).await;
+    let skus = ["A".to_owned(), "B".to_owned(), "C".to_owned()];
+    let (stock, used) = s.read_state(&skus, 20_000, T0).await.unwrap();
+    assert_eq!(stock, s.read_stock(&skus, T0).await.unwrap());
+    assert_eq!(used, s.capacity_used(20_000, T0).await.unwrap());
+    assert_eq!(stock["A"]["n1"].reserved, 3);
+    assert!(stock["C"].is_empty());
+    assert_eq!((used["n1"], used["n2"]), (3, 2));
+    // o1 expires: both parts of the state show its units back
+    let (stock, used) = s.read_state(&skus, 20_000, T0 + 1000).await.unwrap();
+    assert_eq!(stock["A"]["n1"].reserved, 0);
+    assert_eq!(stock["B"]["n2"].reserved, 2);
+    assert_eq!(used.get("n1"), None);
+    assert_eq!(used["n2"], 2);
 }

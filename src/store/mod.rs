@@ -244,6 +244,22 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
         now: Millis,
     ) -> Result<HashMap<String, u64>, StoreError>;
 
+    /// Stock of these skus and the capacity used on `day`, both as [`read_stock`] and
+    /// [`capacity_used`] give them; one call, so that a shared store can read both at once.
+    ///
+    /// [`read_stock`]: StockStore::read_stock
+    /// [`capacity_used`]: StockStore::capacity_used
+    async fn read_state(
+        &self,
+        skus: &[String],
+        day: i64,
+        now: Millis,
+    ) -> Result<(StockView, HashMap<String, u64>), StoreError> {
+        let stock = self.read_stock(skus, now).await?;
+        let used = self.capacity_used(day, now).await?;
+        Ok((stock, used))
+    }
+
     /// A held order becomes committed (idempotent).
     async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError>;
 

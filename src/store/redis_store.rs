@@ -37,6 +37,7 @@ use parking_lot::RwLock;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::TcpSettings;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Script, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex as AsyncMutex;
@@ -76,6 +77,7 @@ mod lua {
     pub const PRELUDE: &str = include_str!("lua/prelude.lua");
     pub const FEED: &str = include_str!("lua/feed.lua");
     pub const SEED: &str = include_str!("lua/seed.lua");
+    pub const LEVELS: &str = include_str!("lua/levels.lua");
     pub const HOLD: &str = include_str!("lua/hold.lua");
     pub const UNHOLD: &str = include_str!("lua/unhold.lua");
     pub const SHIP: &str = include_str!("lua/ship.lua");
@@ -87,6 +89,7 @@ mod lua {
     pub const RECORD_DELETE: &str = include_str!("lua/record_delete.lua");
     pub const RECORD_COMMIT: &str = include_str!("lua/record_commit.lua");
     pub const RECORD_EXPIRE: &str = include_str!("lua/record_expire.lua");
+    pub const RECORD_RELEASE_BEGIN: &str = include_str!("lua/record_release_begin.lua");
     pub const RECORD_RELEASE: &str = include_str!("lua/record_release.lua");
     pub const RECORD_SHIP: &str = include_str!("lua/record_ship.lua");
 }
@@ -94,6 +97,7 @@ mod lua {
 struct Scripts {
     feed: Script,
     seed: Script,
+    levels: Script,
     hold: Script,
     unhold: Script,
     ship: Script,
@@ -105,6 +109,7 @@ struct Scripts {
     record_delete: Script,
     record_commit: Script,
     record_expire: Script,
+    record_release_begin: Script,
     record_release: Script,
     record_ship: Script,
 }
@@ -115,6 +120,7 @@ impl Scripts {
         Self {
             feed: s(lua::FEED),
             seed: s(lua::SEED),
+            levels: s(lua::LEVELS),
             hold: s(lua::HOLD),
             unhold: s(lua::UNHOLD),
             ship: s(lua::SHIP),
@@ -126,6 +132,7 @@ impl Scripts {
             record_delete: s(lua::RECORD_DELETE),
             record_commit: s(lua::RECORD_COMMIT),
             record_expire: s(lua::RECORD_EXPIRE),
+            record_release_begin: s(lua::RECORD_RELEASE_BEGIN),
             record_release: s(lua::RECORD_RELEASE),
             record_ship: s(lua::RECORD_SHIP),
         }
@@ -278,6 +285,8 @@ struct Record {
     deadline: Millis,
     body: Body,
     allocations: Vec<Allocation>,
+    /// Lines being given back (none named: all), and by when a sweep should finish it.
+    releasing: Option<(Vec<String>, Millis)>,
 }
 
 impl Record {
@@ -351,15 +360,16 @@ fn items(value: Value) -> Vec<Value> {
     }
 }
 
-/// A script's reply `{code, st, tok, exp, dl, day, body, al}`: the code, and the record if any.
+/// A script's reply `{code, st, tok, exp, dl, day, body, al, rel, rdl}`: the code, and the
+/// record if any.
 fn coded_record(reply: Value) -> Result<(String, Option<Record>), StoreError> {
     let values = items(reply);
     let code = values
         .first()
         .and_then(text)
         .ok_or_else(|| corrupt("a script reply without a code"))?;
-    let record = if values.len() >= 8 {
-        parse_record(&values[1..8])?
+    let record = if values.len() >= 10 {
+        parse_record(&values[1..10])?
     } else {
         None
     };
@@ -385,6 +395,14 @@ fn parse_record(v: &[Value]) -> Result<Option<Record>, StoreError> {
     let number = |i: usize, name: &str| -> Result<Millis, StoreError> {
         int(&v[i]).ok_or_else(|| corrupt(format!("a reservation record without {name}")))
     };
+    let releasing = match (v.get(7).and_then(text), v.get(8).and_then(int)) {
+        (Some(lines), Some(deadline)) => Some((
+            serde_json::from_str(&lines)
+                .map_err(|e| corrupt(format!("lines being released: {e}")))?,
+            deadline,
+        )),
+        _ => None,
+    };
     Ok(Some(Record {
         state,
         token: field(1, "its token")?,
@@ -392,6 +410,7 @@ fn parse_record(v: &[Value]) -> Result<Option<Record>, StoreError> {
         deadline: number(3, "its deadline")?,
         body,
         allocations,
+        releasing,
     }))
 }
 
@@ -486,6 +505,7 @@ impl RedisStore {
         let connect_timeout = Duration::from_millis(s.connect_timeout_ms);
         if s.cluster {
             let mut builder = ClusterClientBuilder::new(s.urls.clone())
+                .tcp_settings(TcpSettings::default().set_nodelay(true))
                 .connection_timeout(connect_timeout)
                 .response_timeout(self.op_timeout())
                 .retries(2)
@@ -509,6 +529,8 @@ impl RedisStore {
                 let redis = info.redis_settings().clone().set_password(password);
                 info = info.set_redis_settings(redis);
             }
+            // small requests and replies: without this, one can wait for a delayed ACK
+            info = info.set_tcp_settings(TcpSettings::default().set_nodelay(true));
             let client = redis::Client::open(info).map_err(|e| e.to_string())?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(connect_timeout))
@@ -698,16 +720,62 @@ impl RedisStore {
         Ok(!due.is_empty())
     }
 
+    /// Every node's level of these skus: one script call per slot (one in all on a single
+    /// Redis), each sku's hash packed into one string.
     async fn read_levels(&self, conn: &Conn, skus: &[String]) -> Result<StockView, StoreError> {
-        let reads = skus.iter().map(|sku| {
-            let key = self.inner.keys.levels(sku);
-            async move {
-                let fields: Vec<(String, String)> =
-                    self.query(conn, redis::cmd("HGETALL").arg(&key)).await?;
-                Ok::<_, StoreError>((sku.clone(), parse_levels(&fields)?))
+        let mut groups: BTreeMap<u16, Vec<&String>> = BTreeMap::new();
+        for sku in skus {
+            groups
+                .entry(self.group(&self.inner.keys.levels(sku)))
+                .or_default()
+                .push(sku);
+        }
+        let reads = groups.into_values().map(|group| async move {
+            let keys: Vec<String> = group.iter().map(|s| self.inner.keys.levels(s)).collect();
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let reply = self
+                .eval(conn, &self.inner.scripts.levels, &refs, &[])
+                .await?;
+            let packed = items(reply);
+            if packed.len() != group.len() {
+                return Err(corrupt("a levels reply of the wrong length"));
             }
+            group
+                .into_iter()
+                .zip(packed)
+                .map(|(sku, value)| {
+                    let text = text(&value).unwrap_or_default();
+                    let parts: Vec<&str> = if text.is_empty() {
+                        Vec::new()
+                    } else {
+                        text.split('\0').collect()
+                    };
+                    let pairs = parts
+                        .chunks(2)
+                        .map(|p| (p[0], p.get(1).copied().unwrap_or("")));
+                    Ok((sku.clone(), parse_levels(pairs)?))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
         });
-        Ok(try_join_all(reads).await?.into_iter().collect())
+        Ok(try_join_all(reads).await?.into_iter().flatten().collect())
+    }
+
+    async fn read_capacity(
+        &self,
+        conn: &Conn,
+        day: i64,
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let fields: Vec<(String, i64)> = self
+            .query(
+                conn,
+                redis::cmd("HGETALL").arg(self.inner.keys.capacity_used(day)),
+            )
+            .await?;
+        Ok(fields
+            .into_iter()
+            .filter(|(_, used)| *used > 0)
+            .map(|(node, used)| (node, used as u64))
+            .collect())
     }
 
     async fn read_record(&self, conn: &Conn, order_id: &str) -> Result<Option<Record>, StoreError> {
@@ -716,10 +784,10 @@ impl RedisStore {
                 conn,
                 redis::cmd("HMGET")
                     .arg(self.inner.keys.record(order_id))
-                    .arg(&["st", "tok", "exp", "dl", "day", "body", "al"]),
+                    .arg(&["st", "tok", "exp", "dl", "day", "body", "al", "rel", "rdl"]),
             )
             .await?;
-        if values.len() != 7 {
+        if values.len() != 9 {
             return Err(corrupt("a reservation record of the wrong shape"));
         }
         parse_record(&values)
@@ -817,6 +885,18 @@ impl RedisStore {
             return Ok(false);
         };
         let changed = code == "changed";
+        if let Some((lines, deadline)) = &record.releasing
+            && matches!(record.state.as_str(), "held" | "committed")
+        {
+            if *deadline <= now {
+                warn!(order_id, "finishing a release that was cut off");
+                self.complete_release(conn, order_id, &record, lines)
+                    .await?;
+            } else {
+                self.zadd(conn, *deadline, &member).await?;
+            }
+            return Ok(false);
+        }
         match record.state.as_str() {
             "expired" | "aborted" => {
                 let aborted = record.state == "aborted";
@@ -1022,6 +1102,90 @@ impl RedisStore {
         }
     }
 
+    /// Gives back the outstanding units of the named lines (all if none are named) of a held
+    /// or committed order, then marks them released in its record. Every step is idempotent,
+    /// so a release cut off half-way is finished by running this again.
+    async fn complete_release(
+        &self,
+        conn: &Conn,
+        order_id: &str,
+        record: &Record,
+        line_ids: &[String],
+    ) -> Result<Record, StoreError> {
+        let keys = &self.inner.keys;
+        let mut skus: Vec<&str> = record
+            .allocations
+            .iter()
+            .filter(|a| line_ids.is_empty() || line_ids.contains(&a.line_id))
+            .filter(|a| a.outstanding() > 0)
+            .map(|a| a.sku.as_str())
+            .collect();
+        skus.sort();
+        skus.dedup();
+        let mut args = vec![order_id.to_owned(), record.token.clone(), "0".to_owned()];
+        args.extend(line_ids.iter().cloned());
+        let unholds = skus.iter().map(|sku| {
+            let (lv, ho, v) = (
+                keys.levels(sku),
+                keys.holds(sku),
+                keys.sku_void(sku, &record.token),
+            );
+            let args = &args;
+            async move {
+                self.eval(conn, &self.inner.scripts.unhold, &[&lv, &ho, &v], args)
+                    .await
+            }
+        });
+        let mut returned: BTreeMap<String, u64> = BTreeMap::new();
+        for reply in try_join_all(unholds).await? {
+            let values = items(reply);
+            for part in values.chunks(3) {
+                if let (Some(node), Some(units)) =
+                    (part.get(1).and_then(text), part.get(2).and_then(int))
+                {
+                    *returned.entry(node).or_default() += units.max(0) as u64;
+                }
+            }
+        }
+        if !returned.is_empty() {
+            let day = record.body.capacity_day;
+            let (used, orders, v) = (
+                keys.capacity_used(day),
+                keys.capacity_orders(day),
+                keys.capacity_void(day, &record.token),
+            );
+            let mut give = vec![order_id.to_owned(), record.token.clone(), "0".to_owned()];
+            for (node, units) in &returned {
+                give.extend([node.clone(), units.to_string()]);
+            }
+            self.eval(
+                conn,
+                &self.inner.scripts.capacity_give,
+                &[&used, &orders, &v],
+                &give,
+            )
+            .await?;
+        }
+        let mut args = vec![record.token.clone(), self.retention_ms().to_string()];
+        args.extend(line_ids.iter().cloned());
+        let key = keys.record(order_id);
+        let reply = self
+            .eval(conn, &self.inner.scripts.record_release, &[&key], &args)
+            .await?;
+        let (_, record) = coded_record(reply)?;
+        let record = record.ok_or_else(|| StoreError::NotFound(order_id.to_owned()))?;
+        let member = member(&record.token, order_id);
+        let filed = if record.state == "held" {
+            self.zadd(conn, record.expires_at, &member).await
+        } else {
+            self.zrem(conn, &member).await
+        };
+        if let Err(e) = filed {
+            debug!(order_id, error = %e, "expiry entry left for the sweep");
+        }
+        Ok(record)
+    }
+
     /// One sku's hold for an attempt.
     async fn hold_sku(
         &self,
@@ -1210,7 +1374,9 @@ impl RedisStore {
     }
 }
 
-fn parse_levels(fields: &[(String, String)]) -> Result<HashMap<String, StockLevel>, StoreError> {
+fn parse_levels<'a>(
+    fields: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<HashMap<String, StockLevel>, StoreError> {
     let mut levels: HashMap<String, StockLevel> = HashMap::new();
     for (field, value) in fields {
         let Some((kind, node)) = field.split_once(':') else {
@@ -1419,23 +1585,21 @@ impl StockStore for RedisStore {
                             .await
                     }
                 });
-                let (finish, (refiled, confirmed)) = join(
+                // The expiry set keeps the attempt's deadline: most holds are committed before
+                // it comes, and a sweep files the rest by their expiry then.
+                let (finish, confirmed) = join(
                     self.eval(
                         &conn,
                         &self.inner.scripts.record_finish,
                         &[&record_key],
                         std::slice::from_ref(&token),
                     ),
-                    join(
-                        self.zadd(&conn, request.expires_at, &member),
-                        try_join_all(confirms),
-                    ),
+                    try_join_all(confirms),
                 )
                 .await;
                 if let Err(e) = confirmed {
                     warn!(order_id = %request.order_id, error = %e, "holds left pending");
                 }
-                refiled?;
                 int(&finish?) == Some(1)
             }
             _ => false,
@@ -1502,27 +1666,38 @@ impl StockStore for RedisStore {
         now: Millis,
     ) -> Result<HashMap<String, u64>, StoreError> {
         let conn = self.conn().await?;
-        let read = || async {
-            let fields: Vec<(String, i64)> = self
-                .query(
-                    &conn,
-                    redis::cmd("HGETALL").arg(self.inner.keys.capacity_used(day)),
-                )
-                .await?;
-            Ok::<_, StoreError>(
-                fields
-                    .into_iter()
-                    .filter(|(_, used)| *used > 0)
-                    .map(|(node, used)| (node, used as u64))
-                    .collect::<HashMap<_, _>>(),
-            )
-        };
-        let (due, used) = join(self.anything_due(&conn, now), read()).await;
+        let (due, used) = join(
+            self.anything_due(&conn, now),
+            self.read_capacity(&conn, day),
+        )
+        .await;
         if due? {
             self.expire_holds(now).await?;
-            return read().await;
+            return self.read_capacity(&conn, day).await;
         }
         used
+    }
+
+    async fn read_state(
+        &self,
+        skus: &[String],
+        day: i64,
+        now: Millis,
+    ) -> Result<(StockView, HashMap<String, u64>), StoreError> {
+        let conn = self.conn().await?;
+        let read = || {
+            join(
+                self.read_levels(&conn, skus),
+                self.read_capacity(&conn, day),
+            )
+        };
+        let (due, (stock, used)) = join(self.anything_due(&conn, now), read()).await;
+        if due? {
+            self.expire_holds(now).await?;
+            let (stock, used) = read().await;
+            return Ok((stock?, used?));
+        }
+        Ok((stock?, used?))
     }
 
     async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError> {
@@ -1607,77 +1782,41 @@ impl StockStore for RedisStore {
         if !matches!(record.state.as_str(), "held" | "committed") {
             return record.reservation();
         }
-        // stock first, then the record: a failure in between leaves the record claiming units
-        // that are free already, never units held that nothing will give back
-        let keys = &self.inner.keys;
-        let mut skus: Vec<&str> = record
-            .allocations
-            .iter()
-            .filter(|a| line_ids.is_empty() || line_ids.contains(&a.line_id))
-            .filter(|a| a.outstanding() > 0)
-            .map(|a| a.sku.as_str())
-            .collect();
-        skus.sort();
-        skus.dedup();
-        let mut args = vec![order_id.to_owned(), record.token.clone(), "0".to_owned()];
-        args.extend(line_ids.iter().cloned());
-        let unholds = skus.iter().map(|sku| {
-            let (lv, ho, v) = (
-                keys.levels(sku),
-                keys.holds(sku),
-                keys.sku_void(sku, &record.token),
-            );
-            let args = &args;
-            let conn = &conn;
-            async move {
-                self.eval(conn, &self.inner.scripts.unhold, &[&lv, &ho, &v], args)
-                    .await
+        // a release cut off earlier goes first, so that its lines are not forgotten
+        let record = match &record.releasing {
+            Some((lines, _)) => {
+                self.complete_release(&conn, order_id, &record, lines)
+                    .await?
             }
-        });
-        let mut returned: BTreeMap<String, u64> = BTreeMap::new();
-        for reply in try_join_all(unholds).await? {
-            let values = items(reply);
-            for part in values.chunks(3) {
-                if let (Some(node), Some(units)) =
-                    (part.get(1).and_then(text), part.get(2).and_then(int))
-                {
-                    *returned.entry(node).or_default() += units.max(0) as u64;
-                }
-            }
+            None => record,
+        };
+        if !matches!(record.state.as_str(), "held" | "committed") {
+            return record.reservation();
         }
-        if !returned.is_empty() {
-            let day = record.body.capacity_day;
-            let (used, orders, v) = (
-                keys.capacity_used(day),
-                keys.capacity_orders(day),
-                keys.capacity_void(day, &record.token),
-            );
-            let mut give = vec![order_id.to_owned(), record.token.clone(), "0".to_owned()];
-            for (node, units) in &returned {
-                give.extend([node.clone(), units.to_string()]);
-            }
-            self.eval(
+        // The record first says which lines are being given back, and the order is filed in the
+        // expiry set by a deadline: if this call stops half-way, any replica's sweep finishes
+        // the release from the record then.
+        let member = member(&record.token, order_id);
+        let deadline = now + self.inner.settings.pending_timeout_ms as i64;
+        self.zadd(&conn, deadline, &member).await?;
+        let lines = serde_json::to_string(line_ids).map_err(|e| corrupt(e.to_string()))?;
+        let key = self.inner.keys.record(order_id);
+        let reply = self
+            .eval(
                 &conn,
-                &self.inner.scripts.capacity_give,
-                &[&used, &orders, &v],
-                &give,
+                &self.inner.scripts.record_release_begin,
+                &[&key],
+                &[record.token.clone(), lines, deadline.to_string()],
             )
             .await?;
-        }
-        let mut args = vec![record.token.clone(), self.retention_ms().to_string()];
-        args.extend(line_ids.iter().cloned());
-        let key = keys.record(order_id);
-        let reply = self
-            .eval(&conn, &self.inner.scripts.record_release, &[&key], &args)
-            .await?;
-        let (_, record) = coded_record(reply)?;
+        let (code, record) = coded_record(reply)?;
         let record = record.ok_or_else(|| StoreError::NotFound(order_id.to_owned()))?;
-        if record.state != "held"
-            && let Err(e) = self.zrem(&conn, &member(&record.token, order_id)).await
-        {
-            debug!(order_id, error = %e, "expiry entry left for the sweep");
+        if code != "ok" {
+            return record.reservation();
         }
-        record.reservation()
+        self.complete_release(&conn, order_id, &record, line_ids)
+            .await?
+            .reservation()
     }
 
     async fn get_reservation(

@@ -412,11 +412,34 @@ impl Audit {
                             }
                         }
                     }
+                    if fields.contains_key("rel") {
+                        *audit.states.entry("releasing".into()).or_default() += 1;
+                    }
                     *audit.states.entry(state).or_default() += 1;
                 }
             }
         }
         audit
+    }
+
+    /// Whether [`Audit::assert_consistent`] would pass.
+    pub fn is_consistent(&self) -> bool {
+        self.levels
+            .iter()
+            .all(|(key, (on_hand, reserved, pending))| {
+                self.held.get(key).copied().unwrap_or(0) == *reserved
+                    && self.outstanding.get(key).copied().unwrap_or(0) == *reserved
+                    && reserved <= on_hand
+                    && *pending == 0
+            })
+            && self
+                .held
+                .keys()
+                .chain(self.outstanding.keys())
+                .all(|k| self.levels.contains_key(k))
+            && ["pending", "aborted", "releasing"]
+                .iter()
+                .all(|s| !self.states.contains_key(*s))
     }
 
     /// Stock, holds and records agree; nothing is reserved beyond on hand; no attempt is left
@@ -446,7 +469,7 @@ impl Audit {
                 "{key:?} is held without a level"
             );
         }
-        for state in ["pending", "aborted"] {
+        for state in ["pending", "aborted", "releasing"] {
             assert!(
                 !self.states.contains_key(state),
                 "records left {state}: {:?}",

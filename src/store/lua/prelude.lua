@@ -8,7 +8,7 @@ local function num(v)
   return tonumber(v) or 0
 end
 -- A reservation record as the caller decodes it.
-local record_fields = {'st', 'tok', 'exp', 'dl', 'day', 'body', 'al'}
+local record_fields = {'st', 'tok', 'exp', 'dl', 'day', 'body', 'al', 'rel', 'rdl'}
 local function record(key, code)
   local r = redis.call('HMGET', key, unpack(record_fields))
   table.insert(r, 1, code)

@@ -9,6 +9,7 @@ if v[1] == 'held' then
     local al = cjson.decode(redis.call('HGET', KEYS[1], 'al'))
     for _, a in ipairs(al) do a.released = a.quantity - a.shipped end
     redis.call('HSET', KEYS[1], 'st', 'expired', 'al', encode_list(al))
+  redis.call('HDEL', KEYS[1], 'rel', 'rdl')
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return record(KEYS[1], 'expired')
   end

@@ -8,6 +8,7 @@ if v[1] == 'held' and tonumber(v[3]) <= now then
   local al = cjson.decode(redis.call('HGET', KEYS[1], 'al'))
   for _, a in ipairs(al) do a.released = a.quantity - a.shipped end
   redis.call('HSET', KEYS[1], 'st', 'expired', 'al', encode_list(al))
+  redis.call('HDEL', KEYS[1], 'rel', 'rdl')
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return record(KEYS[1], 'changed')
 end

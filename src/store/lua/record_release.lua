@@ -14,5 +14,6 @@ local al = cjson.decode(v[3])
 for _, a in ipairs(al) do
   if only == nil or only[a.line_id] then a.released = a.quantity - a.shipped end
 end
+redis.call('HDEL', KEYS[1], 'rel', 'rdl')
 settle(KEYS[1], al, ARGV[2])
 return record(KEYS[1], 'ok')
