@@ -39,6 +39,7 @@ struct Options {
     /// 0 for the server's default; 1 nearest, 2 priority, 3 optimal.
     strategy: i32,
     memory: bool,
+    client_threads: usize,
 }
 
 fn options() -> Options {
@@ -58,6 +59,7 @@ fn options() -> Options {
         feed_updates: value("--feed-updates", 200_000) as usize,
         strategy: value("--strategy", 0) as i32,
         memory: args.iter().any(|a| a == "--memory"),
+        client_threads: value("--client-threads", 1) as usize,
     }
 }
 
@@ -286,7 +288,7 @@ fn main() {
     }));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(opts.client_threads)
         .enable_all()
         .build()
         .expect("a runtime");

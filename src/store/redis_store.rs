@@ -6,7 +6,7 @@
 //!
 //! | key | type | what |
 //! | --- | --- | --- |
-//! | `P:{s:SKU}:lv` | hash | levels: `oh:NODE` on hand, `rs:NODE` reserved, `ss:NODE` safety stock, `sq:NODE` last feed sequence |
+//! | `P:{s:SKU}:lv` | hash | levels: `NODE` → "on hand,reserved,safety stock,last feed sequence,pending" |
 //! | `P:{s:SKU}:ho` | hash | holds: `ORDER` → the attempt token and the line, node and units it holds of this sku |
 //! | `P:{s:SKU}:void:TOKEN` | string | an aborted attempt, so that a late hold of it is refused |
 //! | `P:{o:ORDER}` | hash | the reservation record: state, token, expiry, deadline, day, body, allocations |
@@ -77,7 +77,6 @@ mod lua {
     pub const PRELUDE: &str = include_str!("lua/prelude.lua");
     pub const FEED: &str = include_str!("lua/feed.lua");
     pub const SEED: &str = include_str!("lua/seed.lua");
-    pub const LEVELS: &str = include_str!("lua/levels.lua");
     pub const HOLD: &str = include_str!("lua/hold.lua");
     pub const UNHOLD: &str = include_str!("lua/unhold.lua");
     pub const SHIP: &str = include_str!("lua/ship.lua");
@@ -97,7 +96,6 @@ mod lua {
 struct Scripts {
     feed: Script,
     seed: Script,
-    levels: Script,
     hold: Script,
     unhold: Script,
     ship: Script,
@@ -120,7 +118,6 @@ impl Scripts {
         Self {
             feed: s(lua::FEED),
             seed: s(lua::SEED),
-            levels: s(lua::LEVELS),
             hold: s(lua::HOLD),
             unhold: s(lua::UNHOLD),
             ship: s(lua::SHIP),
@@ -720,44 +717,18 @@ impl RedisStore {
         Ok(!due.is_empty())
     }
 
-    /// Every node's level of these skus: one script call per slot (one in all on a single
-    /// Redis), each sku's hash packed into one string.
+    /// Every node's level of these skus: one `HGETALL` per sku (one field per node), sent
+    /// together.
     async fn read_levels(&self, conn: &Conn, skus: &[String]) -> Result<StockView, StoreError> {
-        let mut groups: BTreeMap<u16, Vec<&String>> = BTreeMap::new();
-        for sku in skus {
-            groups
-                .entry(self.group(&self.inner.keys.levels(sku)))
-                .or_default()
-                .push(sku);
-        }
-        let reads = groups.into_values().map(|group| async move {
-            let keys: Vec<String> = group.iter().map(|s| self.inner.keys.levels(s)).collect();
-            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let reply = self
-                .eval(conn, &self.inner.scripts.levels, &refs, &[])
-                .await?;
-            let packed = items(reply);
-            if packed.len() != group.len() {
-                return Err(corrupt("a levels reply of the wrong length"));
+        let reads = skus.iter().map(|sku| {
+            let key = self.inner.keys.levels(sku);
+            async move {
+                let fields: Vec<(String, String)> =
+                    self.query(conn, redis::cmd("HGETALL").arg(&key)).await?;
+                Ok::<_, StoreError>((sku.clone(), parse_levels(&fields)?))
             }
-            group
-                .into_iter()
-                .zip(packed)
-                .map(|(sku, value)| {
-                    let text = text(&value).unwrap_or_default();
-                    let parts: Vec<&str> = if text.is_empty() {
-                        Vec::new()
-                    } else {
-                        text.split('\0').collect()
-                    };
-                    let pairs = parts
-                        .chunks(2)
-                        .map(|p| (p[0], p.get(1).copied().unwrap_or("")));
-                    Ok((sku.clone(), parse_levels(pairs)?))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()
         });
-        Ok(try_join_all(reads).await?.into_iter().flatten().collect())
+        Ok(try_join_all(reads).await?.into_iter().collect())
     }
 
     async fn read_capacity(
@@ -1374,31 +1345,27 @@ impl RedisStore {
     }
 }
 
-fn parse_levels<'a>(
-    fields: impl Iterator<Item = (&'a str, &'a str)>,
-) -> Result<HashMap<String, StockLevel>, StoreError> {
-    let mut levels: HashMap<String, StockLevel> = HashMap::new();
-    for (field, value) in fields {
-        let Some((kind, node)) = field.split_once(':') else {
-            return Err(corrupt(format!("a level field {field:?}")));
-        };
-        let number: u64 = value
-            .parse::<i64>()
-            .map(|v| v.max(0) as u64)
-            .or_else(|_| value.parse::<u64>())
-            .map_err(|_| corrupt(format!("level field {field:?} holds {value:?}")))?;
-        let level = levels.entry(node.to_owned()).or_default();
-        match kind {
-            "oh" => level.on_hand = number,
-            "rs" => level.reserved = number,
-            "ss" => level.safety_stock = number,
-            "sq" => level.last_sequence = number,
-            // units of attempts still in flight, counted in `rs` as well
-            "pd" => {}
-            _ => return Err(corrupt(format!("a level field {field:?}"))),
-        }
-    }
-    Ok(levels)
+/// Levels from a sku's hash: node → "on hand,reserved,safety,sequence,pending".
+fn parse_levels(fields: &[(String, String)]) -> Result<HashMap<String, StockLevel>, StoreError> {
+    fields
+        .iter()
+        .map(|(node, packed)| {
+            let mut parts = packed.split(',').map(|p| p.parse::<u64>());
+            let mut next = || match parts.next() {
+                Some(Ok(n)) => Ok(n),
+                _ => Err(corrupt(format!("the level of {node:?} is {packed:?}"))),
+            };
+            let level = StockLevel {
+                on_hand: next()?,
+                reserved: next()?,
+                safety_stock: next()?,
+                last_sequence: next()?,
+            };
+            // the fifth part, units of attempts in flight, is counted in reserved already
+            next()?;
+            Ok((node.clone(), level))
+        })
+        .collect()
 }
 
 #[async_trait]

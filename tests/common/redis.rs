@@ -361,20 +361,12 @@ impl Audit {
                     .strip_prefix("{s:")
                     .and_then(|r| r.strip_suffix("}:lv"))
                 {
-                    let fields = hash(port, &key);
-                    for (field, value) in &fields {
-                        let (kind, node) = field.split_once(':').unwrap();
-                        let entry = audit
+                    for (node, packed) in hash(port, &key) {
+                        // on hand, reserved, safety stock, sequence, pending
+                        let v: Vec<i64> = packed.split(',').map(|p| p.parse().unwrap()).collect();
+                        audit
                             .levels
-                            .entry((sku.to_owned(), node.to_owned()))
-                            .or_default();
-                        let v: i64 = value.parse().unwrap();
-                        match kind {
-                            "oh" => entry.0 = v,
-                            "rs" => entry.1 = v,
-                            "pd" => entry.2 = v,
-                            _ => {}
-                        }
+                            .insert((sku.to_owned(), node), (v[0], v[1], v[4]));
                     }
                 } else if let Some(sku) = rest
                     .strip_prefix("{s:")

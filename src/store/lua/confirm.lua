@@ -5,8 +5,11 @@ if not prev then return 0 end
 local h = cjson.decode(prev)
 if h.t ~= ARGV[2] or h.p ~= 1 then return 0 end
 for _, e in ipairs(h.a) do
-  local pending = num(redis.call('HGET', KEYS[1], 'pd:' .. e[2]))
-  redis.call('HINCRBY', KEYS[1], 'pd:' .. e[2], -math.min(e[3], pending))
+  local l = level_get(KEYS[1], e[2])
+  if l then
+    l.pd = l.pd - math.min(e[3], l.pd)
+    level_put(KEYS[1], e[2], l)
+  end
 end
 h.p = nil
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(h))

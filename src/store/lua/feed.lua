@@ -6,24 +6,22 @@ local out = {}
 for i = 1, #ARGV, 6 do
   local key = KEYS[tonumber(ARGV[i])]
   local node, seq, kind, value, safety = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local last = redis.call('HGET', key, 'sq:' .. node) or '0'
-  if not seq_gt(seq, last) then
+  local l = level_get(key, node) or level_new()
+  if not seq_gt(seq, l.sq) then
     out[#out + 1] = 0
   elseif kind == 's' then
-    redis.call('HSET', key, 'oh:' .. node, value, 'sq:' .. node, seq)
-    if safety ~= '' then redis.call('HSET', key, 'ss:' .. node, safety) end
-    redis.call('HSETNX', key, 'rs:' .. node, '0')
+    l.oh = tonumber(value)
+    if safety ~= '' then l.ss = tonumber(safety) end
+    l.sq = seq
+    level_put(key, node, l)
     out[#out + 1] = 1
+  elseif l.oh + tonumber(value) < 0 then
+    out[#out + 1] = -1 - l.oh
   else
-    local on_hand = num(redis.call('HGET', key, 'oh:' .. node))
-    if on_hand + tonumber(value) < 0 then
-      out[#out + 1] = -1 - on_hand
-    else
-      redis.call('HINCRBY', key, 'oh:' .. node, value)
-      redis.call('HSET', key, 'sq:' .. node, seq)
-      redis.call('HSETNX', key, 'rs:' .. node, '0')
-      out[#out + 1] = 1
-    end
+    l.oh = l.oh + tonumber(value)
+    l.sq = seq
+    level_put(key, node, l)
+    out[#out + 1] = 1
   end
 end
 return out

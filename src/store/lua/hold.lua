@@ -1,7 +1,7 @@
 -- Holds an order's units of one sku, all nodes or none.
 -- KEYS: level hash, holds hash, void marker of this attempt.
 -- ARGV: order id, attempt token, use safety stock (1|0), then per line: line id, node, units.
--- The units are held *pending* (counted in `pd:NODE` too) until the attempt is confirmed.
+-- The units are held *pending* (counted as pending in the level too) until the attempt is confirmed.
 -- Returns {'ok'}, {'void'} (the attempt was aborted), {'conflict'} (another attempt holds it),
 -- {'short', node, wanted, available}, or {'busy', node, wanted, available} when the units would
 -- be there if pending holds of other attempts were given back.
@@ -22,19 +22,23 @@ for i = 4, #ARGV, 3 do
   entries[#entries + 1] = {ARGV[i], node, units}
 end
 table.sort(nodes)
+local levels = {}
 for _, node in ipairs(nodes) do
-  local v = redis.call('HMGET', KEYS[1], 'oh:' .. node, 'rs:' .. node, 'ss:' .. node, 'pd:' .. node)
-  local free = num(v[1]) - num(v[2])
-  if ARGV[3] ~= '1' then free = free - num(v[3]) end
+  local l = level_get(KEYS[1], node) or level_new()
+  local free = l.oh - l.rs
+  if ARGV[3] ~= '1' then free = free - l.ss end
   if free < 0 then free = 0 end
   if want[node] > free then
-    if want[node] <= free + num(v[4]) then return {'busy', node, want[node], free} end
+    if want[node] <= free + l.pd then return {'busy', node, want[node], free} end
     return {'short', node, want[node], free}
   end
+  levels[node] = l
 end
 for _, node in ipairs(nodes) do
-  redis.call('HINCRBY', KEYS[1], 'rs:' .. node, want[node])
-  redis.call('HINCRBY', KEYS[1], 'pd:' .. node, want[node])
+  local l = levels[node]
+  l.rs = l.rs + want[node]
+  l.pd = l.pd + want[node]
+  level_put(KEYS[1], node, l)
 end
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({t = ARGV[2], p = 1, a = entries}))
 return {'ok'}

@@ -7,6 +7,20 @@ end
 local function num(v)
   return tonumber(v) or 0
 end
+-- A node's level of a sku is one hash field, "on hand,reserved,safety,sequence,pending", so a
+-- read of every node is one HGETALL of one field per node.
+local function level_get(key, node)
+  local v = redis.call('HGET', key, node)
+  if not v then return nil end
+  local oh, rs, ss, sq, pd = string.match(v, '^(%d+),(%d+),(%d+),(%d+),(%d+)$')
+  return {oh = tonumber(oh), rs = tonumber(rs), ss = tonumber(ss), sq = sq, pd = tonumber(pd)}
+end
+local function level_new()
+  return {oh = 0, rs = 0, ss = 0, sq = '0', pd = 0}
+end
+local function level_put(key, node, l)
+  redis.call('HSET', key, node, string.format('%d,%d,%d,%s,%d', l.oh, l.rs, l.ss, l.sq, l.pd))
+end
 -- A reservation record as the caller decodes it.
 local record_fields = {'st', 'tok', 'exp', 'dl', 'day', 'body', 'al', 'rel', 'rdl'}
 local function record(key, code)

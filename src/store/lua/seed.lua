@@ -3,9 +3,8 @@
 local seeded = 0
 for i = 1, #ARGV, 4 do
   local key = KEYS[tonumber(ARGV[i])]
-  local node = ARGV[i + 1]
-  if redis.call('HSETNX', key, 'oh:' .. node, ARGV[i + 2]) == 1 then
-    redis.call('HSET', key, 'ss:' .. node, ARGV[i + 3], 'rs:' .. node, '0', 'sq:' .. node, '0')
+  if redis.call('HEXISTS', key, ARGV[i + 1]) == 0 then
+    level_put(key, ARGV[i + 1], {oh = tonumber(ARGV[i + 2]), rs = 0, ss = tonumber(ARGV[i + 3]), sq = '0', pd = 0})
     seeded = seeded + 1
   end
 end

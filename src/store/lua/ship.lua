@@ -4,8 +4,8 @@
 -- order may ship or the reason it may not.
 -- Returns {'stale'}, {'bad', reason}, {'short', outstanding}, or {'ok', line, units, ...}.
 local node, seq, order, qty = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local last = redis.call('HGET', KEYS[1], 'sq:' .. node) or '0'
-if not seq_gt(seq, last) then return {'stale'} end
+local l = level_get(KEYS[1], node) or level_new()
+if not seq_gt(seq, l.sq) then return {'stale'} end
 if ARGV[5] ~= '1' then return {'bad', ARGV[5]} end
 local prev = redis.call('HGET', KEYS[2], order)
 local h = {a = {}}
@@ -23,17 +23,14 @@ for _, e in ipairs(h.a) do
     left = left - take
     out[#out + 1] = e[1]
     out[#out + 1] = take
-    if h.p == 1 then
-      local pending = num(redis.call('HGET', KEYS[1], 'pd:' .. node))
-      redis.call('HINCRBY', KEYS[1], 'pd:' .. node, -math.min(take, pending))
-    end
+    if h.p == 1 then l.pd = l.pd - math.min(take, l.pd) end
   end
   if e[3] > 0 then keep[#keep + 1] = e end
 end
-local on_hand = num(redis.call('HGET', KEYS[1], 'oh:' .. node))
-local reserved = num(redis.call('HGET', KEYS[1], 'rs:' .. node))
-redis.call('HSET', KEYS[1], 'oh:' .. node, math.max(on_hand - qty, 0),
-  'rs:' .. node, math.max(reserved - qty, 0), 'sq:' .. node, seq)
+l.oh = math.max(l.oh - qty, 0)
+l.rs = math.max(l.rs - qty, 0)
+l.sq = seq
+level_put(KEYS[1], node, l)
 if #keep == 0 then
   redis.call('HDEL', KEYS[2], order)
 else

@@ -15,11 +15,11 @@ end
 local keep, out = {}, {}
 for _, e in ipairs(h.a) do
   if only == nil or only[e[1]] then
-    local reserved = num(redis.call('HGET', KEYS[1], 'rs:' .. e[2]))
-    redis.call('HINCRBY', KEYS[1], 'rs:' .. e[2], -math.min(e[3], reserved))
-    if h.p == 1 then
-      local pending = num(redis.call('HGET', KEYS[1], 'pd:' .. e[2]))
-      redis.call('HINCRBY', KEYS[1], 'pd:' .. e[2], -math.min(e[3], pending))
+    local l = level_get(KEYS[1], e[2])
+    if l then
+      l.rs = l.rs - math.min(e[3], l.rs)
+      if h.p == 1 then l.pd = l.pd - math.min(e[3], l.pd) end
+      level_put(KEYS[1], e[2], l)
     end
     out[#out + 1] = e[1]
     out[#out + 1] = e[2]
