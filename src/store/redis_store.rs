@@ -83,6 +83,7 @@ mod lua {
     pub const CAPACITY_TAKE: &str = include_str!("lua/capacity_take.lua");
     pub const CAPACITY_GIVE: &str = include_str!("lua/capacity_give.lua");
     pub const CONFIRM: &str = include_str!("lua/confirm.lua");
+    pub const RESERVE_WHOLE: &str = include_str!("lua/reserve_whole.lua");
     pub const RECORD_CREATE: &str = include_str!("lua/record_create.lua");
     pub const RECORD_FINISH: &str = include_str!("lua/record_finish.lua");
     pub const RECORD_DELETE: &str = include_str!("lua/record_delete.lua");
@@ -102,6 +103,7 @@ struct Scripts {
     capacity_take: Script,
     capacity_give: Script,
     confirm: Script,
+    reserve_whole: Script,
     record_create: Script,
     record_finish: Script,
     record_delete: Script,
@@ -124,6 +126,7 @@ impl Scripts {
             capacity_take: s(lua::CAPACITY_TAKE),
             capacity_give: s(lua::CAPACITY_GIVE),
             confirm: s(lua::CONFIRM),
+            reserve_whole: s(lua::RESERVE_WHOLE),
             record_create: s(lua::RECORD_CREATE),
             record_finish: s(lua::RECORD_FINISH),
             record_delete: s(lua::RECORD_DELETE),
@@ -1157,6 +1160,153 @@ impl RedisStore {
         Ok(record)
     }
 
+    /// What a reserve makes of a record the order has already: the reservation, or `None`
+    /// once an attempt abandoned by a replica that died is rolled back (then try again, once).
+    async fn existing_outcome(
+        &self,
+        conn: &Conn,
+        request: &HoldRequest,
+        existing: Record,
+        taken_over: bool,
+        now: Millis,
+    ) -> Result<Option<ReserveOutcome>, StoreError> {
+        if existing.unfinished() {
+            if !taken_over && existing.deadline.min(existing.expires_at) <= now {
+                self.settle_attempt(conn, &request.order_id, &existing.token, now)
+                    .await?;
+                return Ok(None);
+            }
+            return Err(StoreError::Unavailable(format!(
+                "order {:?} is being reserved by another request; try again",
+                request.order_id
+            )));
+        }
+        let record = self
+            .current_record(conn, &request.order_id, now)
+            .await?
+            .ok_or_else(|| corrupt("a reservation record that went away"))?;
+        Ok(Some(ReserveOutcome::Existing(record.reservation()?)))
+    }
+
+    /// A reserve on a single Redis: one script does it all, atomically.
+    async fn reserve_whole(
+        &self,
+        conn: &Conn,
+        request: HoldRequest,
+        token: &str,
+        member: &str,
+        create_args: &[String; 6],
+        now: Millis,
+    ) -> Result<ReserveOutcome, StoreError> {
+        let keys = &self.inner.keys;
+        let day = request.capacity_day;
+        let mut by_sku: BTreeMap<&str, Vec<&Allocation>> = BTreeMap::new();
+        let mut per_node: BTreeMap<&str, u64> = BTreeMap::new();
+        for a in &request.allocations {
+            by_sku.entry(&a.sku).or_default().push(a);
+            *per_node.entry(&a.node_id).or_default() += a.quantity;
+        }
+        let mut key_list = vec![
+            keys.record(&request.order_id),
+            keys.expiry(),
+            keys.capacity_used(day),
+            keys.capacity_orders(day),
+        ];
+        let [_, expires_at, _, day_arg, body, allocations] = create_args;
+        let mut args = vec![
+            request.order_id.clone(),
+            token.to_owned(),
+            expires_at.clone(),
+            day_arg.clone(),
+            body.clone(),
+            allocations.clone(),
+            if request.use_safety_stock { "1" } else { "0" }.to_owned(),
+            ((day + 2) * MILLIS_PER_DAY - now)
+                .max(request.expires_at - now)
+                .max(1)
+                .to_string(),
+            member.to_owned(),
+            per_node.len().to_string(),
+        ];
+        for (node, units) in &per_node {
+            args.extend([node.to_string(), units.to_string()]);
+        }
+        args.push(request.capacity_limits.len().to_string());
+        for (node, limit) in &request.capacity_limits {
+            args.extend([node.clone(), limit.to_string()]);
+        }
+        let skus: Vec<&str> = by_sku.keys().copied().collect();
+        for (sku, allocations) in &by_sku {
+            key_list.extend([keys.levels(sku), keys.holds(sku)]);
+            args.push(allocations.len().to_string());
+            for a in allocations {
+                args.extend([a.line_id.clone(), a.node_id.clone(), a.quantity.to_string()]);
+            }
+        }
+        let refs: Vec<&str> = key_list.iter().map(String::as_str).collect();
+        let mut taken_over = false;
+        loop {
+            let reply = self
+                .eval(conn, &self.inner.scripts.reserve_whole, &refs, &args)
+                .await?;
+            let (code, existing) = coded_record(reply.clone())?;
+            let values = items(reply);
+            let number = |i: usize| values.get(i).and_then(int).unwrap_or(0).max(0) as u64;
+            return match code.as_str() {
+                "created" => {
+                    if request.expires_at <= now {
+                        // a TTL shorter than the clock's step: the hold returns at once
+                        let record = self
+                            .current_record(conn, &request.order_id, now)
+                            .await?
+                            .ok_or_else(|| corrupt("a reservation record that went away"))?;
+                        return Ok(ReserveOutcome::Created(record.reservation()?));
+                    }
+                    Ok(ReserveOutcome::Created(Reservation {
+                        order_id: request.order_id,
+                        fingerprint: request.fingerprint,
+                        segment: request.segment,
+                        state: ReservationState::Held,
+                        plan: request.plan,
+                        allocations: request.allocations,
+                        created_at: now,
+                        expires_at: Some(request.expires_at),
+                        capacity_day: request.capacity_day,
+                    }))
+                }
+                "short" => Ok(ReserveOutcome::Insufficient {
+                    sku: skus
+                        .get((number(1) as usize).saturating_sub(1))
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    node_id: values.get(2).and_then(text).unwrap_or_default(),
+                    wanted: number(3),
+                    available: number(4),
+                }),
+                "over" => Ok(ReserveOutcome::OverCapacity {
+                    node_id: values.get(1).and_then(text).unwrap_or_default(),
+                    wanted: number(2),
+                    available: number(3),
+                }),
+                "exists" => {
+                    let existing =
+                        existing.ok_or_else(|| corrupt("an existing record without fields"))?;
+                    match self
+                        .existing_outcome(conn, &request, existing, taken_over, now)
+                        .await?
+                    {
+                        Some(outcome) => Ok(outcome),
+                        None => {
+                            taken_over = true;
+                            continue;
+                        }
+                    }
+                }
+                other => Err(corrupt(format!("a reserve script code {other:?}"))),
+            };
+        }
+    }
+
     /// One sku's hold for an attempt.
     async fn hold_sku(
         &self,
@@ -1490,6 +1640,11 @@ impl StockStore for RedisStore {
             body,
             allocations,
         ];
+        if !self.inner.settings.cluster {
+            return self
+                .reserve_whole(&conn, request, &token, &member, &create_args, now)
+                .await;
+        }
         // (1) the record, pending, and its place in the expiry set; either may land first
         let mut taken_over = false;
         loop {
@@ -1510,24 +1665,13 @@ impl StockStore for RedisStore {
             }
             self.zrem(&conn, &member).await?;
             let existing = existing.ok_or_else(|| corrupt("an existing record without fields"))?;
-            if existing.unfinished() {
-                if !taken_over && existing.deadline.min(existing.expires_at) <= now {
-                    // an attempt abandoned by a replica that died: roll it back, then try again
-                    self.settle_attempt(&conn, &request.order_id, &existing.token, now)
-                        .await?;
-                    taken_over = true;
-                    continue;
-                }
-                return Err(StoreError::Unavailable(format!(
-                    "order {:?} is being reserved by another request; try again",
-                    request.order_id
-                )));
-            }
-            let record = self
-                .current_record(&conn, &request.order_id, now)
+            match self
+                .existing_outcome(&conn, &request, existing, taken_over, now)
                 .await?
-                .ok_or_else(|| corrupt("a reservation record that went away"))?;
-            return Ok(ReserveOutcome::Existing(record.reservation()?));
+            {
+                Some(outcome) => return Ok(outcome),
+                None => taken_over = true,
+            }
         }
         // (2) every sku and the capacity; (3) the record becomes held
         let skus: Vec<String> = {

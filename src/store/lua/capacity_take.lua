@@ -16,16 +16,11 @@ for i = 0, n - 1 do
   want[node] = (want[node] or 0) + units
   entries[#entries + 1] = {node, units}
 end
+local limits = {}
 for i = 5 + 2 * n, #ARGV, 2 do
-  local node, limit = ARGV[i], tonumber(ARGV[i + 1])
-  local wanted = want[node] or 0
-  local available = math.max(limit - num(redis.call('HGET', KEYS[1], node)), 0)
-  if wanted > available then return {'over', node, wanted, available} end
+  limits[#limits + 1] = {ARGV[i], tonumber(ARGV[i + 1])}
 end
-for _, e in ipairs(entries) do
-  redis.call('HINCRBY', KEYS[1], e[1], e[2])
-end
-redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({t = ARGV[2], n = entries}))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local refusal = capacity_check(KEYS[1], want, limits)
+if refusal then return refusal end
+capacity_apply(KEYS[1], KEYS[2], ARGV[1], ARGV[2], entries, ARGV[3])
 return {'ok'}

@@ -50,3 +50,65 @@ local function settle(key, al, retention)
     redis.call('PEXPIRE', key, retention)
   end
 end
+-- The lines of one sku's hold from ARGV[first..last] (line id, node, units): units wanted per
+-- node, the nodes sorted, and the entries as stored.
+local function sku_lines(args, first, last)
+  local want, nodes, entries = {}, {}, {}
+  for i = first, last, 3 do
+    local node, units = args[i + 1], tonumber(args[i + 2])
+    if not want[node] then
+      want[node] = 0
+      nodes[#nodes + 1] = node
+    end
+    want[node] = want[node] + units
+    entries[#entries + 1] = {args[i], node, units}
+  end
+  table.sort(nodes)
+  return want, nodes, entries
+end
+-- Whether a sku's levels have the units: the levels, or nil and {'short'|'busy', node, wanted,
+-- available} ('busy': there if holds of attempts in flight were given back).
+local function sku_check(lv, want, nodes, use_safety)
+  local levels = {}
+  for _, node in ipairs(nodes) do
+    local l = level_get(lv, node) or level_new()
+    local free = l.oh - l.rs
+    if not use_safety then free = free - l.ss end
+    if free < 0 then free = 0 end
+    if want[node] > free then
+      if want[node] <= free + l.pd then return nil, {'busy', node, want[node], free} end
+      return nil, {'short', node, want[node], free}
+    end
+    levels[node] = l
+  end
+  return levels
+end
+-- Holds checked units: reserved goes up (and pending, for an attempt in steps).
+local function sku_apply(lv, ho, order, token, want, nodes, levels, entries, pending)
+  for _, node in ipairs(nodes) do
+    local l = levels[node]
+    l.rs = l.rs + want[node]
+    if pending then l.pd = l.pd + want[node] end
+    level_put(lv, node, l)
+  end
+  local hold = {t = token, a = entries}
+  if pending then hold.p = 1 end
+  redis.call('HSET', ho, order, cjson.encode(hold))
+end
+-- Whether the day's capacity has room: nil, or {'over', node, wanted, available}.
+local function capacity_check(used, want, limits)
+  for _, limit in ipairs(limits) do
+    local wanted = want[limit[1]] or 0
+    local available = math.max(limit[2] - num(redis.call('HGET', used, limit[1])), 0)
+    if wanted > available then return {'over', limit[1], wanted, available} end
+  end
+  return nil
+end
+local function capacity_apply(used, orders, order, token, entries, ttl)
+  for _, e in ipairs(entries) do
+    redis.call('HINCRBY', used, e[1], e[2])
+  end
+  redis.call('HSET', orders, order, cjson.encode({t = token, n = entries}))
+  redis.call('PEXPIRE', used, ttl)
+  redis.call('PEXPIRE', orders, ttl)
+end
