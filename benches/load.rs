@@ -9,7 +9,8 @@
 //!    latency percentiles per call.
 //!
 //! `cargo bench --bench load [-- --seconds 10 --clients 32 --rate 0 --feed-rate 5000]`;
-//! `--rate` > 0 paces orders at that many per second in total (open loop); `--strategy 1`
+//! `--rate` > 0 starts orders at that many per second whatever the answers (open loop, at most
+//! `--clients` in flight); `--strategy 1`
 //! plans with `nearest` instead of the server's default; `--memory` runs the same load on the
 //! in-memory store, to tell what Redis costs.
 
@@ -162,85 +163,149 @@ fn to_pb(order: &dom_router::domain::Order) -> pb::Order {
 struct ClientResult {
     orders: u64,
     errors: u64,
+    /// Orders a fixed-rate run could not start: too many were in flight.
+    dropped: u64,
     reserve: Latencies,
     commit: Latencies,
     release: Latencies,
     quote: Latencies,
 }
 
-async fn client(
+impl ClientResult {
+    fn merge(&mut self, other: ClientResult) {
+        self.orders += other.orders;
+        self.errors += other.errors;
+        self.dropped += other.dropped;
+        self.reserve.0.extend(other.reserve.0);
+        self.commit.0.extend(other.commit.0);
+        self.release.0.extend(other.release.0);
+        self.quote.0.extend(other.quote.0);
+    }
+}
+
+/// One checkout: a quote first for one order in ten, a reserve, then a commit (or, for one in
+/// twenty, a release).
+async fn checkout(
     mut sourcing: SourcingClient<Channel>,
-    id: usize,
-    skus: Vec<String>,
-    stop: Arc<AtomicBool>,
-    pace: Option<Duration>,
+    order: pb::Order,
+    n: u64,
     strategy: i32,
 ) -> ClientResult {
-    let mut orders =
-        synth::OrderGen::new(synth::cities(CITIES, &["ES", "PT"]), skus, id as u64 + 7);
     let mut result = ClientResult::default();
-    let mut ticker = pace.map(|p| {
-        let mut t = tokio::time::interval(p);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        if let Some(t) = ticker.as_mut() {
-            t.tick().await;
-        }
-        n += 1;
-        let lines = 1 + (n % 3) as usize;
-        let order = to_pb(&orders.order(&format!("c{id}-{n}"), "standard", lines));
-        if n.is_multiple_of(10) {
-            let started = Instant::now();
-            let quoted = sourcing
-                .quote(pb::QuoteRequest {
-                    order: Some(order.clone()),
-                    strategy,
-                })
-                .await;
-            result.quote.add(started);
-            if quoted.is_err() {
-                result.errors += 1;
-            }
-        }
+    if n.is_multiple_of(10) {
         let started = Instant::now();
-        let reserved = sourcing
-            .reserve(pb::ReserveRequest {
+        let quoted = sourcing
+            .quote(pb::QuoteRequest {
                 order: Some(order.clone()),
-                hold_ttl_seconds: 0,
                 strategy,
             })
             .await;
-        result.reserve.add(started);
-        if reserved.is_err() {
+        result.quote.add(started);
+        if quoted.is_err() {
             result.errors += 1;
+        }
+    }
+    let started = Instant::now();
+    let reserved = sourcing
+        .reserve(pb::ReserveRequest {
+            order: Some(order.clone()),
+            hold_ttl_seconds: 0,
+            strategy,
+        })
+        .await;
+    result.reserve.add(started);
+    if reserved.is_err() {
+        result.errors += 1;
+        return result;
+    }
+    let started = Instant::now();
+    let done = if n.is_multiple_of(20) {
+        let r = sourcing
+            .release(pb::ReleaseRequest {
+                order_id: order.order_id.clone(),
+                line_ids: vec![],
+            })
+            .await;
+        result.release.add(started);
+        r.map(drop)
+    } else {
+        let r = sourcing
+            .commit(pb::CommitRequest {
+                order_id: order.order_id.clone(),
+            })
+            .await;
+        result.commit.add(started);
+        r.map(drop)
+    };
+    match done {
+        Ok(()) => result.orders += 1,
+        Err(_) => result.errors += 1,
+    }
+    result
+}
+
+fn order_source(id: u64, skus: Vec<String>) -> impl FnMut(u64) -> pb::Order {
+    let mut orders = synth::OrderGen::new(synth::cities(CITIES, &["ES", "PT"]), skus, id + 7);
+    move |n| {
+        let lines = 1 + (n % 3) as usize;
+        to_pb(&orders.order(&format!("c{id}-{n}"), "standard", lines))
+    }
+}
+
+/// Closed loop: one checkout after another until `stop`.
+async fn client(
+    sourcing: SourcingClient<Channel>,
+    id: usize,
+    skus: Vec<String>,
+    stop: Arc<AtomicBool>,
+    strategy: i32,
+) -> ClientResult {
+    let mut next = order_source(id as u64, skus);
+    let mut result = ClientResult::default();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        result.merge(checkout(sourcing.clone(), next(n), n, strategy).await);
+    }
+    result
+}
+
+/// Open loop: a checkout starts every 1/rate seconds whether or not earlier ones finished (so
+/// slow answers cannot slow the offered load down), with at most `in_flight` at once.
+async fn fixed_rate(
+    sourcing: SourcingClient<Channel>,
+    rate: u64,
+    in_flight: usize,
+    skus: Vec<String>,
+    stop: Arc<AtomicBool>,
+    strategy: i32,
+) -> ClientResult {
+    let mut next = order_source(1_000, skus);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let mut running = tokio::task::JoinSet::new();
+    let mut result = ClientResult::default();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        n += 1;
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            result.dropped += 1;
             continue;
-        }
-        let started = Instant::now();
-        let done = if n.is_multiple_of(20) {
-            let r = sourcing
-                .release(pb::ReleaseRequest {
-                    order_id: order.order_id.clone(),
-                    line_ids: vec![],
-                })
-                .await;
-            result.release.add(started);
-            r.map(drop)
-        } else {
-            let r = sourcing
-                .commit(pb::CommitRequest {
-                    order_id: order.order_id.clone(),
-                })
-                .await;
-            result.commit.add(started);
-            r.map(drop)
         };
-        match done {
-            Ok(()) => result.orders += 1,
-            Err(_) => result.errors += 1,
+        let (sourcing, order) = (sourcing.clone(), next(n));
+        running.spawn(async move {
+            let r = checkout(sourcing, order, n, strategy).await;
+            drop(slot);
+            r
+        });
+        while let Some(done) = running.try_join_next() {
+            result.merge(done.expect("a checkout"));
         }
+    }
+    while let Some(done) = running.join_next().await {
+        result.merge(done.expect("a checkout"));
     }
     result
 }
@@ -359,48 +424,50 @@ fn main() {
                 pushed
             })
         };
-        let pace = (opts.rate > 0)
-            .then(|| Duration::from_secs_f64(opts.clients as f64 / opts.rate as f64));
         let started = Instant::now();
-        let clients: Vec<_> = (0..opts.clients)
-            .map(|i| {
-                let channel = channel.clone();
-                tokio::spawn(client(
-                    SourcingClient::new(channel),
-                    i,
-                    skus.to_vec(),
-                    stop.clone(),
-                    pace,
-                    opts.strategy,
-                ))
-            })
-            .collect();
+        let sourcing = SourcingClient::new(channel.clone());
+        let clients: Vec<_> = if opts.rate > 0 {
+            vec![tokio::spawn(fixed_rate(
+                sourcing,
+                opts.rate,
+                opts.clients,
+                skus.to_vec(),
+                stop.clone(),
+                opts.strategy,
+            ))]
+        } else {
+            (0..opts.clients)
+                .map(|i| {
+                    tokio::spawn(client(
+                        sourcing.clone(),
+                        i,
+                        skus.to_vec(),
+                        stop.clone(),
+                        opts.strategy,
+                    ))
+                })
+                .collect()
+        };
         tokio::time::sleep(Duration::from_secs(opts.seconds)).await;
         stop.store(true, Ordering::Relaxed);
         let mut total = ClientResult::default();
         for c in clients {
-            let r = c.await.expect("a client");
-            total.orders += r.orders;
-            total.errors += r.errors;
-            total.reserve.0.extend(r.reserve.0);
-            total.commit.0.extend(r.commit.0);
-            total.release.0.extend(r.release.0);
-            total.quote.0.extend(r.quote.0);
+            total.merge(c.await.expect("a client"));
         }
         let secs = started.elapsed().as_secs_f64();
         let fed = feed.await.expect("the feed");
         println!(
-            "checkouts: {} clients, {}, {:.1} s: {} orders reserved then committed or released = {:.0} orders/s; {} errors; feed alongside {:.0} updates/s",
-            opts.clients,
+            "checkouts, {}, {:.1} s: {} orders reserved then committed or released = {:.0} orders/s; {} errors; {} not started; feed alongside {:.0} updates/s",
             if opts.rate > 0 {
-                format!("paced at {} orders/s", opts.rate)
+                format!("open loop at {} orders/s, at most {} in flight", opts.rate, opts.clients)
             } else {
-                "closed loop".to_owned()
+                format!("closed loop, {} clients", opts.clients)
             },
             secs,
             total.orders,
             total.orders as f64 / secs,
             total.errors,
+            total.dropped,
             fed as f64 / secs
         );
         println!("{}", total.reserve.line("reserve"));
