@@ -14,15 +14,16 @@
 //! | `P:{c:DAY}:used` / `:orders` | hash | node capacity used on a day, and by which order |
 //! | `P:{m:N}:marker` | string | one per part of the slot space, to tell when Redis lost its data |
 //!
-//! A reserve spans slots (the order's record, each sku, the day's capacity), so it is made
-//! safe in steps: (1) the record is written *pending* with the whole plan and a deadline, and
+//! On a single Redis a reserve is one script over all its keys. On a cluster it spans slots
+//! (the order's record, each sku, the day's capacity), so it is made safe in steps: (1) the record is written *pending* with the whole plan and a deadline, and
 //! indexed in the expiry set; (2) each sku and the capacity are held, each atomically and
 //! idempotently under the attempt's token; (3) the record becomes *held*. If a step fails, the
 //! replica gives back what it held. If the replica dies, any replica's sweep finds the attempt
 //! by its deadline, marks it aborted (so the late replica cannot finish it), writes void
 //! markers (so it cannot hold more) and gives back what the record says it may hold. Giving
 //! back is idempotent per sku, so an expired hold is returned exactly once however many
-//! replicas sweep.
+//! replicas sweep. A release likewise notes its lines in the record first, so that a sweep can
+//! finish one cut off half-way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
