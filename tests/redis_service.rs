@@ -188,6 +188,36 @@ async fn checkout_loop(
     seen
 }
 
+/// `n` checkout loops on the server until `stop`.
+fn start_checkouts(
+    server: &TestServer,
+    n: usize,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<HashMap<Code, usize>>> {
+    (0..n)
+        .map(|w| {
+            tokio::spawn(checkout_loop(
+                server.sourcing(),
+                w,
+                SKUS.to_vec(),
+                stop.clone(),
+                usize::MAX,
+            ))
+        })
+        .collect()
+}
+
+/// Outcomes of every checkout loop, by status code.
+async fn finish_checkouts(
+    workers: Vec<tokio::task::JoinHandle<HashMap<Code, usize>>>,
+) -> HashMap<Code, usize> {
+    let mut seen = HashMap::new();
+    for w in workers {
+        merge(&mut seen, w.await.unwrap());
+    }
+    seen
+}
+
 const SKUS: [&str; 4] = ["SKU-0001", "SKU-0002", "SKU-0003", "SKU-0004"];
 
 fn ample_stock() -> Vec<(&'static str, &'static str, i64)> {
@@ -213,26 +243,13 @@ async fn redis_pausing_under_load_fails_fast_and_half_applies_nothing() {
     push_stock(&mut server.inventory(), &ample_stock()).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..12)
-        .map(|w| {
-            tokio::spawn(checkout_loop(
-                server.sourcing(),
-                w,
-                SKUS.to_vec(),
-                stop.clone(),
-                usize::MAX,
-            ))
-        })
-        .collect();
+    let workers = start_checkouts(&server, 12, &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // every client of Redis stalls for 1.5 s: calls in flight time out half-way through
     command(redis.port, &["CLIENT", "PAUSE", "1500", "ALL"]).unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut seen = HashMap::new();
-    for w in workers {
-        merge(&mut seen, w.await.unwrap());
-    }
+    let seen = finish_checkouts(workers).await;
     assert!(
         seen.get(&Code::Unavailable).copied().unwrap_or(0) > 0,
         "{seen:?}"
@@ -268,17 +285,7 @@ async fn redis_restarting_under_load_is_survived() {
     push_stock(&mut server.inventory(), &ample_stock()).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            tokio::spawn(checkout_loop(
-                server.sourcing(),
-                w,
-                SKUS.to_vec(),
-                stop.clone(),
-                usize::MAX,
-            ))
-        })
-        .collect();
+    let workers = start_checkouts(&server, 8, &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.stop();
     wait_for_health(&server.channel, ServingStatus::NotServing).await;
@@ -289,10 +296,7 @@ async fn redis_restarting_under_load_is_survived() {
     push_stock(&mut server.inventory(), &ample_stock()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut seen = HashMap::new();
-    for w in workers {
-        merge(&mut seen, w.await.unwrap());
-    }
+    let seen = finish_checkouts(workers).await;
     assert!(
         seen.get(&Code::Unavailable).copied().unwrap_or(0) > 0,
         "{seen:?}"

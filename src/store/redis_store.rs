@@ -753,6 +753,25 @@ impl RedisStore {
             .collect())
     }
 
+    /// Reads with `read` alongside a check for holds and attempts due by `now`; when any are,
+    /// sweeps them and reads again, so that what is read never counts an expired hold.
+    async fn fresh<T, Fut>(
+        &self,
+        conn: &Conn,
+        now: Millis,
+        read: impl Fn() -> Fut,
+    ) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let (due, value) = join(self.anything_due(conn, now), read()).await;
+        if due? {
+            self.expire_holds(now).await?;
+            return read().await;
+        }
+        value
+    }
+
     async fn read_record(&self, conn: &Conn, order_id: &str) -> Result<Option<Record>, StoreError> {
         let values: Vec<Value> = self
             .query(
@@ -898,6 +917,9 @@ impl RedisStore {
                 Ok(changed && !aborted)
             }
             "held" => {
+                // a replica that died between holding the record and confirming its units
+                // left them pending: confirm them (a no-op when done)
+                self.confirm(conn, order_id, token, &record.skus()).await?;
                 self.zadd(conn, record.expires_at, &member).await?;
                 Ok(false)
             }
@@ -1161,6 +1183,27 @@ impl RedisStore {
         Ok(record)
     }
 
+    /// Confirms an attempt's holds of these skus: their units stop being pending (idempotent).
+    async fn confirm(
+        &self,
+        conn: &Conn,
+        order_id: &str,
+        token: &str,
+        skus: &[String],
+    ) -> Result<(), StoreError> {
+        let keys = &self.inner.keys;
+        let args = [order_id.to_owned(), token.to_owned()];
+        let calls = skus.iter().map(|sku| {
+            let (lv, ho) = (keys.levels(sku), keys.holds(sku));
+            let args = &args;
+            async move {
+                self.eval(conn, &self.inner.scripts.confirm, &[&lv, &ho], args)
+                    .await
+            }
+        });
+        try_join_all(calls).await.map(drop)
+    }
+
     /// What a reserve makes of a record the order has already: the reservation, or `None`
     /// once an attempt abandoned by a replica that died is rolled back (then try again, once).
     async fn existing_outcome(
@@ -1187,6 +1230,34 @@ impl RedisStore {
             .await?
             .ok_or_else(|| corrupt("a reservation record that went away"))?;
         Ok(Some(ReserveOutcome::Existing(record.reservation()?)))
+    }
+
+    /// The reservation a reserve made: held, or expired already if its TTL was shorter than
+    /// the clock's step (then its stock is back at once).
+    async fn created(
+        &self,
+        conn: &Conn,
+        request: HoldRequest,
+        now: Millis,
+    ) -> Result<ReserveOutcome, StoreError> {
+        if request.expires_at <= now {
+            let record = self
+                .current_record(conn, &request.order_id, now)
+                .await?
+                .ok_or_else(|| corrupt("a reservation record that went away"))?;
+            return Ok(ReserveOutcome::Created(record.reservation()?));
+        }
+        Ok(ReserveOutcome::Created(Reservation {
+            order_id: request.order_id,
+            fingerprint: request.fingerprint,
+            segment: request.segment,
+            state: ReservationState::Held,
+            plan: request.plan,
+            allocations: request.allocations,
+            created_at: now,
+            expires_at: Some(request.expires_at),
+            capacity_day: request.capacity_day,
+        }))
     }
 
     /// A reserve on a single Redis: one script does it all, atomically.
@@ -1254,27 +1325,7 @@ impl RedisStore {
             let values = items(reply);
             let number = |i: usize| values.get(i).and_then(int).unwrap_or(0).max(0) as u64;
             return match code.as_str() {
-                "created" => {
-                    if request.expires_at <= now {
-                        // a TTL shorter than the clock's step: the hold returns at once
-                        let record = self
-                            .current_record(conn, &request.order_id, now)
-                            .await?
-                            .ok_or_else(|| corrupt("a reservation record that went away"))?;
-                        return Ok(ReserveOutcome::Created(record.reservation()?));
-                    }
-                    Ok(ReserveOutcome::Created(Reservation {
-                        order_id: request.order_id,
-                        fingerprint: request.fingerprint,
-                        segment: request.segment,
-                        state: ReservationState::Held,
-                        plan: request.plan,
-                        allocations: request.allocations,
-                        created_at: now,
-                        expires_at: Some(request.expires_at),
-                        capacity_day: request.capacity_day,
-                    }))
-                }
+                "created" => self.created(conn, request, now).await,
                 "short" => Ok(ReserveOutcome::Insufficient {
                     sku: skus
                         .get((number(1) as usize).saturating_sub(1))
@@ -1534,12 +1585,8 @@ impl StockStore for RedisStore {
 
     async fn read_stock(&self, skus: &[String], now: Millis) -> Result<StockView, StoreError> {
         let conn = self.conn().await?;
-        let (due, view) = join(self.anything_due(&conn, now), self.read_levels(&conn, skus)).await;
-        if due? {
-            self.expire_holds(now).await?;
-            return self.read_levels(&conn, skus).await;
-        }
-        view
+        self.fresh(&conn, now, || self.read_levels(&conn, skus))
+            .await
     }
 
     async fn apply_updates(
@@ -1687,16 +1734,7 @@ impl StockStore for RedisStore {
                 // The units stop being pending as the record becomes held. Confirming is only a
                 // hint to other attempts (whether to wait), so it may run alongside: if the
                 // record cannot be finished, the rollback gives the units back either way.
-                let confirms = skus.iter().map(|sku| {
-                    let keys = &self.inner.keys;
-                    let (lv, ho) = (keys.levels(sku), keys.holds(sku));
-                    let args = [request.order_id.clone(), token.clone()];
-                    let conn = &conn;
-                    async move {
-                        self.eval(conn, &self.inner.scripts.confirm, &[&lv, &ho], &args)
-                            .await
-                    }
-                });
+                let confirms = self.confirm(&conn, &request.order_id, &token, &skus);
                 // The expiry set keeps the attempt's deadline: most holds are committed before
                 // it comes, and a sweep files the rest by their expiry then.
                 let (finish, confirmed) = join(
@@ -1706,7 +1744,7 @@ impl StockStore for RedisStore {
                         &[&record_key],
                         std::slice::from_ref(&token),
                     ),
-                    try_join_all(confirms),
+                    confirms,
                 )
                 .await;
                 if let Err(e) = confirmed {
@@ -1717,26 +1755,7 @@ impl StockStore for RedisStore {
             _ => false,
         };
         if finished {
-            let reservation = Reservation {
-                order_id: request.order_id.clone(),
-                fingerprint: request.fingerprint,
-                segment: request.segment,
-                state: ReservationState::Held,
-                plan: request.plan,
-                allocations: request.allocations,
-                created_at: now,
-                expires_at: Some(request.expires_at),
-                capacity_day: request.capacity_day,
-            };
-            if request.expires_at <= now {
-                // a TTL shorter than the clock's step: the hold returns at once
-                let record = self
-                    .current_record(&conn, &request.order_id, now)
-                    .await?
-                    .ok_or_else(|| corrupt("a reservation record that went away"))?;
-                return Ok(ReserveOutcome::Created(record.reservation()?));
-            }
-            return Ok(ReserveOutcome::Created(reservation));
+            return self.created(&conn, request, now).await;
         }
         // Not held: give back whatever this attempt holds, then forget it. If this fails too,
         // the attempt's deadline brings a sweep to do it.
@@ -1778,16 +1797,8 @@ impl StockStore for RedisStore {
         now: Millis,
     ) -> Result<HashMap<String, u64>, StoreError> {
         let conn = self.conn().await?;
-        let (due, used) = join(
-            self.anything_due(&conn, now),
-            self.read_capacity(&conn, day),
-        )
-        .await;
-        if due? {
-            self.expire_holds(now).await?;
-            return self.read_capacity(&conn, day).await;
-        }
-        used
+        self.fresh(&conn, now, || self.read_capacity(&conn, day))
+            .await
     }
 
     async fn read_state(
@@ -1797,19 +1808,15 @@ impl StockStore for RedisStore {
         now: Millis,
     ) -> Result<(StockView, HashMap<String, u64>), StoreError> {
         let conn = self.conn().await?;
-        let read = || {
-            join(
+        self.fresh(&conn, now, || async {
+            let (stock, used) = join(
                 self.read_levels(&conn, skus),
                 self.read_capacity(&conn, day),
             )
-        };
-        let (due, (stock, used)) = join(self.anything_due(&conn, now), read()).await;
-        if due? {
-            self.expire_holds(now).await?;
-            let (stock, used) = read().await;
-            return Ok((stock?, used?));
-        }
-        Ok((stock?, used?))
+            .await;
+            Ok((stock?, used?))
+        })
+        .await
     }
 
     async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError> {
@@ -1829,11 +1836,23 @@ impl StockStore for RedisStore {
         };
         match code.as_str() {
             "committed" => {
-                // the expiry set no longer needs it; a failure here only leaves the sweep a
-                // little more to look at
-                if let Err(e) = self.zrem(&conn, &member(&record.token, order_id)).await {
+                // The expiry set no longer needs it; a failure here only leaves the sweep a
+                // little more to look at. On a cluster the units are confirmed too, in case
+                // the replica that reserved them died before it did.
+                let skus = if self.inner.settings.cluster {
+                    record.skus()
+                } else {
+                    Vec::new()
+                };
+                let (removed, confirmed) = join(
+                    self.zrem(&conn, &member(&record.token, order_id)),
+                    self.confirm(&conn, order_id, &record.token, &skus),
+                )
+                .await;
+                if let Err(e) = removed {
                     debug!(order_id, error = %e, "expiry entry left for the sweep");
                 }
+                confirmed?;
                 return record.reservation();
             }
             "expired" => {

@@ -3,12 +3,8 @@
 -- ARGV: order id, attempt token, key TTL in ms, count of nodes, node and units per node, then
 -- node and daily limit per limited node.
 -- Returns {'ok'}, {'void'}, {'conflict'} or {'over', node, wanted, available}.
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'void'} end
-local prev = redis.call('HGET', KEYS[2], ARGV[1])
-if prev then
-  if cjson.decode(prev).t == ARGV[2] then return {'ok'} end
-  return {'conflict'}
-end
+local seen = attempt_check(KEYS[3], KEYS[2], ARGV[1], ARGV[2])
+if seen then return {seen} end
 local n = tonumber(ARGV[4])
 local want, entries = {}, {}
 for i = 0, n - 1 do

@@ -5,12 +5,8 @@
 -- Returns {'ok'}, {'void'} (the attempt was aborted), {'conflict'} (another attempt holds it),
 -- {'short', node, wanted, available}, or {'busy', node, wanted, available} when the units would
 -- be there if pending holds of other attempts were given back.
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'void'} end
-local prev = redis.call('HGET', KEYS[2], ARGV[1])
-if prev then
-  if cjson.decode(prev).t == ARGV[2] then return {'ok'} end
-  return {'conflict'}
-end
+local seen = attempt_check(KEYS[3], KEYS[2], ARGV[1], ARGV[2])
+if seen then return {seen} end
 local want, nodes, entries = sku_lines(ARGV, 4, #ARGV)
 local levels, refusal = sku_check(KEYS[1], want, nodes, ARGV[3] == '1')
 if refusal then return refusal end

@@ -112,3 +112,22 @@ local function capacity_apply(used, orders, order, token, entries, ttl)
   redis.call('PEXPIRE', used, ttl)
   redis.call('PEXPIRE', orders, ttl)
 end
+-- An attempt's hold of one slot: 'void' when the attempt was aborted, 'ok' when it holds this
+-- already, 'conflict' when another attempt does, nil when it may go on.
+local function attempt_check(void, holds, order, token)
+  if redis.call('EXISTS', void) == 1 then return 'void' end
+  local prev = redis.call('HGET', holds, order)
+  if prev then
+    if cjson.decode(prev).t == token then return 'ok' end
+    return 'conflict'
+  end
+  return nil
+end
+-- A held order past its expiry: every outstanding unit counts as released.
+local function mark_expired(key, retention)
+  local al = cjson.decode(redis.call('HGET', key, 'al'))
+  for _, a in ipairs(al) do a.released = a.quantity - a.shipped end
+  redis.call('HSET', key, 'st', 'expired', 'al', encode_list(al))
+  redis.call('HDEL', key, 'rel', 'rdl')
+  redis.call('PEXPIRE', key, retention)
+end

@@ -6,11 +6,7 @@ local v = redis.call('HMGET', KEYS[1], 'st', 'exp')
 if not v[1] then return {'none'} end
 if v[1] == 'held' then
   if tonumber(v[2]) <= tonumber(ARGV[1]) then
-    local al = cjson.decode(redis.call('HGET', KEYS[1], 'al'))
-    for _, a in ipairs(al) do a.released = a.quantity - a.shipped end
-    redis.call('HSET', KEYS[1], 'st', 'expired', 'al', encode_list(al))
-  redis.call('HDEL', KEYS[1], 'rel', 'rdl')
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    mark_expired(KEYS[1], ARGV[2])
     return record(KEYS[1], 'expired')
   end
   redis.call('HSET', KEYS[1], 'st', 'committed', 'exp', '0')

@@ -5,11 +5,7 @@ local v = redis.call('HMGET', KEYS[1], 'st', 'tok', 'exp', 'dl')
 if not v[1] or v[2] ~= ARGV[2] then return {'gone'} end
 local now = tonumber(ARGV[1])
 if v[1] == 'held' and tonumber(v[3]) <= now then
-  local al = cjson.decode(redis.call('HGET', KEYS[1], 'al'))
-  for _, a in ipairs(al) do a.released = a.quantity - a.shipped end
-  redis.call('HSET', KEYS[1], 'st', 'expired', 'al', encode_list(al))
-  redis.call('HDEL', KEYS[1], 'rel', 'rdl')
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  mark_expired(KEYS[1], ARGV[3])
   return record(KEYS[1], 'changed')
 end
 if v[1] == 'pending' and (tonumber(v[4]) <= now or tonumber(v[3]) <= now) then
