@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use geo::{Distance, Haversine, Point};
@@ -132,6 +133,32 @@ pub struct Network {
     pub currency: String,
     nodes: Vec<Node>,
     index: HashMap<String, usize>,
+    distances: DistanceCache,
+}
+
+/// Distances from every node to a destination, by destination: orders to the same address (or
+/// pickups at the same store) reuse them. Bounded by memory, not by count, so large networks
+/// keep fewer destinations.
+#[derive(Clone)]
+struct DistanceCache(moka::sync::Cache<(u64, u64), Arc<[f64]>>);
+
+impl Default for DistanceCache {
+    fn default() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .weigher(|_, distances: &Arc<[f64]>| {
+                    u32::try_from(distances.len() * 8 + 32).unwrap_or(u32::MAX)
+                })
+                .max_capacity(16 * 1024 * 1024)
+                .build(),
+        )
+    }
+}
+
+impl std::fmt::Debug for DistanceCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DistanceCache({} destinations)", self.0.entry_count())
+    }
 }
 
 impl Network {
@@ -146,7 +173,20 @@ impl Network {
             currency,
             nodes,
             index,
+            distances: DistanceCache::default(),
         }
+    }
+
+    /// Kilometres from each node (in [`Network::nodes`] order) to `to`.
+    pub fn distances_km(&self, to: &GeoPoint) -> Arc<[f64]> {
+        self.distances
+            .0
+            .get_with((to.lat.to_bits(), to.lon.to_bits()), || {
+                self.nodes
+                    .iter()
+                    .map(|n| n.location.distance_km(to))
+                    .collect()
+            })
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -486,6 +526,26 @@ mod tests {
         let barcelona = GeoPoint::new(41.38879, 2.15899).unwrap();
         let d = madrid.distance_km(&barcelona);
         assert!((d - 505.0).abs() < 5.0, "{d}");
+    }
+
+    #[test]
+    fn distances_to_a_destination_are_computed_once_and_exact() {
+        let config =
+            crate::config::Config::load(crate::config::ConfigSource::Embedded, std::iter::empty())
+                .unwrap();
+        let net = &config.network;
+        let valencia = GeoPoint::new(39.4699, -0.3763).unwrap();
+        let first = net.distances_km(&valencia);
+        assert_eq!(first.len(), net.len());
+        for (node, d) in net.nodes().iter().zip(first.iter()) {
+            assert_eq!(*d, node.location.distance_km(&valencia));
+        }
+        // the same destination again is the same slice; a clone of the network shares it
+        assert!(Arc::ptr_eq(&first, &net.distances_km(&valencia)));
+        assert!(Arc::ptr_eq(&first, &net.clone().distances_km(&valencia)));
+        let porto = GeoPoint::new(41.1579, -8.6291).unwrap();
+        assert!(!Arc::ptr_eq(&first, &net.distances_km(&porto)));
+        assert_ne!(first[0], net.distances_km(&porto)[0]);
     }
 
     #[test]

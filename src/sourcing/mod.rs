@@ -193,7 +193,9 @@ impl<'a> Problem<'a> {
 
         let mut candidates = Vec::new();
         let mut excluded = Vec::new();
-        for node in network.nodes() {
+        let to_destination = network.distances_km(&order.destination);
+        let to_pickup = pickup.map(|store| network.distances_km(&store.location));
+        for (at, node) in network.nodes().iter().enumerate() {
             let out = |reason, detail: String| UnusedNode {
                 node_id: node.id.clone(),
                 reason,
@@ -230,7 +232,7 @@ impl<'a> Problem<'a> {
                     ));
                     continue;
                 }
-                Some(store) => (node.location.distance_km(&store.location), true),
+                Some(_) => (to_pickup.as_ref().map_or(0.0, |d| d[at]), true),
                 None if !node.can_ship => {
                     excluded.push(out(
                         NodeReason::ExcludedByRule,
@@ -238,7 +240,7 @@ impl<'a> Problem<'a> {
                     ));
                     continue;
                 }
-                None => (node.location.distance_km(&order.destination), false),
+                None => (to_destination[at], false),
             };
             if let Some(max) = rules.max_distance_km
                 && distance_km > max
