@@ -467,9 +467,10 @@ async fn replicas_on_one_cluster_never_oversell() {
         seen.get(&Code::FailedPrecondition).copied().unwrap_or(0) > 0,
         "{seen:?}"
     );
+    // ABORTED: stock moved under every one of the engine's plans; the checkout may retry
     let unexpected: Vec<_> = seen
         .keys()
-        .filter(|c| !matches!(c, Code::Ok | Code::FailedPrecondition))
+        .filter(|c| !matches!(c, Code::Ok | Code::FailedPrecondition | Code::Aborted))
         .collect();
     assert!(unexpected.is_empty(), "{seen:?}");
     let audit = settled_audit(&cluster_ports(&cluster), &p).await;
