@@ -408,7 +408,10 @@ fn scarce_stock() -> Vec<(&'static str, &'static str, i64)> {
 async fn race(replicas: &[Replica], clients: usize, orders_each: usize) -> HashMap<Code, usize> {
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
+            // each order is reserved through one replica and committed or released through
+            // the next: any replica finishes what another began
             let mut sourcing = replicas[c % replicas.len()].sourcing();
+            let mut other = replicas[(c + 1) % replicas.len()].sourcing();
             tokio::spawn(async move {
                 let mut seen: HashMap<Code, usize> = HashMap::new();
                 for n in 0..orders_each {
@@ -420,14 +423,14 @@ async fn race(replicas: &[Replica], clients: usize, orders_each: usize) -> HashM
                         .reserve(common::reserve_request(order(&id, "vip", lines)))
                         .await
                     {
-                        Ok(_) if n % 4 == 3 => sourcing
+                        Ok(_) if n % 4 == 3 => other
                             .release(pb::ReleaseRequest {
                                 order_id: id,
                                 line_ids: vec![],
                             })
                             .await
                             .map_or_else(|e| e.code(), |_| Code::Ok),
-                        Ok(_) => sourcing
+                        Ok(_) => other
                             .commit(pb::CommitRequest { order_id: id })
                             .await
                             .map_or_else(|e| e.code(), |_| Code::Ok),

@@ -52,8 +52,11 @@ use crate::clock::Millis;
 use crate::config::{RedisSettings, StockSeed, redact_url};
 use crate::domain::Plan;
 
-/// Updates sent to Redis in one script call; bounds how long one call holds Redis.
-const FEED_CHUNK: usize = 1024;
+/// Updates sent to Redis in one script call. It bounds how long one call holds Redis (and so
+/// what a feed adds to the latency of reserves): at 1,024 the reserve p99 under a 5,000
+/// updates/s feed was about 11 ms, at 256 about 8 ms, with the feed alone still above 150,000
+/// updates/s.
+const FEED_CHUNK: usize = 256;
 /// Due entries of the expiry set taken per round of a sweep.
 const SWEEP_BATCH: isize = 256;
 /// Orders a sweep works on at once.
