@@ -188,6 +188,13 @@ async fn checkout_loop(
     seen
 }
 
+/// Twenty checkouts in a row all succeed.
+async fn serves_again(server: &TestServer) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let after = checkout_loop(server.sourcing(), 99, SKUS.to_vec(), stop, 20).await;
+    assert_eq!(after.get(&Code::Ok), Some(&20), "{after:?}");
+}
+
 /// `n` checkout loops on the server until `stop`.
 fn start_checkouts(
     server: &TestServer,
@@ -261,15 +268,7 @@ async fn redis_pausing_under_load_fails_fast_and_half_applies_nothing() {
         .collect();
     assert!(unexpected.is_empty(), "{seen:?}");
     // service resumed by itself after the pause
-    let after = checkout_loop(
-        server.sourcing(),
-        99,
-        SKUS.to_vec(),
-        Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        20,
-    )
-    .await;
-    assert_eq!(after.get(&Code::Ok), Some(&20), "{after:?}");
+    serves_again(&server).await;
     // attempts cut off mid-way are rolled back once their deadline passes
     server.clock.advance_secs(3);
     let audit = settled_audit(&[redis.port], &p).await;
@@ -309,15 +308,7 @@ async fn redis_restarting_under_load_is_survived() {
         })
         .collect();
     assert!(unexpected.is_empty(), "{seen:?}");
-    let after = checkout_loop(
-        server.sourcing(),
-        99,
-        SKUS.to_vec(),
-        Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        20,
-    )
-    .await;
-    assert_eq!(after.get(&Code::Ok), Some(&20), "{after:?}");
+    serves_again(&server).await;
     server.clock.advance_secs(20);
     settled_audit(&[redis.port], &p).await;
 }
