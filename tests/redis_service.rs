@@ -440,19 +440,26 @@ async fn race(replicas: &[Replica], clients: usize, orders_each: usize) -> HashM
     seen
 }
 
+/// A three-master cluster with three `dom-router` replicas on it under a key prefix of their
+/// own; the replicas' logs go to the temporary directory.
+async fn replicas_on_a_cluster() -> (RedisCluster, tempfile::TempDir, String, Vec<Replica>) {
+    let cluster = RedisCluster::start(3);
+    let logs = tempfile::tempdir().unwrap();
+    let p = prefix();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&cluster, &p, logs.path()).await);
+    }
+    (cluster, logs, p, replicas)
+}
+
 fn cluster_ports(cluster: &RedisCluster) -> Vec<u16> {
     cluster.nodes.iter().map(|n| n.port).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_on_one_cluster_never_oversell() {
-    let cluster = RedisCluster::start(3);
-    let dir = tempfile::tempdir().unwrap();
-    let p = prefix();
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(Replica::start(&cluster, &p, dir.path()).await);
-    }
+    let (cluster, _logs, p, replicas) = replicas_on_a_cluster().await;
     push_stock(&mut replicas[0].inventory(), &scarce_stock()).await;
     let seen = race(&replicas, 48, 6).await;
     // stock runs out: some orders are refused, and only for that reason
@@ -468,7 +475,7 @@ async fn replicas_on_one_cluster_never_oversell() {
         .collect();
     assert!(unexpected.is_empty(), "{seen:?}");
     let audit = settled_audit(&cluster_ports(&cluster), &p).await;
-    // every scarce unit went to some order: none is left unsold while others were refused
+    // orders did get units, and no more than there were
     let reserved: i64 = audit.levels.values().map(|l| l.1).sum();
     let on_hand: i64 = scarce_stock().iter().map(|r| r.2).sum();
     assert!(
@@ -480,13 +487,7 @@ async fn replicas_on_one_cluster_never_oversell() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_mid_reservation_leaves_nothing_held() {
-    let cluster = RedisCluster::start(3);
-    let dir = tempfile::tempdir().unwrap();
-    let p = prefix();
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(Replica::start(&cluster, &p, dir.path()).await);
-    }
+    let (cluster, _logs, p, mut replicas) = replicas_on_a_cluster().await;
     let rows: Vec<_> = SCARCE
         .iter()
         .flat_map(|sku| [("wh-getafe", *sku, 50_000), ("wh-zaragoza", *sku, 50_000)])
@@ -531,13 +532,7 @@ async fn a_replica_killed_mid_reservation_leaves_nothing_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_holds_return_once_with_every_replica_sweeping() {
-    let cluster = RedisCluster::start(3);
-    let dir = tempfile::tempdir().unwrap();
-    let p = prefix();
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(Replica::start(&cluster, &p, dir.path()).await);
-    }
+    let (cluster, _logs, p, replicas) = replicas_on_a_cluster().await;
     push_stock(
         &mut replicas[0].inventory(),
         &[("wh-getafe", "SKU-0001", 1_000)],

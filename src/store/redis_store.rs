@@ -328,11 +328,16 @@ impl Record {
     }
 
     fn skus(&self) -> Vec<String> {
-        let mut skus: Vec<String> = self.allocations.iter().map(|a| a.sku.clone()).collect();
-        skus.sort();
-        skus.dedup();
-        skus
+        distinct_skus(&self.allocations)
     }
+}
+
+/// The skus of some allocations, sorted, each once.
+fn distinct_skus<'a>(allocations: impl IntoIterator<Item = &'a Allocation>) -> Vec<String> {
+    let mut skus: Vec<String> = allocations.into_iter().map(|a| a.sku.clone()).collect();
+    skus.sort();
+    skus.dedup();
+    skus
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -1113,15 +1118,13 @@ impl RedisStore {
         line_ids: &[String],
     ) -> Result<Record, StoreError> {
         let keys = &self.inner.keys;
-        let mut skus: Vec<&str> = record
-            .allocations
-            .iter()
-            .filter(|a| line_ids.is_empty() || line_ids.contains(&a.line_id))
-            .filter(|a| a.outstanding() > 0)
-            .map(|a| a.sku.as_str())
-            .collect();
-        skus.sort();
-        skus.dedup();
+        let skus = distinct_skus(
+            record
+                .allocations
+                .iter()
+                .filter(|a| line_ids.is_empty() || line_ids.contains(&a.line_id))
+                .filter(|a| a.outstanding() > 0),
+        );
         let mut args = vec![order_id.to_owned(), record.token.clone(), "0".to_owned()];
         args.extend(line_ids.iter().cloned());
         let unholds = skus.iter().map(|sku| {
@@ -1725,12 +1728,7 @@ impl StockStore for RedisStore {
             }
         }
         // (2) every sku and the capacity; (3) the record becomes held
-        let skus: Vec<String> = {
-            let mut s: Vec<String> = request.allocations.iter().map(|a| a.sku.clone()).collect();
-            s.sort();
-            s.dedup();
-            s
-        };
+        let skus = distinct_skus(&request.allocations);
         let held = self.hold_all(&conn, &request, &token, &skus, now).await;
         let finished = match &held {
             Ok(None) => {
