@@ -54,3 +54,35 @@ ensure_test_deps() {
   need redis-server redis-server
   need redis-cli redis-tools
 }
+
+# The chart test (tests/helm_chart.rs) renders helm/dom-router with Helm's own engine, loaded as
+# a Python library, and validates the manifests against the Kubernetes API schemas; both come
+# from PyPI, pinned in helm/dom-router/tests/requirements.txt, into a virtualenv of their own
+# under the target directory. Exports DOM_ROUTER_CHART_PYTHON, the virtualenv's python.
+ensure_chart_deps() {
+  local requirements=helm/dom-router/tests/requirements.txt
+  local venv="${CARGO_TARGET_DIR:-target}/chart-venv"
+  case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
+  if ! command -v python3 >/dev/null 2>&1; then
+    apt_install python3 python3-venv
+  fi
+  # tomllib, which the check reads server.toml with, came in Python 3.11
+  if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "setup: the chart test needs Python 3.11 or later; python3 is $(python3 --version 2>&1)" >&2
+    exit 1
+  fi
+  if [ -x "$venv/bin/python" ] && cmp -s "$requirements" "$venv/requirements.txt" &&
+    "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null; then
+    export DOM_ROUTER_CHART_PYTHON="$venv/bin/python"
+    return
+  fi
+  # Debian splits venv's pip bootstrap out of python3
+  python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+  echo "setup: installing the chart test's Python packages into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    -r "$requirements"
+  cp "$requirements" "$venv/requirements.txt"
+  export DOM_ROUTER_CHART_PYTHON="$venv/bin/python"
+}
