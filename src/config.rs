@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::domain::{
-    CostModel, GeoPoint, Network, Node, NodeKind, SegmentRules, Segments, StrategyKind,
+    CostModel, GeoPoint, Network, Node, NodeKind, Rules, SegmentRules, Segments, StrategyKind,
     UnfilledPolicy,
 };
 use crate::sourcing::Backend;
@@ -54,7 +54,7 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigError {
-    fn new(source: &str, field: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub fn new(source: &str, field: impl Into<String>, problem: impl Into<String>) -> Self {
         Self {
             file: source.to_owned(),
             field: field.into(),
@@ -92,6 +92,28 @@ pub struct Settings {
     pub holds: HoldSettings,
     pub sourcing: SourcingSettings,
     pub store: StoreSettings,
+    pub metrics: MetricsSettings,
+    pub tracing: TracingSettings,
+    pub tls: TlsSettings,
+    pub auth: AuthSettings,
+}
+
+/// `""` as `None`, anything else parsed: optional addresses and paths read well in TOML that
+/// way, and an environment variable can clear them.
+fn empty_as_none<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    let text = String::deserialize(de)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -105,6 +127,76 @@ pub struct ServerSettings {
     pub request_timeout_ms: u64,
     pub drain_timeout_ms: u64,
     pub health_check_interval_ms: u64,
+    /// A plaintext listener serving only the health service, for probes that cannot speak
+    /// TLS or send a token.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub health_listen: Option<SocketAddr>,
+    /// How often the config directory is read for rule changes, besides file events and
+    /// SIGHUP; 0 turns the polling off.
+    pub reload_interval_ms: u64,
+    /// Whether file events in the config directory trigger a reload (off where the file
+    /// system does not report them; polling and SIGHUP still work).
+    pub watch_config: bool,
+}
+
+/// Prometheus metrics over HTTP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Where `/metrics` is served; none turns the endpoint off.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Span export to an OpenTelemetry collector.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSettings {
+    /// OTLP/gRPC endpoint, e.g. `http://otel-collector:4317`; none turns export off.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+    /// Share of traces kept, 0 to 1 (a parent's decision is followed).
+    pub sample_ratio: f64,
+}
+
+/// TLS for the gRPC port.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain; with `key_file`, turns TLS on.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(deserialize_with = "empty_as_none")]
+    pub key_file: Option<PathBuf>,
+    /// PEM CA bundle; when set, every client must present a certificate it signed.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Any caller may call anything.
+    Open,
+    /// Every `dom.v1` call carries a bearer token whose role allows the method.
+    Tokens,
+}
+
+/// Who may call what.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    /// TOML file of `[[client]]` entries (name, role, token), mounted from a Secret.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub tokens_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -277,6 +369,7 @@ impl Settings {
                 "must be non-empty and free of { and }, which Redis Cluster reads as a hash tag",
             ));
         }
+        self.validate_operations(source)?;
         let h = &self.holds;
         if h.min_ttl_secs > h.max_ttl_secs {
             return Err(ConfigError::new(
@@ -297,6 +390,89 @@ impl Settings {
                     h.default_ttl_secs, h.min_ttl_secs, h.max_ttl_secs
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Metrics, tracing, TLS and auth: files that go together, and features the binary lacks.
+    fn validate_operations(&self, source: &str) -> Result<(), ConfigError> {
+        let t = &self.tracing;
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            return Err(ConfigError::new(
+                source,
+                "tracing.sample_ratio",
+                format!("{} is outside 0..1", t.sample_ratio),
+            ));
+        }
+        if t.otlp_endpoint.is_some() {
+            if !cfg!(feature = "otel") {
+                return Err(ConfigError::new(
+                    source,
+                    "tracing.otlp_endpoint",
+                    "this binary was built without the `otel` feature; build with --features otel or leave it empty",
+                ));
+            }
+            if t.service_name.trim().is_empty() {
+                return Err(ConfigError::new(
+                    source,
+                    "tracing.service_name",
+                    "must not be empty when spans are exported",
+                ));
+            }
+        }
+        let tls = &self.tls;
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    source,
+                    "tls.key_file",
+                    "must be set when tls.cert_file is",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    source,
+                    "tls.cert_file",
+                    "must be set when tls.key_file is",
+                ));
+            }
+            _ => {}
+        }
+        if tls.client_ca_file.is_some() && tls.cert_file.is_none() {
+            return Err(ConfigError::new(
+                source,
+                "tls.client_ca_file",
+                "client certificates need TLS: set tls.cert_file and tls.key_file too",
+            ));
+        }
+        if self.auth.mode == AuthMode::Tokens && self.auth.tokens_file.is_none() {
+            return Err(ConfigError::new(
+                source,
+                "auth.tokens_file",
+                "must name the clients' token file when auth.mode is \"tokens\"",
+            ));
+        }
+        let ports = [
+            ("server.listen", Some(self.server.listen)),
+            ("server.health_listen", self.server.health_listen),
+            ("metrics.listen", self.metrics.listen),
+        ];
+        for (i, (a, addr_a)) in ports.iter().enumerate() {
+            for (b, addr_b) in &ports[i + 1..] {
+                if let (Some(x), Some(y)) = (addr_a, addr_b)
+                    && x.port() != 0
+                    && x.port() == y.port()
+                    && (x.ip() == y.ip() || x.ip().is_unspecified() || y.ip().is_unspecified())
+                {
+                    return Err(ConfigError::new(
+                        source,
+                        *b,
+                        format!("{y} is already taken by {a}"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -846,6 +1022,8 @@ pub struct Config {
     pub settings: Settings,
     pub network: Network,
     pub segments: Segments,
+    /// The version of the network and segment rules: see [`rules_version`].
+    pub rules_version: String,
     /// Starting stock, where the source ships a `stock.csv`.
     pub stock: Vec<StockSeed>,
 }
@@ -857,43 +1035,37 @@ impl Config {
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let settings = load_settings(&source, env)?;
-        let (network, segments, stock) = match &source {
+        let rules = load_rules(&source)?;
+        let stock = match &source {
             ConfigSource::Embedded => {
-                let network = parse_network("embedded network.toml", embedded::NETWORK)?;
-                let segments =
-                    parse_segments("embedded segments.toml", embedded::SEGMENTS, &network)?;
-                let stock = parse_stock("embedded stock.csv", embedded::STOCK, &network)?;
-                (network, segments, stock)
+                parse_stock("embedded stock.csv", embedded::STOCK, &rules.network)?
             }
             ConfigSource::Dir(dir) => {
-                if !dir.is_dir() {
-                    return Err(ConfigError::new(
-                        &dir.display().to_string(),
-                        "",
-                        "is not a directory",
-                    ));
-                }
-                let path = dir.join(NETWORK_FILE);
-                let network = parse_network(&path.display().to_string(), &read(&path)?)?;
-                let path = dir.join(SEGMENTS_FILE);
-                let segments =
-                    parse_segments(&path.display().to_string(), &read(&path)?, &network)?;
                 let path = dir.join(STOCK_FILE);
-                let stock = if path.exists() {
-                    parse_stock(&path.display().to_string(), &read(&path)?, &network)?
+                if path.exists() {
+                    parse_stock(&path.display().to_string(), &read(&path)?, &rules.network)?
                 } else {
                     Vec::new()
-                };
-                (network, segments, stock)
+                }
             }
         };
         Ok(Config {
             source,
             settings,
-            network,
-            segments,
+            network: rules.network,
+            segments: rules.segments,
+            rules_version: rules.version,
             stock,
         })
+    }
+
+    /// The network and segment rules, for an engine.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            network: self.network.clone(),
+            segments: self.segments.clone(),
+            version: self.rules_version.clone(),
+        }
     }
 
     /// A few lines for people: what was loaded.
@@ -938,6 +1110,54 @@ impl Config {
             units
         )
     }
+}
+
+/// The network and segment rules of a config source, validated: what a running server
+/// reloads when planners change them.
+pub fn load_rules(source: &ConfigSource) -> Result<Rules, ConfigError> {
+    let (network_file, network_text, segments_file, segments_text) = match source {
+        ConfigSource::Embedded => (
+            "embedded network.toml".to_owned(),
+            embedded::NETWORK.to_owned(),
+            "embedded segments.toml".to_owned(),
+            embedded::SEGMENTS.to_owned(),
+        ),
+        ConfigSource::Dir(dir) => {
+            if !dir.is_dir() {
+                return Err(ConfigError::new(
+                    &dir.display().to_string(),
+                    "",
+                    "is not a directory",
+                ));
+            }
+            let network = dir.join(NETWORK_FILE);
+            let segments = dir.join(SEGMENTS_FILE);
+            (
+                network.display().to_string(),
+                read(&network)?,
+                segments.display().to_string(),
+                read(&segments)?,
+            )
+        }
+    };
+    let network = parse_network(&network_file, &network_text)?;
+    let segments = parse_segments(&segments_file, &segments_text, &network)?;
+    Ok(Rules {
+        network,
+        segments,
+        version: rules_version(&network_text, &segments_text),
+    })
+}
+
+/// The first 16 hex digits of the SHA-256 of `network.toml` followed by `segments.toml`: the
+/// same files give the same version on every replica.
+pub fn rules_version(network_toml: &str, segments_toml: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(network_toml.as_bytes())
+        .chain_update(segments_toml.as_bytes())
+        .finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {

@@ -269,6 +269,16 @@ impl SegmentRules {
     }
 }
 
+/// What decisions are made with, as one unit that a running server swaps whole when planners
+/// change it: the network (nodes, costs, capacities), the segment rules, and their version.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub network: Network,
+    pub segments: Segments,
+    /// A content hash of the files the rules were read from; every plan records it.
+    pub version: String,
+}
+
 /// Every configured segment by name.
 #[derive(Debug, Clone, Default)]
 pub struct Segments {
@@ -504,6 +514,10 @@ pub struct Plan {
     /// Constraints that shaped the plan, for people ("stock of A at wh-x used up (5 of 5)").
     pub binding: Vec<String>,
     pub plan_micros: u64,
+    /// The version of the rules the plan was made with (empty in records made before plans
+    /// carried it).
+    #[serde(default)]
+    pub rules_version: String,
 }
 
 impl Plan {

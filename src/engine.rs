@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::debug;
+use parking_lot::RwLock;
+use tracing::{Instrument, debug, info_span};
 
 use crate::clock::Clock;
 use crate::config::{Config, Settings};
-use crate::domain::{Network, Order, Plan, SegmentRules, Segments, StrategyKind};
+use crate::domain::{Order, Plan, Rules, SegmentRules, StrategyKind};
 use crate::error::Error;
 use crate::sourcing::pool::SolvePool;
 use crate::sourcing::{Problem, Strategies};
@@ -41,8 +42,8 @@ pub struct SkuAvailability {
 
 #[derive(Debug)]
 pub struct Engine {
-    network: Arc<Network>,
-    segments: Arc<Segments>,
+    /// Swapped whole when planners change the rules; each call works with one snapshot.
+    rules: RwLock<Arc<Rules>>,
     settings: Settings,
     store: Arc<dyn StockStore>,
     clock: Arc<dyn Clock>,
@@ -55,8 +56,7 @@ const MILLIS_PER_DAY: i64 = 86_400_000;
 impl Engine {
     pub fn new(config: &Config, store: Arc<dyn StockStore>, clock: Arc<dyn Clock>) -> Self {
         Self {
-            network: Arc::new(config.network.clone()),
-            segments: Arc::new(config.segments.clone()),
+            rules: RwLock::new(Arc::new(config.rules())),
             settings: config.settings.clone(),
             store,
             clock,
@@ -68,12 +68,15 @@ impl Engine {
         }
     }
 
-    pub fn network(&self) -> &Network {
-        &self.network
+    /// The rules in force now. Calls already running keep the snapshot they started with.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.read().clone()
     }
 
-    pub fn segments(&self) -> &Segments {
-        &self.segments
+    /// Puts new rules in force for every call that starts from now on.
+    pub fn replace_rules(&self, rules: Rules) {
+        crate::metrics::rules_in_force(&rules.version);
+        *self.rules.write() = Arc::new(rules);
     }
 
     pub fn settings(&self) -> &Settings {
@@ -84,13 +87,13 @@ impl Engine {
         &self.store
     }
 
-    fn rules(&self, segment: &str) -> Result<&SegmentRules, Error> {
-        self.segments.get(segment).ok_or_else(|| {
+    fn segment_rules<'r>(rules: &'r Rules, segment: &str) -> Result<&'r SegmentRules, Error> {
+        rules.segments.get(segment).ok_or_else(|| {
             Error::invalid(
                 "order.segment",
                 format!(
                     "unknown segment {segment:?} (known: {})",
-                    self.segments.names().join(", ")
+                    rules.segments.names().join(", ")
                 ),
             )
         })
@@ -102,36 +105,50 @@ impl Engine {
         skus: &[String],
         now: crate::clock::Millis,
     ) -> Result<(crate::store::StockView, HashMap<String, u64>), Error> {
-        let (stock, capacity) = tokio::join!(
-            self.store.read_stock(skus, now),
-            self.store
-                .capacity_used(now.div_euclid(MILLIS_PER_DAY), now)
-        );
+        let (stock, capacity) = async {
+            tokio::join!(
+                self.store.read_stock(skus, now),
+                self.store
+                    .capacity_used(now.div_euclid(MILLIS_PER_DAY), now)
+            )
+        }
+        .instrument(info_span!("store", op = "read_state"))
+        .await;
         Ok((stock?, capacity?))
     }
 
-    /// Plans on the solver pool, against stock and capacity read at `now`.
+    /// Plans on the solver pool with `rules`, against stock and capacity read at `now`.
     async fn plan(
         &self,
+        rules: &Arc<Rules>,
         order: &Order,
         kind: StrategyKind,
         (stock, capacity): (crate::store::StockView, HashMap<String, u64>),
     ) -> Result<Plan, Error> {
-        let network = self.network.clone();
-        let segments = self.segments.clone();
+        let rules = rules.clone();
         let strategies = self.strategies.clone();
         let order = order.clone();
         let today = self.clock.today();
+        let span = info_span!("plan", strategy = %kind, candidates = tracing::field::Empty);
         self.pool
             .run(move || {
+                let _plan = span.enter();
                 let started = Instant::now();
-                let rules = segments
-                    .get(&order.segment)
-                    .ok_or_else(|| Error::invalid("order.segment", "unknown segment"))?;
-                let problem = Problem::build(&order, rules, &network, &stock, &capacity, today)?;
-                let assignment = strategies.get(kind).assign(&problem);
+                let segment = Self::segment_rules(&rules, &order.segment)?;
+                let problem =
+                    Problem::build(&order, segment, &rules.network, &stock, &capacity, today)?;
+                span.record("candidates", problem.candidates.len());
+                let assignment = {
+                    let _solve = info_span!("solve").entered();
+                    let solving = Instant::now();
+                    let assignment = strategies.get(kind).assign(&problem);
+                    crate::metrics::solved(kind, assignment.status, solving.elapsed());
+                    assignment
+                };
                 let mut plan = problem.finish(kind, &assignment)?;
                 plan.plan_micros = started.elapsed().as_micros() as u64;
+                plan.rules_version = rules.version.clone();
+                crate::metrics::planned(problem.candidates.len(), &plan);
                 Ok(plan)
             })
             .await?
@@ -139,11 +156,12 @@ impl Engine {
 
     /// A plan against current stock, holding nothing.
     pub async fn quote(&self, order: &Order, kind: Option<StrategyKind>) -> Result<Plan, Error> {
-        self.rules(&order.segment)?;
+        let rules = self.rules();
+        Self::segment_rules(&rules, &order.segment)?;
         let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
         let now = self.clock.now_millis();
         let state = self.read_state(&order.skus(), now).await?;
-        self.plan(order, kind, state).await
+        self.plan(&rules, order, kind, state).await
     }
 
     /// The hold TTL for a request: its own (bounded by config) or the default.
@@ -182,7 +200,8 @@ impl Engine {
         ttl_secs: Option<u32>,
         kind: Option<StrategyKind>,
     ) -> Result<(Reservation, bool), Error> {
-        let rules = self.rules(&order.segment)?;
+        let rules = self.rules();
+        let segment = Self::segment_rules(&rules, &order.segment)?;
         let ttl = self.hold_ttl_secs(ttl_secs)?;
         let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
         let fingerprint = order.fingerprint();
@@ -191,7 +210,9 @@ impl Engine {
         // alongside, as most reserves are new
         let now = self.clock.now_millis();
         let (existing, state) = tokio::join!(
-            self.store.get_reservation(&order.order_id, now),
+            self.store
+                .get_reservation(&order.order_id, now)
+                .instrument(info_span!("store", op = "get_reservation")),
             self.read_state(&skus, now)
         );
         if let Some(existing) = existing? {
@@ -207,11 +228,11 @@ impl Engine {
                     (self.read_state(&skus, now).await?, now)
                 }
             };
-            let plan = self.plan(order, kind, state).await?;
+            let plan = self.plan(&rules, order, kind, state).await?;
             let capacity_limits = plan
                 .shipments
                 .iter()
-                .filter_map(|s| self.network.get(&s.node_id))
+                .filter_map(|s| rules.network.get(&s.node_id))
                 .filter(|n| n.daily_capacity_units < u64::MAX)
                 .map(|n| (n.id.clone(), n.daily_capacity_units))
                 .collect();
@@ -233,14 +254,19 @@ impl Engine {
                 order_id: order.order_id.clone(),
                 fingerprint: fingerprint.clone(),
                 segment: order.segment.clone(),
-                use_safety_stock: rules.use_safety_stock,
+                use_safety_stock: segment.use_safety_stock,
                 plan,
                 allocations,
                 expires_at: now + i64::from(ttl) * 1000,
                 capacity_day: now.div_euclid(MILLIS_PER_DAY),
                 capacity_limits,
             };
-            match self.store.reserve(request, now).await? {
+            let outcome = self
+                .store
+                .reserve(request, now)
+                .instrument(info_span!("store", op = "reserve"))
+                .await?;
+            match outcome {
                 ReserveOutcome::Created(r) => return Ok((r, true)),
                 ReserveOutcome::Existing(r) => return Self::same_order(r, &fingerprint),
                 ReserveOutcome::Insufficient {
@@ -273,19 +299,25 @@ impl Engine {
     }
 
     pub async fn commit(&self, order_id: &str) -> Result<Reservation, Error> {
-        Ok(self.store.commit(order_id, self.clock.now_millis()).await?)
+        Ok(self
+            .store
+            .commit(order_id, self.clock.now_millis())
+            .instrument(info_span!("store", op = "commit"))
+            .await?)
     }
 
     pub async fn release(&self, order_id: &str, line_ids: &[String]) -> Result<Reservation, Error> {
         Ok(self
             .store
             .release(order_id, line_ids, self.clock.now_millis())
+            .instrument(info_span!("store", op = "release"))
             .await?)
     }
 
     pub async fn reservation(&self, order_id: &str) -> Result<Reservation, Error> {
         self.store
             .get_reservation(order_id, self.clock.now_millis())
+            .instrument(info_span!("store", op = "get_reservation"))
             .await?
             .ok_or_else(|| Error::NotFound(format!("no reservation for order {order_id:?}")))
     }
@@ -293,10 +325,11 @@ impl Engine {
     /// Applies well-formed feed updates; those naming a node outside the network are rejected
     /// here, the rest by the store's own rules. One result per update, in order.
     pub async fn apply_stock(&self, updates: Vec<StockUpdate>) -> Result<Vec<UpdateResult>, Error> {
+        let rules = self.rules();
         let mut results: Vec<Option<UpdateResult>> = Vec::with_capacity(updates.len());
         let mut valid = Vec::with_capacity(updates.len());
         for u in updates {
-            if self.network.contains(&u.node_id) {
+            if rules.network.contains(&u.node_id) {
                 results.push(None);
                 valid.push(u);
             } else {
@@ -309,9 +342,10 @@ impl Engine {
         let mut applied = self
             .store
             .apply_updates(&valid, self.clock.now_millis())
+            .instrument(info_span!("store", op = "apply_updates"))
             .await?
             .into_iter();
-        Ok(results
+        let results: Vec<UpdateResult> = results
             .into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| {
@@ -320,7 +354,9 @@ impl Engine {
                     })
                 })
             })
-            .collect())
+            .collect();
+        crate::metrics::feed(&results);
+        Ok(results)
     }
 
     /// Stock of these skus across the network, or across what `segment` may use.
@@ -329,19 +365,24 @@ impl Engine {
         skus: &[String],
         segment: Option<&str>,
     ) -> Result<Vec<SkuAvailability>, Error> {
+        let all_rules = self.rules();
         let rules = match segment {
-            Some(s) => Some(self.segments.get(s).ok_or_else(|| {
+            Some(s) => Some(all_rules.segments.get(s).ok_or_else(|| {
                 Error::invalid(
                     "segment",
                     format!(
                         "unknown segment {s:?} (known: {})",
-                        self.segments.names().join(", ")
+                        all_rules.segments.names().join(", ")
                     ),
                 )
             })?),
             None => None,
         };
-        let view = self.store.read_stock(skus, self.clock.now_millis()).await?;
+        let view = self
+            .store
+            .read_stock(skus, self.clock.now_millis())
+            .instrument(info_span!("store", op = "read_stock"))
+            .await?;
         let mut out = Vec::with_capacity(skus.len());
         for sku in skus {
             let levels = view.get(sku).cloned().unwrap_or_default();
@@ -355,7 +396,7 @@ impl Engine {
                 ats: 0,
                 nodes: Vec::new(),
             };
-            for node in self.network.nodes() {
+            for node in all_rules.network.nodes() {
                 let Some(level) = ordered.get(node.id.as_str()) else {
                     continue;
                 };
@@ -385,6 +426,13 @@ impl Engine {
 
     /// Returns the stock of expired holds; how many expired.
     pub async fn expire_holds(&self) -> Result<u64, Error> {
-        Ok(self.store.expire_holds(self.clock.now_millis()).await?)
+        let expired = self.store.expire_holds(self.clock.now_millis()).await?;
+        crate::metrics::holds_expired(expired);
+        Ok(expired)
+    }
+
+    /// Holds not yet committed, released or expired, across every replica.
+    pub async fn active_holds(&self) -> Result<u64, Error> {
+        Ok(self.store.active_holds(self.clock.now_millis()).await?)
     }
 }

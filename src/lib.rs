@@ -5,12 +5,15 @@
 //! The domain core ([`domain`], [`sourcing`], [`engine`]) knows nothing of transport or
 //! storage; [`api`] adapts it to gRPC and [`store`] keeps stock behind one trait.
 
+pub mod access;
 pub mod api;
 pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod sourcing;
 pub mod store;

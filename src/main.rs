@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dom_router::clock::SystemClock;
 use dom_router::config::{Config, ConfigSource, StoreKind, redact_url};
+use dom_router::server::Listeners;
 use dom_router::telemetry::{self, LogFormat};
 use tracing::{error, info, warn};
 
@@ -73,8 +74,25 @@ fn main() -> ExitCode {
             listen,
             log_format,
         } => {
-            telemetry::init(log_format);
-            match serve(source(config), listen) {
+            let config = match Config::load(source(config), std::env::vars()) {
+                Ok(config) => config,
+                Err(e) => {
+                    telemetry::init(log_format);
+                    error!("invalid config: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let telemetry = match telemetry::init_with(log_format, &config.settings.tracing) {
+                Ok(t) => t,
+                Err(e) => {
+                    telemetry::init(log_format);
+                    error!("cannot set up tracing: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let result = serve(config, listen);
+            telemetry.shutdown();
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e:#}");
@@ -86,8 +104,7 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn serve(source: ConfigSource, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let mut config = Config::load(source, std::env::vars()).context("invalid config")?;
+async fn serve(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     if let Some(addr) = listen {
         config.settings.server.listen = addr;
     }
@@ -95,11 +112,17 @@ async fn serve(source: ConfigSource, listen: Option<SocketAddr>) -> anyhow::Resu
         config = %config.source,
         nodes = config.network.len(),
         segments = config.segments.len(),
+        rules_version = %config.rules_version,
         store = ?config.settings.store.kind,
         "config loaded"
     );
     if config.source == ConfigSource::Embedded {
-        warn!("running the embedded demo config, open to any caller");
+        warn!(
+            "running the embedded demo config: rules are fixed and, unless auth.mode is set, any caller may call anything"
+        );
+    }
+    if let Some(endpoint) = &config.settings.tracing.otlp_endpoint {
+        info!(%endpoint, sample_ratio = config.settings.tracing.sample_ratio, "exporting spans over OTLP");
     }
     if config.settings.store.kind == StoreKind::Redis {
         let redis = &config.settings.store.redis;
@@ -112,13 +135,14 @@ async fn serve(source: ConfigSource, listen: Option<SocketAddr>) -> anyhow::Resu
     } else {
         warn!("stock in memory: this process does not share it with other replicas");
     }
-    let addr = config.settings.server.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listeners = Listeners::bind(&config.settings).await?;
     let engine = dom_router::server::engine(&config, Arc::new(SystemClock))
         .context("cannot open the stock store")?;
-    dom_router::server::run(listener, engine, shutdown_signal()).await?;
+    let rules = match &config.source {
+        ConfigSource::Dir(_) => Some(config.source.clone()),
+        ConfigSource::Embedded => None,
+    };
+    dom_router::server::serve(listeners, engine, rules, shutdown_signal()).await?;
     Ok(())
 }
 

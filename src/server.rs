@@ -9,14 +9,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{debug, info, warn};
 
+use crate::access::{Access, AccessLayer};
 use crate::api::{InventoryApi, NetworkApi, SourcingApi, pb};
 use crate::clock::Clock;
-use crate::config::{Config, StoreKind};
+use crate::config::{AuthMode, Config, ConfigError, ConfigSource, StoreKind, TlsSettings};
 use crate::engine::Engine;
 use crate::store::{MemoryStore, RedisStore, StockStore, StoreError};
 
@@ -39,12 +40,85 @@ fn incoming(
 /// The gRPC services whose health is reported, besides the server as a whole ("").
 pub const SERVICES: [&str; 3] = ["dom.v1.Sourcing", "dom.v1.Inventory", "dom.v1.Network"];
 
+/// The health service name that stays SERVING for as long as the process runs, draining and
+/// store outages included: what a liveness probe asks, so an outage of Redis does not restart
+/// every replica.
+pub const LIVENESS: &str = "liveness";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+}
+
+/// The ports a server answers on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The gRPC API, with health and reflection.
+    pub grpc: TcpListener,
+    /// Health only, in plaintext and open, for probes.
+    pub health: Option<TcpListener>,
+    /// Prometheus metrics over HTTP.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    pub fn grpc(listener: TcpListener) -> Self {
+        Self {
+            grpc: listener,
+            health: None,
+            metrics: None,
+        }
+    }
+
+    /// Binds every listener the settings ask for.
+    pub async fn bind(settings: &crate::config::Settings) -> std::io::Result<Self> {
+        async fn bind(addr: std::net::SocketAddr, what: &str) -> std::io::Result<TcpListener> {
+            TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr} for {what}: {e}"))
+            })
+        }
+        let grpc = bind(settings.server.listen, "gRPC").await?;
+        let health = match settings.server.health_listen {
+            Some(addr) => Some(bind(addr, "health").await?),
+            None => None,
+        };
+        let metrics = match settings.metrics.listen {
+            Some(addr) => Some(bind(addr, "metrics").await?),
+            None => None,
+        };
+        Ok(Self {
+            grpc,
+            health,
+            metrics,
+        })
+    }
+}
+
+/// The TLS set-up of the gRPC port, read from the files the settings name.
+fn tls_config(tls: &TlsSettings) -> Result<Option<ServerTlsConfig>, ConfigError> {
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            ConfigError::new(
+                &path.display().to_string(),
+                "",
+                format!("cannot read {field}: {e}"),
+            )
+        })
+    };
+    let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) else {
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(read("tls.cert_file", cert)?, read("tls.key_file", key)?);
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        config = config.client_ca_root(Certificate::from_pem(read("tls.client_ca_file", ca)?));
+    }
+    Ok(Some(config))
 }
 
 /// The store the config asks for. A Redis store connects on first use, so the server starts
@@ -105,7 +179,8 @@ async fn watch_store(
     }
 }
 
-/// Returns the stock of expired holds, whichever replica gets there first.
+/// Returns the stock of expired holds, whichever replica gets there first, and reads how
+/// many holds are active for the metrics.
 async fn sweep_holds(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -117,23 +192,50 @@ async fn sweep_holds(engine: Arc<Engine>, every: Duration, mut stop: watch::Rece
             Ok(n) => debug!(expired = n, "expired holds returned their stock"),
             Err(e) => warn!(error = %e, "hold sweep failed"),
         }
+        if let Ok(n) = engine.active_holds().await {
+            crate::metrics::holds_active(n);
+        }
     }
 }
 
-/// Serves until `shutdown` completes, then stops taking calls, lets in-flight ones finish
-/// within the configured drain timeout, and stops the background tasks.
+/// Serves the gRPC port alone until `shutdown` completes: [`serve`] with no other listeners
+/// and no rule reloading.
 pub async fn run(
     listener: TcpListener,
     engine: Arc<Engine>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve(Listeners::grpc(listener), engine, None, shutdown).await
+}
+
+/// Serves until `shutdown` completes, then stops taking calls, lets in-flight ones finish
+/// within the configured drain timeout, and stops the background tasks. With `rules`, the
+/// rules of that config source are reloaded when they change.
+pub async fn serve(
+    listeners: Listeners,
+    engine: Arc<Engine>,
+    rules: Option<ConfigSource>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let s = engine.settings().clone();
     let max_bytes = s.server.max_message_bytes;
+    let tls = tls_config(&s.tls)?;
+    let access = Arc::new(Access::load(&s.auth)?);
+    match access.mode() {
+        AuthMode::Open => warn!("auth.mode is open: any caller may call any method"),
+        AuthMode::Tokens => info!(clients = access.clients(), "calls need a client token"),
+    }
+    // recording starts with the first call, whether or not this process serves /metrics
+    let _ = crate::metrics::handle();
+    crate::metrics::rules_in_force(&engine.rules().version);
 
     let (reporter, health) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
+    reporter
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(watch_store(
             engine.clone(),
             reporter.clone(),
@@ -146,6 +248,42 @@ pub async fn run(
             stop_rx.clone(),
         )),
     ];
+    if let Some(source) = rules {
+        tasks.push(tokio::spawn(crate::reload::watch(
+            engine.clone(),
+            source,
+            access.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(listener) = listeners.metrics {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "metrics at http://{addr}/metrics");
+        }
+        tasks.push(tokio::spawn(crate::metrics::serve(
+            listener,
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(listener) = listeners.health {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "health (plaintext, for probes) listening");
+        }
+        let health = health.clone();
+        let mut stopped = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.changed().await;
+            };
+            if let Err(e) = Server::builder()
+                .add_service(health)
+                .serve_with_incoming_shutdown(incoming(listener), stop)
+                .await
+            {
+                warn!(error = %e, "health listener failed");
+            }
+        }));
+    }
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -174,11 +312,17 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
 
+    let listener = listeners.grpc;
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "dom-router listening");
+        info!(%addr, tls = tls.is_some(), "dom-router listening");
     }
-    let serve = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let serve = builder
         .timeout(Duration::from_millis(s.server.request_timeout_ms))
+        .layer(AccessLayer::new(access))
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -328,6 +328,7 @@ pub fn plan(p: &Plan) -> pb::Plan {
             })
             .collect(),
         plan_micros: p.plan_micros as i64,
+        rules_version: p.rules_version.clone(),
         cost: Some(pb::CostBreakdown {
             shipping: p.cost.shipping,
             handling: p.cost.handling,

@@ -323,9 +323,9 @@ impl pb::network_server::Network for NetworkApi {
         request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let kind = convert::node_kind_filter(request.into_inner().kind)?;
-        let nodes = self
-            .engine
-            .network()
+        let rules = self.engine.rules();
+        let nodes = rules
+            .network
             .nodes()
             .iter()
             .filter(|n| kind.is_none_or(|k| n.kind == k))
@@ -356,7 +356,7 @@ impl pb::network_server::Network for NetworkApi {
             .collect();
         Ok(Response::new(pb::ListNodesResponse {
             nodes,
-            segments: self.engine.segments().names(),
+            segments: rules.segments.names(),
         }))
     }
 }

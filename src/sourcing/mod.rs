@@ -521,6 +521,7 @@ impl<'a> Problem<'a> {
             status: a.status,
             unused_nodes,
             plan_micros: 0,
+            rules_version: String::new(),
         })
     }
 

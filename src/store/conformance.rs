@@ -35,6 +35,7 @@ macro_rules! store_conformance_tests {
             concurrent_reserves_never_oversell,
             holds_consume_and_return_node_capacity,
             read_state_returns_stock_and_capacity_after_expiry,
+            active_holds_count_holds_until_they_expire,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -105,6 +106,7 @@ fn empty_plan() -> Plan {
         unused_nodes: Vec::new(),
         binding: Vec::new(),
         plan_micros: 0,
+        rules_version: String::new(),
     }
 }
 
@@ -463,6 +465,17 @@ pub async fn holds_expire_once_and_return_stock(store: Arc<dyn StockStore>) {
     let r = s.release("o1", &[], T0 + 7000).await.unwrap();
     assert_eq!(r.state, ReservationState::Expired);
     assert_eq!(level(s, "n1", "A", T0 + 7000).await.reserved, 0);
+}
+
+pub async fn active_holds_count_holds_until_they_expire(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    seed(s, "n1", "A", 10, 0).await;
+    assert_eq!(s.active_holds(T0).await.unwrap(), 0);
+    created(s, hold("o1", vec![alloc("l1", "A", "n1", 4)], T0 + 1000)).await;
+    created(s, hold("o2", vec![alloc("l1", "A", "n1", 1)], T0 + 5000)).await;
+    assert_eq!(s.active_holds(T0 + 10).await.unwrap(), 2);
+    assert_eq!(s.expire_holds(T0 + 6000).await.unwrap(), 2);
+    assert_eq!(s.active_holds(T0 + 6000).await.unwrap(), 0);
 }
 
 pub async fn committed_orders_do_not_expire(store: Arc<dyn StockStore>) {

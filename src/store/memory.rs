@@ -404,6 +404,17 @@ impl StockStore for MemoryStore {
     async fn expire_holds(&self, now: Millis) -> Result<u64, StoreError> {
         Ok(self.state.lock().sweep(now))
     }
+
+    async fn active_holds(&self, now: Millis) -> Result<u64, StoreError> {
+        let state = self.state.lock();
+        Ok(state
+            .reservations
+            .values()
+            .filter(|r| {
+                r.state == ReservationState::Held && r.expires_at.is_some_and(|at| at > now)
+            })
+            .count() as u64)
+    }
 }
 
 #[cfg(test)]

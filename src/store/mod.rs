@@ -281,4 +281,9 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
 
     /// Returns the stock of every hold expired by `now`; how many holds expired.
     async fn expire_holds(&self, now: Millis) -> Result<u64, StoreError>;
+
+    /// Holds still waiting for commit, release or expiry, for the `holds_active` gauge. The
+    /// Redis store counts what its expiry set still tracks, which includes committed holds
+    /// until their hold time passes; see its docs.
+    async fn active_holds(&self, now: Millis) -> Result<u64, StoreError>;
 }

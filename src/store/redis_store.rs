@@ -98,47 +98,56 @@ mod lua {
     pub const RECORD_SHIP: &str = include_str!("lua/record_ship.lua");
 }
 
+/// A script with the name its round trips are measured under.
+struct Named {
+    name: &'static str,
+    script: Script,
+}
+
 struct Scripts {
-    feed: Script,
-    seed: Script,
-    hold: Script,
-    unhold: Script,
-    ship: Script,
-    capacity_take: Script,
-    capacity_give: Script,
-    confirm: Script,
-    reserve_whole: Script,
-    record_create: Script,
-    record_finish: Script,
-    record_delete: Script,
-    record_commit: Script,
-    record_expire: Script,
-    record_release_begin: Script,
-    record_release: Script,
-    record_ship: Script,
+    feed: Named,
+    seed: Named,
+    hold: Named,
+    unhold: Named,
+    ship: Named,
+    capacity_take: Named,
+    capacity_give: Named,
+    confirm: Named,
+    reserve_whole: Named,
+    record_create: Named,
+    record_finish: Named,
+    record_delete: Named,
+    record_commit: Named,
+    record_expire: Named,
+    record_release_begin: Named,
+    record_release: Named,
+    record_ship: Named,
 }
 
 impl Scripts {
     fn new() -> Self {
-        let s = |body: &str| Script::new(&format!("{}\n{body}", lua::PRELUDE));
+        let s = |name: &'static str, body: &str| Named {
+            name,
+            script: Script::new(&format!("{}\n{body}", lua::PRELUDE)),
+        };
         Self {
-            feed: s(lua::FEED),
-            seed: s(lua::SEED),
-            hold: s(lua::HOLD),
-            unhold: s(lua::UNHOLD),
-            ship: s(lua::SHIP),
-            capacity_take: s(lua::CAPACITY_TAKE),
-            capacity_give: s(lua::CAPACITY_GIVE),
-            confirm: s(lua::CONFIRM),
-            reserve_whole: s(lua::RESERVE_WHOLE),
-            record_create: s(lua::RECORD_CREATE),
-            record_finish: s(lua::RECORD_FINISH),
-            record_delete: s(lua::RECORD_DELETE),
-            record_commit: s(lua::RECORD_COMMIT),
-            record_expire: s(lua::RECORD_EXPIRE),
-            record_release_begin: s(lua::RECORD_RELEASE_BEGIN),
-            record_release: s(lua::RECORD_RELEASE),
-            record_ship: s(lua::RECORD_SHIP),
+            feed: s("feed", lua::FEED),
+            seed: s("seed", lua::SEED),
+            hold: s("hold", lua::HOLD),
+            unhold: s("unhold", lua::UNHOLD),
+            ship: s("ship", lua::SHIP),
+            capacity_take: s("capacity_take", lua::CAPACITY_TAKE),
+            capacity_give: s("capacity_give", lua::CAPACITY_GIVE),
+            confirm: s("confirm", lua::CONFIRM),
+            reserve_whole: s("reserve_whole", lua::RESERVE_WHOLE),
+            record_create: s("record_create", lua::RECORD_CREATE),
+            record_finish: s("record_finish", lua::RECORD_FINISH),
+            record_delete: s("record_delete", lua::RECORD_DELETE),
+            record_commit: s("record_commit", lua::RECORD_COMMIT),
+            record_expire: s("record_expire", lua::RECORD_EXPIRE),
+            record_release_begin: s("record_release_begin", lua::RECORD_RELEASE_BEGIN),
+            record_release: s("record_release", lua::RECORD_RELEASE),
+            record_ship: s("record_ship", lua::RECORD_SHIP),
         }
     }
 }
@@ -596,10 +605,19 @@ impl RedisStore {
     /// Runs a call to Redis within the operation timeout, mapping its failure.
     async fn timed<T>(
         &self,
-        what: &str,
+        what: &'static str,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.op_timeout(), call).await {
+        use crate::metrics::RoundTrip;
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.op_timeout(), call).await;
+        let outcome = match &result {
+            Ok(Ok(_)) => RoundTrip::Ok,
+            Ok(Err(_)) => RoundTrip::Error,
+            Err(_) => RoundTrip::Timeout,
+        };
+        crate::metrics::redis(what, outcome, started.elapsed());
+        match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("Redis {what}: {e}"))),
             Err(_) => Err(StoreError::Unavailable(format!(
@@ -612,11 +630,11 @@ impl RedisStore {
     async fn eval(
         &self,
         conn: &Conn,
-        script: &Script,
+        script: &Named,
         keys: &[&str],
         args: &[String],
     ) -> Result<Value, StoreError> {
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = script.script.prepare_invoke();
         for key in keys {
             invocation.key(*key);
         }
@@ -624,7 +642,7 @@ impl RedisStore {
             invocation.arg(arg.as_str());
         }
         let mut conn = conn.clone();
-        self.timed("script", invocation.invoke_async::<Value>(&mut conn))
+        self.timed(script.name, invocation.invoke_async::<Value>(&mut conn))
             .await
     }
 
@@ -1961,6 +1979,15 @@ impl StockStore for RedisStore {
             Some(record) if !record.unfinished() => Ok(Some(record.reservation()?)),
             _ => Ok(None),
         }
+    }
+
+    /// Entries of the expiry set: held and in-flight reservations, and committed ones until
+    /// their hold time passes (the sweep then drops them). Counting only holds would mean
+    /// reading every record; this is one ZCARD.
+    async fn active_holds(&self, _now: Millis) -> Result<u64, StoreError> {
+        let conn = self.conn().await?;
+        self.query(&conn, redis::cmd("ZCARD").arg(self.inner.keys.expiry()))
+            .await
     }
 
     async fn expire_holds(&self, now: Millis) -> Result<u64, StoreError> {

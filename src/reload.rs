@@ -1,0 +1,194 @@
+//! Live rule changes: planners edit `network.toml` and `segments.toml` (node costs,
+//! capacities, segment rules) and the running server takes the change without a restart.
+//!
+//! The config directory is watched for file events (a Kubernetes ConfigMap update swaps a
+//! symlink, which shows as events on the directory), read every `server.reload_interval_ms`
+//! in case an event was missed, and read on SIGHUP. A change is loaded and validated whole
+//! before it replaces anything: one that fails is refused and logged, and the rules in force
+//! stay. Calls already running finish with the rules they started with. The tokens file is
+//! read again at the same moments, so tokens rotate the same way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::access::Access;
+use crate::config::{ConfigSource, SERVER_FILE, load_rules};
+use crate::engine::Engine;
+
+/// Events closer together than this are read as one change (an editor or a ConfigMap update
+/// writes several files).
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The files hold the rules in force already.
+    Unchanged,
+    /// New rules are in force.
+    Applied { version: String, previous: String },
+    /// The files do not validate; the rules in force stay.
+    Refused(String),
+}
+
+/// Reads the rules of `source` and puts them in force if they changed and validate.
+pub async fn reload_rules(engine: &Engine, source: &ConfigSource) -> Outcome {
+    let loaded = {
+        let source = source.clone();
+        tokio::task::spawn_blocking(move || load_rules(&source)).await
+    };
+    let rules = match loaded {
+        Ok(Ok(rules)) => rules,
+        Ok(Err(e)) => return Outcome::Refused(e.to_string()),
+        Err(e) => return Outcome::Refused(format!("loading the rules failed: {e}")),
+    };
+    let previous = engine.rules().version.clone();
+    if rules.version == previous {
+        return Outcome::Unchanged;
+    }
+    let version = rules.version.clone();
+    engine.replace_rules(rules);
+    Outcome::Applied { version, previous }
+}
+
+/// Watches the config and reloads until `stop` turns true.
+pub async fn watch(
+    engine: Arc<Engine>,
+    source: ConfigSource,
+    access: Arc<Access>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let settings = &engine.settings().server;
+    let every = Duration::from_millis(settings.reload_interval_ms);
+    let watch_files = settings.watch_config;
+    let ConfigSource::Dir(dir) = &source else {
+        debug!("embedded config: no rules to watch");
+        return;
+    };
+    let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
+    let _watcher = watch_files.then(|| file_events(dir.clone(), events_tx));
+    let mut hangups = hangups();
+    let server_toml = std::fs::read(dir.join(SERVER_FILE)).ok();
+    let mut last_refusal: Option<String> = None;
+    let mut last_tokens_error: Option<String> = None;
+    let mut server_toml_noted = false;
+    let mut poll = tokio::time::interval(if every.is_zero() {
+        Duration::from_secs(86_400 * 365)
+    } else {
+        every
+    });
+    poll.tick().await;
+    loop {
+        let why = tokio::select! {
+            _ = stop.changed() => return,
+            Some(()) = events.recv() => {
+                // let the burst of events of one change settle
+                tokio::time::sleep(SETTLE).await;
+                while events.try_recv().is_ok() {}
+                "file change"
+            }
+            Some(()) = hangups.recv() => "SIGHUP",
+            _ = poll.tick(), if !every.is_zero() => "poll",
+        };
+        match reload_rules(&engine, &source).await {
+            Outcome::Unchanged => {
+                if why == "SIGHUP" {
+                    info!(version = %engine.rules().version, "SIGHUP: rules unchanged");
+                }
+                last_refusal = None;
+            }
+            Outcome::Applied { version, previous } => {
+                crate::metrics::rules_reload(true);
+                let rules = engine.rules();
+                info!(
+                    %version, %previous, trigger = why,
+                    nodes = rules.network.len(), segments = rules.segments.len(),
+                    "rules changed; new decisions use them"
+                );
+                last_refusal = None;
+            }
+            Outcome::Refused(reason) => {
+                // a broken file stays broken between polls: say so once per distinct problem
+                if last_refusal.as_deref() != Some(reason.as_str()) {
+                    crate::metrics::rules_reload(false);
+                    error!(
+                        error = %reason, trigger = why, version = %engine.rules().version,
+                        "rule change refused; the rules in force stay"
+                    );
+                    last_refusal = Some(reason);
+                }
+            }
+        }
+        match access.reload_tokens() {
+            Ok(true) => {
+                info!(
+                    clients = access.clients(),
+                    "tokens file changed; new tokens in force"
+                );
+                last_tokens_error = None;
+            }
+            Ok(false) => last_tokens_error = None,
+            Err(e) => {
+                let reason = e.to_string();
+                if last_tokens_error.as_deref() != Some(reason.as_str()) {
+                    error!(error = %reason, "tokens file refused; the tokens in force stay");
+                    last_tokens_error = Some(reason);
+                }
+            }
+        }
+        if !server_toml_noted && std::fs::read(dir.join(SERVER_FILE)).ok() != server_toml {
+            warn!("server.toml changed; server settings apply on the next restart");
+            server_toml_noted = true;
+        }
+    }
+}
+
+/// File events in `dir`, as a bare "something changed"; `None` (polling only) if the platform
+/// will not watch.
+fn file_events(dir: PathBuf, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let mut watcher =
+        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !e.kind.is_access()) {
+                let _ = tx.send(());
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %e, "cannot watch the config directory; reading it by polling only");
+                return None;
+            }
+        };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        warn!(error = %e, dir = %dir.display(), "cannot watch the config directory; reading it by polling only");
+        return None;
+    }
+    Some(watcher)
+}
+
+/// SIGHUPs as a stream of `()`; never yields where there are no such signals.
+fn hangups() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut s) => {
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        if tx.send(()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => warn!(error = %e, "cannot listen for SIGHUP"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
