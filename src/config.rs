@@ -396,6 +396,24 @@ impl Settings {
 }
 
 impl Settings {
+    /// Relative file paths (TLS, tokens) are read from the config directory, not from
+    /// wherever the server happens to start.
+    fn resolve_paths(&mut self, dir: &Path) {
+        for path in [
+            &mut self.tls.cert_file,
+            &mut self.tls.key_file,
+            &mut self.tls.client_ca_file,
+            &mut self.auth.tokens_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+
     /// Metrics, tracing, TLS and auth: files that go together, and features the binary lacks.
     fn validate_operations(&self, source: &str) -> Result<(), ConfigError> {
         let t = &self.tracing;
@@ -569,7 +587,10 @@ pub fn load_settings(
             &mut origin,
         );
     }
-    let settings: Settings = deserialize_table(merged, &origin, "server settings")?;
+    let mut settings: Settings = deserialize_table(merged, &origin, "server settings")?;
+    if let ConfigSource::Dir(dir) = source {
+        settings.resolve_paths(dir);
+    }
     settings.validate("server settings")?;
     Ok(settings)
 }

@@ -68,6 +68,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 return None;
             }
             describe();
+            zero();
             Some(handle)
         })
         .as_ref()
@@ -137,6 +138,25 @@ fn describe() {
         "dom_router_rules_info",
         "1 for the version of the rules in force, 0 for versions replaced"
     );
+}
+
+/// Counters exist from the start, at zero, so that rates and ratios (the split rate) have
+/// a series before the first event.
+fn zero() {
+    for name in [
+        "dom_router_decisions_total",
+        "dom_router_decisions_split_total",
+        "dom_router_decision_unfilled_units_total",
+        "dom_router_holds_expired_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    for result in ["applied", "stale", "rejected"] {
+        counter!("dom_router_feed_updates_total", "result" => result).increment(0);
+    }
+    for result in ["applied", "refused"] {
+        counter!("dom_router_rules_reloads_total", "result" => result).increment(0);
+    }
 }
 
 /// A finished gRPC call. `method` is one of a fixed set, so labels stay bounded.

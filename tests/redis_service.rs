@@ -335,6 +335,7 @@ impl Replica {
         let child = Command::new(env!("CARGO_BIN_EXE_dom-router"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("DOM_ROUTER__STORE__KIND", "redis")
+            .env("DOM_ROUTER__METRICS__LISTEN", "127.0.0.1:0")
             .env("DOM_ROUTER__STORE__SEED_STOCK", "false")
             .env("DOM_ROUTER__STORE__REDIS__URLS", urls)
             .env("DOM_ROUTER__STORE__REDIS__CLUSTER", "true")

@@ -28,6 +28,12 @@ pub struct TestServer {
     pub handle: Option<JoinHandle<Result<(), dom_router::server::ServeError>>>,
 }
 
+/// The other ports of a server started with [`TestServer::serve`].
+pub struct Ports {
+    pub health: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
 /// The demo config with no seed stock: each test pushes the stock it needs.
 pub fn demo_config() -> Config {
     let mut config = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
@@ -63,6 +69,40 @@ impl TestServer {
             stop: Some(tx),
             handle: Some(handle),
         }
+    }
+
+    /// Serves `config` with every listener on 127.0.0.1:0: gRPC (TLS and tokens as the config
+    /// says), plaintext health and metrics; with `rules`, reloading that config's rules. The
+    /// channel connects lazily and in plaintext, so a TLS test brings its own.
+    pub async fn serve(config: Config, rules: Option<ConfigSource>) -> (Self, Ports) {
+        let clock = ManualClock::new(START_MILLIS);
+        let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+        let listeners = dom_router::server::Listeners {
+            grpc: bind().await.unwrap(),
+            health: Some(bind().await.unwrap()),
+            metrics: Some(bind().await.unwrap()),
+        };
+        let addr = listeners.grpc.local_addr().unwrap();
+        let ports = Ports {
+            health: listeners.health.as_ref().unwrap().local_addr().unwrap(),
+            metrics: listeners.metrics.as_ref().unwrap().local_addr().unwrap(),
+        };
+        let engine = dom_router::server::engine(&config, Arc::new(clock.clone())).unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(dom_router::server::serve(listeners, engine, rules, async {
+            let _ = rx.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let server = Self {
+            addr,
+            clock,
+            channel,
+            stop: Some(tx),
+            handle: Some(handle),
+        };
+        (server, ports)
     }
 
     pub fn sourcing(&self) -> SourcingClient<Channel> {
