@@ -109,6 +109,7 @@ request_timeout_ms = {{ $v.server.request_timeout_ms | int64 }}
 drain_timeout_ms = {{ $v.server.drain_timeout_ms | int64 }}
 health_check_interval_ms = {{ $v.server.health_check_interval_ms | int64 }}
 reload_interval_ms = {{ $v.server.reload_interval_ms | int64 }}
+watch_config = {{ $v.server.watch_config }}
 
 [holds]
 default_ttl_secs = {{ $v.holds.default_ttl_secs | int64 }}
