@@ -90,7 +90,10 @@ fn rendered_config_passes_the_servers_own_check() {
         let out = check.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{label}: {}", text(&out));
-        assert!(stdout.contains("listen: 0.0.0.0:50051"), "{label}: {stdout}");
+        assert!(
+            stdout.contains("listen: 0.0.0.0:50051"),
+            "{label}: {stdout}"
+        );
         assert!(stdout.contains("nodes: 31"), "{label}: {stdout}");
         assert!(stdout.trim_end().ends_with("ok"), "{label}: {stdout}");
     }
