@@ -537,10 +537,13 @@ fn env_layers(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, toml
             continue;
         };
         let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        // a secret is text even when it looks like a number ("12345") or a boolean
+        let secret = path.last().is_some_and(|k| k == "password");
         let value = format!("v = {raw}")
             .parse::<toml::Table>()
             .ok()
             .and_then(|mut t| t.remove("v"))
+            .filter(|_| !secret)
             .unwrap_or_else(|| toml::Value::String(raw.clone()));
         let mut table = toml::Table::new();
         let mut cursor = &mut table;
@@ -1273,6 +1276,91 @@ mod tests {
         let e = load_settings(&ConfigSource::Embedded, env.into_iter()).unwrap_err();
         assert!(e.problem.contains("unknown field `listn`"), "{e}");
         assert_eq!(e.file, "environment DOM_ROUTER__SERVER__LISTN");
+    }
+
+    fn settings_with(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        load_settings(&ConfigSource::Embedded, env.into_iter())
+    }
+
+    #[test]
+    fn a_password_from_the_environment_stays_text_even_when_it_looks_like_a_number() {
+        let s = settings_with(&[("DOM_ROUTER__STORE__REDIS__PASSWORD", "12345")]).unwrap();
+        assert_eq!(s.store.redis.password.as_deref(), Some("12345"));
+        let s = settings_with(&[("DOM_ROUTER__STORE__REDIS__PASSWORD", "true")]).unwrap();
+        assert_eq!(s.store.redis.password.as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn empty_addresses_and_paths_turn_their_feature_off() {
+        let s = settings_with(&[("DOM_ROUTER__METRICS__LISTEN", "")]).unwrap();
+        assert_eq!(s.metrics.listen, None);
+        let s = settings_with(&[]).unwrap();
+        assert_eq!(s.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!((s.server.health_listen, s.tls.cert_file), (None, None));
+        assert_eq!(s.auth.mode, AuthMode::Open);
+        let e = settings_with(&[("DOM_ROUTER__METRICS__LISTEN", "nowhere")]).unwrap_err();
+        assert_eq!(e.field, "metrics.listen");
+    }
+
+    #[test]
+    fn operations_settings_that_go_together_are_checked() {
+        let e = settings_with(&[("DOM_ROUTER__TLS__CERT_FILE", "/x.pem")]).unwrap_err();
+        assert_eq!(e.field, "tls.key_file");
+        let e = settings_with(&[("DOM_ROUTER__TLS__CLIENT_CA_FILE", "/ca.pem")]).unwrap_err();
+        assert_eq!(e.field, "tls.client_ca_file");
+        let e = settings_with(&[("DOM_ROUTER__AUTH__MODE", "tokens")]).unwrap_err();
+        assert_eq!(e.field, "auth.tokens_file");
+        let e = settings_with(&[("DOM_ROUTER__AUTH__MODE", "sometimes")]).unwrap_err();
+        assert_eq!(e.field, "auth.mode");
+        let e = settings_with(&[("DOM_ROUTER__TRACING__SAMPLE_RATIO", "1.5")]).unwrap_err();
+        assert_eq!(e.field, "tracing.sample_ratio");
+        let e = settings_with(&[
+            ("DOM_ROUTER__SERVER__LISTEN", "0.0.0.0:7000"),
+            ("DOM_ROUTER__METRICS__LISTEN", "127.0.0.1:7000"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.field, "metrics.listen");
+        let otel = settings_with(&[("DOM_ROUTER__TRACING__OTLP_ENDPOINT", "http://c:4317")]);
+        if cfg!(feature = "otel") {
+            assert!(otel.is_ok());
+        } else {
+            assert_eq!(otel.unwrap_err().field, "tracing.otlp_endpoint");
+        }
+    }
+
+    #[test]
+    fn relative_secret_paths_are_read_from_the_config_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SERVER_FILE),
+            "[auth]\nmode = \"tokens\"\ntokens_file = \"secrets/tokens.toml\"\n[tls]\ncert_file = \"/abs/tls.crt\"\nkey_file = \"tls.key\"\n",
+        )
+        .unwrap();
+        let s = load_settings(&ConfigSource::Dir(dir.path().into()), std::iter::empty()).unwrap();
+        assert_eq!(
+            s.auth.tokens_file,
+            Some(dir.path().join("secrets/tokens.toml"))
+        );
+        assert_eq!(s.tls.cert_file, Some(PathBuf::from("/abs/tls.crt")));
+        assert_eq!(s.tls.key_file, Some(dir.path().join("tls.key")));
+    }
+
+    #[test]
+    fn the_rules_version_is_a_content_hash_of_both_files() {
+        let a = rules_version("n", "s");
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, rules_version("n", "s"));
+        assert_ne!(a, rules_version("n", "s2"));
+        assert_ne!(a, rules_version("n2", "s"));
+        let embedded = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
+        assert_eq!(
+            embedded.rules_version,
+            rules_version(embedded::NETWORK, embedded::SEGMENTS)
+        );
     }
 
     #[test]

@@ -82,16 +82,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let telemetry = match telemetry::init_with(log_format, &config.settings.tracing) {
-                Ok(t) => t,
-                Err(e) => {
-                    telemetry::init(log_format);
-                    error!("cannot set up tracing: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let result = serve(config, listen);
-            telemetry.shutdown();
+            let result = serve(config, listen, log_format);
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -104,7 +95,27 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn serve(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+async fn serve(
+    mut config: Config,
+    listen: Option<SocketAddr>,
+    log_format: LogFormat,
+) -> anyhow::Result<()> {
+    // the span exporter's gRPC client lives on this runtime
+    let telemetry = match telemetry::init_with(log_format, &config.settings.tracing) {
+        Ok(t) => t,
+        Err(e) => {
+            telemetry::init(log_format);
+            anyhow::bail!("cannot set up tracing: {e}");
+        }
+    };
+    let result = run(&mut config, listen).await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .ok();
+    result
+}
+
+async fn run(config: &mut Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     if let Some(addr) = listen {
         config.settings.server.listen = addr;
     }
@@ -136,7 +147,7 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result
         warn!("stock in memory: this process does not share it with other replicas");
     }
     let listeners = Listeners::bind(&config.settings).await?;
-    let engine = dom_router::server::engine(&config, Arc::new(SystemClock))
+    let engine = dom_router::server::engine(config, Arc::new(SystemClock))
         .context("cannot open the stock store")?;
     let rules = match &config.source {
         ConfigSource::Dir(_) => Some(config.source.clone()),
