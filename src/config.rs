@@ -1119,11 +1119,31 @@ impl Config {
                 )
             })
             .collect();
+        let optional = |addr: Option<SocketAddr>| addr.map_or("off".to_owned(), |a| a.to_string());
+        let auth = match self.settings.auth.mode {
+            AuthMode::Open => "open".to_owned(),
+            AuthMode::Tokens => format!(
+                "tokens from {}",
+                self.settings
+                    .auth
+                    .tokens_file
+                    .as_deref()
+                    .map_or(String::new(), |p| p.display().to_string())
+            ),
+        };
         format!(
-            "config: {}\nlisten: {}\nstore: {:?}\nnodes: {} ({}; {} disabled)\nsegments: {}\n{}\nstock: {} rows, {} skus, {} units on hand\n",
+            "config: {}\nlisten: {} (tls {}, auth {auth})\nhealth listen: {}\nmetrics: {}\nstore: {:?}\nrules version: {}\nnodes: {} ({}; {} disabled)\nsegments: {}\n{}\nstock: {} rows, {} skus, {} units on hand\n",
             self.source,
             self.settings.server.listen,
+            if self.settings.tls.enabled() {
+                "on"
+            } else {
+                "off"
+            },
+            optional(self.settings.server.health_listen),
+            optional(self.settings.metrics.listen),
             self.settings.store.kind,
+            self.rules_version,
             self.network.len(),
             kinds.join(", "),
             disabled,
