@@ -125,6 +125,24 @@ async fn metrics_name_what_operators_watch_and_move_with_the_calls() {
         .unwrap()
         .into_inner();
     assert_eq!((summary.applied, summary.stale), (1, 1));
+    let malformed = pb::StockUpdate {
+        node_id: String::new(),
+        sku: "MET-2".into(),
+        kind: pb::StockUpdateKind::Snapshot as i32,
+        quantity: 1,
+        sequence: 8,
+        order_id: String::new(),
+        safety_stock: None,
+    };
+    let summary = server
+        .inventory()
+        .set_stock(pb::SetStockRequest {
+            updates: vec![malformed],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.rejected, 1);
     server.clock.advance_secs(2);
 
     // the sweep runs every 20 ms; wait for it to find the expired hold
@@ -169,6 +187,7 @@ async fn metrics_name_what_operators_watch_and_move_with_the_calls() {
     );
     assert!(moved("dom_router_feed_updates_total", &[("result", "applied")]) >= 1.0);
     assert!(moved("dom_router_feed_updates_total", &[("result", "stale")]) >= 1.0);
+    assert!(moved("dom_router_feed_updates_total", &[("result", "rejected")]) >= 1.0);
     assert!(
         moved("dom_router_holds_expired_total", &[]) >= 1.0,
         "{after}"

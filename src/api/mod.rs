@@ -177,6 +177,7 @@ impl InventoryApi {
                 Err(reason) => rejected_here.push((index, reason)),
             }
         }
+        crate::metrics::feed_malformed(rejected_here.len() as u64);
         let results = self.engine.apply_stock(valid).await?;
         let mut rejections = rejected_here;
         for (index, result) in keys.into_iter().zip(results) {
