@@ -29,7 +29,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to; for tests.
+/// A clock that moves only when told to; for tests and replays of past orders.
 #[derive(Debug, Clone)]
 pub struct ManualClock(Arc<AtomicI64>);
 
@@ -40,6 +40,11 @@ impl ManualClock {
 
     pub fn advance_secs(&self, secs: i64) {
         self.0.fetch_add(secs * 1000, Ordering::SeqCst);
+    }
+
+    /// Moves to `at`, backwards too: a replay sets it to each order's time of placing.
+    pub fn set(&self, at: Millis) {
+        self.0.store(at, Ordering::SeqCst);
     }
 }
 

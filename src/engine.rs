@@ -166,7 +166,16 @@ impl Engine {
         let span = info_span!("plan", strategy = %kind, candidates = tracing::field::Empty);
         if order.lines.len() * rules.network.len() <= INLINE_PLAN_WORK {
             let _plan = span.enter();
-            return decide(rules, &self.strategies, order, kind, &stock, &capacity, today, &span);
+            return decide(
+                rules,
+                &self.strategies,
+                order,
+                kind,
+                &stock,
+                &capacity,
+                today,
+                &span,
+            );
         }
         let rules = rules.clone();
         let strategies = self.strategies.clone();
@@ -174,7 +183,16 @@ impl Engine {
         self.pool
             .run(move || {
                 let _plan = span.enter();
-                decide(&rules, &strategies, &order, kind, &stock, &capacity, today, &span)
+                decide(
+                    &rules,
+                    &strategies,
+                    &order,
+                    kind,
+                    &stock,
+                    &capacity,
+                    today,
+                    &span,
+                )
             })
             .await?
     }

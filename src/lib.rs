@@ -3,7 +3,8 @@
 //! lines under customer-segment rules, over a gRPC API (`proto/dom/v1`).
 //!
 //! The domain core ([`domain`], [`sourcing`], [`engine`]) knows nothing of transport or
-//! storage; [`api`] adapts it to gRPC and [`store`] keeps stock behind one trait.
+//! storage; [`api`] adapts it to gRPC and [`store`] keeps stock behind one trait. [`replay`]
+//! runs a file of past orders through the engine, for planners trying a rule change.
 
 pub mod access;
 pub mod api;
@@ -14,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod reload;
+pub mod replay;
 pub mod server;
 pub mod sourcing;
 pub mod store;

@@ -248,6 +248,45 @@ impl OrderGen {
     }
 }
 
+/// The segments of a mixed day, taken in turn: 60% standard, 20% vip, 20% marketplace, as the
+/// demo config names them.
+pub const DAY_SEGMENTS: [&str; 5] = ["standard", "standard", "standard", "vip", "marketplace"];
+
+/// A day of orders `o0`, `o1`, ... in the mix of the cost replay: segments in turn from
+/// [`DAY_SEGMENTS`]; 1, 2 or 3 lines three times in ten each, 4 lines once. The line counts have a generator of their
+/// own, so a day keeps its destinations and skus when the mix changes.
+#[derive(Debug, Clone)]
+pub struct MixedDay {
+    orders: OrderGen,
+    lines: Rng,
+    next: usize,
+}
+
+impl MixedDay {
+    pub fn new(orders: OrderGen, lines_seed: u64) -> Self {
+        Self {
+            orders,
+            lines: Rng::new(lines_seed),
+            next: 0,
+        }
+    }
+}
+
+impl Iterator for MixedDay {
+    type Item = Order;
+
+    fn next(&mut self) -> Option<Order> {
+        let i = self.next;
+        self.next += 1;
+        let lines = 1 + (self.lines.below(100) as usize).min(99) / 30;
+        Some(self.orders.order(
+            &format!("o{i}"),
+            DAY_SEGMENTS[i % DAY_SEGMENTS.len()],
+            lines,
+        ))
+    }
+}
+
 /// The segment rules of synthetic networks: every kind, up to 3 parcels, backorders.
 pub fn standard_segment() -> SegmentRules {
     SegmentRules {
@@ -291,6 +330,23 @@ mod tests {
         let (o1, o2) = (g1.order("o", "standard", 4), g2.order("o", "standard", 4));
         assert_eq!(o1, o2);
         assert_eq!(o1.lines.len(), 4);
+    }
+
+    #[test]
+    fn a_mixed_day_takes_segments_in_turn_with_one_to_four_lines() {
+        let orders: Vec<Order> = MixedDay::new(OrderGen::new(cities(CSV, &["US"]), skus(20), 4), 5)
+            .take(500)
+            .collect();
+        assert_eq!(orders[3].order_id, "o3");
+        assert_eq!(orders[3].segment, "vip");
+        let standard = orders.iter().filter(|o| o.segment == "standard").count();
+        assert_eq!(standard, 300);
+        let mut by_lines = [0usize; 5];
+        for o in &orders {
+            by_lines[o.lines.len()] += 1;
+        }
+        assert_eq!(by_lines[0], 0);
+        assert!(by_lines[1] > by_lines[4] && by_lines[4] > 0, "{by_lines:?}");
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! The `dom-router` binary as a process: config checking, and serving until SIGTERM.
+//! The `dom-router` binary as a process: config checking, replaying orders against configs,
+//! and serving until SIGTERM.
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -65,6 +68,302 @@ fn check_config_refuses_a_bad_environment_override() {
         "{stderr}"
     );
     assert!(stderr.contains("holds.max_ttl_secs"), "{stderr}");
+}
+
+const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+const DEMO_ORDERS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/benches/data/orders-demo.jsonl"
+);
+
+fn replay(args: &[&str]) -> Output {
+    Command::new(BIN).arg("replay").args(args).output().unwrap()
+}
+
+/// The replay's JSON report, after checking it succeeded.
+fn replay_json(args: &[&str]) -> Value {
+    let out = replay(&[args, &["--json"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A copy of the shipped config with `edit` applied to each file's text, by file name.
+fn config_copy(edit: impl Fn(&str, String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["network.toml", "segments.toml", "server.toml", "stock.csv"] {
+        let text = std::fs::read_to_string(Path::new(CONFIG).join(file)).unwrap();
+        std::fs::write(dir.path().join(file), edit(file, text)).unwrap();
+    }
+    dir
+}
+
+/// The demo orders as JSON values, one per line.
+fn demo_orders() -> Vec<Value> {
+    std::fs::read_to_string(DEMO_ORDERS)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn count(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+#[test]
+fn replay_prints_the_metrics_of_the_demo_orders() {
+    let orders = demo_orders();
+    let units: u64 = orders
+        .iter()
+        .flat_map(|o| o["lines"].as_array().unwrap())
+        .map(|l| count(&l["quantity"]))
+        .sum();
+
+    let out = replay(&["--orders", DEMO_ORDERS, "--config", CONFIG]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = |label: &str| -> String {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} in\n{stdout}"));
+        line[label.len()..].trim().to_owned()
+    };
+    assert_eq!(value("orders "), orders.len().to_string());
+    assert_eq!(value("units "), units.to_string());
+    for label in [
+        "cost to serve ",
+        "per planned order ",
+        "shipments per order ",
+        "split rate ",
+        "unfilled units ",
+        "refused orders ",
+    ] {
+        value(label);
+    }
+    for segment in ["marketplace", "standard", "vip"] {
+        assert!(
+            stdout.contains(&format!("\nsegment {segment}\n")),
+            "{stdout}"
+        );
+    }
+
+    let report = replay_json(&["--orders", DEMO_ORDERS, "--config", CONFIG]);
+    let base = &report["base"];
+    assert_eq!(count(&base["orders"]), orders.len() as u64);
+    assert_eq!(count(&base["units"]), units);
+    assert_eq!(
+        count(&base["planned_orders"]) + count(&base["refused_orders"]),
+        orders.len() as u64
+    );
+    let by_reason: u64 = base["refused_by_reason"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(count)
+        .sum();
+    assert_eq!(by_reason, count(&base["refused_orders"]));
+    let segments = base["segments"].as_object().unwrap();
+    for key in ["orders", "units", "unfilled_units", "refused_orders"] {
+        let sum: u64 = segments.values().map(|s| count(&s[key])).sum();
+        assert_eq!(sum, count(&base[key]), "{key}");
+    }
+    for segment in ["marketplace", "standard", "vip"] {
+        let in_file = orders.iter().filter(|o| o["segment"] == segment).count() as u64;
+        assert_eq!(count(&segments[segment]["orders"]), in_file, "{segment}");
+    }
+    assert!(base["cost_to_serve"].as_f64().unwrap() > 0.0);
+    assert!(report.get("against").is_none());
+}
+
+#[test]
+fn replay_against_a_copy_without_a_warehouse_moves_every_order_it_served() {
+    let without = config_copy(|file, text| match file {
+        "network.toml" => text.replace(
+            "id = \"wh-getafe\"\n",
+            "id = \"wh-getafe\"\nenabled = false\n",
+        ),
+        _ => text,
+    });
+    let against = without.path().to_str().unwrap();
+    let report = replay_json(&[
+        "--orders",
+        DEMO_ORDERS,
+        "--config",
+        CONFIG,
+        "--against",
+        against,
+    ]);
+    let served = count(&report["base"]["shipments_by_node"]["wh-getafe"]);
+    assert!(served > 0, "the demo orders use wh-getafe");
+    assert!(
+        report["against"]["shipments_by_node"]
+            .get("wh-getafe")
+            .is_none()
+    );
+    // each order ships at most one parcel from a node, so each parcel is an order that moved
+    let changed = count(&report["changed_orders"]);
+    assert!(
+        changed >= served,
+        "{changed} changed, {served} served by wh-getafe"
+    );
+    let changes = report["changes"].as_array().unwrap();
+    assert_eq!(changes.len() as u64, changed);
+    let from_getafe = changes
+        .iter()
+        .filter(|c| c["before"].as_str().unwrap().contains("wh-getafe "))
+        .inspect(|c| assert!(!c["after"].as_str().unwrap().contains("wh-getafe"), "{c}"))
+        .count() as u64;
+    assert_eq!(from_getafe, served);
+    assert_eq!(report["difference"]["orders"]["absolute"], 0);
+    let cost = |side: &str| report[side]["cost_to_serve"].as_f64().unwrap();
+    assert!(
+        cost("against") > cost("base"),
+        "the next cheapest nodes cost more"
+    );
+
+    let out = replay(&[
+        "--orders",
+        DEMO_ORDERS,
+        "--config",
+        CONFIG,
+        "--against",
+        against,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("decisions changed: {changed} of ")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("wh-getafe"), "{stdout}");
+}
+
+#[test]
+fn replay_against_a_huge_split_penalty_splits_fewer_orders() {
+    let costly = config_copy(|file, text| match file {
+        "segments.toml" => text
+            .lines()
+            .map(|l| {
+                if l.starts_with("split_penalty") {
+                    "split_penalty = 1000.0"
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => text,
+    });
+    let report = replay_json(&[
+        "--orders",
+        DEMO_ORDERS,
+        "--config",
+        CONFIG,
+        "--against",
+        costly.path().to_str().unwrap(),
+    ]);
+    let split = |side: &str| report[side]["split_rate"].as_f64().unwrap();
+    assert!(split("base") > 0.0);
+    assert!(split("against") < split("base"), "{report:#}");
+    assert!(
+        report["difference"]["split_rate"]["absolute"]
+            .as_f64()
+            .unwrap()
+            < 0.0
+    );
+    assert!(count(&report["changed_orders"]) > 0);
+}
+
+#[test]
+fn replay_against_the_same_config_changes_nothing() {
+    let same = config_copy(|_, text| text);
+    let args = [
+        "--orders",
+        DEMO_ORDERS,
+        "--config",
+        CONFIG,
+        "--against",
+        same.path().to_str().unwrap(),
+    ];
+    let report = replay_json(&args);
+    assert_eq!(report["changed_orders"], 0);
+    assert_eq!(report["changes"].as_array().unwrap().len(), 0);
+    fn all_zero(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => match m.get("absolute") {
+                Some(a) => a.as_f64() == Some(0.0),
+                None => m.values().all(all_zero),
+            },
+            _ => true,
+        }
+    }
+    assert!(all_zero(&report["difference"]), "{report:#}");
+    assert_eq!(
+        report["base"]["cost_to_serve"],
+        report["against"]["cost_to_serve"]
+    );
+    let out = replay(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("decisions changed: 0 of "), "{stdout}");
+}
+
+#[test]
+fn replay_from_no_stock_ships_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "sku,node,on_hand,safety_stock\n").unwrap();
+    let report = replay_json(&["--orders", DEMO_ORDERS, "--stock", empty.to_str().unwrap()]);
+    let base = &report["base"];
+    assert_eq!(count(&base["unfilled_units"]), count(&base["units"]));
+    assert_eq!(base["shipments_per_order"].as_f64(), Some(0.0));
+    // vip refuses partial plans: every vip order is refused
+    assert_eq!(
+        count(&base["segments"]["vip"]["refused_orders"]),
+        count(&base["segments"]["vip"]["orders"])
+    );
+}
+
+#[test]
+fn replay_names_the_line_and_field_of_a_bad_order_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orders.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(DEMO_ORDERS)
+        .unwrap()
+        .lines()
+        .take(3)
+        .map(str::to_owned)
+        .collect();
+    let mut bad: Value = serde_json::from_str(&lines[2]).unwrap();
+    bad["lines"][0]["quantity"] = 0.into();
+    std::fs::write(&path, format!("{}\n{}\n{bad}\n", lines[0], lines[1])).unwrap();
+    let out = replay(&["--orders", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("orders.jsonl:3: lines[0].quantity: must be at least 1"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // a segment the config does not know is refused as the API refuses it
+    let mut unknown: Value = serde_json::from_str(&lines[1]).unwrap();
+    unknown["segment"] = "gold".into();
+    std::fs::write(&path, format!("{}\n{unknown}\n", lines[0])).unwrap();
+    let out = replay(&["--orders", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("orders.jsonl:2: segment: unknown segment \"gold\""),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
