@@ -34,7 +34,7 @@ fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let config = Config::load(ConfigSource::Embedded, std::iter::empty()).expect("demo config");
     let skus: BTreeSet<String> = config.stock.iter().map(|s| s.sku.clone()).collect();
-    let cities = synth::cities(include_str!("data/cities.csv"), &["ES", "PT"]);
+    let cities = synth::cities(include_str!("../data/cities.csv"), &["ES", "PT"]);
     // line counts draw from a generator of their own, seeded apart from destinations and skus
     let day = MixedDay::new(
         OrderGen::new(cities, skus.into_iter().collect(), args.seed),
