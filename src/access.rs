@@ -146,9 +146,27 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 
 fn parse_tokens(path: &Path, text: &str) -> Result<Tokens, ConfigError> {
     let file = path.display().to_string();
-    let parsed: TokensFile = toml::from_str(text).map_err(|e| {
-        // the parser quotes the offending line, which may hold a token: keep only its message
-        ConfigError::new(&file, "", e.message().to_owned())
+    // The parser's messages quote the offending value, which may be a token: say where the
+    // problem is and what was expected, never what was found.
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map_or(0, |span| text[..span.start].matches('\n').count() + 1);
+        ConfigError::new(&file, "", format!("line {line}: not valid TOML"))
+    })?;
+    let mut track = serde_path_to_error::Track::new();
+    let parsed = TokensFile::deserialize(serde_path_to_error::Deserializer::new(
+        toml::Value::Table(table),
+        &mut track,
+    ))
+    .map_err(|_| {
+        let field = track.path().to_string();
+        let expected = match field.rsplit('.').next() {
+            Some("role") => "must be checkout, feed or planner",
+            Some("name" | "token") => "must be a string",
+            _ => "is not expected here (a [[client]] has name, role and token)",
+        };
+        ConfigError::new(&file, field, expected)
     })?;
     if parsed.client.is_empty() {
         return Err(ConfigError::new(
@@ -178,14 +196,11 @@ fn parse_tokens(path: &Path, text: &str) -> Result<Tokens, ConfigError> {
                 format!("shorter than {MIN_TOKEN_CHARS} characters"),
             ));
         }
-        if c.token
-            .chars()
-            .any(|ch| ch.is_whitespace() || ch.is_control())
-        {
+        if !c.token.chars().all(|ch| ch.is_ascii_graphic()) {
             return Err(ConfigError::new(
                 &file,
                 field("token"),
-                "holds whitespace or control characters, which a header cannot carry",
+                "must be visible ASCII characters only, which is what a header can carry",
             ));
         }
         let key = digest(c.token.as_bytes());
@@ -498,8 +513,26 @@ role = "admin"
 token = "a-long-enough-secret-value""#,
         )
         .unwrap_err();
-        assert!(role.problem.contains("admin"), "{role}");
+        assert_eq!(role.field, "client[0].role");
+        assert!(!role.to_string().contains("admin"), "{role}");
         assert!(!role.to_string().contains("a-long-enough"), "{role}");
+        let number =
+            access("[[client]]\nname = \"a\"\nrole = \"feed\"\ntoken = 1234567890123456789\n")
+                .unwrap_err();
+        assert_eq!(number.field, "client[0].token");
+        assert!(
+            !number.to_string().contains("1234567890123456789"),
+            "{number}"
+        );
+        let broken =
+            access("[[client]]\nname = \"a\"\ntoken = \"secret-secret-secret\n").unwrap_err();
+        assert!(!broken.to_string().contains("secret-secret"), "{broken}");
+        assert!(broken.problem.contains("line 3"), "{broken}");
+        let accented = access(
+            "[[client]]\nname = \"a\"\nrole = \"feed\"\ntoken = \"contraseña-muy-larga-1\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(accented.field, "client[0].token");
         let twice = access(&format!(
             "{TWO}\n[[client]]\nname = \"other\"\nrole = \"planner\"\ntoken = \"feed-token-0123456789abc\""
         ))

@@ -1156,41 +1156,66 @@ impl Config {
     }
 }
 
+/// The text of the rule files of a config source, and the names to report them by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesFiles {
+    pub network_file: String,
+    pub network: String,
+    pub segments_file: String,
+    pub segments: String,
+}
+
+impl RulesFiles {
+    /// Reads `network.toml` and `segments.toml` of `source`.
+    pub fn read(source: &ConfigSource) -> Result<Self, ConfigError> {
+        match source {
+            ConfigSource::Embedded => Ok(Self {
+                network_file: "embedded network.toml".to_owned(),
+                network: embedded::NETWORK.to_owned(),
+                segments_file: "embedded segments.toml".to_owned(),
+                segments: embedded::SEGMENTS.to_owned(),
+            }),
+            ConfigSource::Dir(dir) => {
+                if !dir.is_dir() {
+                    return Err(ConfigError::new(
+                        &dir.display().to_string(),
+                        "",
+                        "is not a directory",
+                    ));
+                }
+                let network = dir.join(NETWORK_FILE);
+                let segments = dir.join(SEGMENTS_FILE);
+                Ok(Self {
+                    network_file: network.display().to_string(),
+                    network: read(&network)?,
+                    segments_file: segments.display().to_string(),
+                    segments: read(&segments)?,
+                })
+            }
+        }
+    }
+
+    /// The version rules parsed from these files will carry.
+    pub fn version(&self) -> String {
+        rules_version(&self.network, &self.segments)
+    }
+
+    /// Parses and validates the rules.
+    pub fn parse(&self) -> Result<Rules, ConfigError> {
+        let network = parse_network(&self.network_file, &self.network)?;
+        let segments = parse_segments(&self.segments_file, &self.segments, &network)?;
+        Ok(Rules {
+            network,
+            segments,
+            version: self.version(),
+        })
+    }
+}
+
 /// The network and segment rules of a config source, validated: what a running server
 /// reloads when planners change them.
 pub fn load_rules(source: &ConfigSource) -> Result<Rules, ConfigError> {
-    let (network_file, network_text, segments_file, segments_text) = match source {
-        ConfigSource::Embedded => (
-            "embedded network.toml".to_owned(),
-            embedded::NETWORK.to_owned(),
-            "embedded segments.toml".to_owned(),
-            embedded::SEGMENTS.to_owned(),
-        ),
-        ConfigSource::Dir(dir) => {
-            if !dir.is_dir() {
-                return Err(ConfigError::new(
-                    &dir.display().to_string(),
-                    "",
-                    "is not a directory",
-                ));
-            }
-            let network = dir.join(NETWORK_FILE);
-            let segments = dir.join(SEGMENTS_FILE);
-            (
-                network.display().to_string(),
-                read(&network)?,
-                segments.display().to_string(),
-                read(&segments)?,
-            )
-        }
-    };
-    let network = parse_network(&network_file, &network_text)?;
-    let segments = parse_segments(&segments_file, &segments_text, &network)?;
-    Ok(Rules {
-        network,
-        segments,
-        version: rules_version(&network_text, &segments_text),
-    })
+    RulesFiles::read(source)?.parse()
 }
 
 /// The first 16 hex digits of the SHA-256 of `network.toml` followed by `segments.toml`: the

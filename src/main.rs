@@ -300,11 +300,13 @@ async fn run(config: &mut Config, listen: Option<SocketAddr>) -> anyhow::Result<
     let listeners = Listeners::bind(&config.settings).await?;
     let engine = dom_router::server::engine(config, Arc::new(SystemClock))
         .context("cannot open the stock store")?;
-    let rules = match &config.source {
-        ConfigSource::Dir(_) => Some(config.source.clone()),
-        ConfigSource::Embedded => None,
-    };
-    dom_router::server::serve(listeners, engine, rules, shutdown_signal()).await?;
+    dom_router::server::serve(
+        listeners,
+        engine,
+        Some(config.source.clone()),
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -13,14 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::access::Access;
-use crate::config::{ConfigSource, SERVER_FILE, load_rules};
+use crate::config::{ConfigSource, RulesFiles, SERVER_FILE};
+use crate::domain::Rules;
 use crate::engine::Engine;
 
-/// Events closer together than this are read as one change (an editor or a ConfigMap update
-/// writes several files).
+/// How long changed files must stay the same before they are read as a change (an editor, a
+/// copy or a ConfigMap update writes more than one file, and not at once).
 const SETTLE: Duration = Duration::from_millis(250);
 
 /// What a reload did.
@@ -36,13 +37,15 @@ pub enum Outcome {
 
 /// Reads the rules of `source` and puts them in force if they changed and validate.
 pub async fn reload_rules(engine: &Engine, source: &ConfigSource) -> Outcome {
+    let current = engine.rules().version.clone();
     let loaded = {
         let source = source.clone();
-        tokio::task::spawn_blocking(move || load_rules(&source)).await
+        tokio::task::spawn_blocking(move || read_settled(&source, &current)).await
     };
     let rules = match loaded {
-        Ok(Ok(rules)) => rules,
-        Ok(Err(e)) => return Outcome::Refused(e.to_string()),
+        Ok(Ok(Some(rules))) => rules,
+        Ok(Ok(None)) => return Outcome::Unchanged,
+        Ok(Err(e)) => return Outcome::Refused(e),
         Err(e) => return Outcome::Refused(format!("loading the rules failed: {e}")),
     };
     let previous = engine.rules().version.clone();
@@ -54,23 +57,52 @@ pub async fn reload_rules(engine: &Engine, source: &ConfigSource) -> Outcome {
     Outcome::Applied { version, previous }
 }
 
+/// Files that differ from the rules in force (`current`) are read again after a moment until
+/// two reads agree, so a copy or an edit caught half-way, or the two files read either side of
+/// a ConfigMap update, is never taken for a change. `None`: unchanged.
+fn read_settled(source: &ConfigSource, current: &str) -> Result<Option<Rules>, String> {
+    let mut files = RulesFiles::read(source).map_err(|e| e.to_string())?;
+    if files.version() == current {
+        return Ok(None);
+    }
+    for _ in 0..20 {
+        std::thread::sleep(SETTLE);
+        let again = RulesFiles::read(source).map_err(|e| e.to_string())?;
+        if again == files {
+            return files.parse().map(Some).map_err(|e| e.to_string());
+        }
+        files = again;
+    }
+    Err("the rule files kept changing for 5 s; trying again on the next change".into())
+}
+
 /// Watches the config and reloads until `stop` turns true.
+///
+/// `hangups` yields on SIGHUP (see [`hangups`]); it is made by the caller before anything else
+/// runs, as a SIGHUP that arrives with no handler ends the process.
 pub async fn watch(
     engine: Arc<Engine>,
     source: ConfigSource,
     access: Arc<Access>,
+    mut hangups: mpsc::Receiver<()>,
     mut stop: watch::Receiver<bool>,
 ) {
     let settings = &engine.settings().server;
     let every = Duration::from_millis(settings.reload_interval_ms);
     let watch_files = settings.watch_config;
     let ConfigSource::Dir(dir) = &source else {
-        debug!("embedded config: no rules to watch");
-        return;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                Some(()) = hangups.recv() => {
+                    info!("SIGHUP: the embedded config has nothing to reload");
+                }
+                else => return,
+            }
+        }
     };
     let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
     let _watcher = watch_files.then(|| file_events(dir.clone(), events_tx));
-    let mut hangups = hangups();
     let server_toml = std::fs::read(dir.join(SERVER_FILE)).ok();
     let mut last_refusal: Option<String> = None;
     let mut last_tokens_error: Option<String> = None;
@@ -85,8 +117,6 @@ pub async fn watch(
         let why = tokio::select! {
             _ = stop.changed() => return,
             Some(()) = events.recv() => {
-                // let the burst of events of one change settle
-                tokio::time::sleep(SETTLE).await;
                 while events.try_recv().is_ok() {}
                 "file change"
             }
@@ -122,7 +152,21 @@ pub async fn watch(
                 }
             }
         }
-        match access.reload_tokens() {
+        // file reads stay off the async workers
+        let (tokens, server_toml_changed) = {
+            let access = access.clone();
+            let path = dir.join(SERVER_FILE);
+            let at_start = server_toml.clone();
+            match tokio::task::spawn_blocking(move || {
+                (access.reload_tokens(), std::fs::read(path).ok() != at_start)
+            })
+            .await
+            {
+                Ok(read) => read,
+                Err(_) => continue,
+            }
+        };
+        match tokens {
             Ok(true) => {
                 info!(
                     clients = access.clients(),
@@ -139,7 +183,7 @@ pub async fn watch(
                 }
             }
         }
-        if !server_toml_noted && std::fs::read(dir.join(SERVER_FILE)).ok() != server_toml {
+        if !server_toml_noted && server_toml_changed {
             warn!("server.toml changed; server settings apply on the next restart");
             server_toml_noted = true;
         }
@@ -169,8 +213,9 @@ fn file_events(dir: PathBuf, tx: mpsc::UnboundedSender<()>) -> Option<notify::Re
     Some(watcher)
 }
 
-/// SIGHUPs as a stream of `()`; never yields where there are no such signals.
-fn hangups() -> mpsc::Receiver<()> {
+/// SIGHUPs as a stream of `()`, from the moment this is called; never yields where there are
+/// no such signals. Call it inside the runtime.
+pub fn hangups() -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel(1);
     #[cfg(unix)]
     {

@@ -253,16 +253,20 @@ pub async fn serve(
             engine.clone(),
             source,
             access.clone(),
+            crate::reload::hangups(),
             stop_rx.clone(),
         )));
     }
+    // probes and scrapes go on while the gRPC port drains: liveness stays SERVING, readiness
+    // says NOT_SERVING, and the last metrics can be read
+    let (probes_stop_tx, probes_stop) = watch::channel(false);
     if let Some(listener) = listeners.metrics {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "metrics at http://{addr}/metrics");
         }
         tasks.push(tokio::spawn(crate::metrics::serve(
             listener,
-            stop_rx.clone(),
+            probes_stop.clone(),
         )));
     }
     if let Some(listener) = listeners.health {
@@ -270,7 +274,7 @@ pub async fn serve(
             info!(%addr, "health (plaintext, for probes) listening");
         }
         let health = health.clone();
-        let mut stopped = stop_rx.clone();
+        let mut stopped = probes_stop.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move {
                 let _ = stopped.changed().await;
@@ -346,6 +350,7 @@ pub async fn serve(
             Ok(())
         }
     };
+    let _ = probes_stop_tx.send(true);
     for task in tasks {
         task.abort();
     }

@@ -405,6 +405,17 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
         }
     };
     assert_eq!(status, ServingStatus::Serving);
+    // SIGHUP on the embedded config reloads nothing and must not end the process
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the server"
+    );
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
