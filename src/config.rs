@@ -424,7 +424,16 @@ impl Settings {
                 format!("{} is outside 0..1", t.sample_ratio),
             ));
         }
-        if t.otlp_endpoint.is_some() {
+        if let Some(endpoint) = &t.otlp_endpoint {
+            if !endpoint.starts_with("http://") {
+                return Err(ConfigError::new(
+                    source,
+                    "tracing.otlp_endpoint",
+                    format!(
+                        "{endpoint:?} is not an http:// URL (spans go in plaintext to a collector, usually an agent beside the server)"
+                    ),
+                ));
+            }
             if !cfg!(feature = "otel") {
                 return Err(ConfigError::new(
                     source,
@@ -463,6 +472,16 @@ impl Settings {
                 source,
                 "tls.client_ca_file",
                 "client certificates need TLS: set tls.cert_file and tls.key_file too",
+            ));
+        }
+        if self.server.reload_interval_ms != 0 && self.server.reload_interval_ms < 100 {
+            return Err(ConfigError::new(
+                source,
+                "server.reload_interval_ms",
+                format!(
+                    "{} ms is too often to read the config directory; use 100 or more, or 0 for no polling",
+                    self.server.reload_interval_ms
+                ),
             ));
         }
         if self.auth.mode == AuthMode::Tokens && self.auth.tokens_file.is_none() {
@@ -1369,6 +1388,11 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e.field, "metrics.listen");
+        let e =
+            settings_with(&[("DOM_ROUTER__TRACING__OTLP_ENDPOINT", "collector:4317")]).unwrap_err();
+        assert_eq!(e.field, "tracing.otlp_endpoint");
+        let e = settings_with(&[("DOM_ROUTER__SERVER__RELOAD_INTERVAL_MS", "5")]).unwrap_err();
+        assert_eq!(e.field, "server.reload_interval_ms");
         let otel = settings_with(&[("DOM_ROUTER__TRACING__OTLP_ENDPOINT", "http://c:4317")]);
         if cfg!(feature = "otel") {
             assert!(otel.is_ok());

@@ -166,16 +166,20 @@ impl Engine {
         let span = info_span!("plan", strategy = %kind, candidates = tracing::field::Empty);
         if order.lines.len() * rules.network.len() <= INLINE_PLAN_WORK {
             let _plan = span.enter();
-            return decide(
-                rules,
-                &self.strategies,
-                order,
-                kind,
-                &stock,
-                &capacity,
-                today,
-                &span,
-            );
+            // as on the pool, a panic in a strategy fails this order, not the worker
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                decide(
+                    rules,
+                    &self.strategies,
+                    order,
+                    kind,
+                    &stock,
+                    &capacity,
+                    today,
+                    &span,
+                )
+            }))
+            .unwrap_or_else(|_| Err(Error::Internal("planning this order failed".into())));
         }
         let rules = rules.clone();
         let strategies = self.strategies.clone();

@@ -99,17 +99,22 @@ fn source(dir: Option<PathBuf>) -> ConfigSource {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::CheckConfig { dir } => match Config::load(source(dir), std::env::vars()) {
-            Ok(config) => {
-                print!("{}", config.summary());
-                println!("ok");
-                ExitCode::SUCCESS
+        Command::CheckConfig { dir } => {
+            match Config::load(source(dir), std::env::vars()).and_then(|config| {
+                dom_router::server::check_files(&config.settings)?;
+                Ok(config)
+            }) {
+                Ok(config) => {
+                    print!("{}", config.summary());
+                    println!("ok");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("invalid config: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("invalid config: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Replay {
             orders,
             config,

@@ -7,7 +7,7 @@
 //! recording costs next to nothing.
 
 use std::convert::Infallible;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -17,7 +17,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
 
 use crate::domain::{Plan, SolveStatus, StrategyKind};
@@ -32,6 +32,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 const COUNT_BUCKETS: &[f64] = &[
     0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0,
 ];
+
+/// Scrapes served at once.
+const MAX_CONNECTIONS: usize = 32;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -309,25 +312,39 @@ pub async fn serve(listener: TcpListener, mut stop: watch::Receiver<bool>) {
             }
         });
     }
+    // scrapers are few: a bound on connections and on how long a request may take to arrive
+    // keeps idle or slow clients from holding file descriptors
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
+                    // out of file descriptors, say: wait rather than spin
                     debug!(error = %e, "metrics: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
             _ = stop.changed() => return,
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            debug!("metrics: too many connections; closing one");
+            continue;
+        };
         let service = hyper::service::service_fn(move |req| answer(req, handle));
         tokio::spawn(async move {
+            let _permit = permit;
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                debug!(error = %e, "metrics: connection ended with an error");
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .keep_alive(false)
+                .serve_connection(io, service);
+            match tokio::time::timeout(Duration::from_secs(30), connection).await {
+                Ok(Err(e)) => debug!(error = %e, "metrics: connection ended with an error"),
+                Err(_) => debug!("metrics: connection took too long; closed"),
+                Ok(Ok(())) => {}
             }
         });
     }

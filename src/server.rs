@@ -99,6 +99,57 @@ impl Listeners {
     }
 }
 
+/// Reads the files the settings name (TLS certificates and key, the tokens file) as serving
+/// would, so `check-config` refuses what `serve` would.
+pub fn check_files(settings: &crate::config::Settings) -> Result<(), ConfigError> {
+    // the TLS files are parsed only when the server starts: check they hold PEM blocks
+    if tls_config(&settings.tls)?.is_some() {
+        check_pem(
+            settings.tls.cert_file.as_deref(),
+            "CERTIFICATE",
+            "tls.cert_file",
+        )?;
+        check_pem(
+            settings.tls.key_file.as_deref(),
+            "PRIVATE KEY",
+            "tls.key_file",
+        )?;
+        check_pem(
+            settings.tls.client_ca_file.as_deref(),
+            "CERTIFICATE",
+            "tls.client_ca_file",
+        )?;
+    }
+    Access::load(&settings.auth)?;
+    Ok(())
+}
+
+/// A PEM file holding at least one block whose label ends with `label`.
+fn check_pem(path: Option<&std::path::Path>, label: &str, field: &str) -> Result<(), ConfigError> {
+    let Some(path) = path else { return Ok(()) };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            &path.display().to_string(),
+            "",
+            format!("cannot read {field}: {e}"),
+        )
+    })?;
+    let found = text.lines().any(|l| {
+        l.strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+            .is_some_and(|l| l.ends_with(label))
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            &path.display().to_string(),
+            "",
+            format!("{field}: holds no PEM {label} block"),
+        ))
+    }
+}
+
 /// The TLS set-up of the gRPC port, read from the files the settings name.
 fn tls_config(tls: &TlsSettings) -> Result<Option<ServerTlsConfig>, ConfigError> {
     let read = |field: &str, path: &std::path::Path| {
@@ -224,6 +275,11 @@ pub async fn serve(
     match access.mode() {
         AuthMode::Open => warn!("auth.mode is open: any caller may call any method"),
         AuthMode::Tokens => info!(clients = access.clients(), "calls need a client token"),
+    }
+    if access.mode() == AuthMode::Tokens && tls.is_none() {
+        warn!(
+            "tokens travel in plaintext: set tls.cert_file and tls.key_file, or keep the port on a trusted network"
+        );
     }
     // recording starts with the first call, whether or not this process serves /metrics
     let _ = crate::metrics::handle();

@@ -628,3 +628,42 @@ async fn sighup_reloads_the_rules_and_metrics_and_logs_show_it_without_tokens() 
         assert!(!logs.contains(token), "a token reached the logs");
     }
 }
+
+#[test]
+fn check_config_reads_the_tokens_and_tls_files_as_serve_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    for file in ["network.toml", "segments.toml"] {
+        std::fs::copy(root.join(file), dir.path().join(file)).unwrap();
+    }
+    let check = |server_toml: &str| {
+        std::fs::write(dir.path().join("server.toml"), server_toml).unwrap();
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    std::fs::write(
+        dir.path().join("tokens.toml"),
+        "[[client]]\nname = \"web\"\nrole = \"buyer\"\ntoken = \"a-secret-that-is-long\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = check("[auth]\nmode = \"tokens\"\ntokens_file = \"tokens.toml\"\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("client[0].role"), "{stderr}");
+    assert!(!stderr.contains("a-secret-that-is-long"), "{stderr}");
+
+    std::fs::write(dir.path().join("tls.crt"), "not a certificate\n").unwrap();
+    std::fs::write(dir.path().join("tls.key"), "not a key\n").unwrap();
+    let (code, stderr) = check("[tls]\ncert_file = \"tls.crt\"\nkey_file = \"tls.key\"\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("tls.cert_file"), "{stderr}");
+    let (code, stderr) = check("[tls]\ncert_file = \"missing.crt\"\nkey_file = \"tls.key\"\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("missing.crt"), "{stderr}");
+}
