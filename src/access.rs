@@ -395,10 +395,12 @@ where
             code: None,
         };
         let verdict = self.access.check(method, known, request.headers());
+        #[cfg(feature = "otel")]
+        let headers = request.headers().clone();
         // the service that was made ready goes to this call; a fresh clone waits for the next
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
-        Box::pin(async move {
+        let call = async move {
             // the whole record moves in, so its drop marks the end of the call
             let mut record = record;
             let response = match verdict {
@@ -407,7 +409,44 @@ where
             };
             record.code = Some(answer_code(&response));
             Ok(response)
-        })
+        };
+        #[cfg(feature = "otel")]
+        let call = {
+            use tracing::Instrument;
+            call.instrument(trace::call_span(method.label, &headers))
+        };
+        Box::pin(call)
+    }
+}
+
+/// A caller's trace continued: W3C `traceparent` and `tracestate` read from the request.
+#[cfg(feature = "otel")]
+mod trace {
+    use opentelemetry::propagation::{Extractor, TextMapPropagator};
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    struct Headers<'a>(&'a http::HeaderMap);
+
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|k| k.as_str()).collect()
+        }
+    }
+
+    /// The span of one call, a child of the caller's span when the request names one, so the
+    /// caller's sampling decision holds and the traces join up.
+    pub fn call_span(method: &'static str, headers: &http::HeaderMap) -> tracing::Span {
+        let span = tracing::info_span!("grpc", rpc.method = method);
+        if headers.contains_key("traceparent") {
+            let parent = TraceContextPropagator::new().extract(&Headers(headers));
+            let _ = span.set_parent(parent);
+        }
+        span
     }
 }
 

@@ -69,30 +69,34 @@ pub fn init_with(format: LogFormat, tracing: &TracingSettings) -> Result<Telemet
     }
 }
 
+/// Logs go through `RUST_LOG`; exported spans have a filter of their own (this crate's spans
+/// at info), so quieter logs do not thin the traces.
 fn install<L>(format: LogFormat, extra: Option<L>) -> Result<(), String>
 where
     L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync,
 {
-    let (text, json) = match format {
-        LogFormat::Text => (
-            Some(tracing_subscriber::fmt::layer().with_target(false)),
-            None,
-        ),
-        LogFormat::Json => (
-            None,
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .with_target(false)
-                    .json()
-                    .flatten_event(true),
-            ),
-        ),
+    use tracing_subscriber::Layer;
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_filter(filter())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .json()
+            .flatten_event(true)
+            .with_filter(filter())
+            .boxed(),
     };
+    let spans = extra.map(|layer| {
+        layer.with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target("dom_router", tracing::Level::INFO),
+        )
+    });
     tracing_subscriber::registry()
-        .with(extra)
-        .with(text)
-        .with(json)
-        .with(filter())
+        .with(spans)
+        .with(logs)
         .try_init()
         .map_err(|e| e.to_string())
 }

@@ -18,6 +18,13 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use parking_lot::Mutex;
 
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A collector that keeps every span it is sent.
 #[derive(Default, Clone)]
 struct Collector {
@@ -83,7 +90,8 @@ async fn spans_reach_the_collector_as_a_tree_per_call() {
             format!("http://{collector_addr}"),
         )
         .env("DOM_ROUTER__METRICS__LISTEN", "")
-        .env("RUST_LOG", "info")
+        // quiet logs must not thin the exported spans
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -119,12 +127,20 @@ async fn spans_reach_the_collector_as_a_tree_per_call() {
                     .connect()
                     .await
                     .ok()?;
+            let mut request = tonic::Request::new(pb::ReserveRequest {
+                order: Some(order.clone()),
+                hold_ttl_seconds: 0,
+                strategy: 0,
+            });
+            // the caller's trace, sampled
+            request.metadata_mut().insert(
+                "traceparent",
+                format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+                    .parse()
+                    .unwrap(),
+            );
             pb::sourcing_client::SourcingClient::new(channel)
-                .reserve(pb::ReserveRequest {
-                    order: Some(order.clone()),
-                    hold_ttl_seconds: 0,
-                    strategy: 0,
-                })
+                .reserve(request)
                 .await
                 .ok()
         };
@@ -163,6 +179,14 @@ async fn spans_reach_the_collector_as_a_tree_per_call() {
             )
         });
     assert_eq!(attribute(reserve, "segment").as_deref(), Some("vip"));
+    // the call continues the caller's trace: its root span is a child of the caller's
+    let call = spans
+        .iter()
+        .find(|s| s.span_id == reserve.parent_span_id)
+        .expect("the reserve span's parent was exported");
+    assert_eq!(call.name, "grpc");
+    assert_eq!(hex(&call.trace_id), CALLER_TRACE);
+    assert_eq!(hex(&call.parent_span_id), CALLER_SPAN);
     let children = |parent: &Span, name: &str| -> Vec<Span> {
         spans
             .iter()
