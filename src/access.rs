@@ -348,7 +348,7 @@ pub struct AccessService<S> {
     access: Arc<Access>,
 }
 
-/// Records a call when it ends; a call dropped before its answer (the client went away, or
+/// Records a call when it ends; a call dropped before its status (the client went away, or
 /// the server's request timeout fired) counts as CANCELLED.
 struct CallRecord {
     label: &'static str,
@@ -363,15 +363,63 @@ impl Drop for CallRecord {
     }
 }
 
-/// The status of a gRPC answer whose headers are in: an error travels in the headers
-/// (trailers-only); a message means the handler returned OK.
-fn answer_code(response: &http::Response<Body>) -> tonic::Code {
-    response
-        .headers()
+/// The `grpc-status` in a header map, if there is one.
+fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
-        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
+        .map(tonic::Code::from_i32)
+}
+
+/// A response body that records its call when the status arrives in the trailers (or the
+/// body ends): answers that stream (Health/Watch, reflection) and errors met while sending a
+/// message are counted by how they end, and latency runs to the last byte.
+struct Recorded {
+    inner: Body,
+    record: Option<CallRecord>,
+}
+
+impl Recorded {
+    fn finish(&mut self, code: tonic::Code) {
+        if let Some(mut record) = self.record.take() {
+            record.code = Some(code);
+        }
+    }
+}
+
+impl http_body::Body for Recorded {
+    type Data = hyper::body::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                    self.finish(code);
+                }
+            }
+            Poll::Ready(Some(Err(status))) => {
+                let code = status.code();
+                self.finish(code);
+            }
+            Poll::Ready(None) => self.finish(tonic::Code::Ok),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl<S> Service<http::Request<Body>> for AccessService<S>
@@ -401,14 +449,24 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let call = async move {
-            // the whole record moves in, so its drop marks the end of the call
+            // the whole record moves in, so its drop marks the end of the call (or it moves on
+            // into the body)
             let mut record = record;
             let response = match verdict {
                 Ok(()) => inner.call(request).await?,
                 Err(status) => status.into_http(),
             };
-            record.code = Some(answer_code(&response));
-            Ok(response)
+            // an error comes in the headers alone; otherwise the status is in the trailers
+            if let Some(code) = grpc_status(response.headers()) {
+                record.code = Some(code);
+                return Ok(response);
+            }
+            Ok(response.map(|body| {
+                Body::new(Recorded {
+                    inner: body,
+                    record: Some(record),
+                })
+            }))
         };
         #[cfg(feature = "otel")]
         let call = {

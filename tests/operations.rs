@@ -143,14 +143,27 @@ async fn metrics_name_what_operators_watch_and_move_with_the_calls() {
         .unwrap()
         .into_inner();
     assert_eq!(summary.rejected, 1);
+    // a streamed answer is counted by how it ends: this watch is dropped by its client
+    let mut watch = HealthClient::new(server.channel.clone())
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some());
+    drop(watch);
     server.clock.advance_secs(2);
 
     // the sweep runs every 20 ms; wait for it to find the expired hold
     let deadline = Instant::now() + Duration::from_secs(10);
+    let watch_ended = [("method", "HealthWatch"), ("code", "CANCELLED")];
     let after = loop {
         let text = scrape(ports.metrics).await;
-        if sample(&text, "dom_router_holds_expired_total", &[])
+        if (sample(&text, "dom_router_holds_expired_total", &[])
             > sample(&before, "dom_router_holds_expired_total", &[])
+            && sample(&text, "dom_router_requests_total", &watch_ended)
+                > sample(&before, "dom_router_requests_total", &watch_ended))
             || Instant::now() > deadline
         {
             break text;
@@ -176,6 +189,17 @@ async fn metrics_name_what_operators_watch_and_move_with_the_calls() {
             "dom_router_request_duration_seconds_count",
             &[("method", "Reserve")]
         ) >= 3.0
+    );
+    assert!(
+        moved("dom_router_requests_total", &watch_ended) >= 1.0,
+        "{after}"
+    );
+    assert_eq!(
+        moved(
+            "dom_router_requests_total",
+            &[("method", "HealthWatch"), ("code", "OK")]
+        ),
+        0.0
     );
     assert!(moved("dom_router_solve_duration_seconds_count", &[]) >= 3.0);
     assert!(moved("dom_router_decision_candidates_count", &[]) >= 3.0);
