@@ -1,6 +1,8 @@
 //! The `dom-router` binary as a process: config checking, replaying orders against configs,
 //! and serving until SIGTERM.
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -456,27 +458,11 @@ async fn quote_version(port: u16, token: &str) -> Result<(String, Vec<String>), 
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut request = tonic::Request::new(pb::QuoteRequest {
-        order: Some(pb::Order {
-            order_id: "cli-quote".into(),
-            segment: "standard".into(),
-            destination: Some(pb::Destination {
-                location: Some(pb::GeoPoint {
-                    lat: 39.4699,
-                    lon: -0.3763,
-                }),
-                country: "ES".into(),
-            }),
-            lines: vec![pb::OrderLine {
-                line_id: "l1".into(),
-                sku: "APP-0001".into(),
-                quantity: 1,
-                group: String::new(),
-            }],
-            delivery_mode: pb::DeliveryMode::Ship as i32,
-            pickup_node_id: String::new(),
-            ship_complete: false,
-            deliver_by: String::new(),
-        }),
+        order: Some(common::order(
+            "cli-quote",
+            "standard",
+            vec![common::line("l1", "APP-0001", 1)],
+        )),
         strategy: 0,
     });
     request

@@ -3,6 +3,8 @@
 //! store under it, with the order id and segment on the call.
 #![cfg(feature = "otel")]
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,27 +99,7 @@ async fn spans_reach_the_collector_as_a_tree_per_call() {
         .spawn()
         .unwrap();
 
-    let order = pb::Order {
-        order_id: "traced-1".into(),
-        segment: "vip".into(),
-        destination: Some(pb::Destination {
-            location: Some(pb::GeoPoint {
-                lat: 39.4699,
-                lon: -0.3763,
-            }),
-            country: "ES".into(),
-        }),
-        lines: vec![pb::OrderLine {
-            line_id: "l1".into(),
-            sku: "APP-0001".into(),
-            quantity: 1,
-            group: String::new(),
-        }],
-        delivery_mode: pb::DeliveryMode::Ship as i32,
-        pickup_node_id: String::new(),
-        ship_complete: false,
-        deliver_by: String::new(),
-    };
+    let order = common::order("traced-1", "vip", vec![common::line("l1", "APP-0001", 1)]);
     let started = Instant::now();
     let reserved = loop {
         let attempt = async {
