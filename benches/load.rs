@@ -163,6 +163,8 @@ fn to_pb(order: &dom_router::domain::Order) -> pb::Order {
 struct ClientResult {
     orders: u64,
     errors: u64,
+    /// Failed calls by method and status code, to tell what went wrong.
+    failures: std::collections::BTreeMap<(&'static str, i32), u64>,
     /// Orders a fixed-rate run could not start: too many were in flight.
     dropped: u64,
     reserve: Latencies,
@@ -172,9 +174,20 @@ struct ClientResult {
 }
 
 impl ClientResult {
+    fn failed(&mut self, method: &'static str, status: &tonic::Status) {
+        self.errors += 1;
+        *self
+            .failures
+            .entry((method, status.code() as i32))
+            .or_default() += 1;
+    }
+
     fn merge(&mut self, other: ClientResult) {
         self.orders += other.orders;
         self.errors += other.errors;
+        for (key, n) in other.failures {
+            *self.failures.entry(key).or_default() += n;
+        }
         self.dropped += other.dropped;
         self.reserve.0.extend(other.reserve.0);
         self.commit.0.extend(other.commit.0);
@@ -201,8 +214,8 @@ async fn checkout(
             })
             .await;
         result.quote.add(started);
-        if quoted.is_err() {
-            result.errors += 1;
+        if let Err(status) = &quoted {
+            result.failed("quote", status);
         }
     }
     let started = Instant::now();
@@ -214,8 +227,8 @@ async fn checkout(
         })
         .await;
     result.reserve.add(started);
-    if reserved.is_err() {
-        result.errors += 1;
+    if let Err(status) = &reserved {
+        result.failed("reserve", status);
         return result;
     }
     let started = Instant::now();
@@ -227,7 +240,7 @@ async fn checkout(
             })
             .await;
         result.release.add(started);
-        r.map(drop)
+        r.map(drop).map_err(|e| ("release", e))
     } else {
         let r = sourcing
             .commit(pb::CommitRequest {
@@ -235,11 +248,11 @@ async fn checkout(
             })
             .await;
         result.commit.add(started);
-        r.map(drop)
+        r.map(drop).map_err(|e| ("commit", e))
     };
     match done {
         Ok(()) => result.orders += 1,
-        Err(_) => result.errors += 1,
+        Err((method, status)) => result.failed(method, &status),
     }
     result
 }
@@ -470,6 +483,9 @@ fn main() {
             total.dropped,
             fed as f64 / secs
         );
+        for ((method, code), n) in &total.failures {
+            println!("failed: {n} {method} calls with {:?}", tonic::Code::from_i32(*code));
+        }
         println!("{}", total.reserve.line("reserve"));
         println!("{}", total.commit.line("commit"));
         println!("{}", total.release.line("release"));
