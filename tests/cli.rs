@@ -474,10 +474,7 @@ async fn quote_version(port: u16, token: &str) -> Result<(String, Vec<String>), 
         .into_inner()
         .plan
         .unwrap();
-    Ok((
-        plan.rules_version,
-        plan.shipments.into_iter().map(|s| s.node_id).collect(),
-    ))
+    Ok(common::version_and_nodes(plan))
 }
 
 fn http_get(addr: &str, path: &str) -> String {
@@ -543,10 +540,9 @@ async fn sighup_reloads_the_rules_and_metrics_and_logs_show_it_without_tokens() 
 
     // take the chosen node out; with polling and file events off, only SIGHUP reloads
     let network = std::fs::read_to_string(dir.path().join("network.toml")).unwrap();
-    let anchor = format!("id = \"{}\"\n", nodes[0]);
     std::fs::write(
         dir.path().join("network.toml"),
-        network.replacen(&anchor, &format!("{anchor}enabled = false\n"), 1),
+        common::disable_node(&network, &nodes[0]),
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;

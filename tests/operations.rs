@@ -735,17 +735,7 @@ async fn quote(
         .into_inner()
         .plan
         .unwrap();
-    Ok((
-        plan.rules_version,
-        plan.shipments.into_iter().map(|s| s.node_id).collect(),
-    ))
-}
-
-/// network.toml with one node disabled.
-fn disable(network: &str, node: &str) -> String {
-    let anchor = format!("id = \"{node}\"\n");
-    assert!(network.contains(&anchor));
-    network.replacen(&anchor, &format!("{anchor}enabled = false\n"), 1)
+    Ok(version_and_nodes(plan))
 }
 
 async fn until<F, Fut, T>(what: &str, mut probe: F) -> T
@@ -792,7 +782,7 @@ async fn rule_changes_take_effect_live_and_a_bad_change_is_refused() {
     // calls keep flowing while the rules change under them: none fails, each is decided by
     // one version or the other
     let network = std::fs::read_to_string(config_dir.join("network.toml")).unwrap();
-    let changed = disable(&network, chosen);
+    let changed = disable_node(&network, chosen);
     let second_version = dom_router::config::rules_version(
         &changed,
         &std::fs::read_to_string(config_dir.join("segments.toml")).unwrap(),
@@ -881,15 +871,7 @@ async fn probes_and_metrics_answer_while_the_grpc_port_drains() {
             .push_stock(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
     });
-    let update = |sequence| pb::StockUpdate {
-        node_id: "wh-getafe".into(),
-        sku: "DRAIN-2".into(),
-        kind: pb::StockUpdateKind::Delta as i32,
-        quantity: 1,
-        sequence,
-        order_id: String::new(),
-        safety_stock: None,
-    };
+    let update = |sequence| plus_one("wh-getafe", "DRAIN-2", sequence);
     tx.send(update(1)).await.unwrap();
     let health = Channel::from_shared(format!("http://{}", ports.health))
         .unwrap()

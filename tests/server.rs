@@ -112,15 +112,7 @@ async fn shutdown_lets_an_in_flight_stream_finish() {
             .push_stock(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
     });
-    let update = |seq| pb::StockUpdate {
-        node_id: "wh-getafe".into(),
-        sku: "DRAIN-1".into(),
-        kind: pb::StockUpdateKind::Delta as i32,
-        quantity: 1,
-        sequence: seq,
-        order_id: String::new(),
-        safety_stock: None,
-    };
+    let update = |sequence| plus_one("wh-getafe", "DRAIN-1", sequence);
     tx.send(update(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
 

@@ -232,3 +232,31 @@ pub fn reserve_request(order: pb::Order) -> pb::ReserveRequest {
         strategy: 0,
     }
 }
+
+/// A plan's rules version and the nodes it ships from.
+pub fn version_and_nodes(plan: pb::Plan) -> (String, Vec<String>) {
+    (
+        plan.rules_version,
+        plan.shipments.into_iter().map(|s| s.node_id).collect(),
+    )
+}
+
+/// `network.toml` text with one node disabled.
+pub fn disable_node(network: &str, node: &str) -> String {
+    let anchor = format!("id = \"{node}\"\n");
+    assert!(network.contains(&anchor), "no node {node}");
+    network.replacen(&anchor, &format!("{anchor}enabled = false\n"), 1)
+}
+
+/// A feed delta of +1 unit.
+pub fn plus_one(node: &str, sku: &str, sequence: u64) -> pb::StockUpdate {
+    pb::StockUpdate {
+        node_id: node.into(),
+        sku: sku.into(),
+        kind: pb::StockUpdateKind::Delta as i32,
+        quantity: 1,
+        sequence,
+        order_id: String::new(),
+        safety_stock: None,
+    }
+}
