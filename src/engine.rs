@@ -60,18 +60,18 @@ const MILLIS_PER_DAY: i64 = 86_400_000;
 /// the pool, so no solve holds up the async workers.
 const INLINE_PLAN_WORK: usize = 100;
 
-/// Builds the order's problem under `rules`, runs the strategy and prices the plan.
-#[allow(clippy::too_many_arguments)]
+/// Builds the order's problem under `rules` against `(stock, capacity)`, runs the strategy
+/// and prices the plan, inside the `plan` span.
 fn decide(
     rules: &Rules,
     strategies: &Strategies,
     order: &Order,
     kind: StrategyKind,
-    stock: &crate::store::StockView,
-    capacity: &HashMap<String, u64>,
+    (stock, capacity): &(crate::store::StockView, HashMap<String, u64>),
     today: chrono::NaiveDate,
     span: &tracing::Span,
 ) -> Result<Plan, Error> {
+    let _plan = span.enter();
     let started = Instant::now();
     let segment = Engine::segment_rules(rules, &order.segment)?;
     let problem = Problem::build(order, segment, &rules.network, stock, capacity, today)?;
@@ -154,30 +154,21 @@ impl Engine {
         Ok((stock?, capacity?))
     }
 
-    /// Plans on the solver pool with `rules`, against stock and capacity read at `now`.
+    /// Plans with `rules` against stock and capacity read at `now`: small orders on this
+    /// worker, the rest on the solver pool.
     async fn plan(
         &self,
         rules: &Arc<Rules>,
         order: &Order,
         kind: StrategyKind,
-        (stock, capacity): (crate::store::StockView, HashMap<String, u64>),
+        state: (crate::store::StockView, HashMap<String, u64>),
     ) -> Result<Plan, Error> {
         let today = self.clock.today();
         let span = info_span!("plan", strategy = %kind, candidates = tracing::field::Empty);
         if order.lines.len() * rules.network.len() <= INLINE_PLAN_WORK {
-            let _plan = span.enter();
             // as on the pool, a panic in a strategy fails this order, not the worker
             return std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                decide(
-                    rules,
-                    &self.strategies,
-                    order,
-                    kind,
-                    &stock,
-                    &capacity,
-                    today,
-                    &span,
-                )
+                decide(rules, &self.strategies, order, kind, &state, today, &span)
             }))
             .unwrap_or_else(|_| Err(Error::Internal("planning this order failed".into())));
         }
@@ -185,19 +176,7 @@ impl Engine {
         let strategies = self.strategies.clone();
         let order = order.clone();
         self.pool
-            .run(move || {
-                let _plan = span.enter();
-                decide(
-                    &rules,
-                    &strategies,
-                    &order,
-                    kind,
-                    &stock,
-                    &capacity,
-                    today,
-                    &span,
-                )
-            })
+            .run(move || decide(&rules, &strategies, &order, kind, &state, today, &span))
             .await?
     }
 
