@@ -45,12 +45,22 @@ impl fmt::Display for Role {
     }
 }
 
-/// A gRPC method as the layer sees it: its metric label, and the role it needs (`None`: open
-/// to anyone, as health and reflection are).
+/// Who may call a method when tokens are asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// Anyone, token or not: health and reflection.
+    Anyone,
+    /// Any client with a valid token: paths outside the API.
+    AnyClient,
+    /// A client with this role.
+    WithRole(Role),
+}
+
+/// A gRPC method as the layer sees it: its metric label, and who may call it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Method {
     pub label: &'static str,
-    pub role: Option<Role>,
+    pub caller: Caller,
 }
 
 const METHODS: &[(&str, Method)] = &[
@@ -82,30 +92,30 @@ const METHODS: &[(&str, Method)] = &[
 const fn needs(label: &'static str, role: Role) -> Method {
     Method {
         label,
-        role: Some(role),
+        caller: Caller::WithRole(role),
     }
 }
 
 const fn open(label: &'static str) -> Method {
-    Method { label, role: None }
+    Method {
+        label,
+        caller: Caller::Anyone,
+    }
 }
 
 /// The method a request path names. Paths outside the API share one label, so a caller
 /// cannot grow the metrics without bound; they need a valid token of any role.
-pub fn method(path: &str) -> (Method, bool) {
+pub fn method(path: &str) -> Method {
     if let Some((_, m)) = METHODS.iter().find(|(p, _)| *p == path) {
-        return (*m, true);
+        return *m;
     }
     if path.starts_with("/grpc.reflection.") {
-        return (open("Reflection"), true);
+        return open("Reflection");
     }
-    (
-        Method {
-            label: "other",
-            role: None,
-        },
-        false,
-    )
+    Method {
+        label: "other",
+        caller: Caller::AnyClient,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -284,8 +294,8 @@ impl Access {
     }
 
     /// Whether a call to `method` with these headers may go ahead.
-    fn check(&self, method: Method, known: bool, headers: &http::HeaderMap) -> Result<(), Status> {
-        if self.mode == AuthMode::Open || (known && method.role.is_none()) {
+    fn check(&self, method: Method, headers: &http::HeaderMap) -> Result<(), Status> {
+        if self.mode == AuthMode::Open || method.caller == Caller::Anyone {
             return Ok(());
         }
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
@@ -309,11 +319,13 @@ impl Access {
         let Some(client) = tokens.by_digest.get(&digest(token.as_bytes())) else {
             return Err(Status::unauthenticated("unknown token"));
         };
-        match method.role {
-            Some(role) if role != client.role => Err(Status::permission_denied(format!(
-                "client {:?} has role {}; {} needs role {role}",
-                client.name, client.role, method.label
-            ))),
+        match method.caller {
+            Caller::WithRole(role) if role != client.role => {
+                Err(Status::permission_denied(format!(
+                    "client {:?} has role {}; {} needs role {role}",
+                    client.name, client.role, method.label
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -436,13 +448,13 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let (method, known) = method(request.uri().path());
+        let method = method(request.uri().path());
         let record = CallRecord {
             label: method.label,
             started: Instant::now(),
             code: None,
         };
-        let verdict = self.access.check(method, known, request.headers());
+        let verdict = self.access.check(method, request.headers());
         #[cfg(feature = "otel")]
         let headers = request.headers().clone();
         // the service that was made ready goes to this call; a fresh clone waits for the next
@@ -550,21 +562,21 @@ mod tests {
     #[test]
     fn roles_allow_their_methods_only() {
         let a = access(TWO).unwrap();
-        let (reserve, _) = method("/dom.v1.Sourcing/Reserve");
-        let (push, _) = method("/dom.v1.Inventory/PushStock");
+        let reserve = method("/dom.v1.Sourcing/Reserve");
+        let push = method("/dom.v1.Inventory/PushStock");
         let web = bearer("checkout-token-0123456789");
         let wms = bearer("feed-token-0123456789abc");
-        assert!(a.check(reserve, true, &web).is_ok());
-        assert!(a.check(push, true, &wms).is_ok());
-        let denied = a.check(push, true, &web).unwrap_err();
+        assert!(a.check(reserve, &web).is_ok());
+        assert!(a.check(push, &wms).is_ok());
+        let denied = a.check(push, &web).unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
         assert!(denied.message().contains("\"web\""), "{denied:?}");
         assert!(!denied.message().contains("checkout-token"), "{denied:?}");
         let unknown = a
-            .check(reserve, true, &bearer("not-a-token-at-all-x"))
+            .check(reserve, &bearer("not-a-token-at-all-x"))
             .unwrap_err();
         assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
-        let none = a.check(reserve, true, &http::HeaderMap::new()).unwrap_err();
+        let none = a.check(reserve, &http::HeaderMap::new()).unwrap_err();
         assert_eq!(none.code(), tonic::Code::Unauthenticated);
     }
 
@@ -572,24 +584,21 @@ mod tests {
     fn health_and_reflection_stay_open_and_unknown_paths_need_a_token() {
         let a = access(TWO).unwrap();
         let empty = http::HeaderMap::new();
-        let (health, known) = method("/grpc.health.v1.Health/Check");
-        assert!(a.check(health, known, &empty).is_ok());
-        let (reflection, known) = method("/grpc.reflection.v1.ServerReflection/Info");
-        assert!(a.check(reflection, known, &empty).is_ok());
-        let (other, known) = method("/x.Y/Z");
+        let health = method("/grpc.health.v1.Health/Check");
+        assert!(a.check(health, &empty).is_ok());
+        let reflection = method("/grpc.reflection.v1.ServerReflection/Info");
+        assert!(a.check(reflection, &empty).is_ok());
+        let other = method("/x.Y/Z");
         assert_eq!(other.label, "other");
-        assert!(a.check(other, known, &empty).is_err());
-        assert!(
-            a.check(other, known, &bearer("feed-token-0123456789abc"))
-                .is_ok()
-        );
+        assert!(a.check(other, &empty).is_err());
+        assert!(a.check(other, &bearer("feed-token-0123456789abc")).is_ok());
     }
 
     #[test]
     fn open_mode_lets_anyone_call_anything() {
         let a = Access::open();
-        let (push, known) = method("/dom.v1.Inventory/PushStock");
-        assert!(a.check(push, known, &http::HeaderMap::new()).is_ok());
+        let push = method("/dom.v1.Inventory/PushStock");
+        assert!(a.check(push, &http::HeaderMap::new()).is_ok());
     }
 
     #[test]
@@ -655,15 +664,9 @@ token = "a-long-enough-secret-value""#,
         .unwrap();
         assert!(a.reload_tokens().unwrap());
         assert_eq!(a.clients(), 1);
-        let (list, _) = method("/dom.v1.Network/ListNodes");
-        assert!(
-            a.check(list, true, &bearer("planner-token-0123456789"))
-                .is_ok()
-        );
-        assert!(
-            a.check(list, true, &bearer("checkout-token-0123456789"))
-                .is_err()
-        );
+        let list = method("/dom.v1.Network/ListNodes");
+        assert!(a.check(list, &bearer("planner-token-0123456789")).is_ok());
+        assert!(a.check(list, &bearer("checkout-token-0123456789")).is_err());
         std::fs::write(&path, "[[client]]\nname = \"\"").unwrap();
         assert!(a.reload_tokens().is_err());
         assert_eq!(a.clients(), 1);
