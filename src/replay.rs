@@ -1095,22 +1095,14 @@ mod tests {
     const BARCELONA: (f64, f64) = (41.38879, 2.15899);
 
     fn node(id: &str, kind: NodeKind, (lat, lon): (f64, f64), capacity: u64) -> Node {
+        // the sourcing tests' node, with a kind's demo costs and service figures
         let (cost, processing_days, transit_km_per_day, _) = synth::kind_defaults(kind);
         Node {
-            id: id.into(),
-            name: id.into(),
-            kind,
-            location: GeoPoint { lat, lon },
-            city: String::new(),
-            country: "ES".into(),
-            enabled: true,
-            can_ship: true,
-            can_pickup: kind == NodeKind::Store,
-            priority: 10,
             daily_capacity_units: capacity,
             processing_days,
             transit_km_per_day,
             cost,
+            ..crate::sourcing::tests::node(id, kind, lat, lon, 10)
         }
     }
 
