@@ -760,7 +760,8 @@ async fn rule_changes_take_effect_live_and_a_bad_change_is_refused() {
     let mut config =
         Config::load(ConfigSource::Dir(config_dir.clone()), std::iter::empty()).unwrap();
     config.settings.store.seed_stock = false;
-    config.settings.server.reload_interval_ms = 100;
+    // no polling: file events alone must bring the changes in
+    config.settings.server.reload_interval_ms = 0;
     let first_version = config.rules_version.clone();
     let (server, _) = TestServer::serve(config, Some(ConfigSource::Dir(config_dir.clone()))).await;
     server
