@@ -22,6 +22,12 @@ pub mod redis_store;
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
+/// The most units any one stock figure may be: on hand, safety stock, the size of a delta or a
+/// shipment, and on hand after a delta. Far above any node's real stock, and low enough that
+/// every figure is exact as a Lua number in Redis (below 2^53) and that a network total of a
+/// sku stays far inside `i64` (it would take over nine million nodes at the limit to reach it).
+pub const MAX_STOCK_UNITS: u64 = 1_000_000_000_000;
+
 /// Stock of one sku at one node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockLevel {
