@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/dom/v1/network.proto",
     ];
     tonic_prost_build::configure()
+        // prost's codec, but an undecodable request is INVALID_ARGUMENT (src/api/codec.rs)
+        .codec_path("crate::api::codec::ApiCodec")
         .file_descriptor_set_path(out_dir.join("dom_v1_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
     for proto in protos {

@@ -10,6 +10,7 @@ pub mod access;
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod domain;
 pub mod engine;
 pub mod error;

@@ -1,6 +1,7 @@
 //! Starts the real server in-process on 127.0.0.1:0 and connects the generated clients.
 #![allow(dead_code)]
 
+pub mod raw;
 pub mod redis;
 
 use std::net::SocketAddr;
