@@ -16,10 +16,26 @@ use crate::store::{Reservation, ReservationState, StockUpdate, UpdateKind};
 
 /// The most units one order line may ask for.
 pub const MAX_LINE_QUANTITY: i64 = 1_000_000;
-/// The longest id (order, line, sku, node) accepted.
+/// The longest id (order, line, sku, node, segment) accepted.
 pub const MAX_ID_LEN: usize = 128;
+/// The most characters of a client's value that an error message quotes.
+const MAX_QUOTED_CHARS: usize = 64;
+/// The bound on stock figures, as the wire's signed type.
+const MAX_STOCK: i64 = crate::store::MAX_STOCK_UNITS as i64;
 
-fn id(field: &str, value: &str) -> Result<String, Error> {
+/// A client's value for an error message: quoted, and cut after [`MAX_QUOTED_CHARS`] characters
+/// with the length said, so a message never grows with the input.
+pub fn shown(value: &str) -> String {
+    let mut chars = value.char_indices();
+    match chars.nth(MAX_QUOTED_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
+/// The one rule for every id a client sends (order, line, sku, node, segment, group): 1 to
+/// [`MAX_ID_LEN`] bytes, not blank, no control characters.
+pub fn id(field: &str, value: &str) -> Result<String, Error> {
     if value.trim().is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }
@@ -33,6 +49,44 @@ fn id(field: &str, value: &str) -> Result<String, Error> {
         return Err(Error::invalid(field, "must not contain control characters"));
     }
     Ok(value.to_owned())
+}
+
+/// A required id for one kind of request: empty says what needs it; otherwise [`id`]'s rule.
+fn required_id(field: &str, value: &str, needed_for: &str) -> Result<String, Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, format!("is required {needed_for}")));
+    }
+    id(field, value)
+}
+
+/// A date as exactly YYYY-MM-DD, years 2000 to 9999: nothing before, after or around it.
+fn date(field: &str, value: &str) -> Result<chrono::NaiveDate, Error> {
+    let bad = || {
+        Error::invalid(
+            field,
+            format!(
+                "{} is not a date as YYYY-MM-DD between 2000-01-01 and 9999-12-31",
+                shown(value)
+            ),
+        )
+    };
+    let b = value.as_bytes();
+    let shape = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    if !shape {
+        return Err(bad());
+    }
+    let d = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| bad())?;
+    if chrono::Datelike::year(&d) < 2000 {
+        return Err(bad());
+    }
+    Ok(d)
 }
 
 /// An order from the wire, checked for shape. Whether its segment and pickup store exist is
@@ -59,8 +113,8 @@ pub fn order(o: Option<pb::Order>, max_lines: usize) -> Result<Order, Error> {
         return Err(Error::invalid(
             "order.destination.country",
             format!(
-                "{:?} is not an ISO 3166-1 alpha-2 code such as \"ES\"",
-                dest.country
+                "{} is not an ISO 3166-1 alpha-2 code such as \"ES\"",
+                shown(&dest.country)
             ),
         ));
     }
@@ -123,9 +177,11 @@ pub fn order(o: Option<pb::Order>, max_lines: usize) -> Result<Order, Error> {
             DeliveryMode::Ship
         }
         Ok(pb::DeliveryMode::Pickup) => DeliveryMode::Pickup {
-            node_id: id("order.pickup_node_id", &o.pickup_node_id).map_err(|_| {
-                Error::invalid("order.pickup_node_id", "is required for pickup orders")
-            })?,
+            node_id: required_id(
+                "order.pickup_node_id",
+                &o.pickup_node_id,
+                "for pickup orders",
+            )?,
         },
         Err(_) => {
             return Err(Error::invalid(
@@ -137,14 +193,7 @@ pub fn order(o: Option<pb::Order>, max_lines: usize) -> Result<Order, Error> {
     let deliver_by = if o.deliver_by.is_empty() {
         None
     } else {
-        Some(
-            chrono::NaiveDate::parse_from_str(&o.deliver_by, "%Y-%m-%d").map_err(|_| {
-                Error::invalid(
-                    "order.deliver_by",
-                    format!("{:?} is not a date as YYYY-MM-DD", o.deliver_by),
-                )
-            })?,
-        )
+        Some(date("order.deliver_by", &o.deliver_by)?)
     };
     Ok(Order {
         deliver_by,
@@ -169,6 +218,16 @@ pub fn strategy(field: &str, value: i32) -> Result<Option<StrategyKind>, Error> 
     }
 }
 
+/// A stock figure's size within [`crate::store::MAX_STOCK_UNITS`].
+fn stock_figure(field: &str, value: i64) -> Result<(), String> {
+    if value.unsigned_abs() > crate::store::MAX_STOCK_UNITS {
+        return Err(format!(
+            "{field}: {value} is beyond the limit of {MAX_STOCK} units in size"
+        ));
+    }
+    Ok(())
+}
+
 /// A feed update from the wire, or the reason it is rejected.
 pub fn stock_update(u: pb::StockUpdate) -> Result<StockUpdate, String> {
     let node_id = id("node_id", &u.node_id).map_err(|e| e.to_string())?;
@@ -184,9 +243,15 @@ pub fn stock_update(u: pb::StockUpdate) -> Result<StockUpdate, String> {
                     u.quantity
                 ));
             }
+            stock_figure("quantity", u.quantity)?;
             let safety_stock = match u.safety_stock {
                 Some(s) if s < 0 => {
                     return Err(format!("safety_stock: must be 0 or more, got {s}"));
+                }
+                Some(s) if s > MAX_STOCK => {
+                    return Err(format!(
+                        "safety_stock: {s} is above the limit of {MAX_STOCK}"
+                    ));
                 }
                 Some(s) => Some(s as u64),
                 None => None,
@@ -196,7 +261,10 @@ pub fn stock_update(u: pb::StockUpdate) -> Result<StockUpdate, String> {
                 safety_stock,
             }
         }
-        Ok(pb::StockUpdateKind::Delta) => UpdateKind::Delta { change: u.quantity },
+        Ok(pb::StockUpdateKind::Delta) => {
+            stock_figure("quantity", u.quantity)?;
+            UpdateKind::Delta { change: u.quantity }
+        }
         Ok(pb::StockUpdateKind::Shipment) => {
             if u.quantity < 1 {
                 return Err(format!(
@@ -204,8 +272,9 @@ pub fn stock_update(u: pb::StockUpdate) -> Result<StockUpdate, String> {
                     u.quantity
                 ));
             }
-            let order_id = id("order_id", &u.order_id)
-                .map_err(|_| "order_id: is required for SHIPMENT".to_owned())?;
+            stock_figure("quantity", u.quantity)?;
+            let order_id =
+                required_id("order_id", &u.order_id, "for SHIPMENT").map_err(|e| e.to_string())?;
             UpdateKind::Shipment {
                 order_id,
                 quantity: u.quantity as u64,

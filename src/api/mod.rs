@@ -10,6 +10,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::store::UpdateResult;
 
+pub mod codec;
 pub mod convert;
 
 /// The generated protobuf types and service stubs of `dom.v1`.
@@ -90,6 +91,12 @@ impl pb::sourcing_server::Sourcing for SourcingApi {
         let ttl = (r.hold_ttl_seconds != 0).then_some(r.hold_ttl_seconds);
         let (reservation, created) = self.engine.reserve(&order, ttl, kind).await?;
         Ok(Response::new(pb::ReserveResponse {
+            complete: reservation.plan.unfilled.is_empty(),
+            units_held: reservation
+                .allocations
+                .iter()
+                .map(|a| a.quantity as i64)
+                .sum(),
             reservation: Some(convert::reservation(&reservation)),
             created,
         }))
@@ -102,9 +109,7 @@ impl pb::sourcing_server::Sourcing for SourcingApi {
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let r = request.into_inner();
         Span::current().record("order_id", r.order_id.as_str());
-        if r.order_id.is_empty() {
-            return Err(Error::invalid("order_id", "must not be empty").into());
-        }
+        convert::id("order_id", &r.order_id)?;
         let reservation = self.engine.commit(&r.order_id).await?;
         Ok(Response::new(pb::CommitResponse {
             reservation: Some(convert::reservation(&reservation)),
@@ -118,11 +123,9 @@ impl pb::sourcing_server::Sourcing for SourcingApi {
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let r = request.into_inner();
         Span::current().record("order_id", r.order_id.as_str());
-        if r.order_id.is_empty() {
-            return Err(Error::invalid("order_id", "must not be empty").into());
-        }
-        if let Some(i) = r.line_ids.iter().position(String::is_empty) {
-            return Err(Error::invalid(format!("line_ids[{i}]"), "must not be empty").into());
+        convert::id("order_id", &r.order_id)?;
+        for (i, line_id) in r.line_ids.iter().enumerate() {
+            convert::id(&format!("line_ids[{i}]"), line_id)?;
         }
         let reservation = self.engine.release(&r.order_id, &r.line_ids).await?;
         Ok(Response::new(pb::ReleaseResponse {
@@ -137,9 +140,7 @@ impl pb::sourcing_server::Sourcing for SourcingApi {
     ) -> Result<Response<pb::GetReservationResponse>, Status> {
         let r = request.into_inner();
         Span::current().record("order_id", r.order_id.as_str());
-        if r.order_id.is_empty() {
-            return Err(Error::invalid("order_id", "must not be empty").into());
-        }
+        convert::id("order_id", &r.order_id)?;
         let reservation = self.engine.reservation(&r.order_id).await?;
         Ok(Response::new(pb::GetReservationResponse {
             reservation: Some(convert::reservation(&reservation)),
@@ -190,7 +191,9 @@ impl InventoryApi {
         rejections.sort_by_key(|r| r.0);
         for (index, reason) in rejections {
             summary.rejected += 1;
-            if summary.rejections.len() < MAX_REJECTIONS_LISTED {
+            if summary.rejections.len() >= MAX_REJECTIONS_LISTED {
+                summary.rejections_omitted += 1;
+            } else {
                 let u = &batch[(index - first_index) as usize];
                 summary.rejections.push(pb::RejectedUpdate {
                     index,
@@ -216,21 +219,45 @@ impl pb::inventory_server::Inventory for InventoryApi {
         let mut summary = pb::PushStockResponse::default();
         let mut batch = Vec::with_capacity(PUSH_BATCH);
         let mut next_index = 0u64;
-        while let Some(update) = stream.message().await? {
-            batch.push(update);
-            if batch.len() == PUSH_BATCH {
+        // every frame received whole is applied, whatever ends the stream after it: each
+        // update carries its own sequence, so a feed that sends the stream again is safe
+        let ended = loop {
+            let end = match stream.message().await {
+                Ok(Some(update)) => {
+                    batch.push(update);
+                    if batch.len() < PUSH_BATCH {
+                        continue;
+                    }
+                    None
+                }
+                Ok(None) => Some(Ok(())),
+                Err(status) => Some(Err(status)),
+            };
+            if !batch.is_empty() {
                 let n = batch.len() as u64;
                 self.apply(std::mem::take(&mut batch), next_index, &mut summary)
                     .await?;
                 next_index += n;
             }
+            if let Some(end) = end {
+                break end;
+            }
+        };
+        Span::current().record("updates", next_index);
+        match ended {
+            Ok(()) => Ok(Response::new(summary)),
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                Err(Status::invalid_argument(format!(
+                    "updates[{next_index}]: {}; the {next_index} updates before it were taken \
+                     ({} applied, {} stale, {} rejected)",
+                    status.message(),
+                    summary.applied,
+                    summary.stale,
+                    summary.rejected
+                )))
+            }
+            Err(status) => Err(status),
         }
-        let n = batch.len() as u64;
-        if n > 0 {
-            self.apply(batch, next_index, &mut summary).await?;
-        }
-        Span::current().record("updates", next_index + n);
-        Ok(Response::new(summary))
     }
 
     #[instrument(name = "set_stock", skip_all, fields(updates))]
@@ -273,8 +300,11 @@ impl pb::inventory_server::Inventory for InventoryApi {
             )
             .into());
         }
-        if let Some(i) = r.skus.iter().position(|s| s.trim().is_empty()) {
-            return Err(Error::invalid(format!("skus[{i}]"), "must not be empty").into());
+        for (i, sku) in r.skus.iter().enumerate() {
+            convert::id(&format!("skus[{i}]"), sku)?;
+        }
+        if !r.segment.is_empty() {
+            convert::id("segment", &r.segment)?;
         }
         let segment = (!r.segment.is_empty()).then_some(r.segment.as_str());
         let skus = self.engine.availability(&r.skus, segment).await?;
