@@ -17,8 +17,8 @@ use crate::error::Error;
 use crate::sourcing::pool::SolvePool;
 use crate::sourcing::{Problem, Strategies};
 use crate::store::{
-    Allocation, HoldRequest, Reservation, ReserveOutcome, StockLevel, StockStore, StockUpdate,
-    UpdateResult,
+    Allocation, HoldRequest, Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore,
+    StockUpdate, UpdateResult,
 };
 
 /// Stock of one sku at one node, as reported to callers.
@@ -276,6 +276,8 @@ impl Engine {
                     })
                 })
                 .collect();
+            // the hold's time runs from when it is written, not from when planning began
+            let held_at = self.clock.now_millis().max(now);
             let request = HoldRequest {
                 order_id: order.order_id.clone(),
                 fingerprint: fingerprint.clone(),
@@ -283,17 +285,17 @@ impl Engine {
                 use_safety_stock: segment.use_safety_stock,
                 plan,
                 allocations,
-                expires_at: now + i64::from(ttl) * 1000,
+                expires_at: held_at + i64::from(ttl) * 1000,
                 capacity_day: now.div_euclid(MILLIS_PER_DAY),
                 capacity_limits,
             };
             let outcome = self
                 .store
-                .reserve(request, now)
+                .reserve(request, held_at)
                 .instrument(info_span!("store", op = "reserve"))
                 .await?;
             match outcome {
-                ReserveOutcome::Created(r) => return Ok((r, true)),
+                ReserveOutcome::Created(r) => return Ok((self.current(r).await?, true)),
                 ReserveOutcome::Existing(r) => return Self::same_order(r, &fingerprint),
                 ReserveOutcome::Insufficient {
                     sku,
@@ -322,6 +324,23 @@ impl Engine {
             "order {:?}: concurrent reservations kept taking the planned stock; gave up after {attempts} attempts",
             order.order_id
         )))
+    }
+
+    /// A reservation as it stands now: one whose hold ran out while the store was writing it
+    /// (a store slower than a short TTL) is read again, so the answer says it expired rather
+    /// than HELD with an expiry already past.
+    async fn current(&self, r: Reservation) -> Result<Reservation, Error> {
+        let now = self.clock.now_millis();
+        if r.state != ReservationState::Held || r.expires_at.is_none_or(|at| at > now) {
+            return Ok(r);
+        }
+        let order_id = r.order_id.clone();
+        Ok(self
+            .store
+            .get_reservation(&order_id, now)
+            .instrument(info_span!("store", op = "get_reservation"))
+            .await?
+            .unwrap_or(r))
     }
 
     pub async fn commit(&self, order_id: &str) -> Result<Reservation, Error> {

@@ -18,6 +18,7 @@ use crate::access::{Access, AccessLayer};
 use crate::api::{InventoryApi, NetworkApi, SourcingApi, pb};
 use crate::clock::Clock;
 use crate::config::{AuthMode, Config, ConfigError, ConfigSource, StoreKind, TlsSettings};
+use crate::deadline::DeadlineLayer;
 use crate::engine::Engine;
 use crate::store::{MemoryStore, RedisStore, StockStore, StoreError};
 
@@ -223,12 +224,19 @@ async fn watch_store(
             set_health(&reporter, status).await;
             serving = Some(ok);
         }
+        // while the store is down, look again soon, so that health follows its recovery
+        // within a fraction of a second rather than a whole interval (or several, when a
+        // check itself waits out the store's timeout)
+        let wait = if ok { every } else { every.min(RECOVERY_CHECK) };
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
     }
 }
+
+/// How often the store is checked while it does not answer.
+const RECOVERY_CHECK: Duration = Duration::from_millis(200);
 
 /// Returns the stock of expired holds, whichever replica gets there first, and reads how
 /// many holds are active for the metrics.
@@ -381,8 +389,10 @@ pub async fn serve(
         builder = builder.tls_config(tls)?;
     }
     let serve = builder
-        .timeout(Duration::from_millis(s.server.request_timeout_ms))
         .layer(AccessLayer::new(access))
+        .layer(DeadlineLayer::new(Duration::from_millis(
+            s.server.request_timeout_ms,
+        )))
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)
