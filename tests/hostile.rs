@@ -460,3 +460,92 @@ async fn a_reserve_says_whether_it_holds_every_unit() {
     assert!(r.complete);
     assert_eq!(r.units_held, 4);
 }
+
+#[tokio::test]
+async fn a_push_stream_its_caller_abandons_keeps_what_it_sent() {
+    let server = TestServer::start().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let skus: Vec<String> = (0..40).map(|i| format!("GONE-{i}")).collect();
+    for sku in &skus {
+        tx.send(snapshot("wh-getafe", sku, 3, None, 1))
+            .await
+            .unwrap();
+    }
+    let mut inventory = server.inventory();
+    let call = tokio::spawn(async move {
+        inventory
+            .push_stock(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    // the frames reach the server; then the caller goes away with the stream still open
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    call.abort();
+    let _ = call.await;
+    drop(tx);
+    let mut applied = 0;
+    for _ in 0..50 {
+        let a = server
+            .inventory()
+            .get_availability(pb::GetAvailabilityRequest {
+                skus: skus.clone(),
+                segment: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        applied = a.skus.iter().filter(|s| s.on_hand == 3).count();
+        if applied == skus.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        applied,
+        skus.len(),
+        "frames received before the caller left were lost"
+    );
+}
+
+#[tokio::test]
+async fn a_push_stream_cut_by_the_request_timeout_keeps_what_it_sent() {
+    let mut config = demo_config();
+    config.settings.server.request_timeout_ms = 300;
+    let server = TestServer::start_with(config).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let skus: Vec<String> = (0..40).map(|i| format!("LATE-{i}")).collect();
+    for sku in &skus {
+        tx.send(snapshot("wh-getafe", sku, 4, None, 1))
+            .await
+            .unwrap();
+    }
+    // the stream stays open past the server's timeout
+    let status = server
+        .inventory()
+        .push_stock(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    drop(tx);
+    let mut applied = 0;
+    for _ in 0..50 {
+        let a = server
+            .inventory()
+            .get_availability(pb::GetAvailabilityRequest {
+                skus: skus.clone(),
+                segment: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        applied = a.skus.iter().filter(|s| s.on_hand == 4).count();
+        if applied == skus.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        applied,
+        skus.len(),
+        "frames received before the timeout were lost"
+    );
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{Span, instrument};
+use tracing::{Instrument, Span, instrument};
 
 use crate::engine::Engine;
 use crate::error::Error;
@@ -206,16 +206,12 @@ impl InventoryApi {
         }
         Ok(())
     }
-}
-
-#[tonic::async_trait]
-impl pb::inventory_server::Inventory for InventoryApi {
-    #[instrument(name = "push_stock", skip_all, fields(updates))]
-    async fn push_stock(
+    /// Applies a PushStock stream frame by frame, in batches; see the proto for what a stream
+    /// cut short keeps.
+    async fn take_stream(
         &self,
-        request: Request<Streaming<pb::StockUpdate>>,
-    ) -> Result<Response<pb::PushStockResponse>, Status> {
-        let mut stream = request.into_inner();
+        mut stream: Streaming<pb::StockUpdate>,
+    ) -> Result<pb::PushStockResponse, Status> {
         let mut summary = pb::PushStockResponse::default();
         let mut batch = Vec::with_capacity(PUSH_BATCH);
         let mut next_index = 0u64;
@@ -245,7 +241,7 @@ impl pb::inventory_server::Inventory for InventoryApi {
         };
         Span::current().record("updates", next_index);
         match ended {
-            Ok(()) => Ok(Response::new(summary)),
+            Ok(()) => Ok(summary),
             Err(status) if status.code() == tonic::Code::InvalidArgument => {
                 Err(Status::invalid_argument(format!(
                     "updates[{next_index}]: {}; the {next_index} updates before it were taken \
@@ -258,6 +254,25 @@ impl pb::inventory_server::Inventory for InventoryApi {
             }
             Err(status) => Err(status),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::inventory_server::Inventory for InventoryApi {
+    #[instrument(name = "push_stock", skip_all, fields(updates))]
+    async fn push_stock(
+        &self,
+        request: Request<Streaming<pb::StockUpdate>>,
+    ) -> Result<Response<pb::PushStockResponse>, Status> {
+        // the stream is taken on a task of its own, so that a caller who goes away (or the
+        // request timeout) cannot drop updates already received before they are applied
+        let api = self.clone();
+        let stream = request.into_inner();
+        let span = Span::current();
+        tokio::spawn(async move { api.take_stream(stream).await }.instrument(span))
+            .await
+            .unwrap_or_else(|_| Err(Status::internal("taking the stock stream failed")))
+            .map(Response::new)
     }
 
     #[instrument(name = "set_stock", skip_all, fields(updates))]
