@@ -40,6 +40,7 @@ macro_rules! store_conformance_tests {
             deltas_stay_within_zero_and_the_limit,
             network_totals_stay_exact,
             holds_beyond_the_limit_are_refused,
+            units_of_an_expired_hold_can_be_reserved_before_a_sweep,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -914,4 +915,39 @@ pub async fn holds_beyond_the_limit_are_refused(store: Arc<dyn StockStore>) {
     assert_eq!(r.allocations[0].quantity, MAX_STOCK_UNITS);
     let l = level(s, "n1", "A", T0).await;
     assert_eq!((l.reserved, l.ats(true)), (MAX_STOCK_UNITS, 0));
+}
+
+pub async fn units_of_an_expired_hold_can_be_reserved_before_a_sweep(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    seed(s, "n1", "A", 10, 0).await;
+    let limited = |order: &str, expires_at| {
+        let mut request = hold(order, vec![alloc("l1", "A", "n1", 10)], expires_at);
+        request.capacity_limits = vec![("n1".into(), 10)];
+        request
+    };
+    created(s, limited("o1", T0 + 1000)).await;
+    // at its expiry, a read shows the units and the capacity free again
+    let (stock, used) = s
+        .read_state(&["A".into()], 20_000, T0 + 1000)
+        .await
+        .unwrap();
+    assert_eq!(stock["A"]["n1"].ats(false), 10);
+    assert!(used.is_empty(), "{used:?}");
+    // so an order planned on that read gets them, whether or not a sweep has run
+    let outcome = s
+        .reserve(limited("o2", T0 + 60_000), T0 + 1000)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
+    let l = level(s, "n1", "A", T0 + 1000).await;
+    assert_eq!((l.reserved, l.ats(false)), (10, 0));
+    assert_eq!(s.capacity_used(20_000, T0 + 1000).await.unwrap()["n1"], 10);
+    assert_eq!(
+        s.get_reservation("o1", T0 + 1000)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        ReservationState::Expired
+    );
 }

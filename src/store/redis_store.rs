@@ -879,11 +879,6 @@ impl RedisStore {
         Ok(seeded.iter().filter_map(int).sum::<i64>() as u64)
     }
 
-    /// Whether any attempt or hold is due to be looked at by `now`.
-    async fn anything_due(&self, conn: &Conn, now: Millis) -> Result<bool, StoreError> {
-        Ok(!self.due_entries(conn, now, 1).await?.is_empty())
-    }
-
     /// Up to `limit` entries of the expiry set due by `now`: (member, score as stored).
     async fn due_entries(
         &self,
@@ -1995,33 +1990,18 @@ impl RedisStore {
     }
 
     /// Settles what is due by `now` before a refused reserve tries again, within the operation
-    /// timeout: whether it is worth trying again (something was due). Entries other sweepers
-    /// have claimed are waited for, within the same bound.
+    /// timeout: whether it is worth trying again (something was due). Entries another sweeper
+    /// has claimed are not waited for: one stuck behind a stalled master would hold up every
+    /// refused reserve until its claim lapsed.
     async fn sweep_for_reserve(&self, conn: &Conn, now: Millis) -> bool {
-        let bound = self.op_timeout();
-        let started = Instant::now();
-        let report = match tokio::time::timeout(bound, self.sweep(conn, now)).await {
-            Ok(Ok(report)) => report,
+        match tokio::time::timeout(self.op_timeout(), self.sweep(conn, now)).await {
+            Ok(Ok(report)) => report.settled > 0 || report.in_flight > 0,
             Ok(Err(e)) => {
                 debug!(error = %e, "sweep before a retry failed");
-                return false;
+                false
             }
-            Err(_) => return true,
-        };
-        if report.in_flight == 0 {
-            return report.settled > 0;
+            Err(_) => true,
         }
-        let mut pause = Duration::from_millis(2);
-        while started.elapsed() + pause < bound {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
-            match self.anything_due(conn, now).await {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(_) => return false,
-            }
-        }
-        true
     }
 
     /// Claims and settles what is due by `now`, round by round; see
