@@ -290,24 +290,49 @@ mod unreadable {
                 "{elsewhere:?}"
             );
             s.release(&format!("y{n}"), &[], T0).await.unwrap();
-            // a snapshot repairs it, even at a sequence below the one lost, keeping every hold
+            // a snapshot repairs it, keeping every hold
             let r = s
-                .apply_updates(&[snapshot("n1", 1, 20, None)], T0)
+                .apply_updates(&[snapshot("n1", 2, 20, None)], T0)
                 .await
                 .unwrap();
             assert_eq!(r, vec![UpdateResult::Applied], "{bad:?}");
             let l = s.read_stock(&["A".into()], T0).await.unwrap()["A"]["n1"];
             assert_eq!(
                 (l.on_hand, l.reserved, l.safety_stock, l.last_sequence),
-                (20, 5, *safety_kept, 1),
+                (20, 5, *safety_kept, 2),
                 "{bad:?}"
             );
             let r = s
-                .apply_updates(&[snapshot("n1", 2, 10, Some(4))], T0)
+                .apply_updates(&[snapshot("n1", 3, 10, Some(4))], T0)
                 .await
                 .unwrap();
             assert_eq!(r, vec![UpdateResult::Applied], "{bad:?}");
         }
+        // an unreadable sequence is replaced even by a lower one; a readable one still keeps
+        // older snapshots out
+        for (bad, stale) in [("x,5,4,90,0", true), ("10,5,4,9x,0", false)] {
+            command(port, &["HSET", &key, "n1", bad]).unwrap();
+            let r = s
+                .apply_updates(&[snapshot("n1", 50, 10, None)], T0)
+                .await
+                .unwrap();
+            let want = if stale {
+                UpdateResult::Stale
+            } else {
+                UpdateResult::Applied
+            };
+            assert_eq!(r, vec![want], "{bad:?}");
+        }
+        command(port, &["HSET", &key, "n1", "x,5,4,90,0"]).unwrap();
+        let r = s
+            .apply_updates(&[snapshot("n1", 91, 10, None)], T0)
+            .await
+            .unwrap();
+        assert_eq!(r, vec![UpdateResult::Applied]);
+        assert_eq!(
+            s.read_stock(&["A".into()], T0).await.unwrap()["A"]["n1"].last_sequence,
+            91
+        );
         // the holds kept through every repair still give back and ship exactly
         s.release("o1", &[], T0).await.unwrap();
         let r = s
@@ -315,7 +340,7 @@ mod unreadable {
                 &[update(
                     "n1",
                     "A",
-                    3,
+                    92,
                     UpdateKind::Shipment {
                         order_id: "o2".into(),
                         quantity: 2,

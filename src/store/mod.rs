@@ -294,8 +294,10 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
     /// Rejected, changing nothing: a figure above [`MAX_STOCK_UNITS`] (see
     /// [`update_out_of_bounds`]), a delta that would take on hand below zero or above the limit,
     /// and a delta or shipment of a level the store cannot read. A snapshot of such a level
-    /// repairs it whatever its sequence: it sets on hand (and safety stock when given, else keeps
-    /// a readable one or 0), takes its sequence, and recounts reserved units from the holds.
+    /// repairs it: it sets on hand (and safety stock when given, else keeps a readable one or
+    /// 0), takes its sequence, and recounts reserved units from the holds. An unreadable old
+    /// sequence is replaced whatever the snapshot's; a readable one still makes older
+    /// snapshots stale.
     async fn apply_updates(
         &self,
         updates: &[StockUpdate],

@@ -5,7 +5,8 @@
 -- Returns per update: 1 applied, 0 stale, {'below', on hand} or {'above', on hand} for a delta
 -- that would take on hand below zero or above the limit, {'bad'} for a figure out of bounds
 -- (the caller checks those first), or {'corrupt', stored text} for a delta on a level that
--- cannot be read. A snapshot of such a level repairs it, whatever its sequence.
+-- cannot be read. A snapshot of such a level repairs it: a sequence that can still be read
+-- keeps older snapshots out as ever; one that cannot is replaced by the snapshot's.
 local out = {}
 for i = 1, #ARGV, 6 do
   local n = tonumber(ARGV[i])
@@ -17,6 +18,8 @@ for i = 1, #ARGV, 6 do
     if safety ~= '' then ss = units(safety) end
     if not oh or (safety ~= '' and not ss) or not sequence(seq) then
       out[#out + 1] = {'bad'}
+    elseif bad and partial.sq and not seq_gt(seq, partial.sq) then
+      out[#out + 1] = 0
     elseif bad then
       level_repair(lv, ho, node, oh, ss, seq, partial)
       out[#out + 1] = 1
