@@ -41,6 +41,7 @@ macro_rules! store_conformance_tests {
             network_totals_stay_exact,
             holds_beyond_the_limit_are_refused,
             units_of_an_expired_hold_can_be_reserved_before_a_sweep,
+            releases_keep_the_capacity_of_shipped_units,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -950,4 +951,44 @@ pub async fn units_of_an_expired_hold_can_be_reserved_before_a_sweep(store: Arc<
             .state,
         ReservationState::Expired
     );
+}
+
+pub async fn releases_keep_the_capacity_of_shipped_units(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    seed(s, "n1", "A", 10, 0).await;
+    let mut request = hold(
+        "o1",
+        vec![alloc("l1", "A", "n1", 3), alloc("l2", "A", "n1", 2)],
+        T0 + 60_000,
+    );
+    request.capacity_limits = vec![("n1".into(), 10)];
+    created(s, request).await;
+    s.commit("o1", T0).await.unwrap();
+    let used = |now| async move {
+        s.capacity_used(20_000, now)
+            .await
+            .unwrap()
+            .get("n1")
+            .copied()
+    };
+    assert_eq!(used(T0).await, Some(5));
+    let r = s
+        .apply_updates(&[shipment("n1", "A", 2, "o1", 2)], T0)
+        .await
+        .unwrap();
+    assert_eq!(r, vec![UpdateResult::Applied]);
+    // the node did the work of shipped units: their capacity stays used
+    assert_eq!(used(T0).await, Some(5));
+    let r = s.release("o1", &["l1".into()], T0).await.unwrap();
+    assert_eq!(r.allocations[0].outstanding(), 0);
+    assert_eq!(used(T0).await, Some(4));
+    let r = s.release("o1", &[], T0).await.unwrap();
+    assert_eq!(r.state, ReservationState::Fulfilled);
+    assert_eq!(used(T0).await, Some(2));
+    // again changes nothing
+    s.release("o1", &[], T0).await.unwrap();
+    s.release("o1", &["l2".into()], T0).await.unwrap();
+    assert_eq!(used(T0).await, Some(2));
+    let l = level(s, "n1", "A", T0).await;
+    assert_eq!((l.on_hand, l.reserved), (8, 0));
 }
