@@ -79,8 +79,10 @@ const SWEEP_CONCURRENCY: usize = 32;
 /// due at once (a sweep far behind), a read may count some until the sweep catches up.
 const DUE_LIMIT: isize = 1024;
 /// How long a sweeper's claim on a due entry lasts, in operation timeouts: long enough for the
-/// few calls that settle it, after which another sweeper may take over one left unsettled.
-const CLAIM_OPS: u64 = 5;
+/// calls that settle it in the common case, short enough that another sweeper soon takes over
+/// one left unsettled (a call failed); a claim that lapses early only means work done twice,
+/// which is idempotent.
+const CLAIM_OPS: u64 = 2;
 /// How soon a failed connection is tried again; calls in between fail at once.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// Markers spread over the slot space; a master that owns at least this share of the slots in
@@ -1989,30 +1991,48 @@ impl RedisStore {
         })
     }
 
-    /// Settles what is due by `now` before a refused reserve tries again, within the operation
-    /// timeout: whether it is worth trying again (something was due). Entries another sweeper
-    /// has claimed are not waited for: one stuck behind a stalled master would hold up every
-    /// refused reserve until its claim lapsed.
+    /// Settles what is due by `now` before a refused reserve tries again, in rounds small
+    /// enough that it stops about the operation timeout: whether it is worth trying again
+    /// (something was due). Entries another sweeper has claimed are not waited for: one stuck
+    /// behind a stalled master would hold up every refused reserve until its claim lapsed.
     async fn sweep_for_reserve(&self, conn: &Conn, now: Millis) -> bool {
-        match tokio::time::timeout(self.op_timeout(), self.sweep(conn, now)).await {
-            Ok(Ok(report)) => report.settled > 0 || report.in_flight > 0,
-            Ok(Err(e)) => {
+        let budget = Instant::now() + self.op_timeout();
+        match self
+            .sweep_rounds(conn, now, SWEEP_CONCURRENCY as isize, Some(budget))
+            .await
+        {
+            Ok(report) => report.settled > 0 || report.in_flight > 0,
+            Err(e) => {
                 debug!(error = %e, "sweep before a retry failed");
                 false
             }
-            Err(_) => true,
         }
     }
 
-    /// Claims and settles what is due by `now`, round by round; see
-    /// [`StockStore::expire_holds`].
+    /// Claims and settles what is due by `now`; see [`StockStore::expire_holds`].
     async fn sweep(&self, conn: &Conn, now: Millis) -> Result<SweepReport, StoreError> {
+        self.sweep_rounds(conn, now, SWEEP_BATCH, None).await
+    }
+
+    /// Claims and settles what is due by `now`, up to `batch` entries a round, until nothing
+    /// is left or (when given) `budget` has passed. A round is never cut short, so no entry is
+    /// left claimed but unsettled unless settling it failed.
+    async fn sweep_rounds(
+        &self,
+        conn: &Conn,
+        now: Millis,
+        batch: isize,
+        budget: Option<Instant>,
+    ) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
-        let lease = (self.inner.settings.op_timeout_ms * CLAIM_OPS).max(500);
+        let lease = (self.inner.settings.op_timeout_ms * CLAIM_OPS).max(100);
         // bounded: every entry settled is removed or filed later than `now`, and a round
         // that claims nothing ends the sweep
         for _ in 0..64 {
-            let due = self.due_entries(conn, now, SWEEP_BATCH).await?;
+            if budget.is_some_and(|b| Instant::now() >= b) {
+                break;
+            }
+            let due = self.due_entries(conn, now, batch).await?;
             let round = due.len();
             let claims = try_join_all(due.iter().map(|(m, at)| async move {
                 let mut set = redis::cmd("SET");
@@ -2046,7 +2066,7 @@ impl RedisStore {
                     report.expired += 1;
                 }
             }
-            if (round as isize) < SWEEP_BATCH || !claimed_any {
+            if (round as isize) < batch || !claimed_any {
                 break;
             }
         }
