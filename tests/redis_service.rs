@@ -594,3 +594,105 @@ async fn expired_holds_return_once_with_every_replica_sweeping() {
     assert_eq!(audit.states.get("expired"), Some(&30));
     assert_eq!(audit.states.get("held"), Some(&10));
 }
+
+/// Sends one feed update; it must be refused naming `field`, by the API (the whole request)
+/// or by the store (the update), and change nothing.
+async fn refused(inventory: &mut InventoryClient<Channel>, update: pb::StockUpdate, field: &str) {
+    match inventory
+        .set_stock(pb::SetStockRequest {
+            updates: vec![update.clone()],
+        })
+        .await
+    {
+        Ok(summary) => {
+            let summary = summary.into_inner();
+            assert_eq!(
+                (summary.applied, summary.rejected),
+                (0, 1),
+                "{update:?}: {summary:?}"
+            );
+            let reason = &summary.rejections[0].reason;
+            assert!(reason.starts_with(&format!("{field}: ")), "{reason}");
+        }
+        Err(status) => {
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains(field), "{status:?}");
+        }
+    }
+}
+
+async fn on_hand(inventory: &mut InventoryClient<Channel>, sku: &str) -> i64 {
+    let reply = inventory
+        .get_availability(pb::GetAvailabilityRequest {
+            skus: vec![sku.into()],
+            segment: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{sku} cannot be read: {e:?}"))
+        .into_inner();
+    reply.skus[0].on_hand
+}
+
+/// A delta of +i64::MAX used to be applied and leave on hand at -2^63 in Redis, after which
+/// the sku could not be read and no feed update of it could be applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feed_updates_beyond_the_limit_leave_the_sku_readable() {
+    let single = RedisServer::start();
+    let cluster = RedisCluster::start(3);
+    for (urls, is_cluster) in [(vec![single.url()], false), (cluster.urls(), true)] {
+        let p = prefix();
+        let server = TestServer::start_with(redis_config(urls, is_cluster, &p)).await;
+        wait_for_health(&server.channel, ServingStatus::Serving).await;
+        let mut inventory = server.inventory();
+        push_stock(&mut inventory, &[("wh-getafe", "SKU-0001", 10)]).await;
+        let update = |kind: pb::StockUpdateKind, quantity: i64, sequence: u64| pb::StockUpdate {
+            node_id: "wh-getafe".into(),
+            sku: "SKU-0001".into(),
+            kind: kind as i32,
+            quantity,
+            sequence,
+            order_id: String::new(),
+            safety_stock: None,
+        };
+        use pb::StockUpdateKind::{Delta, Snapshot};
+        refused(&mut inventory, update(Delta, i64::MAX, 1_000), "quantity").await;
+        refused(
+            &mut inventory,
+            update(Delta, i64::MIN + 1, 1_001),
+            "quantity",
+        )
+        .await;
+        refused(
+            &mut inventory,
+            update(Snapshot, i64::MAX, 1_002),
+            "quantity",
+        )
+        .await;
+        // above 2^53: a Lua number would read it back one less
+        refused(
+            &mut inventory,
+            update(Snapshot, 9_007_199_254_740_993, 1_003),
+            "quantity",
+        )
+        .await;
+        let mut safety = update(Snapshot, 5, 1_004);
+        safety.safety_stock = Some(i64::MAX);
+        refused(&mut inventory, safety, "safety_stock").await;
+        assert_eq!(
+            on_hand(&mut inventory, "SKU-0001").await,
+            10,
+            "cluster: {is_cluster}"
+        );
+        // the level still takes updates
+        let summary = inventory
+            .set_stock(pb::SetStockRequest {
+                updates: vec![update(Delta, 1, 1_005)],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(summary.applied, 1, "{summary:?}");
+        assert_eq!(on_hand(&mut inventory, "SKU-0001").await, 11);
+        drop(server);
+    }
+}

@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use common::redis::{RedisCluster, RedisServer};
+use common::redis::{Audit, RedisCluster, RedisServer, command};
 use dom_router::config::{Config, ConfigSource, RedisSettings};
 use dom_router::store::{RedisStore, StockStore};
 
@@ -111,4 +111,389 @@ async fn seed_stock_fills_only_levels_redis_lacks() {
     assert_eq!(view["A"]["n1"].on_hand, 3);
     assert_eq!(view["A"]["n1"].safety_stock, 2);
     assert_eq!(view["A"]["n2"].on_hand, 5);
+}
+
+mod unreadable {
+    //! Levels written by something other than the store: every script copes, reads and
+    //! feeds say which level is bad, and a snapshot repairs it without losing a hold.
+
+    use dom_router::config::RedisSettings;
+    use dom_router::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
+    use dom_router::store::{
+        Allocation, HoldRequest, RedisStore, ReserveOutcome, StockStore, StockUpdate, StoreError,
+        UpdateKind, UpdateResult,
+    };
+
+    use super::common::redis::command;
+
+    const T0: i64 = 1_800_000_000_000;
+
+    fn update(node: &str, sku: &str, sequence: u64, kind: UpdateKind) -> StockUpdate {
+        StockUpdate {
+            node_id: node.into(),
+            sku: sku.into(),
+            sequence,
+            kind,
+        }
+    }
+
+    fn snapshot(node: &str, seq: u64, on_hand: u64, safety: Option<u64>) -> StockUpdate {
+        update(
+            node,
+            "A",
+            seq,
+            UpdateKind::Snapshot {
+                on_hand,
+                safety_stock: safety,
+            },
+        )
+    }
+
+    fn hold(order: &str, node: &str, quantity: u64) -> HoldRequest {
+        HoldRequest {
+            order_id: order.into(),
+            fingerprint: order.into(),
+            segment: "standard".into(),
+            use_safety_stock: false,
+            plan: Plan {
+                shipments: Vec::new(),
+                unfilled: Vec::new(),
+                total_cost: 0.0,
+                cost: CostBreakdown::default(),
+                strategy: StrategyKind::Nearest,
+                status: SolveStatus::Heuristic,
+                unused_nodes: Vec::new(),
+                binding: Vec::new(),
+                plan_micros: 0,
+                rules_version: String::new(),
+            },
+            allocations: vec![Allocation {
+                line_id: "l1".into(),
+                sku: "A".into(),
+                node_id: node.into(),
+                quantity,
+                shipped: 0,
+                released: 0,
+            }],
+            expires_at: T0 + 600_000,
+            capacity_day: 20_000,
+            capacity_limits: vec![(node.into(), 1_000)],
+        }
+    }
+
+    /// Stored texts no version of the store writes, and the safety stock a repair keeps.
+    const BAD: [(&str, u64); 9] = [
+        ("garbage", 0),
+        ("", 0),
+        ("-1,5,4,1,0", 4),
+        ("10,-5,4,1,0", 4),
+        ("100000000000000000000,5,4,1,0", 4),
+        ("1000000000001,5,4,1,0", 4),
+        ("10,5,4", 0),
+        ("10,5,4,1,0,7", 0),
+        ("10,5,4,99999999999999999999,0", 4),
+    ];
+
+    pub async fn case(settings: RedisSettings, port_of: impl Fn(&str) -> u16) {
+        let store = RedisStore::new(&settings, Vec::new()).unwrap();
+        let s: &dyn StockStore = &store;
+        let key = format!("{}:{{s:A}}:lv", settings.key_prefix);
+        let port = port_of(&key);
+        let r = s
+            .apply_updates(
+                &[
+                    snapshot("n1", 1, 10, Some(4)),
+                    snapshot("n2", 1, 5, Some(0)),
+                    update(
+                        "n1",
+                        "B",
+                        1,
+                        UpdateKind::Snapshot {
+                            on_hand: 3,
+                            safety_stock: None,
+                        },
+                    ),
+                ],
+                T0,
+            )
+            .await
+            .unwrap();
+        assert!(r.iter().all(|r| *r == UpdateResult::Applied), "{r:?}");
+        // two orders hold units at n1: one held, one committed
+        for (order, units) in [("o1", 3), ("o2", 2)] {
+            let outcome = s.reserve(hold(order, "n1", units), T0).await.unwrap();
+            assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
+        }
+        s.commit("o2", T0).await.unwrap();
+        let mut seq = 10;
+        for (n, (bad, safety_kept)) in BAD.iter().enumerate() {
+            assert_eq!(
+                command(port, &["HSET", &key, "n1", bad]).unwrap(),
+                ":0",
+                "{bad:?}"
+            );
+            // reads of the sku say which level is bad, and how to repair it
+            let e = s.read_stock(&["A".into()], T0).await.unwrap_err();
+            let StoreError::Corrupt(why) = &e else {
+                panic!("{bad:?}: {e:?}")
+            };
+            assert!(
+                why.contains("\"A\"") && why.contains("\"n1\"") && why.contains("snapshot"),
+                "{why}"
+            );
+            assert_eq!(
+                s.read_stock(&["B".into()], T0).await.unwrap()["B"]["n1"].on_hand,
+                3
+            );
+            // feeds of the bad level are refused by name; the sku's other nodes go on
+            seq += 1;
+            let r = s
+                .apply_updates(
+                    &[
+                        update("n1", "A", seq, UpdateKind::Delta { change: 1 }),
+                        update(
+                            "n1",
+                            "A",
+                            seq + 1,
+                            UpdateKind::Shipment {
+                                order_id: "o2".into(),
+                                quantity: 1,
+                            },
+                        ),
+                        update("n2", "A", seq, UpdateKind::Delta { change: 1 }),
+                    ],
+                    T0,
+                )
+                .await
+                .unwrap();
+            for result in &r[..2] {
+                assert!(
+                    matches!(result, UpdateResult::Rejected(why) if why.contains("A at n1") && why.contains("cannot be read")),
+                    "{bad:?}: {r:?}"
+                );
+            }
+            assert_eq!(r[2], UpdateResult::Applied, "{bad:?}");
+            // a hold there is refused as corrupt, and leaves nothing behind
+            let order = format!("x{n}");
+            let e = s.reserve(hold(&order, "n1", 1), T0).await.unwrap_err();
+            assert!(
+                matches!(&e, StoreError::Corrupt(why) if why.contains("\"n1\"") && why.contains("\"A\"")),
+                "{bad:?}: {e:?}"
+            );
+            assert!(s.get_reservation(&order, T0).await.unwrap().is_none());
+            let elsewhere = s
+                .reserve(hold(&format!("y{n}"), "n2", 1), T0)
+                .await
+                .unwrap();
+            assert!(
+                matches!(elsewhere, ReserveOutcome::Created(_)),
+                "{elsewhere:?}"
+            );
+            s.release(&format!("y{n}"), &[], T0).await.unwrap();
+            // a snapshot repairs it, keeping every hold
+            let r = s
+                .apply_updates(&[snapshot("n1", 2, 20, None)], T0)
+                .await
+                .unwrap();
+            assert_eq!(r, vec![UpdateResult::Applied], "{bad:?}");
+            let l = s.read_stock(&["A".into()], T0).await.unwrap()["A"]["n1"];
+            assert_eq!(
+                (l.on_hand, l.reserved, l.safety_stock, l.last_sequence),
+                (20, 5, *safety_kept, 2),
+                "{bad:?}"
+            );
+            let r = s
+                .apply_updates(&[snapshot("n1", 3, 10, Some(4))], T0)
+                .await
+                .unwrap();
+            assert_eq!(r, vec![UpdateResult::Applied], "{bad:?}");
+        }
+        // an unreadable sequence is replaced even by a lower one; a readable one still keeps
+        // older snapshots out
+        for (bad, stale) in [("x,5,4,90,0", true), ("10,5,4,9x,0", false)] {
+            command(port, &["HSET", &key, "n1", bad]).unwrap();
+            let r = s
+                .apply_updates(&[snapshot("n1", 50, 10, None)], T0)
+                .await
+                .unwrap();
+            let want = if stale {
+                UpdateResult::Stale
+            } else {
+                UpdateResult::Applied
+            };
+            assert_eq!(r, vec![want], "{bad:?}");
+        }
+        command(port, &["HSET", &key, "n1", "x,5,4,90,0"]).unwrap();
+        let r = s
+            .apply_updates(&[snapshot("n1", 91, 10, None)], T0)
+            .await
+            .unwrap();
+        assert_eq!(r, vec![UpdateResult::Applied]);
+        assert_eq!(
+            s.read_stock(&["A".into()], T0).await.unwrap()["A"]["n1"].last_sequence,
+            91
+        );
+        // the holds kept through every repair still give back and ship exactly
+        s.release("o1", &[], T0).await.unwrap();
+        let r = s
+            .apply_updates(
+                &[update(
+                    "n1",
+                    "A",
+                    92,
+                    UpdateKind::Shipment {
+                        order_id: "o2".into(),
+                        quantity: 2,
+                    },
+                )],
+                T0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r, vec![UpdateResult::Applied]);
+        let l = s.read_stock(&["A".into()], T0).await.unwrap()["A"]["n1"];
+        assert_eq!((l.on_hand, l.reserved, l.safety_stock), (8, 0, 4));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreadable_levels_on_a_single_redis() {
+    let server = single();
+    unreadable::case(settings(vec![server.url()], false), |_| server.port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreadable_levels_on_a_cluster() {
+    let c = cluster();
+    unreadable::case(settings(c.urls(), true), |key| c.master_of(key).port).await;
+}
+
+/// Script calls Redis has run since its stats were reset.
+fn script_calls(port: u16) -> u64 {
+    let Ok(common::redis::Resp::Bulk(Some(info))) =
+        common::redis::query(port, &["INFO", "commandstats"])
+    else {
+        panic!("INFO commandstats did not answer");
+    };
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_leave_expired_holds_out_and_sweepers_share_the_work() {
+    use dom_router::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
+    use dom_router::store::{Allocation, HoldRequest, ReserveOutcome, StockUpdate, UpdateKind};
+    const T0: i64 = 1_800_000_000_000;
+    const HOLDS: u64 = 40;
+    const CALLERS: usize = 16;
+    let server = RedisServer::start();
+    let s = settings(vec![server.url()], false);
+    let store = Arc::new(RedisStore::new(&s, Vec::new()).unwrap());
+    let update = StockUpdate {
+        node_id: "n1".into(),
+        sku: "A".into(),
+        sequence: 1,
+        kind: UpdateKind::Snapshot {
+            on_hand: 1_000,
+            safety_stock: None,
+        },
+    };
+    store.apply_updates(&[update], T0).await.unwrap();
+    let hold = |order: String, units: u64, expires_at: i64| HoldRequest {
+        order_id: order.clone(),
+        fingerprint: order,
+        segment: "standard".into(),
+        use_safety_stock: false,
+        plan: Plan {
+            shipments: Vec::new(),
+            unfilled: Vec::new(),
+            total_cost: 0.0,
+            cost: CostBreakdown::default(),
+            strategy: StrategyKind::Nearest,
+            status: SolveStatus::Heuristic,
+            unused_nodes: Vec::new(),
+            binding: Vec::new(),
+            plan_micros: 0,
+            rules_version: String::new(),
+        },
+        allocations: vec![Allocation {
+            line_id: "l1".into(),
+            sku: "A".into(),
+            node_id: "n1".into(),
+            quantity: units,
+            shipped: 0,
+            released: 0,
+        }],
+        expires_at,
+        capacity_day: 20_000,
+        capacity_limits: Vec::new(),
+    };
+    for i in 0..HOLDS {
+        let outcome = store
+            .reserve(hold(format!("short-{i}"), 2, T0 + 1_000), T0)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, ReserveOutcome::Created(_)));
+    }
+    store
+        .reserve(hold("long".into(), 1, T0 + 600_000), T0)
+        .await
+        .unwrap();
+    // one hold expired and swept first, so that every script is loaded before counting
+    store
+        .reserve(hold("warm-up".into(), 1, T0 + 500), T0)
+        .await
+        .unwrap();
+    assert_eq!(store.expire_holds(T0 + 500).await.unwrap(), 1);
+    let at = T0 + 1_000;
+    let skus = ["A".to_owned()];
+    command(server.port, &["CONFIG", "RESETSTAT"]).unwrap();
+    // many requests read at once as the holds fall due: each sees them gone, none writes
+    let reads = (0..CALLERS).map(|_| {
+        let store = store.clone();
+        let skus = skus.clone();
+        tokio::spawn(async move { store.read_state(&skus, 20_000, at).await.unwrap() })
+    });
+    for read in futures_util::future::join_all(reads).await {
+        let (stock, used) = read.unwrap();
+        assert_eq!(stock["A"]["n1"].reserved, 1);
+        assert_eq!(used["n1"], 1);
+    }
+    assert_eq!(script_calls(server.port), 0, "reads ran scripts");
+    let audit = Audit::read(&[server.port], &s.key_prefix);
+    assert_eq!(
+        audit.levels[&("A".into(), "n1".into())].1,
+        2 * HOLDS as i64 + 1
+    );
+    assert_eq!(audit.states.get("held"), Some(&(HOLDS as usize + 1)));
+    // as many sweeps at once: each hold is settled by one of them
+    let started = std::time::Instant::now();
+    let sweeps = (0..CALLERS).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.expire_holds(at).await.unwrap() })
+    });
+    let expired: u64 = futures_util::future::join_all(sweeps)
+        .await
+        .into_iter()
+        .map(|n| n.unwrap())
+        .sum();
+    let took = started.elapsed();
+    let calls = script_calls(server.port);
+    eprintln!("{CALLERS} sweeps of {HOLDS} due holds: {calls} script calls in {took:?}");
+    assert_eq!(expired, HOLDS);
+    // settling one hold is three scripts: the record, the sku, the capacity
+    assert!(calls <= 3 * HOLDS, "{calls} script calls for {HOLDS} holds");
+    let audit = Audit::read(&[server.port], &s.key_prefix);
+    audit.assert_consistent();
+    assert_eq!(audit.levels[&("A".into(), "n1".into())].1, 1);
+    assert_eq!(audit.states.get("expired"), Some(&(HOLDS as usize + 1)));
 }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    HoldRequest, Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore,
-    StockUpdate, StockView, StoreError, UpdateKind, UpdateResult,
+    HoldRequest, MAX_STOCK_UNITS, Reservation, ReservationState, ReserveOutcome, StockLevel,
+    StockStore, StockUpdate, StockView, StoreError, UpdateKind, UpdateResult,
 };
 use crate::clock::Millis;
 use crate::config::StockSeed;
@@ -120,6 +120,9 @@ impl State {
     }
 
     fn apply(&mut self, u: &StockUpdate) -> UpdateResult {
+        if let Some(why) = super::update_out_of_bounds(&u.kind) {
+            return UpdateResult::Rejected(why);
+        }
         let current = self
             .stock
             .get(&u.sku)
@@ -144,12 +147,22 @@ impl State {
             UpdateKind::Delta { change } => {
                 let value = i128::from(current.on_hand) + i128::from(*change);
                 if value < 0 {
-                    return UpdateResult::Rejected(format!(
-                        "quantity: a delta of {change} would take on hand of {} at {} below zero (on hand {})",
-                        u.sku, u.node_id, current.on_hand
+                    return UpdateResult::Rejected(super::delta_below_zero(
+                        u,
+                        *change,
+                        current.on_hand,
                     ));
                 }
-                next.on_hand = u64::try_from(value).unwrap_or(u64::MAX);
+                match u64::try_from(value) {
+                    Ok(on_hand) if on_hand <= MAX_STOCK_UNITS => next.on_hand = on_hand,
+                    _ => {
+                        return UpdateResult::Rejected(super::delta_above_limit(
+                            u,
+                            *change,
+                            current.on_hand,
+                        ));
+                    }
+                }
             }
             UpdateKind::Shipment { order_id, quantity } => {
                 let Some(r) = self.reservations.get_mut(order_id) else {
@@ -167,8 +180,7 @@ impl State {
                     .allocations
                     .iter()
                     .filter(|a| a.sku == u.sku && a.node_id == u.node_id)
-                    .map(|a| a.outstanding())
-                    .sum();
+                    .fold(0u64, |sum, a| sum.saturating_add(a.outstanding()));
                 if *quantity > outstanding {
                     return UpdateResult::Rejected(format!(
                         "quantity: order {order_id:?} has {outstanding} units of {} outstanding at {}, fewer than {quantity}",
@@ -243,6 +255,21 @@ impl StockStore for MemoryStore {
         if let Some(existing) = state.reservations.get(&request.order_id) {
             return Ok(ReserveOutcome::Existing(existing.clone()));
         }
+        if let Some((sku, node_id, wanted)) = super::oversized_hold(&request.allocations) {
+            let available = state
+                .stock
+                .get(&sku)
+                .and_then(|m| m.get(&node_id))
+                .map(|l| l.ats(request.use_safety_stock))
+                .unwrap_or(0);
+            return Ok(ReserveOutcome::Insufficient {
+                sku,
+                node_id,
+                wanted,
+                available,
+            });
+        }
+        // every sum below is of units within the limit per (sku, node), so none can overflow
         let mut wanted: HashMap<(&str, &str), u64> = HashMap::new();
         for a in &request.allocations {
             *wanted.entry((&a.sku, &a.node_id)).or_default() += a.quantity;
@@ -267,7 +294,8 @@ impl StockStore for MemoryStore {
         }
         let mut per_node: HashMap<&str, u64> = HashMap::new();
         for a in &request.allocations {
-            *per_node.entry(&a.node_id).or_default() += a.quantity;
+            let units = per_node.entry(&a.node_id).or_default();
+            *units = units.saturating_add(a.quantity);
         }
         for (node_id, limit) in &request.capacity_limits {
             let units = per_node.get(node_id.as_str()).copied().unwrap_or(0);
@@ -290,10 +318,11 @@ impl StockStore for MemoryStore {
             level.reserved += units;
         }
         for (node_id, units) in per_node {
-            *state
+            let used = state
                 .capacity
                 .entry((request.capacity_day, node_id.to_owned()))
-                .or_default() += units;
+                .or_default();
+            *used = used.saturating_add(units);
         }
         let reservation = Reservation {
             order_id: request.order_id.clone(),

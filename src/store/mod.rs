@@ -28,6 +28,62 @@ pub use redis_store::RedisStore;
 /// sku stays far inside `i64` (it would take over nine million nodes at the limit to reach it).
 pub const MAX_STOCK_UNITS: u64 = 1_000_000_000_000;
 
+/// Why an update's figures are out of bounds, before any stock is looked at: a sentence that
+/// names the request field (`quantity` or `safety_stock`), or `None` when every figure is within
+/// [`MAX_STOCK_UNITS`]. Both stores reject such an update whole, and consume no sequence.
+pub fn update_out_of_bounds(kind: &UpdateKind) -> Option<String> {
+    let above = |field: &str, value: u64| {
+        (value > MAX_STOCK_UNITS)
+            .then(|| format!("{field}: {value} is above the limit of {MAX_STOCK_UNITS}"))
+    };
+    match kind {
+        UpdateKind::Snapshot {
+            on_hand,
+            safety_stock,
+        } => above("quantity", *on_hand)
+            .or_else(|| safety_stock.and_then(|s| above("safety_stock", s))),
+        UpdateKind::Delta { change } => (change.unsigned_abs() > MAX_STOCK_UNITS).then(|| {
+            format!("quantity: a delta of {change} is larger than the limit of {MAX_STOCK_UNITS}")
+        }),
+        UpdateKind::Shipment { quantity, .. } => above("quantity", *quantity),
+    }
+}
+
+/// The rejection of a delta that would take on hand below zero.
+pub(crate) fn delta_below_zero(u: &StockUpdate, change: i64, on_hand: u64) -> String {
+    format!(
+        "quantity: a delta of {change} would take on hand of {} at {} below zero (on hand {on_hand})",
+        u.sku, u.node_id
+    )
+}
+
+/// The rejection of a delta that would take on hand above [`MAX_STOCK_UNITS`].
+pub(crate) fn delta_above_limit(u: &StockUpdate, change: i64, on_hand: u64) -> String {
+    format!(
+        "quantity: a delta of {change} would take on hand of {} at {} above the limit of {MAX_STOCK_UNITS} (on hand {on_hand})",
+        u.sku, u.node_id
+    )
+}
+
+/// The (sku, node) pair of a hold that wants more units than any level can have, and how many
+/// it wants in all (saturating); such a hold is refused as insufficient before any store
+/// arithmetic sees it.
+pub(crate) fn oversized_hold(allocations: &[Allocation]) -> Option<(String, String, u64)> {
+    let mut wanted: HashMap<(&str, &str), u64> = HashMap::new();
+    for a in allocations {
+        let units = wanted.entry((&a.sku, &a.node_id)).or_default();
+        *units = units.saturating_add(a.quantity);
+    }
+    let mut over: Vec<_> = wanted
+        .into_iter()
+        .filter(|(_, units)| *units > MAX_STOCK_UNITS)
+        .collect();
+    over.sort();
+    over.into_iter()
+        .next()
+        .map(|((sku, node), units)| (sku.to_owned(), node.to_owned(), units))
+}
+
 /// Stock of one sku at one node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockLevel {
@@ -140,7 +196,8 @@ pub struct Allocation {
 impl Allocation {
     /// Units still reserved: neither shipped nor given back.
     pub fn outstanding(&self) -> u64 {
-        self.quantity.saturating_sub(self.shipped + self.released)
+        self.quantity
+            .saturating_sub(self.shipped.saturating_add(self.released))
     }
 }
 
@@ -225,10 +282,22 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
     /// Ok when the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Stock of every node for these skus, with holds expired by `now` already returned.
+    /// Stock of every node for these skus as of `now`: units of holds expired by `now` are not
+    /// counted as reserved, whether or not a sweep has given them back yet (a read may leave
+    /// that to [`expire_holds`](StockStore::expire_holds) and never waits on another request's
+    /// sweep). A level the store cannot read fails the read with [`StoreError::Corrupt`] naming
+    /// the sku and the node; a snapshot of that node and sku repairs it.
     async fn read_stock(&self, skus: &[String], now: Millis) -> Result<StockView, StoreError>;
 
     /// Applies feed updates in order; each is applied, stale or rejected on its own.
+    ///
+    /// Rejected, changing nothing: a figure above [`MAX_STOCK_UNITS`] (see
+    /// [`update_out_of_bounds`]), a delta that would take on hand below zero or above the limit,
+    /// and a delta or shipment of a level the store cannot read. A snapshot of such a level
+    /// repairs it: it sets on hand (and safety stock when given, else keeps a readable one or
+    /// 0), takes its sequence, and recounts reserved units from the holds. An unreadable old
+    /// sequence is replaced whatever the snapshot's; a readable one still makes older
+    /// snapshots stale.
     async fn apply_updates(
         &self,
         updates: &[StockUpdate],
@@ -243,7 +312,8 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
     ) -> Result<ReserveOutcome, StoreError>;
 
     /// Units of capacity each node has committed to on `day` (days since the Unix epoch), by
-    /// holds and allocations not released; nodes with none are absent.
+    /// holds and allocations not released, not counting holds expired by `now` (as
+    /// [`read_stock`](StockStore::read_stock)); nodes with none are absent.
     async fn capacity_used(
         &self,
         day: i64,

@@ -11,6 +11,7 @@
 //! | `P:{s:SKU}:void:TOKEN` | string | an aborted attempt, so that a late hold of it is refused |
 //! | `P:{o:ORDER}` | hash | the reservation record: state, token, expiry, deadline, day, body, allocations |
 //! | `P:{x}:expiry` | sorted set | `TOKEN:ORDER` by the time the attempt or hold must be looked at |
+//! | `P:{x}:claim:DUE:TOKEN:ORDER` | string | a sweeper's short claim on one due entry |
 //! | `P:{c:DAY}:used` / `:orders` | hash | node capacity used on a day, and by which order |
 //! | `P:{m:N}:marker` | string | one per part of the slot space, to tell when Redis lost its data |
 //!
@@ -23,7 +24,20 @@
 //! markers (so it cannot hold more) and gives back what the record says it may hold. Giving
 //! back is idempotent per sku, so an expired hold is returned exactly once however many
 //! replicas sweep. A release likewise notes its lines in the record first, so that a sweep can
-//! finish one cut off half-way.
+//! finish one cut off half-way; the capacity it gives back is worked out from the record (what
+//! the order keeps), not from what its own stock step returned, so that whichever call
+//! finishes the release gives the capacity back, once.
+//!
+//! A sweeper claims each due entry for a few operation timeouts before it settles it, so that
+//! replicas sweeping at once share the work out. Reads never sweep: alongside the levels they
+//! read what is due and leave out the units a sweep will give back, writing nothing. A reserve
+//! refused for want of units or capacity sweeps what is due and tries once more, since a read
+//! may have counted on units a sweep has yet to return.
+//!
+//! Every stock figure is at most [`MAX_STOCK_UNITS`], so the scripts' numbers (doubles) are
+//! exact and are written back with `%.0f`. A level in a form no script writes is reported, never
+//! computed with: reads fail as corrupt naming it, deltas, shipments and holds there are
+//! refused, and a snapshot repairs it, recounting reserved units from the sku's holds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -32,7 +46,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::future::{join, join_all, try_join_all};
+use futures_util::future::{join, join_all, join3, try_join_all};
 use futures_util::stream::{self, StreamExt};
 use parking_lot::RwLock;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -45,8 +59,8 @@ use tokio::sync::Mutex as AsyncMutex;
 use tracing::{debug, error, info, warn};
 
 use super::{
-    Allocation, HoldRequest, Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore,
-    StockUpdate, StockView, StoreError, UpdateKind, UpdateResult,
+    Allocation, HoldRequest, MAX_STOCK_UNITS, Reservation, ReservationState, ReserveOutcome,
+    StockLevel, StockStore, StockUpdate, StockView, StoreError, UpdateKind, UpdateResult,
 };
 use crate::clock::Millis;
 use crate::config::{RedisSettings, StockSeed, redact_url};
@@ -61,6 +75,14 @@ const FEED_CHUNK: usize = 256;
 const SWEEP_BATCH: isize = 256;
 /// Orders a sweep works on at once.
 const SWEEP_CONCURRENCY: usize = 32;
+/// Due entries of the expiry set a read looks at to leave their units out; beyond that many
+/// due at once (a sweep far behind), a read may count some until the sweep catches up.
+const DUE_LIMIT: isize = 1024;
+/// How long a sweeper's claim on a due entry lasts, in operation timeouts: long enough for the
+/// calls that settle it in the common case, short enough that another sweeper soon takes over
+/// one left unsettled (a call failed); a claim that lapses early only means work done twice,
+/// which is idempotent.
+const CLAIM_OPS: u64 = 2;
 /// How soon a failed connection is tried again; calls in between fail at once.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// Markers spread over the slot space; a master that owns at least this share of the slots in
@@ -102,6 +124,8 @@ mod lua {
 struct Named {
     name: &'static str,
     script: Script,
+    /// The whole source, sent with `EVAL` to a node that does not have the script yet.
+    code: String,
 }
 
 struct Scripts {
@@ -126,9 +150,13 @@ struct Scripts {
 
 impl Scripts {
     fn new() -> Self {
-        let s = |name: &'static str, body: &str| Named {
-            name,
-            script: Script::new(&format!("{}\n{body}", lua::PRELUDE)),
+        let s = |name: &'static str, body: &str| {
+            let code = format!("{}\n{body}", lua::PRELUDE);
+            Named {
+                name,
+                script: Script::new(&code),
+                code,
+            }
         };
         Self {
             feed: s("feed", lua::FEED),
@@ -275,6 +303,11 @@ impl Keys {
 
     fn capacity_void(&self, day: i64, token: &str) -> String {
         format!("{}:{{c:{day}}}:void:{token}", self.prefix)
+    }
+
+    /// A sweeper's claim on an expiry-set entry due at `due`; a re-filed entry is a new one.
+    fn claim(&self, member: &str, due: &str) -> String {
+        format!("{}:{{x}}:claim:{due}:{member}", self.prefix)
     }
 }
 
@@ -430,6 +463,112 @@ fn parse_record(v: &[Value]) -> Result<Option<Record>, StoreError> {
         allocations,
         releasing,
     }))
+}
+
+/// What one sweep did: holds it expired, entries it settled, and entries it found due but
+/// claimed by another sweeper.
+#[derive(Debug, Default)]
+struct SweepReport {
+    expired: u64,
+    settled: u64,
+    in_flight: u64,
+}
+
+/// Units a sweep will give back: per (sku, node) of stock, and per node of a day's capacity.
+#[derive(Debug, Default)]
+struct DueUnits {
+    stock: HashMap<(String, String), u64>,
+    capacity: HashMap<String, u64>,
+}
+
+/// What a due attempt gives back when it is settled.
+#[derive(Debug)]
+enum Gives {
+    All,
+    Lines(Vec<String>),
+}
+
+impl Gives {
+    fn covers(&self, line_id: &str) -> bool {
+        match self {
+            Gives::All => true,
+            Gives::Lines(lines) => lines.iter().any(|l| l == line_id),
+        }
+    }
+}
+
+/// The parts of a reservation record that say what settling it gives back.
+#[derive(Debug)]
+struct DueRecord {
+    state: String,
+    token: String,
+    expires_at: Millis,
+    deadline: Millis,
+    day: Option<i64>,
+    allocations: Vec<Allocation>,
+    releasing: Option<(Vec<String>, Millis)>,
+}
+
+impl DueRecord {
+    /// From `HMGET st tok exp dl day al rel rdl`; `None` when there is no record, or it does
+    /// not read (then a read counts its units, as the sweep cannot give them back either).
+    fn parse(v: &[Value]) -> Option<Self> {
+        let state = text(v.first()?)?;
+        let number = |i: usize| v.get(i).and_then(int);
+        let releasing = match (v.get(6).and_then(text), number(7)) {
+            (Some(lines), Some(deadline)) => Some((serde_json::from_str(&lines).ok()?, deadline)),
+            _ => None,
+        };
+        let allocations = match v.get(5).and_then(text) {
+            Some(al) if al != "{}" => serde_json::from_str(&al).ok()?,
+            _ => Vec::new(),
+        };
+        Some(Self {
+            state,
+            token: v.get(1).and_then(text)?,
+            expires_at: number(2)?,
+            deadline: number(3)?,
+            day: number(4),
+            allocations,
+            releasing,
+        })
+    }
+
+    /// What settling this record for attempt `token` at `now` gives back, as
+    /// [`RedisStore::settle_attempt`] decides it.
+    fn gives(&self, token: &str, now: Millis) -> Option<Gives> {
+        if self.token != token {
+            return None;
+        }
+        match self.state.as_str() {
+            "held" if self.expires_at <= now => Some(Gives::All),
+            "pending" if self.deadline.min(self.expires_at) <= now => Some(Gives::All),
+            "aborted" | "expired" => Some(Gives::All),
+            "held" | "committed" => match &self.releasing {
+                Some((lines, deadline)) if *deadline <= now => Some(if lines.is_empty() {
+                    Gives::All
+                } else {
+                    Gives::Lines(lines.clone())
+                }),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// A hold as a sku's holds hash keeps it: the attempt's token and (line, node, units) parts.
+#[derive(Debug, Deserialize)]
+struct StoredHold {
+    t: String,
+    a: Vec<(String, String, u64)>,
+}
+
+/// An order's capacity as a day's by-order hash keeps it: the token and (node, units).
+#[derive(Debug, Deserialize)]
+struct StoredCapacity {
+    t: String,
+    n: Vec<(String, u64)>,
 }
 
 /// A token that names one attempt at reserving an order: unique across replicas and restarts.
@@ -634,16 +773,28 @@ impl RedisStore {
         keys: &[&str],
         args: &[String],
     ) -> Result<Value, StoreError> {
-        let mut invocation = script.script.prepare_invoke();
-        for key in keys {
-            invocation.key(*key);
-        }
-        for arg in args {
-            invocation.arg(arg.as_str());
+        // By its SHA1, and on a node that lacks it (new, restarted, failed over) by its source,
+        // which caches it there. Not `SCRIPT LOAD`: on a cluster that goes to every master, so
+        // one stalled master would hold up scripts whose keys are all elsewhere.
+        let mut by_hash = redis::cmd("EVALSHA");
+        let mut by_source = redis::cmd("EVAL");
+        by_hash.arg(script.script.get_hash());
+        by_source.arg(&script.code);
+        for cmd in [&mut by_hash, &mut by_source] {
+            cmd.arg(keys.len()).arg(keys).arg(args);
         }
         let mut conn = conn.clone();
-        self.timed(script.name, invocation.invoke_async::<Value>(&mut conn))
-            .await
+        self.timed(script.name, async move {
+            match by_hash.query_async::<Value>(&mut conn).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    by_source.query_async::<Value>(&mut conn).await
+                }
+                other => other,
+            }
+        })
+        .await
     }
 
     async fn query<T: redis::FromRedisValue>(
@@ -730,21 +881,25 @@ impl RedisStore {
         Ok(seeded.iter().filter_map(int).sum::<i64>() as u64)
     }
 
-    /// Whether any attempt or hold is due to be looked at by `now`.
-    async fn anything_due(&self, conn: &Conn, now: Millis) -> Result<bool, StoreError> {
-        let due: Vec<String> = self
-            .query(
-                conn,
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(self.inner.keys.expiry())
-                    .arg("-inf")
-                    .arg(now)
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(1),
-            )
-            .await?;
-        Ok(!due.is_empty())
+    /// Up to `limit` entries of the expiry set due by `now`: (member, score as stored).
+    async fn due_entries(
+        &self,
+        conn: &Conn,
+        now: Millis,
+        limit: isize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.query(
+            conn,
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(self.inner.keys.expiry())
+                .arg("-inf")
+                .arg(now)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit),
+        )
+        .await
     }
 
     /// Every node's level of these skus: one `HGETALL` per sku (one field per node), sent
@@ -755,7 +910,7 @@ impl RedisStore {
             async move {
                 let fields: Vec<(String, String)> =
                     self.query(conn, redis::cmd("HGETALL").arg(&key)).await?;
-                Ok::<_, StoreError>((sku.clone(), parse_levels(&fields)?))
+                Ok::<_, StoreError>((sku.clone(), parse_levels(sku, &fields)?))
             }
         });
         Ok(try_join_all(reads).await?.into_iter().collect())
@@ -779,23 +934,161 @@ impl RedisStore {
             .collect())
     }
 
-    /// Reads with `read` alongside a check for holds and attempts due by `now`; when any are,
-    /// sweeps them and reads again, so that what is read never counts an expired hold.
-    async fn fresh<T, Fut>(
+    /// Stock of these skus and the capacity used on `day` (when given) as of `now`. Alongside
+    /// the levels it reads what is due by then; when anything is, it works out what a sweep
+    /// will give back of it and leaves that out, writing nothing and waiting for no sweep.
+    async fn read_at(
         &self,
         conn: &Conn,
+        skus: &[String],
+        day: Option<i64>,
         now: Millis,
-        read: impl Fn() -> Fut,
-    ) -> Result<T, StoreError>
-    where
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        let (due, value) = join(self.anything_due(conn, now), read()).await;
-        if due? {
-            self.expire_holds(now).await?;
-            return read().await;
+    ) -> Result<(StockView, HashMap<String, u64>), StoreError> {
+        let capacity = async {
+            match day {
+                Some(day) => self.read_capacity(conn, day).await,
+                None => Ok(HashMap::new()),
+            }
+        };
+        let (due, stock, used) = join3(
+            self.due_entries(conn, now, DUE_LIMIT),
+            self.read_levels(conn, skus),
+            capacity,
+        )
+        .await;
+        let (due, mut stock, mut used) = (due?, stock?, used?);
+        if due.is_empty() {
+            return Ok((stock, used));
         }
-        value
+        if due.len() as isize == DUE_LIMIT {
+            debug!(due = due.len(), "more holds due than a read looks at");
+        }
+        let due: Vec<(&str, &str)> = due.iter().filter_map(|(m, _)| split_member(m)).collect();
+        let back = self.due_units(conn, &due, skus, day, now).await?;
+        for ((sku, node), units) in back.stock {
+            if let Some(level) = stock.get_mut(&sku).and_then(|m| m.get_mut(&node)) {
+                level.reserved = level.reserved.saturating_sub(units);
+            }
+        }
+        for (node, units) in back.capacity {
+            if let Some(u) = used.get_mut(&node) {
+                *u = u.saturating_sub(units);
+            }
+        }
+        used.retain(|_, u| *u > 0);
+        Ok((stock, used))
+    }
+
+    /// What a sweep will give back of these due attempts (token, order), of these skus and of
+    /// the day's capacity: the same decisions as [`settle_attempt`](Self::settle_attempt),
+    /// made on what is read, with nothing written.
+    async fn due_units(
+        &self,
+        conn: &Conn,
+        due: &[(&str, &str)],
+        skus: &[String],
+        day: Option<i64>,
+        now: Millis,
+    ) -> Result<DueUnits, StoreError> {
+        let keys = &self.inner.keys;
+        let mut orders: Vec<&str> = due.iter().map(|(_, o)| *o).collect();
+        orders.sort_unstable();
+        orders.dedup();
+        if orders.is_empty() {
+            return Ok(DueUnits::default());
+        }
+        let records = try_join_all(orders.iter().map(|order| async move {
+            let values: Vec<Value> = self
+                .query(
+                    conn,
+                    redis::cmd("HMGET")
+                        .arg(keys.record(order))
+                        .arg(&["st", "tok", "exp", "dl", "day", "al", "rel", "rdl"]),
+                )
+                .await?;
+            Ok::<_, StoreError>((*order, DueRecord::parse(&values)))
+        }));
+        let holds = try_join_all(skus.iter().map(|sku| {
+            let orders = &orders;
+            async move {
+                let values: Vec<Option<String>> = self
+                    .query(conn, redis::cmd("HMGET").arg(keys.holds(sku)).arg(orders))
+                    .await?;
+                Ok::<_, StoreError>((sku, values))
+            }
+        }));
+        let capacity = async {
+            match day {
+                Some(day) => self
+                    .query::<Vec<Option<String>>>(
+                        conn,
+                        redis::cmd("HMGET")
+                            .arg(keys.capacity_orders(day))
+                            .arg(&orders),
+                    )
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let (records, holds, capacity) = join3(records, holds, capacity).await;
+        let records: HashMap<&str, Option<DueRecord>> = records?.into_iter().collect();
+        // what each due attempt gives back, by order
+        let mut gives: HashMap<&str, (&str, Gives, &DueRecord)> = HashMap::new();
+        for &(token, order) in due {
+            if let Some(Some(record)) = records.get(order)
+                && let Some(g) = record.gives(token, now)
+            {
+                gives.insert(order, (token, g, record));
+            }
+        }
+        let mut back = DueUnits::default();
+        if gives.is_empty() {
+            return Ok(back);
+        }
+        for (sku, values) in holds? {
+            for (order, value) in orders.iter().zip(values) {
+                let (Some((token, g, _)), Some(value)) = (gives.get(order), value) else {
+                    continue;
+                };
+                let Ok(hold) = serde_json::from_str::<StoredHold>(&value) else {
+                    continue;
+                };
+                if hold.t != *token {
+                    continue;
+                }
+                for (line, node, units) in hold.a {
+                    if g.covers(&line) {
+                        *back.stock.entry((sku.clone(), node)).or_default() += units;
+                    }
+                }
+            }
+        }
+        if let (Some(values), Some(day)) = (capacity?, day) {
+            for (order, value) in orders.iter().zip(values) {
+                let (Some((token, g, record)), Some(value)) = (gives.get(order), value) else {
+                    continue;
+                };
+                let Ok(entry) = serde_json::from_str::<StoredCapacity>(&value) else {
+                    continue;
+                };
+                if entry.t != *token || record.day != Some(day) {
+                    continue;
+                }
+                let kept = match g {
+                    Gives::All => BTreeMap::new(),
+                    Gives::Lines(lines) => capacity_kept(&record.allocations, lines),
+                };
+                for (node, units) in entry.n {
+                    let keep = match g {
+                        Gives::All => 0,
+                        Gives::Lines(_) => kept.get(&node).copied().unwrap_or(units).min(units),
+                    };
+                    *back.capacity.entry(node).or_default() += units - keep;
+                }
+            }
+        }
+        Ok(back)
     }
 
     async fn read_record(&self, conn: &Conn, order_id: &str) -> Result<Option<Record>, StoreError> {
@@ -954,6 +1247,13 @@ impl RedisStore {
                     .await?;
                 Ok(false)
             }
+            "committed" => {
+                // a commit cut off after the record changed left its units pending (when the
+                // reserve's own confirm was cut off too) and its entry here
+                self.confirm(conn, order_id, token, &record.skus()).await?;
+                self.zrem(conn, &member).await?;
+                Ok(false)
+            }
             _ => {
                 self.zrem(conn, &member).await?;
                 Ok(false)
@@ -993,15 +1293,19 @@ impl RedisStore {
         updates: &[(usize, &StockUpdate)],
         results: &mut [Option<UpdateResult>],
     ) -> Result<(), StoreError> {
+        let mut skus: Vec<&str> = Vec::new();
         let mut keys: Vec<String> = Vec::new();
         let mut args = Vec::with_capacity(updates.len() * 6);
         for (_, u) in updates {
-            let key = self.inner.keys.levels(&u.sku);
-            let index = match keys.iter().position(|k| *k == key) {
+            let index = match skus.iter().position(|s| *s == u.sku) {
                 Some(i) => i,
                 None => {
-                    keys.push(key);
-                    keys.len() - 1
+                    skus.push(&u.sku);
+                    keys.extend([
+                        self.inner.keys.levels(&u.sku),
+                        self.inner.keys.holds(&u.sku),
+                    ]);
+                    skus.len() - 1
                 }
             };
             let (kind, value, safety) = match &u.kind {
@@ -1014,7 +1318,9 @@ impl RedisStore {
                     safety_stock.map(|s| s.to_string()).unwrap_or_default(),
                 ),
                 UpdateKind::Delta { change } => ("d", change.to_string(), String::new()),
-                UpdateKind::Shipment { .. } => unreachable!("shipments go one by one"),
+                UpdateKind::Shipment { .. } => {
+                    return Err(corrupt("a shipment in a batch of snapshots and deltas"));
+                }
             };
             args.extend([
                 (index + 1).to_string(),
@@ -1034,21 +1340,7 @@ impl RedisStore {
             return Err(corrupt("a feed script reply of the wrong length"));
         }
         for ((i, u), code) in updates.iter().zip(codes) {
-            let code = int(&code).ok_or_else(|| corrupt("a feed script code"))?;
-            results[*i] = Some(match code {
-                1 => UpdateResult::Applied,
-                0 => UpdateResult::Stale,
-                negative => {
-                    let on_hand = -(negative + 1);
-                    let UpdateKind::Delta { change } = u.kind else {
-                        return Err(corrupt("a snapshot refused by the feed script"));
-                    };
-                    UpdateResult::Rejected(format!(
-                        "quantity: a delta of {change} would take on hand of {} at {} below zero (on hand {on_hand})",
-                        u.sku, u.node_id
-                    ))
-                }
-            });
+            results[*i] = Some(feed_result(u, code)?);
         }
         Ok(())
     }
@@ -1097,6 +1389,10 @@ impl RedisStore {
             "bad" => Ok(UpdateResult::Rejected(
                 values.get(1).and_then(text).unwrap_or_default(),
             )),
+            "corrupt" => Ok(UpdateResult::Rejected(unreadable_level_update(
+                u,
+                &values.get(1).and_then(text).unwrap_or_default(),
+            ))),
             "short" => {
                 let outstanding = values.get(1).and_then(int).unwrap_or(0);
                 Ok(UpdateResult::Rejected(format!(
@@ -1105,7 +1401,11 @@ impl RedisStore {
                 )))
             }
             "ok" => {
-                let record = record.expect("the script shipped only for a committed order");
+                let record = record.ok_or_else(|| {
+                    corrupt(format!(
+                        "order {order_id:?} shipped without a reservation record"
+                    ))
+                })?;
                 let mut args = vec![
                     record.token.clone(),
                     self.retention_ms().to_string(),
@@ -1157,36 +1457,29 @@ impl RedisStore {
                     .await
             }
         });
-        let mut returned: BTreeMap<String, u64> = BTreeMap::new();
-        for reply in try_join_all(unholds).await? {
-            let values = items(reply);
-            for part in values.chunks(3) {
-                if let (Some(node), Some(units)) =
-                    (part.get(1).and_then(text), part.get(2).and_then(int))
-                {
-                    *returned.entry(node).or_default() += units.max(0) as u64;
-                }
-            }
+        // The capacity kept is a target worked out from the record, not what this call's
+        // unholds happened to return: a unhold that ran for an earlier call cut off after it
+        // (or for a sweep) returns nothing now, yet its capacity must still come back, once.
+        let day = record.body.capacity_day;
+        let (used, orders, v) = (
+            keys.capacity_used(day),
+            keys.capacity_orders(day),
+            keys.capacity_void(day, &record.token),
+        );
+        let mut give = vec![order_id.to_owned(), record.token.clone(), "0".to_owned()];
+        for (node, units) in capacity_kept(&record.allocations, line_ids) {
+            give.extend([node, units.to_string()]);
         }
-        if !returned.is_empty() {
-            let day = record.body.capacity_day;
-            let (used, orders, v) = (
-                keys.capacity_used(day),
-                keys.capacity_orders(day),
-                keys.capacity_void(day, &record.token),
-            );
-            let mut give = vec![order_id.to_owned(), record.token.clone(), "0".to_owned()];
-            for (node, units) in &returned {
-                give.extend([node.clone(), units.to_string()]);
-            }
-            self.eval(
-                conn,
-                &self.inner.scripts.capacity_give,
-                &[&used, &orders, &v],
-                &give,
-            )
-            .await?;
-        }
+        let capacity_keys = [used.as_str(), orders.as_str(), v.as_str()];
+        let capacity = self.eval(
+            conn,
+            &self.inner.scripts.capacity_give,
+            &capacity_keys,
+            &give,
+        );
+        let (unholds, capacity) = join(try_join_all(unholds), capacity).await;
+        unholds?;
+        capacity?;
         let mut args = vec![record.token.clone(), self.retention_ms().to_string()];
         args.extend(line_ids.iter().cloned());
         let key = keys.record(order_id);
@@ -1364,6 +1657,13 @@ impl RedisStore {
                     wanted: number(2),
                     available: number(3),
                 }),
+                "corrupt" => Err(unreadable_level(
+                    skus.get((number(1) as usize).saturating_sub(1))
+                        .copied()
+                        .unwrap_or_default(),
+                    &values.get(2).and_then(text).unwrap_or_default(),
+                    &values.get(3).and_then(text).unwrap_or_default(),
+                )),
                 "exists" => {
                     let existing =
                         existing.ok_or_else(|| corrupt("an existing record without fields"))?;
@@ -1529,6 +1829,250 @@ impl RedisStore {
         Ok(None)
     }
 
+    /// One try at a reserve: on a single Redis one script, on a cluster in steps (see the
+    /// module docs).
+    async fn reserve_once(
+        &self,
+        conn: &Conn,
+        request: HoldRequest,
+        now: Millis,
+    ) -> Result<ReserveOutcome, StoreError> {
+        let keys = &self.inner.keys;
+        let record_key = keys.record(&request.order_id);
+        let token = attempt_token();
+        let member = member(&token, &request.order_id);
+        let deadline = now + self.inner.settings.pending_timeout_ms as i64;
+        let body = serde_json::to_string(&Body {
+            order_id: request.order_id.clone(),
+            fingerprint: request.fingerprint.clone(),
+            segment: request.segment.clone(),
+            plan: request.plan.clone(),
+            created_at: now,
+            capacity_day: request.capacity_day,
+        })
+        .map_err(|e| corrupt(format!("a reservation body: {e}")))?;
+        let allocations = serde_json::to_string(&request.allocations)
+            .map_err(|e| corrupt(format!("reservation allocations: {e}")))?;
+        let create_args = [
+            token.clone(),
+            request.expires_at.to_string(),
+            deadline.to_string(),
+            request.capacity_day.to_string(),
+            body,
+            allocations,
+        ];
+        if !self.inner.settings.cluster {
+            return self
+                .reserve_whole(conn, request, &token, &member, &create_args, now)
+                .await;
+        }
+        // (1) the record, pending, and its place in the expiry set; either may land first
+        let mut taken_over = false;
+        loop {
+            let (created, filed) = join(
+                self.eval(
+                    conn,
+                    &self.inner.scripts.record_create,
+                    &[&record_key],
+                    &create_args,
+                ),
+                self.zadd(conn, deadline.min(request.expires_at), &member),
+            )
+            .await;
+            filed?;
+            let (code, existing) = coded_record(created?)?;
+            if code == "created" {
+                break;
+            }
+            self.zrem(conn, &member).await?;
+            let existing = existing.ok_or_else(|| corrupt("an existing record without fields"))?;
+            match self
+                .existing_outcome(conn, &request, existing, taken_over, now)
+                .await?
+            {
+                Some(outcome) => return Ok(outcome),
+                None => taken_over = true,
+            }
+        }
+        // (2) every sku and the capacity; (3) the record becomes held
+        let skus = distinct_skus(&request.allocations);
+        let held = self.hold_all(conn, &request, &token, &skus, now).await;
+        let finished = match &held {
+            Ok(None) => {
+                // The units stop being pending as the record becomes held. Confirming is only a
+                // hint to other attempts (whether to wait), so it may run alongside: if the
+                // record cannot be finished, the rollback gives the units back either way.
+                let confirms = self.confirm(conn, &request.order_id, &token, &skus);
+                // The expiry set keeps the attempt's deadline: most holds are committed before
+                // it comes, and a sweep files the rest by their expiry then.
+                let (finish, confirmed) = join(
+                    self.eval(
+                        conn,
+                        &self.inner.scripts.record_finish,
+                        &[&record_key],
+                        std::slice::from_ref(&token),
+                    ),
+                    confirms,
+                )
+                .await;
+                if let Err(e) = confirmed {
+                    warn!(order_id = %request.order_id, error = %e, "holds left pending");
+                }
+                int(&finish?) == Some(1)
+            }
+            _ => false,
+        };
+        if finished {
+            return self.created(conn, request, now).await;
+        }
+        // Not held: give back whatever this attempt holds, then forget it. If this fails too,
+        // the attempt's deadline brings a sweep to do it.
+        let rollback = async {
+            self.undo(
+                conn,
+                &request.order_id,
+                &token,
+                &skus,
+                request.capacity_day,
+                false,
+            )
+            .await?;
+            self.eval(
+                conn,
+                &self.inner.scripts.record_delete,
+                &[&record_key],
+                std::slice::from_ref(&token),
+            )
+            .await?;
+            self.zrem(conn, &member).await
+        };
+        if let Err(e) = rollback.await {
+            warn!(order_id = %request.order_id, error = %e, "rollback failed; the sweep will finish it");
+        }
+        match held {
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => Err(StoreError::Unavailable(format!(
+                "the reservation of order {:?} took longer than store.redis.pending_timeout_ms and was rolled back",
+                request.order_id
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A hold of more units of a sku at a node than any level can have: insufficient, unless
+    /// the order is known already.
+    async fn oversized(
+        &self,
+        conn: &Conn,
+        request: HoldRequest,
+        sku: String,
+        node_id: String,
+        wanted: u64,
+        now: Millis,
+    ) -> Result<ReserveOutcome, StoreError> {
+        if let Some(record) = self.current_record(conn, &request.order_id, now).await?
+            && !record.unfinished()
+        {
+            return Ok(ReserveOutcome::Existing(record.reservation()?));
+        }
+        let (stock, _) = self
+            .read_at(conn, std::slice::from_ref(&sku), None, now)
+            .await?;
+        let available = stock
+            .get(&sku)
+            .and_then(|m| m.get(&node_id))
+            .map(|l| l.ats(request.use_safety_stock))
+            .unwrap_or(0);
+        Ok(ReserveOutcome::Insufficient {
+            sku,
+            node_id,
+            wanted,
+            available,
+        })
+    }
+
+    /// Settles what is due by `now` before a refused reserve tries again, in rounds small
+    /// enough that it stops about the operation timeout: whether it is worth trying again
+    /// (something was due). Entries another sweeper has claimed are not waited for: one stuck
+    /// behind a stalled master would hold up every refused reserve until its claim lapsed.
+    async fn sweep_for_reserve(&self, conn: &Conn, now: Millis) -> bool {
+        let budget = Instant::now() + self.op_timeout();
+        match self
+            .sweep_rounds(conn, now, SWEEP_CONCURRENCY as isize, Some(budget))
+            .await
+        {
+            Ok(report) => report.settled > 0 || report.in_flight > 0,
+            Err(e) => {
+                debug!(error = %e, "sweep before a retry failed");
+                false
+            }
+        }
+    }
+
+    /// Claims and settles what is due by `now`; see [`StockStore::expire_holds`].
+    async fn sweep(&self, conn: &Conn, now: Millis) -> Result<SweepReport, StoreError> {
+        self.sweep_rounds(conn, now, SWEEP_BATCH, None).await
+    }
+
+    /// Claims and settles what is due by `now`, up to `batch` entries a round, until nothing
+    /// is left or (when given) `budget` has passed. A round is never cut short, so no entry is
+    /// left claimed but unsettled unless settling it failed.
+    async fn sweep_rounds(
+        &self,
+        conn: &Conn,
+        now: Millis,
+        batch: isize,
+        budget: Option<Instant>,
+    ) -> Result<SweepReport, StoreError> {
+        let mut report = SweepReport::default();
+        let lease = (self.inner.settings.op_timeout_ms * CLAIM_OPS).max(100);
+        // bounded: every entry settled is removed or filed later than `now`, and a round
+        // that claims nothing ends the sweep
+        for _ in 0..64 {
+            if budget.is_some_and(|b| Instant::now() >= b) {
+                break;
+            }
+            let due = self.due_entries(conn, now, batch).await?;
+            let round = due.len();
+            let claims = try_join_all(due.iter().map(|(m, at)| async move {
+                let mut set = redis::cmd("SET");
+                set.arg(self.inner.keys.claim(m, at))
+                    .arg("1")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(lease);
+                let claimed: Option<String> = self.query(conn, &set).await?;
+                Ok::<_, StoreError>(claimed.is_some().then(|| m.clone()))
+            }))
+            .await?;
+            let mine: Vec<String> = claims.into_iter().flatten().collect();
+            report.in_flight += (round - mine.len()) as u64;
+            report.settled += mine.len() as u64;
+            let claimed_any = !mine.is_empty();
+            let outcomes: Vec<Result<bool, StoreError>> = stream::iter(mine)
+                .map(|m: String| async move {
+                    match split_member(&m) {
+                        Some((token, order_id)) => {
+                            self.settle_attempt(conn, order_id, token, now).await
+                        }
+                        None => self.zrem(conn, &m).await.map(|()| false),
+                    }
+                })
+                .buffer_unordered(SWEEP_CONCURRENCY)
+                .collect()
+                .await;
+            for outcome in outcomes {
+                if outcome? {
+                    report.expired += 1;
+                }
+            }
+            if (round as isize) < batch || !claimed_any {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
     /// What a hold or capacity script said.
     fn hold_verdict(
         &self,
@@ -1555,6 +2099,10 @@ impl RedisStore {
                 wanted: number(2),
                 available: number(3),
             }),
+            "corrupt" => {
+                let stored = values.get(2).and_then(text).unwrap_or_default();
+                return Err(unreadable_level(sku, &node_id, &stored));
+            }
             "void" => {
                 return Err(StoreError::Unavailable(format!(
                     "the reservation of order {:?} took too long and was rolled back",
@@ -1571,25 +2119,110 @@ impl RedisStore {
     }
 }
 
+/// Units of capacity an order keeps at each of its nodes once the named lines (all if none are
+/// named) are given back: what is neither given back nor to be, shipped units included (the
+/// node did that work). The same from the record before and after the release is noted in it,
+/// so any call that finishes a release gives the same capacity back.
+fn capacity_kept(allocations: &[Allocation], line_ids: &[String]) -> BTreeMap<String, u64> {
+    let mut kept: BTreeMap<String, u64> = BTreeMap::new();
+    for a in allocations {
+        let units = if line_ids.is_empty() || line_ids.contains(&a.line_id) {
+            a.shipped.min(a.quantity)
+        } else {
+            a.quantity.saturating_sub(a.released)
+        };
+        let total = kept.entry(a.node_id.clone()).or_default();
+        *total = total.saturating_add(units);
+    }
+    kept
+}
+
+/// What the feed script said of one update.
+fn feed_result(u: &StockUpdate, code: Value) -> Result<UpdateResult, StoreError> {
+    if let Some(code) = int(&code) {
+        return match code {
+            1 => Ok(UpdateResult::Applied),
+            0 => Ok(UpdateResult::Stale),
+            other => Err(corrupt(format!("a feed script code {other}"))),
+        };
+    }
+    let values = items(code);
+    let word = values.first().and_then(text).unwrap_or_default();
+    let on_hand = || {
+        values
+            .get(1)
+            .and_then(int)
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| corrupt("a feed script refusal without on hand"))
+    };
+    let change = match u.kind {
+        UpdateKind::Delta { change } => Some(change),
+        _ => None,
+    };
+    Ok(UpdateResult::Rejected(match (word.as_str(), change) {
+        ("below", Some(change)) => super::delta_below_zero(u, change, on_hand()?),
+        ("above", Some(change)) => super::delta_above_limit(u, change, on_hand()?),
+        ("corrupt", _) => {
+            unreadable_level_update(u, &values.get(1).and_then(text).unwrap_or_default())
+        }
+        ("bad", _) => super::update_out_of_bounds(&u.kind)
+            .unwrap_or_else(|| "quantity: a figure out of bounds".to_owned()),
+        (other, _) => return Err(corrupt(format!("a feed script code {other:?}"))),
+    }))
+}
+
+/// The rejection of a delta or shipment of a level that cannot be read.
+fn unreadable_level_update(u: &StockUpdate, stored: &str) -> String {
+    format!(
+        "the stock level of {} at {} cannot be read ({stored:?}); a snapshot of that node and sku repairs it",
+        u.sku, u.node_id
+    )
+}
+
+/// The error of a level that cannot be read.
+fn unreadable_level(sku: &str, node: &str, stored: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the stock level of sku {sku:?} at node {node:?} cannot be read ({stored:?}); a feed snapshot of that node and sku repairs it"
+    ))
+}
+
+/// One figure of a stored level: a decimal without leading zeros, up to `max`.
+fn stored_figure(part: &str, max: u64) -> Option<u64> {
+    if part.is_empty() || (part.len() > 1 && part.starts_with('0')) {
+        return None;
+    }
+    if !part.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    part.parse::<u64>().ok().filter(|n| *n <= max)
+}
+
+/// One level as stored: "on hand,reserved,safety,sequence,pending".
+fn parse_level(packed: &str) -> Option<StockLevel> {
+    let parts: Vec<&str> = packed.split(',').collect();
+    let [on_hand, reserved, safety, sequence, pending] = parts[..] else {
+        return None;
+    };
+    // the fifth part, units of attempts in flight, is counted in reserved already
+    stored_figure(pending, MAX_STOCK_UNITS)?;
+    Some(StockLevel {
+        on_hand: stored_figure(on_hand, MAX_STOCK_UNITS)?,
+        reserved: stored_figure(reserved, MAX_STOCK_UNITS)?,
+        safety_stock: stored_figure(safety, MAX_STOCK_UNITS)?,
+        last_sequence: stored_figure(sequence, u64::MAX)?,
+    })
+}
+
 /// Levels from a sku's hash: node → "on hand,reserved,safety,sequence,pending".
-fn parse_levels(fields: &[(String, String)]) -> Result<HashMap<String, StockLevel>, StoreError> {
+fn parse_levels(
+    sku: &str,
+    fields: &[(String, String)],
+) -> Result<HashMap<String, StockLevel>, StoreError> {
     fields
         .iter()
-        .map(|(node, packed)| {
-            let mut parts = packed.split(',').map(|p| p.parse::<u64>());
-            let mut next = || match parts.next() {
-                Some(Ok(n)) => Ok(n),
-                _ => Err(corrupt(format!("the level of {node:?} is {packed:?}"))),
-            };
-            let level = StockLevel {
-                on_hand: next()?,
-                reserved: next()?,
-                safety_stock: next()?,
-                last_sequence: next()?,
-            };
-            // the fifth part, units of attempts in flight, is counted in reserved already
-            next()?;
-            Ok((node.clone(), level))
+        .map(|(node, packed)| match parse_level(packed) {
+            Some(level) => Ok((node.clone(), level)),
+            None => Err(unreadable_level(sku, node, packed)),
         })
         .collect()
 }
@@ -1609,8 +2242,7 @@ impl StockStore for RedisStore {
 
     async fn read_stock(&self, skus: &[String], now: Millis) -> Result<StockView, StoreError> {
         let conn = self.conn().await?;
-        self.fresh(&conn, now, || self.read_levels(&conn, skus))
-            .await
+        Ok(self.read_at(&conn, skus, None, now).await?.0)
     }
 
     async fn apply_updates(
@@ -1630,7 +2262,9 @@ impl StockStore for RedisStore {
         let mut batches: BTreeMap<u16, Vec<(usize, &StockUpdate)>> = BTreeMap::new();
         let mut one_by_one: BTreeMap<&str, Vec<(usize, &StockUpdate)>> = BTreeMap::new();
         for (i, u) in updates.iter().enumerate() {
-            if shipped.contains(u.sku.as_str()) {
+            if let Some(why) = super::update_out_of_bounds(&u.kind) {
+                results[i] = Some(UpdateResult::Rejected(why));
+            } else if shipped.contains(u.sku.as_str()) {
                 one_by_one.entry(&u.sku).or_default().push((i, u));
             } else {
                 let group = self.group(&self.inner.keys.levels(&u.sku));
@@ -1661,7 +2295,9 @@ impl StockStore for RedisStore {
                         _ => {
                             let mut one = vec![None; updates.len()];
                             self.apply_levels(conn, &[(*i, *u)], &mut one).await?;
-                            one[*i].take().expect("the script answered for the update")
+                            one[*i]
+                                .take()
+                                .ok_or_else(|| corrupt("a feed script without an answer"))?
                         }
                     });
                 }
@@ -1688,126 +2324,25 @@ impl StockStore for RedisStore {
         now: Millis,
     ) -> Result<ReserveOutcome, StoreError> {
         let conn = self.conn().await?;
-        let keys = &self.inner.keys;
-        let record_key = keys.record(&request.order_id);
-        let token = attempt_token();
-        let member = member(&token, &request.order_id);
-        let deadline = now + self.inner.settings.pending_timeout_ms as i64;
-        let body = serde_json::to_string(&Body {
-            order_id: request.order_id.clone(),
-            fingerprint: request.fingerprint.clone(),
-            segment: request.segment.clone(),
-            plan: request.plan.clone(),
-            created_at: now,
-            capacity_day: request.capacity_day,
-        })
-        .map_err(|e| corrupt(format!("a reservation body: {e}")))?;
-        let allocations = serde_json::to_string(&request.allocations)
-            .map_err(|e| corrupt(format!("reservation allocations: {e}")))?;
-        let create_args = [
-            token.clone(),
-            request.expires_at.to_string(),
-            deadline.to_string(),
-            request.capacity_day.to_string(),
-            body,
-            allocations,
-        ];
-        if !self.inner.settings.cluster {
+        if let Some((sku, node_id, wanted)) = super::oversized_hold(&request.allocations) {
             return self
-                .reserve_whole(&conn, request, &token, &member, &create_args, now)
+                .oversized(&conn, request, sku, node_id, wanted, now)
                 .await;
         }
-        // (1) the record, pending, and its place in the expiry set; either may land first
-        let mut taken_over = false;
-        loop {
-            let (created, filed) = join(
-                self.eval(
-                    &conn,
-                    &self.inner.scripts.record_create,
-                    &[&record_key],
-                    &create_args,
-                ),
-                self.zadd(&conn, deadline.min(request.expires_at), &member),
-            )
-            .await;
-            filed?;
-            let (code, existing) = coded_record(created?)?;
-            if code == "created" {
-                break;
-            }
-            self.zrem(&conn, &member).await?;
-            let existing = existing.ok_or_else(|| corrupt("an existing record without fields"))?;
-            match self
-                .existing_outcome(&conn, &request, existing, taken_over, now)
-                .await?
-            {
-                Some(outcome) => return Ok(outcome),
-                None => taken_over = true,
-            }
+        let outcome = self.reserve_once(&conn, request.clone(), now).await?;
+        if !matches!(
+            outcome,
+            ReserveOutcome::Insufficient { .. } | ReserveOutcome::OverCapacity { .. }
+        ) {
+            return Ok(outcome);
         }
-        // (2) every sku and the capacity; (3) the record becomes held
-        let skus = distinct_skus(&request.allocations);
-        let held = self.hold_all(&conn, &request, &token, &skus, now).await;
-        let finished = match &held {
-            Ok(None) => {
-                // The units stop being pending as the record becomes held. Confirming is only a
-                // hint to other attempts (whether to wait), so it may run alongside: if the
-                // record cannot be finished, the rollback gives the units back either way.
-                let confirms = self.confirm(&conn, &request.order_id, &token, &skus);
-                // The expiry set keeps the attempt's deadline: most holds are committed before
-                // it comes, and a sweep files the rest by their expiry then.
-                let (finish, confirmed) = join(
-                    self.eval(
-                        &conn,
-                        &self.inner.scripts.record_finish,
-                        &[&record_key],
-                        std::slice::from_ref(&token),
-                    ),
-                    confirms,
-                )
-                .await;
-                if let Err(e) = confirmed {
-                    warn!(order_id = %request.order_id, error = %e, "holds left pending");
-                }
-                int(&finish?) == Some(1)
-            }
-            _ => false,
-        };
-        if finished {
-            return self.created(&conn, request, now).await;
+        // Reads leave out the units of holds past their expiry without giving them back, so
+        // the plan may count on units a sweep has yet to return: return what is due, then try
+        // once more.
+        if !self.sweep_for_reserve(&conn, now).await {
+            return Ok(outcome);
         }
-        // Not held: give back whatever this attempt holds, then forget it. If this fails too,
-        // the attempt's deadline brings a sweep to do it.
-        let rollback = async {
-            self.undo(
-                &conn,
-                &request.order_id,
-                &token,
-                &skus,
-                request.capacity_day,
-                false,
-            )
-            .await?;
-            self.eval(
-                &conn,
-                &self.inner.scripts.record_delete,
-                &[&record_key],
-                std::slice::from_ref(&token),
-            )
-            .await?;
-            self.zrem(&conn, &member).await
-        };
-        if let Err(e) = rollback.await {
-            warn!(order_id = %request.order_id, error = %e, "rollback failed; the sweep will finish it");
-        }
-        match held {
-            Ok(Some(outcome)) => Ok(outcome),
-            Ok(None) => Err(StoreError::Unavailable(format!(
-                "the reservation of order {:?} took longer than store.redis.pending_timeout_ms and was rolled back",
-                request.order_id
-            ))),
-            Err(e) => Err(e),
-        }
+        self.reserve_once(&conn, request, now).await
     }
 
     async fn capacity_used(
@@ -1816,8 +2351,7 @@ impl StockStore for RedisStore {
         now: Millis,
     ) -> Result<HashMap<String, u64>, StoreError> {
         let conn = self.conn().await?;
-        self.fresh(&conn, now, || self.read_capacity(&conn, day))
-            .await
+        Ok(self.read_at(&conn, &[], Some(day), now).await?.1)
     }
 
     async fn read_state(
@@ -1827,15 +2361,7 @@ impl StockStore for RedisStore {
         now: Millis,
     ) -> Result<(StockView, HashMap<String, u64>), StoreError> {
         let conn = self.conn().await?;
-        self.fresh(&conn, now, || async {
-            let (stock, used) = join(
-                self.read_levels(&conn, skus),
-                self.read_capacity(&conn, day),
-            )
-            .await;
-            Ok((stock?, used?))
-        })
-        .await
+        self.read_at(&conn, skus, Some(day), now).await
     }
 
     async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError> {
@@ -1854,24 +2380,19 @@ impl StockStore for RedisStore {
             return Err(StoreError::NotFound(order_id.to_owned()));
         };
         match code.as_str() {
-            "committed" => {
-                // The expiry set no longer needs it; a failure here only leaves the sweep a
-                // little more to look at. On a cluster the units are confirmed too, in case
-                // the replica that reserved them died before it did.
-                let skus = if self.inner.settings.cluster {
-                    record.skus()
-                } else {
-                    Vec::new()
-                };
-                let (removed, confirmed) = join(
-                    self.zrem(&conn, &member(&record.token, order_id)),
-                    self.confirm(&conn, order_id, &record.token, &skus),
-                )
-                .await;
-                if let Err(e) = removed {
+            // "ok" on a committed record: a commit again, maybe after one cut off before this
+            "committed" | "ok" if record.state == "committed" => {
+                // On a cluster the units are confirmed, in case the replica that reserved them
+                // died (or was cut off) before it did; only then may the expiry set forget the
+                // order, since its entry is what brings a sweep to confirm them otherwise. A
+                // failure to forget it only leaves the sweep a little more to look at.
+                if self.inner.settings.cluster {
+                    self.confirm(&conn, order_id, &record.token, &record.skus())
+                        .await?;
+                }
+                if let Err(e) = self.zrem(&conn, &member(&record.token, order_id)).await {
                     debug!(order_id, error = %e, "expiry entry left for the sweep");
                 }
-                confirmed?;
                 return record.reservation();
             }
             "expired" => {
@@ -1990,49 +2511,12 @@ impl StockStore for RedisStore {
             .await
     }
 
+    /// One sweeper per due entry: each entry is claimed (for a few operation timeouts) before
+    /// it is settled, so replicas and requests sweeping at once share the work out instead of
+    /// all doing it; one left unsettled is taken over once its claim lapses.
     async fn expire_holds(&self, now: Millis) -> Result<u64, StoreError> {
         let conn = self.conn().await?;
-        let mut expired = 0;
-        // bounded: every due entry is removed or filed later than `now`, so rounds end
-        for _ in 0..64 {
-            let due: Vec<String> = self
-                .query(
-                    &conn,
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(self.inner.keys.expiry())
-                        .arg("-inf")
-                        .arg(now)
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(SWEEP_BATCH),
-                )
-                .await?;
-            let round = due.len();
-            let outcomes: Vec<Result<bool, StoreError>> = stream::iter(due)
-                .map(|m| {
-                    let conn = &conn;
-                    async move {
-                        match split_member(&m) {
-                            Some((token, order_id)) => {
-                                self.settle_attempt(conn, order_id, token, now).await
-                            }
-                            None => self.zrem(conn, &m).await.map(|()| false),
-                        }
-                    }
-                })
-                .buffer_unordered(SWEEP_CONCURRENCY)
-                .collect()
-                .await;
-            for outcome in outcomes {
-                if outcome? {
-                    expired += 1;
-                }
-            }
-            if (round as isize) < SWEEP_BATCH {
-                break;
-            }
-        }
-        Ok(expired)
+        Ok(self.sweep(&conn, now).await?.expired)
     }
 }
 

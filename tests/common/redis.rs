@@ -189,6 +189,53 @@ impl RedisServer {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The server's process id, as it reports it.
+    pub fn pid(&self) -> u32 {
+        let info = command_text(self.port, &["INFO", "server"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no process_id in INFO of port {}", self.port))
+    }
+
+    /// Stops the server answering (SIGSTOP) until the guard is dropped (SIGCONT): commands sent
+    /// meanwhile wait in its socket and run once it goes on, as with a master stalled by a
+    /// long fork or a frozen VM.
+    pub fn stall(&self) -> Stall {
+        let pid = self.pid();
+        signal(pid, "STOP");
+        Stall { pid }
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// A stalled server; it goes on when this is dropped.
+#[must_use = "the server goes on as soon as the stall is dropped"]
+pub struct Stall {
+    pid: u32,
+}
+
+impl Drop for Stall {
+    fn drop(&mut self) {
+        signal(self.pid, "CONT");
+    }
+}
+
+/// A bulk or status reply as text; the whole reply of a command like INFO.
+fn command_text(port: u16, args: &[&str]) -> String {
+    match query(port, args).unwrap() {
+        Resp::Bulk(Some(s)) | Resp::Simple(s) => s,
+        other => panic!("{args:?} on port {port}: {other:?}"),
+    }
 }
 
 impl Drop for RedisServer {
@@ -254,6 +301,40 @@ impl RedisCluster {
 
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    /// The master that holds a key's slot.
+    pub fn master_of(&self, key: &str) -> &RedisServer {
+        let port = self.nodes[0].port;
+        let Resp::Int(slot) = query(port, &["CLUSTER", "KEYSLOT", key]).unwrap() else {
+            panic!("CLUSTER KEYSLOT {key} did not answer a number");
+        };
+        let Resp::Array(ranges) = query(port, &["CLUSTER", "SLOTS"]).unwrap() else {
+            panic!("CLUSTER SLOTS did not answer a list");
+        };
+        for range in ranges {
+            let Resp::Array(parts) = range else { continue };
+            let (Some(Resp::Int(first)), Some(Resp::Int(last)), Some(Resp::Array(master))) =
+                (parts.first(), parts.get(1), parts.get(2))
+            else {
+                continue;
+            };
+            if (*first..=*last).contains(&slot) {
+                let Some(Resp::Int(owner)) = master.get(1) else {
+                    continue;
+                };
+                return self
+                    .nodes
+                    .iter()
+                    .find(|n| i64::from(n.port) == *owner)
+                    .expect("a master of this cluster");
+            }
+        }
+        panic!("no master holds slot {slot}");
     }
 }
 

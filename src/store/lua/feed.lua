@@ -1,27 +1,62 @@
 -- Feed snapshots and deltas for the skus of one slot, in order.
--- KEYS: level hashes. ARGV: per update six values: key index, node, sequence, kind (s|d),
--- value (on hand or change), safety stock ('' to keep).
--- Returns per update: 1 applied, 0 stale, or -(on hand + 1) when a delta would go below zero.
+-- KEYS: per sku, its level hash then its holds hash.
+-- ARGV: per update six values: sku number n (keys 2n-1 and 2n), node, sequence, kind (s|d),
+-- value (on hand, or the change with its sign), safety stock ('' to keep).
+-- Returns per update: 1 applied, 0 stale, {'below', on hand} or {'above', on hand} for a delta
+-- that would take on hand below zero or above the limit, {'bad'} for a figure out of bounds
+-- (the caller checks those first), or {'corrupt', stored text} for a delta on a level that
+-- cannot be read. A snapshot of such a level repairs it: a sequence that can still be read
+-- keeps older snapshots out as ever; one that cannot is replaced by the snapshot's.
 local out = {}
 for i = 1, #ARGV, 6 do
-  local key = KEYS[tonumber(ARGV[i])]
+  local n = tonumber(ARGV[i])
+  local lv, ho = KEYS[2 * n - 1], KEYS[2 * n]
   local node, seq, kind, value, safety = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local l = level_get(key, node) or level_new()
-  if not seq_gt(seq, l.sq) then
-    out[#out + 1] = 0
-  elseif kind == 's' then
-    l.oh = tonumber(value)
-    if safety ~= '' then l.ss = tonumber(safety) end
-    l.sq = seq
-    level_put(key, node, l)
-    out[#out + 1] = 1
-  elseif l.oh + tonumber(value) < 0 then
-    out[#out + 1] = -1 - l.oh
+  local l, bad, partial = level_read(lv, node)
+  if kind == 's' then
+    local oh, ss = units(value), nil
+    if safety ~= '' then ss = units(safety) end
+    if not oh or (safety ~= '' and not ss) or not sequence(seq) then
+      out[#out + 1] = {'bad'}
+    elseif bad and partial.sq and not seq_gt(seq, partial.sq) then
+      out[#out + 1] = 0
+    elseif bad then
+      level_repair(lv, ho, node, oh, ss, seq, partial)
+      out[#out + 1] = 1
+    elseif l and not seq_gt(seq, l.sq) then
+      out[#out + 1] = 0
+    else
+      l = l or level_new()
+      l.oh = oh
+      if ss then l.ss = ss end
+      l.sq = seq
+      level_put(lv, node, l)
+      out[#out + 1] = 1
+    end
   else
-    l.oh = l.oh + tonumber(value)
-    l.sq = seq
-    level_put(key, node, l)
-    out[#out + 1] = 1
+    local sign, digits = string.match(value, '^(-?)(%d+)$')
+    local change = units(digits)
+    if not change or not sequence(seq) then
+      out[#out + 1] = {'bad'}
+    elseif bad then
+      out[#out + 1] = {'corrupt', bad}
+    elseif l and not seq_gt(seq, l.sq) then
+      out[#out + 1] = 0
+    else
+      l = l or level_new()
+      local oh = l.oh + change
+      if sign == '-' then oh = l.oh - change end
+      if oh < 0 then
+        out[#out + 1] = {'below', fmt(l.oh)}
+      elseif oh > MAX_UNITS then
+        out[#out + 1] = {'above', fmt(l.oh)}
+      else
+        l.oh = oh
+        l.sq = seq
+        level_put(lv, node, l)
+        out[#out + 1] = 1
+      end
+    end
   end
 end
 return out

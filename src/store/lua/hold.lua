@@ -4,7 +4,8 @@
 -- The units are held *pending* (counted as pending in the level too) until the attempt is confirmed.
 -- Returns {'ok'}, {'void'} (the attempt was aborted), {'conflict'} (another attempt holds it),
 -- {'short', node, wanted, available}, or {'busy', node, wanted, available} when the units would
--- be there if pending holds of other attempts were given back.
+-- be there if pending holds of other attempts were given back, or {'corrupt', node, stored text}
+-- when a level cannot be read.
 local seen = attempt_check(KEYS[3], KEYS[2], ARGV[1], ARGV[2])
 if seen then return {seen} end
 local want, nodes, entries = sku_lines(ARGV, 4, #ARGV)

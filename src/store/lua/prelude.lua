@@ -7,19 +7,73 @@ end
 local function num(v)
   return tonumber(v) or 0
 end
+-- The most units any stock figure may be (MAX_STOCK_UNITS): every figure up to it, and every
+-- sum of a few of them, is an exact Lua number.
+local MAX_UNITS = 1000000000000
+-- A stock figure as text: a decimal from 0 to MAX_UNITS without leading zeros, or nil.
+local function units(s)
+  if type(s) ~= 'string' or #s > 13 or not string.match(s, '^%d+$') then return nil end
+  if #s > 1 and string.sub(s, 1, 1) == '0' then return nil end
+  local n = tonumber(s)
+  if n > MAX_UNITS then return nil end
+  return n
+end
+-- A feed sequence as text: a decimal u64 without leading zeros, or nil.
+local function sequence(s)
+  if type(s) ~= 'string' or #s > 20 or not string.match(s, '^%d+$') then return nil end
+  if #s > 1 and string.sub(s, 1, 1) == '0' then return nil end
+  if #s == 20 and s > '18446744073709551615' then return nil end
+  return s
+end
+-- A whole number as text, exactly: '%d' would wrap anything beyond a C long.
+local function fmt(n)
+  return string.format('%.0f', n)
+end
 -- A node's level of a sku is one hash field, "on hand,reserved,safety,sequence,pending", so a
 -- read of every node is one HGETALL of one field per node.
-local function level_get(key, node)
+-- Returns the level; or nil when the node has none; or nil, the stored text and what of it
+-- could be read, when a part does not parse or is out of bounds (written by something else):
+-- every caller must handle that, since a script must never fail on data it did not write.
+local function level_read(key, node)
   local v = redis.call('HGET', key, node)
   if not v then return nil end
-  local oh, rs, ss, sq, pd = string.match(v, '^(%d+),(%d+),(%d+),(%d+),(%d+)$')
-  return {oh = tonumber(oh), rs = tonumber(rs), ss = tonumber(ss), sq = sq, pd = tonumber(pd)}
+  local a, b, c, d, e = string.match(v, '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
+  local l = {oh = units(a), rs = units(b), ss = units(c), sq = sequence(d), pd = units(e)}
+  if l.oh and l.rs and l.ss and l.sq and l.pd then return l end
+  return nil, v, l
 end
 local function level_new()
   return {oh = 0, rs = 0, ss = 0, sq = '0', pd = 0}
 end
 local function level_put(key, node, l)
-  redis.call('HSET', key, node, string.format('%d,%d,%d,%s,%d', l.oh, l.rs, l.ss, l.sq, l.pd))
+  redis.call('HSET', key, node,
+    fmt(l.oh) .. ',' .. fmt(l.rs) .. ',' .. fmt(l.ss) .. ',' .. l.sq .. ',' .. fmt(l.pd))
+end
+-- A hold as stored in a sku's holds hash, or nil if it does not decode.
+local function hold_decode(v)
+  local ok, h = pcall(cjson.decode, v)
+  if ok and type(h) == 'table' and type(h.a) == 'table' then return h end
+  return nil
+end
+-- Rewrites an unreadable level from a snapshot: on hand and safety stock as given (safety: the
+-- readable old one, else 0, when not given), the snapshot's sequence, and reserved and pending
+-- recounted from the sku's holds, which list every order's units held at each node.
+local function level_repair(lv, ho, node, oh, ss, seq, partial)
+  local rs, pd = 0, 0
+  for _, v in ipairs(redis.call('HVALS', ho)) do
+    local h = hold_decode(v)
+    if h then
+      for _, e in ipairs(h.a) do
+        if type(e) == 'table' and e[2] == node and type(e[3]) == 'number' and e[3] > 0 then
+          rs = rs + e[3]
+          if h.p == 1 then pd = pd + e[3] end
+        end
+      end
+    end
+  end
+  local l = {oh = oh, rs = math.min(rs, MAX_UNITS), ss = ss or partial.ss or 0, sq = seq,
+    pd = math.min(pd, MAX_UNITS)}
+  level_put(lv, node, l)
 end
 -- A reservation record as the caller decodes it.
 local record_fields = {'st', 'tok', 'exp', 'dl', 'day', 'body', 'al', 'rel', 'rdl'}
@@ -67,11 +121,14 @@ local function sku_lines(args, first, last)
   return want, nodes, entries
 end
 -- Whether a sku's levels have the units: the levels, or nil and {'short'|'busy', node, wanted,
--- available} ('busy': there if holds of attempts in flight were given back).
+-- available} ('busy': there if holds of attempts in flight were given back), or nil and
+-- {'corrupt', node, stored text} for a level that cannot be read.
 local function sku_check(lv, want, nodes, use_safety)
   local levels = {}
   for _, node in ipairs(nodes) do
-    local l = level_get(lv, node) or level_new()
+    local l, bad = level_read(lv, node)
+    if bad then return nil, {'corrupt', node, bad} end
+    l = l or level_new()
     local free = l.oh - l.rs
     if not use_safety then free = free - l.ss end
     if free < 0 then free = 0 end

@@ -6,7 +6,7 @@
 -- capacity key TTL, expiry member, count of capacity nodes and node/units pairs, count of
 -- limits and node/limit pairs, then per sku: count of lines and line id/node/units triples.
 -- Returns the record coded 'exists', {'short', sku number, node, wanted, available},
--- {'over', node, wanted, available}, or {'created'}.
+-- {'over', node, wanted, available}, {'corrupt', sku number, node, stored text} or {'created'}.
 if redis.call('EXISTS', KEYS[1]) == 1 then return record(KEYS[1], 'exists') end
 local i = 10
 local cap_want, cap_entries = {}, {}
@@ -29,7 +29,10 @@ while i <= #ARGV do
   local want, nodes, entries = sku_lines(ARGV, i + 1, i + 3 * count)
   i = i + 1 + 3 * count
   local levels, refusal = sku_check(KEYS[k], want, nodes, ARGV[7] == '1')
-  if refusal then return {'short', #skus + 1, refusal[2], refusal[3], refusal[4]} end
+  if refusal then
+    if refusal[1] == 'corrupt' then return {'corrupt', #skus + 1, refusal[2], refusal[3]} end
+    return {'short', #skus + 1, refusal[2], refusal[3], refusal[4]}
+  end
   skus[#skus + 1] = {KEYS[k], KEYS[k + 1], want, nodes, levels, entries}
   k = k + 2
 end

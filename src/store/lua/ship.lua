@@ -2,14 +2,18 @@
 -- hold all go down.
 -- KEYS: level hash, holds hash. ARGV: node, sequence, order id, quantity, and '1' when the
 -- order may ship or the reason it may not.
--- Returns {'stale'}, {'bad', reason}, {'short', outstanding}, or {'ok', line, units, ...}.
-local node, seq, order, qty = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local l = level_get(KEYS[1], node) or level_new()
+-- Returns {'stale'}, {'bad', reason}, {'short', outstanding}, {'corrupt', stored text} when the
+-- level cannot be read, or {'ok', line, units, ...}.
+local node, seq, order, qty = ARGV[1], ARGV[2], ARGV[3], units(ARGV[4])
+if not qty or not sequence(seq) then return {'bad', 'quantity: out of bounds'} end
+local l, bad = level_read(KEYS[1], node)
+if bad then return {'corrupt', bad} end
+l = l or level_new()
 if not seq_gt(seq, l.sq) then return {'stale'} end
 if ARGV[5] ~= '1' then return {'bad', ARGV[5]} end
 local prev = redis.call('HGET', KEYS[2], order)
 local h = {a = {}}
-if prev then h = cjson.decode(prev) end
+if prev then h = hold_decode(prev) or {a = {}} end
 local outstanding = 0
 for _, e in ipairs(h.a) do
   if e[2] == node then outstanding = outstanding + e[3] end

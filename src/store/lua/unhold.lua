@@ -1,11 +1,13 @@
 -- Gives back what an order holds of one sku: every line, or the lines named. Idempotent.
 -- KEYS: level hash, holds hash, void marker of the attempt.
 -- ARGV: order id, attempt token ('' for any), void marker TTL in ms (0 for none), line ids...
--- Returns line, node, units for each part given back.
+-- Returns line, node, units for each part given back. The hold goes even where the level cannot
+-- be read: a snapshot that repairs the level recounts reserved from the holds left.
 if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[3], '1', 'PX', ARGV[3]) end
 local prev = redis.call('HGET', KEYS[2], ARGV[1])
 if not prev then return {} end
-local h = cjson.decode(prev)
+local h = hold_decode(prev)
+if not h then return {} end
 if ARGV[2] ~= '' and h.t ~= ARGV[2] then return {} end
 local only = nil
 if #ARGV > 3 then
@@ -15,7 +17,7 @@ end
 local keep, out = {}, {}
 for _, e in ipairs(h.a) do
   if only == nil or only[e[1]] then
-    local l = level_get(KEYS[1], e[2])
+    local l = level_read(KEYS[1], e[2])
     if l then
       l.rs = l.rs - math.min(e[3], l.rs)
       if h.p == 1 then l.pd = l.pd - math.min(e[3], l.pd) end
