@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use tracing::{Instrument, debug, info_span};
@@ -18,7 +18,7 @@ use crate::sourcing::pool::SolvePool;
 use crate::sourcing::{Problem, Strategies};
 use crate::store::{
     Allocation, HoldRequest, Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore,
-    StockUpdate, UpdateResult,
+    StockUpdate, StoreError, UpdateResult,
 };
 
 /// Stock of one sku at one node, as reported to callers.
@@ -52,6 +52,11 @@ pub struct Engine {
 }
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
+
+/// How long a call waits for another request that is half-way through reserving the same
+/// order before it answers UNAVAILABLE. A reserve takes milliseconds; one whose replica died
+/// is rolled back after `store.redis.pending_timeout_ms`, longer than a caller should wait.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
 
 /// Orders whose lines × network nodes come to at most this are planned on the async worker
 /// that asked: on the demo network (31 nodes) that is up to 3 lines, whose decisions take
@@ -142,16 +147,11 @@ impl Engine {
         skus: &[String],
         now: crate::clock::Millis,
     ) -> Result<(crate::store::StockView, HashMap<String, u64>), Error> {
-        let (stock, capacity) = async {
-            tokio::join!(
-                self.store.read_stock(skus, now),
-                self.store
-                    .capacity_used(now.div_euclid(MILLIS_PER_DAY), now)
-            )
-        }
-        .instrument(info_span!("store", op = "read_state"))
-        .await;
-        Ok((stock?, capacity?))
+        Ok(self
+            .store
+            .read_state(skus, now.div_euclid(MILLIS_PER_DAY), now)
+            .instrument(info_span!("store", op = "read_state"))
+            .await?)
     }
 
     /// Plans with `rules` against stock and capacity read at `now`: small orders on this
@@ -290,8 +290,7 @@ impl Engine {
                 capacity_limits,
             };
             let outcome = self
-                .store
-                .reserve(request, held_at)
+                .after_in_flight(|now| self.store.reserve(request.clone(), now.max(held_at)))
                 .instrument(info_span!("store", op = "reserve"))
                 .await?;
             match outcome {
@@ -343,18 +342,39 @@ impl Engine {
             .unwrap_or(r))
     }
 
+    /// Runs a store call, and again while another request is half-way through reserving the
+    /// same order (a Redis Cluster reserve goes in steps), for up to [`IN_FLIGHT_WAIT`]: the
+    /// caller then gets that request's outcome instead of UNAVAILABLE. Each try is told the
+    /// time, so that a reserve abandoned by a replica that died is rolled back once due.
+    async fn after_in_flight<T, F, Fut>(&self, mut call: F) -> Result<T, StoreError>
+    where
+        F: FnMut(crate::clock::Millis) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let give_up = Instant::now() + IN_FLIGHT_WAIT;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match call(self.clock.now_millis()).await {
+                Err(StoreError::InFlight(order_id)) if Instant::now() + pause < give_up => {
+                    debug!(%order_id, "order is being reserved by another request; waiting");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub async fn commit(&self, order_id: &str) -> Result<Reservation, Error> {
         Ok(self
-            .store
-            .commit(order_id, self.clock.now_millis())
+            .after_in_flight(|now| self.store.commit(order_id, now))
             .instrument(info_span!("store", op = "commit"))
             .await?)
     }
 
     pub async fn release(&self, order_id: &str, line_ids: &[String]) -> Result<Reservation, Error> {
         Ok(self
-            .store
-            .release(order_id, line_ids, self.clock.now_millis())
+            .after_in_flight(|now| self.store.release(order_id, line_ids, now))
             .instrument(info_span!("store", op = "release"))
             .await?)
     }

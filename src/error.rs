@@ -40,7 +40,9 @@ impl From<StoreError> for Error {
             StoreError::NotFound(_) => Error::NotFound(e.to_string()),
             StoreError::InvalidState { .. } => Error::FailedPrecondition(e.to_string()),
             StoreError::UnknownLine { .. } => Error::invalid("line_ids", e.to_string()),
-            StoreError::Unavailable(_) => Error::Unavailable(e.to_string()),
+            StoreError::Unavailable(_) | StoreError::InFlight(_) => {
+                Error::Unavailable(e.to_string())
+            }
             StoreError::Corrupt(_) => Error::Internal(e.to_string()),
         }
     }

@@ -696,3 +696,48 @@ async fn feed_updates_beyond_the_limit_leave_the_sku_readable() {
         drop(server);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reserve_of_an_order_in_flight_waits_for_its_outcome() {
+    // a cluster reserve goes in steps, so a second Reserve of the same order id can arrive
+    // half-way through the first: it gets the first one's reservation, not UNAVAILABLE
+    let cluster = RedisCluster::start(3);
+    let p = prefix();
+    let server = TestServer::start_with(redis_config(cluster.urls(), true, &p)).await;
+    wait_for_health(&server.channel, ServingStatus::Serving).await;
+    push_stock(
+        &mut server.inventory(),
+        &[
+            ("wh-getafe", "TWIN-1", 1_000),
+            ("wh-getafe", "TWIN-2", 1_000),
+        ],
+    )
+    .await;
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        for _ in 0..3 {
+            let mut sourcing = server.sourcing();
+            let request = common::reserve_request(order(
+                &format!("twin-{i}"),
+                "standard",
+                vec![line("1", "TWIN-1", 1), line("2", "TWIN-2", 2)],
+            ));
+            calls.push(tokio::spawn(
+                async move { (i, sourcing.reserve(request).await) },
+            ));
+        }
+    }
+    let mut created = HashMap::new();
+    for call in calls {
+        let (i, result) = call.await.unwrap();
+        let answer = result
+            .unwrap_or_else(|s| panic!("twin-{i}: {s:?}"))
+            .into_inner();
+        let r = answer.reservation.unwrap();
+        assert_eq!(r.allocations.iter().map(|a| a.quantity).sum::<i64>(), 3);
+        *created.entry(i).or_insert(0) += usize::from(answer.created);
+    }
+    assert!(created.values().all(|&n| n == 1), "{created:?}");
+    let audit = settled_audit(&cluster_ports(&cluster), &p).await;
+    audit.assert_consistent();
+}

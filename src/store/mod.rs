@@ -272,6 +272,10 @@ pub enum StoreError {
     UnknownLine { order_id: String, line_id: String },
     #[error("stock store unavailable: {0}")]
     Unavailable(String),
+    /// Another request is half-way through reserving this order (a Redis Cluster reserve goes
+    /// in steps); its outcome decides the answer, so asking again shortly gets it.
+    #[error("order {0:?} is being reserved by another request; try again")]
+    InFlight(String),
     #[error("stock store data is inconsistent: {0}")]
     Corrupt(String),
 }

@@ -1537,10 +1537,7 @@ impl RedisStore {
                     .await?;
                 return Ok(None);
             }
-            return Err(StoreError::Unavailable(format!(
-                "order {:?} is being reserved by another request; try again",
-                request.order_id
-            )));
+            return Err(StoreError::InFlight(request.order_id.clone()));
         }
         let record = self
             .current_record(conn, &request.order_id, now)
@@ -2407,9 +2404,7 @@ impl StockStore for RedisStore {
             _ => {}
         }
         if record.unfinished() {
-            return Err(StoreError::Unavailable(format!(
-                "order {order_id:?} is still being reserved; try again"
-            )));
+            return Err(StoreError::InFlight(order_id.to_owned()));
         }
         let reservation = record.reservation()?;
         match reservation.state {
@@ -2437,9 +2432,7 @@ impl StockStore for RedisStore {
             return Err(StoreError::NotFound(order_id.to_owned()));
         };
         if record.unfinished() {
-            return Err(StoreError::Unavailable(format!(
-                "order {order_id:?} is still being reserved; try again"
-            )));
+            return Err(StoreError::InFlight(order_id.to_owned()));
         }
         if let Some(unknown) = line_ids.iter().find(|id| {
             !record.allocations.iter().any(|a| &a.line_id == *id)
