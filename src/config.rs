@@ -1050,6 +1050,16 @@ pub fn parse_stock(
                 format!("{} at {} appears twice", row.sku, row.node),
             ));
         }
+        let limit = crate::store::MAX_STOCK_UNITS;
+        for (field, value) in [("on_hand", row.on_hand), ("safety_stock", row.safety_stock)] {
+            if value > limit {
+                return Err(ConfigError::new(
+                    source,
+                    at(field),
+                    format!("{value} is above the limit of {limit} units"),
+                ));
+            }
+        }
         rows.push(row);
     }
     Ok(rows)
@@ -1558,7 +1568,7 @@ lon = -3.0
     }
 
     #[test]
-    fn stock_rows_naming_unknown_nodes_are_refused() {
+    fn stock_rows_naming_unknown_nodes_or_beyond_the_limit_are_refused() {
         let network = parse_network("net.toml", NODE).unwrap();
         let e = parse_stock(
             "stock.csv",
@@ -1574,6 +1584,21 @@ lon = -3.0
         )
         .unwrap_err();
         assert_eq!(e.field, "row 1");
+        for (row, field) in [
+            ("A,wh-a,1000000000001,0", "row 1 on_hand"),
+            ("A,wh-a,5,18446744073709551615", "row 1 safety_stock"),
+        ] {
+            let text = format!("sku,node,on_hand,safety_stock\n{row}\n");
+            let e = parse_stock("stock.csv", &text, &network).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.problem.contains("above the limit"), "{e}");
+        }
+        parse_stock(
+            "stock.csv",
+            "sku,node,on_hand,safety_stock\nA,wh-a,1000000000000,1000000000000\n",
+            &network,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -276,8 +276,6 @@ impl Engine {
                     })
                 })
                 .collect();
-            // the hold's time runs from when it is written, not from when planning began
-            let held_at = self.clock.now_millis().max(now);
             let request = HoldRequest {
                 order_id: order.order_id.clone(),
                 fingerprint: fingerprint.clone(),
@@ -285,12 +283,21 @@ impl Engine {
                 use_safety_stock: segment.use_safety_stock,
                 plan,
                 allocations,
-                expires_at: held_at + i64::from(ttl) * 1000,
+                expires_at: now,
                 capacity_day: now.div_euclid(MILLIS_PER_DAY),
                 capacity_limits,
             };
             let outcome = self
-                .after_in_flight(|now| self.store.reserve(request.clone(), now.max(held_at)))
+                .after_in_flight(|at| {
+                    // the hold's time runs from when it is written, not from when planning
+                    // began (nor from before a wait for another reserve of the order)
+                    let held_at = at.max(now);
+                    let request = HoldRequest {
+                        expires_at: held_at + i64::from(ttl) * 1000,
+                        ..request.clone()
+                    };
+                    self.store.reserve(request, held_at)
+                })
                 .instrument(info_span!("store", op = "reserve"))
                 .await?;
             match outcome {
@@ -474,10 +481,10 @@ impl Engine {
                 } else {
                     0
                 };
-                sku_out.on_hand += level.on_hand;
-                sku_out.reserved += level.reserved;
-                sku_out.safety_stock += level.safety_stock;
-                sku_out.ats += ats;
+                sku_out.on_hand = sku_out.on_hand.saturating_add(level.on_hand);
+                sku_out.reserved = sku_out.reserved.saturating_add(level.reserved);
+                sku_out.safety_stock = sku_out.safety_stock.saturating_add(level.safety_stock);
+                sku_out.ats = sku_out.ats.saturating_add(ats);
                 sku_out.nodes.push(NodeAvailability {
                     node_id: node.id.clone(),
                     level: *level,

@@ -525,7 +525,7 @@ async fn a_push_stream_cut_by_the_request_timeout_keeps_what_it_sent() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    drop(tx);
+    // the caller keeps its end of the stream open: what came before the timeout applies anyway
     let mut applied = 0;
     for _ in 0..50 {
         let a = server
@@ -548,4 +548,54 @@ async fn a_push_stream_cut_by_the_request_timeout_keeps_what_it_sent() {
         skus.len(),
         "frames received before the timeout were lost"
     );
+}
+
+#[tokio::test]
+async fn rejections_echo_ids_cut_to_the_id_limit() {
+    let server = TestServer::start().await;
+    let long = "é".repeat(5_000);
+    let summary = server
+        .inventory()
+        .set_stock(pb::SetStockRequest {
+            updates: vec![
+                snapshot(&long, "APP-0003", 1, None, 1),
+                snapshot("wh-getafe", &long, 1, None, 1),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.rejected, 2);
+    for r in &summary.rejections {
+        assert!(r.node_id.len() <= 128 && r.sku.len() <= 128, "{r:?}");
+        assert!(r.reason.len() < 200, "{r:?}");
+    }
+    assert!(long.starts_with(&summary.rejections[0].node_id));
+}
+
+#[tokio::test]
+async fn a_released_reservation_holds_nothing_and_is_not_complete() {
+    let server = TestServer::start().await;
+    server.stock(&[("wh-getafe", "GONE-1", 5, 0)]).await;
+    let mut sourcing = server.sourcing();
+    let request = reserve_request(order("gone-1", "standard", vec![line("1", "GONE-1", 2)]));
+    let first = sourcing
+        .reserve(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.complete && first.created);
+    assert_eq!(first.units_held, 2);
+    sourcing
+        .release(pb::ReleaseRequest {
+            order_id: "gone-1".into(),
+            line_ids: vec![],
+        })
+        .await
+        .unwrap();
+    // the same Reserve again answers with the released reservation, which holds nothing
+    let again = sourcing.reserve(request).await.unwrap().into_inner();
+    assert!(!again.created);
+    assert!(!again.complete);
+    assert_eq!(again.units_held, 0);
 }

@@ -36,8 +36,11 @@ pub fn shown(value: &str) -> String {
 /// The one rule for every id a client sends (order, line, sku, node, segment, group): 1 to
 /// [`MAX_ID_LEN`] bytes, not blank, no control characters.
 pub fn id(field: &str, value: &str) -> Result<String, Error> {
-    if value.trim().is_empty() {
+    if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.trim().is_empty() {
+        return Err(Error::invalid(field, "must not be blank"));
     }
     if value.len() > MAX_ID_LEN {
         return Err(Error::invalid(
@@ -49,6 +52,40 @@ pub fn id(field: &str, value: &str) -> Result<String, Error> {
         return Err(Error::invalid(field, "must not contain control characters"));
     }
     Ok(value.to_owned())
+}
+
+/// An id as a rejection echoes it back: whole when it is within [`MAX_ID_LEN`] bytes, else cut
+/// there (on a character boundary), so a list of rejections stays bounded.
+pub fn cut_id(value: &str) -> String {
+    if value.len() <= MAX_ID_LEN {
+        return value.to_owned();
+    }
+    let mut end = MAX_ID_LEN;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
+}
+
+/// Units a reservation holds now: what is outstanding while it is held or committed, none once
+/// it is released, expired or fulfilled.
+pub fn units_held(r: &Reservation) -> u64 {
+    match r.state {
+        ReservationState::Held | ReservationState::Committed => {
+            r.allocations.iter().map(|a| a.outstanding()).sum()
+        }
+        ReservationState::Released | ReservationState::Expired | ReservationState::Fulfilled => 0,
+    }
+}
+
+/// Whether every unit of the order is held, allocated or shipped: nothing left unfilled by
+/// the plan, nothing given back, and the reservation neither released nor expired.
+pub fn complete(r: &Reservation) -> bool {
+    let live = matches!(
+        r.state,
+        ReservationState::Held | ReservationState::Committed | ReservationState::Fulfilled
+    );
+    live && r.plan.unfilled.is_empty() && r.allocations.iter().all(|a| a.released == 0)
 }
 
 /// A required id for one kind of request: empty says what needs it; otherwise [`id`]'s rule.

@@ -91,12 +91,8 @@ impl pb::sourcing_server::Sourcing for SourcingApi {
         let ttl = (r.hold_ttl_seconds != 0).then_some(r.hold_ttl_seconds);
         let (reservation, created) = self.engine.reserve(&order, ttl, kind).await?;
         Ok(Response::new(pb::ReserveResponse {
-            complete: reservation.plan.unfilled.is_empty(),
-            units_held: reservation
-                .allocations
-                .iter()
-                .map(|a| a.quantity as i64)
-                .sum(),
+            complete: convert::complete(&reservation),
+            units_held: convert::units_held(&reservation) as i64,
             reservation: Some(convert::reservation(&reservation)),
             created,
         }))
@@ -108,8 +104,8 @@ impl pb::sourcing_server::Sourcing for SourcingApi {
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let r = request.into_inner();
-        Span::current().record("order_id", r.order_id.as_str());
         convert::id("order_id", &r.order_id)?;
+        Span::current().record("order_id", r.order_id.as_str());
         let reservation = self.engine.commit(&r.order_id).await?;
         Ok(Response::new(pb::CommitResponse {
             reservation: Some(convert::reservation(&reservation)),
@@ -122,8 +118,8 @@ impl pb::sourcing_server::Sourcing for SourcingApi {
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let r = request.into_inner();
-        Span::current().record("order_id", r.order_id.as_str());
         convert::id("order_id", &r.order_id)?;
+        Span::current().record("order_id", r.order_id.as_str());
         for (i, line_id) in r.line_ids.iter().enumerate() {
             convert::id(&format!("line_ids[{i}]"), line_id)?;
         }
@@ -139,8 +135,8 @@ impl pb::sourcing_server::Sourcing for SourcingApi {
         request: Request<pb::GetReservationRequest>,
     ) -> Result<Response<pb::GetReservationResponse>, Status> {
         let r = request.into_inner();
-        Span::current().record("order_id", r.order_id.as_str());
         convert::id("order_id", &r.order_id)?;
+        Span::current().record("order_id", r.order_id.as_str());
         let reservation = self.engine.reservation(&r.order_id).await?;
         Ok(Response::new(pb::GetReservationResponse {
             reservation: Some(convert::reservation(&reservation)),
@@ -197,8 +193,8 @@ impl InventoryApi {
                 let u = &batch[(index - first_index) as usize];
                 summary.rejections.push(pb::RejectedUpdate {
                     index,
-                    node_id: u.node_id.clone(),
-                    sku: u.sku.clone(),
+                    node_id: convert::cut_id(&u.node_id),
+                    sku: convert::cut_id(&u.sku),
                     sequence: u.sequence,
                     reason,
                 });
@@ -211,6 +207,7 @@ impl InventoryApi {
     async fn take_stream(
         &self,
         mut stream: Streaming<pb::StockUpdate>,
+        mut call_gone: tokio::sync::oneshot::Receiver<()>,
     ) -> Result<pb::PushStockResponse, Status> {
         let mut summary = pb::PushStockResponse::default();
         let mut batch = Vec::with_capacity(PUSH_BATCH);
@@ -218,7 +215,13 @@ impl InventoryApi {
         // every frame received whole is applied, whatever ends the stream after it: each
         // update carries its own sequence, so a feed that sends the stream again is safe
         let ended = loop {
-            let end = match stream.message().await {
+            let frame = tokio::select! {
+                frame = stream.message() => frame,
+                // the call ended (timeout, a caller gone, shutdown) with the stream still open:
+                // what came before stays, and nothing after it is read
+                _ = &mut call_gone => Err(Status::cancelled("the call ended before the stream")),
+            };
+            let end = match frame {
                 Ok(Some(update)) => {
                     batch.push(update);
                     if batch.len() < PUSH_BATCH {
@@ -269,7 +272,9 @@ impl pb::inventory_server::Inventory for InventoryApi {
         let api = self.clone();
         let stream = request.into_inner();
         let span = Span::current();
-        tokio::spawn(async move { api.take_stream(stream).await }.instrument(span))
+        // dropped with this call, which tells the task to apply what it has and stop
+        let (_call, call_gone) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move { api.take_stream(stream, call_gone).await }.instrument(span))
             .await
             .unwrap_or_else(|_| Err(Status::internal("taking the stock stream failed")))
             .map(Response::new)
