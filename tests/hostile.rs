@@ -47,6 +47,42 @@ fn invalid<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str) ->
     status.message().to_owned()
 }
 
+/// GetReservation, Commit and Release of `order_id`, each refused as INVALID_ARGUMENT blaming
+/// `order_id`; their messages.
+async fn refused_order_id(
+    sourcing: &mut SourcingClient<tonic::transport::Channel>,
+    order_id: &str,
+) -> [String; 3] {
+    let order_id = order_id.to_owned();
+    [
+        invalid(
+            sourcing
+                .get_reservation(pb::GetReservationRequest {
+                    order_id: order_id.clone(),
+                })
+                .await,
+            "order_id",
+        ),
+        invalid(
+            sourcing
+                .commit(pb::CommitRequest {
+                    order_id: order_id.clone(),
+                })
+                .await,
+            "order_id",
+        ),
+        invalid(
+            sourcing
+                .release(pb::ReleaseRequest {
+                    order_id,
+                    line_ids: vec![],
+                })
+                .await,
+            "order_id",
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn undecodable_requests_are_invalid_argument() {
     let server = TestServer::start().await;
@@ -98,32 +134,9 @@ async fn long_values_are_cut_in_messages() {
     let server = TestServer::start().await;
     let long = "x".repeat(10_000);
     let mut sourcing = server.sourcing();
-    let message = invalid(
-        sourcing
-            .get_reservation(pb::GetReservationRequest {
-                order_id: long.clone(),
-            })
-            .await,
-        "order_id",
-    );
-    assert!(message.contains("10000 bytes long"), "{message}");
-    invalid(
-        sourcing
-            .commit(pb::CommitRequest {
-                order_id: long.clone(),
-            })
-            .await,
-        "order_id",
-    );
-    invalid(
-        sourcing
-            .release(pb::ReleaseRequest {
-                order_id: long.clone(),
-                line_ids: vec![],
-            })
-            .await,
-        "order_id",
-    );
+    for message in refused_order_id(&mut sourcing, &long).await {
+        assert!(message.contains("10000 bytes long"), "{message}");
+    }
     let mut o = order("long-1", "standard", vec![line("1", "APP-0003", 1)]);
     o.deliver_by = long.clone();
     let message = invalid(
@@ -168,31 +181,7 @@ async fn one_rule_for_ids_everywhere() {
     let server = TestServer::start().await;
     let mut sourcing = server.sourcing();
     for bad in ["  ", "o\0", "o\u{7f}x", ""] {
-        invalid(
-            sourcing
-                .get_reservation(pb::GetReservationRequest {
-                    order_id: bad.into(),
-                })
-                .await,
-            "order_id",
-        );
-        invalid(
-            sourcing
-                .commit(pb::CommitRequest {
-                    order_id: bad.into(),
-                })
-                .await,
-            "order_id",
-        );
-        invalid(
-            sourcing
-                .release(pb::ReleaseRequest {
-                    order_id: bad.into(),
-                    line_ids: vec![],
-                })
-                .await,
-            "order_id",
-        );
+        refused_order_id(&mut sourcing, bad).await;
         invalid(
             sourcing
                 .release(pb::ReleaseRequest {
@@ -461,6 +450,29 @@ async fn a_reserve_says_whether_it_holds_every_unit() {
     assert_eq!(r.units_held, 4);
 }
 
+/// How many of `skus` show `on_hand` units, once they all do or after five seconds: frames a
+/// stream left behind are applied by a task of their own, a moment after the call ends.
+async fn skus_reaching(server: &TestServer, skus: &[String], on_hand: i64) -> usize {
+    let mut reached = 0;
+    for _ in 0..50 {
+        let a = server
+            .inventory()
+            .get_availability(pb::GetAvailabilityRequest {
+                skus: skus.to_vec(),
+                segment: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        reached = a.skus.iter().filter(|s| s.on_hand == on_hand).count();
+        if reached == skus.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    reached
+}
+
 #[tokio::test]
 async fn a_push_stream_its_caller_abandons_keeps_what_it_sent() {
     let server = TestServer::start().await;
@@ -482,23 +494,7 @@ async fn a_push_stream_its_caller_abandons_keeps_what_it_sent() {
     call.abort();
     let _ = call.await;
     drop(tx);
-    let mut applied = 0;
-    for _ in 0..50 {
-        let a = server
-            .inventory()
-            .get_availability(pb::GetAvailabilityRequest {
-                skus: skus.clone(),
-                segment: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        applied = a.skus.iter().filter(|s| s.on_hand == 3).count();
-        if applied == skus.len() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let applied = skus_reaching(&server, &skus, 3).await;
     assert_eq!(
         applied,
         skus.len(),
@@ -526,23 +522,7 @@ async fn a_push_stream_cut_by_the_request_timeout_keeps_what_it_sent() {
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     // the caller keeps its end of the stream open: what came before the timeout applies anyway
-    let mut applied = 0;
-    for _ in 0..50 {
-        let a = server
-            .inventory()
-            .get_availability(pb::GetAvailabilityRequest {
-                skus: skus.clone(),
-                segment: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        applied = a.skus.iter().filter(|s| s.on_hand == 4).count();
-        if applied == skus.len() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let applied = skus_reaching(&server, &skus, 4).await;
     assert_eq!(
         applied,
         skus.len(),
