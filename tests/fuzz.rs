@@ -1,0 +1,59 @@
+//! Hostile input against the real server, on both stores: batches of arbitrary and extreme
+//! requests to every method, each answer judged and the stock checked after every batch (see
+//! `fuzz/oracle.rs` for what a sound answer is and `fuzz/harness.rs` for what must hold after a
+//! batch).
+//!
+//! Each test runs one server and some thousand batches, well within a minute in a debug build.
+//! Set `PROPTEST_CASES` for a longer run. A batch that fails is shrunk to a small one and its
+//! seed kept in `proptest-regressions/fuzz/`, which is committed: every run replays those first.
+
+mod common;
+
+#[path = "fuzz/harness.rs"]
+mod harness;
+#[path = "fuzz/hostile.rs"]
+mod hostile;
+#[path = "fuzz/oracle.rs"]
+mod oracle;
+#[path = "fuzz/wire.rs"]
+mod wire;
+
+use harness::{Harness, Store};
+use proptest::prelude::*;
+use proptest::test_runner::{FileFailurePersistence, TestCaseError};
+
+/// Cases of each test unless `PROPTEST_CASES` says otherwise, and where failing seeds are kept.
+fn config(cases: u32, seeds: &'static str) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(cases);
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(seeds))),
+        // a shrink step is a batch against the server: bound the time spent on them
+        max_shrink_iters: 1_000,
+        max_shrink_time: 120_000,
+        ..ProptestConfig::default()
+    }
+}
+
+const REQUEST_SEEDS: &str = "proptest-regressions/fuzz/requests.txt";
+const REQUEST_BATCHES: u32 = 1_500;
+
+fn hostile_requests(store: Store) {
+    let harness = Harness::start(store);
+    proptest!(config(REQUEST_BATCHES, REQUEST_SEEDS), |(batch in hostile::batch())| {
+        harness.run_steps(&batch).map_err(TestCaseError::fail)?;
+    });
+}
+
+#[test]
+fn hostile_requests_on_the_memory_store() {
+    hostile_requests(Store::Memory);
+}
+
+#[test]
+fn hostile_requests_on_redis() {
+    hostile_requests(Store::Redis);
+}
