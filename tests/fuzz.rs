@@ -1,7 +1,7 @@
 //! Hostile input against the real server, on both stores: batches of arbitrary and extreme
-//! requests to every method, each answer judged and the stock checked after every batch (see
-//! `fuzz/oracle.rs` for what a sound answer is and `fuzz/harness.rs` for what must hold after a
-//! batch).
+//! requests to every method, and damaged encodings of well-formed ones, each answer judged and
+//! the stock checked after every batch (see `fuzz/oracle.rs` for what a sound answer is and
+//! `fuzz/harness.rs` for what must hold after a batch).
 //!
 //! Each test runs one server and some thousand batches, well within a minute in a debug build.
 //! Set `PROPTEST_CASES` for a longer run. A batch that fails is shrunk to a small one and its
@@ -13,6 +13,8 @@ mod common;
 mod harness;
 #[path = "fuzz/hostile.rs"]
 mod hostile;
+#[path = "fuzz/mutate.rs"]
+mod mutate;
 #[path = "fuzz/oracle.rs"]
 mod oracle;
 #[path = "fuzz/wire.rs"]
@@ -39,12 +41,21 @@ fn config(cases: u32, seeds: &'static str) -> ProptestConfig {
 }
 
 const REQUEST_SEEDS: &str = "proptest-regressions/fuzz/requests.txt";
+const BYTE_SEEDS: &str = "proptest-regressions/fuzz/bytes.txt";
 const REQUEST_BATCHES: u32 = 1_500;
+const BYTE_BATCHES: u32 = 1_200;
 
 fn hostile_requests(store: Store) {
     let harness = Harness::start(store);
     proptest!(config(REQUEST_BATCHES, REQUEST_SEEDS), |(batch in hostile::batch())| {
         harness.run_steps(&batch).map_err(TestCaseError::fail)?;
+    });
+}
+
+fn damaged_bytes(store: Store) {
+    let harness = Harness::start(store);
+    proptest!(config(BYTE_BATCHES, BYTE_SEEDS), |(batch in mutate::batch())| {
+        harness.run_mangled(&batch).map_err(TestCaseError::fail)?;
     });
 }
 
@@ -56,4 +67,14 @@ fn hostile_requests_on_the_memory_store() {
 #[test]
 fn hostile_requests_on_redis() {
     hostile_requests(Store::Redis);
+}
+
+#[test]
+fn damaged_bytes_on_the_memory_store() {
+    damaged_bytes(Store::Memory);
+}
+
+#[test]
+fn damaged_bytes_on_redis() {
+    damaged_bytes(Store::Redis);
 }

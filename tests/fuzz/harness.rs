@@ -21,6 +21,7 @@ use tonic::Code;
 use crate::common::redis::RedisServer;
 use crate::common::{TestServer, demo_config};
 use crate::hostile::{SKUS, Step, demo};
+use crate::mutate::{Mangled, hex, mangle};
 use crate::oracle::{World, brief, check_availability, check_reply, shown, well_formed};
 use crate::wire::{self, Call, Method, Reply};
 
@@ -38,6 +39,7 @@ struct Exchange {
     decoded: Option<Call>,
     /// The request before any damage to its bytes.
     meant: Call,
+    mangled: bool,
 }
 
 impl Exchange {
@@ -48,11 +50,21 @@ impl Exchange {
             decoded: call.method().decode(&frames).ok(),
             frames,
             meant: call,
+            mangled: false,
         }
     }
 
     fn shown(&self) -> String {
-        format!("{:?}", self.meant)
+        if self.mangled {
+            format!(
+                "{:?}\n  damaged to bytes {}\n  which decode as {:?}",
+                self.meant,
+                hex(&self.frames),
+                self.decoded
+            )
+        } else {
+            format!("{:?}", self.meant)
+        }
     }
 
     /// The well-formed skus and order ids the request is about, meant or decoded.
@@ -174,6 +186,33 @@ impl Harness {
             let mut batch = Batch::default();
             for (i, step) in steps.iter().enumerate() {
                 let exchange = self.resolve(step, &ns).await;
+                self.play(i, exchange, &mut batch).await?;
+            }
+            self.check_state(&batch, &ns).await
+        })
+    }
+
+    /// Plays damaged encodings of well-formed requests.
+    pub fn run_mangled(&self, items: &[Mangled]) -> Result<(), String> {
+        self.runtime.block_on(async {
+            let ns = self.begin().await?;
+            let mut batch = Batch::default();
+            for (i, item) in items.iter().enumerate() {
+                let meant = localized(item.call.clone(), &ns);
+                let method = meant.method();
+                let frames = mangle(
+                    meant.frames(),
+                    method == Method::PushStock,
+                    &item.frame,
+                    &item.mutations,
+                );
+                let exchange = Exchange {
+                    method,
+                    decoded: method.decode(&frames).ok(),
+                    frames,
+                    meant,
+                    mangled: true,
+                };
                 self.play(i, exchange, &mut batch).await?;
             }
             self.check_state(&batch, &ns).await

@@ -565,3 +565,58 @@ fn plain_order() -> impl Strategy<Value = pb::Order> + Clone {
             },
         )
 }
+
+/// Requests as a well-behaved client sends them: the material of the byte-level mutations.
+pub fn valid_call() -> BoxedStrategy<Call> {
+    let order_id = || select(ORDER_IDS.to_vec()).prop_map(str::to_owned);
+    let sku = || select(SKUS.to_vec()).prop_map(str::to_owned);
+    let node = || select(demo().nodes.clone());
+    let order = plain_order();
+    let update = (node(), sku(), 1..=2i32, 0i64..=100, 1u64..=40).prop_map(
+        |(node_id, sku, kind, quantity, sequence)| pb::StockUpdate {
+            node_id,
+            sku,
+            kind,
+            quantity,
+            sequence,
+            ..Default::default()
+        },
+    );
+    prop_oneof![
+        (order.clone(), 0..=3).prop_map(|(o, strategy)| Call::Quote(pb::QuoteRequest {
+            order: Some(o),
+            strategy
+        })),
+        (order, 0u32..=900).prop_map(|(o, hold_ttl_seconds)| Call::Reserve(pb::ReserveRequest {
+            order: Some(o),
+            hold_ttl_seconds,
+            strategy: 0,
+        })),
+        order_id().prop_map(|order_id| Call::Commit(pb::CommitRequest { order_id })),
+        (
+            order_id(),
+            vec(select(LINE_IDS.to_vec()).prop_map(str::to_owned), 0..=2)
+        )
+            .prop_map(|(order_id, line_ids)| Call::Release(pb::ReleaseRequest {
+                order_id,
+                line_ids
+            })),
+        order_id()
+            .prop_map(|order_id| Call::GetReservation(pb::GetReservationRequest { order_id })),
+        vec(update.clone(), 1..=4)
+            .prop_map(|updates| Call::SetStock(pb::SetStockRequest { updates })),
+        vec(update, 1..=4).prop_map(Call::PushStock),
+        (
+            vec(sku(), 1..=3),
+            select(vec!["", "standard", "vip", "marketplace"])
+        )
+            .prop_map(|(skus, segment)| Call::GetAvailability(
+                pb::GetAvailabilityRequest {
+                    skus,
+                    segment: segment.to_owned(),
+                }
+            )),
+        (0..=4).prop_map(|kind| Call::ListNodes(pb::ListNodesRequest { kind })),
+    ]
+    .boxed()
+}
