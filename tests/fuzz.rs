@@ -42,19 +42,28 @@ fn config(cases: u32, seeds: &'static str) -> ProptestConfig {
 
 const REQUEST_SEEDS: &str = "proptest-regressions/fuzz/requests.txt";
 const BYTE_SEEDS: &str = "proptest-regressions/fuzz/bytes.txt";
-const REQUEST_BATCHES: u32 = 1_500;
-const BYTE_BATCHES: u32 = 1_200;
+
+/// Batches of each test: half a minute to a minute per store in a debug build, Redis being the
+/// slower store.
+fn batches(store: Store, requests: bool) -> u32 {
+    match (store, requests) {
+        (Store::Memory, true) => 2_500,
+        (Store::Memory, false) => 2_000,
+        (Store::Redis, true) => 1_500,
+        (Store::Redis, false) => 1_200,
+    }
+}
 
 fn hostile_requests(store: Store) {
     let harness = Harness::start(store);
-    proptest!(config(REQUEST_BATCHES, REQUEST_SEEDS), |(batch in hostile::batch())| {
+    proptest!(config(batches(store, true), REQUEST_SEEDS), |(batch in hostile::batch())| {
         harness.run_steps(&batch).map_err(TestCaseError::fail)?;
     });
 }
 
 fn damaged_bytes(store: Store) {
     let harness = Harness::start(store);
-    proptest!(config(BYTE_BATCHES, BYTE_SEEDS), |(batch in mutate::batch())| {
+    proptest!(config(batches(store, false), BYTE_SEEDS), |(batch in mutate::batch())| {
         harness.run_mangled(&batch).map_err(TestCaseError::fail)?;
     });
 }
