@@ -349,6 +349,18 @@ impl Harness {
                 )));
             }
         }
+        if let (Ok(bytes), Some(call)) = (&reply, &exchange.decoded)
+            && matches!(call, Call::SetStock(_) | Call::PushStock(_))
+        {
+            let summary = pb::PushStockResponse::decode(bytes.as_ref()).unwrap_or_default();
+            let after = self.read(&skus, &ids).await;
+            // a sku that cannot be read is reported after the batch
+            let readable = |r: &Reading| r.stock.iter().all(Result::is_ok);
+            if readable(&before) && readable(&after) {
+                check_feed(call.updates(), &summary, &before.levels(), &after.levels())
+                    .map_err(fail)?;
+            }
+        }
         batch.skus.extend(skus);
         batch.order_ids.extend(ids);
         Ok(())
@@ -491,7 +503,24 @@ struct Batch {
     order_ids: BTreeSet<String>,
 }
 
+/// A node's level of a sku, as read.
+type Levels = HashMap<(String, String), pb::NodeStock>;
+
 impl Reading {
+    /// Every level read, by sku and node; a level never written reads as none.
+    fn levels(&self) -> Levels {
+        let mut levels = Levels::new();
+        for a in self.stock.iter().flatten() {
+            let a = pb::GetAvailabilityResponse::decode(a.as_slice()).unwrap_or_default();
+            for s in a.skus {
+                for n in s.nodes {
+                    levels.insert((s.sku.clone(), n.node_id.clone()), n);
+                }
+            }
+        }
+        levels
+    }
+
     fn describe(&self) -> String {
         let stock: Vec<String> = self
             .stock
@@ -565,4 +594,80 @@ fn localized(mut call: Call, ns: &str) -> Call {
         Call::ListNodes(_) => {}
     }
     call
+}
+
+/// A feed call whose updates each name a different level, judged against the levels before
+/// and after it: an update listed as rejected changed nothing; one whose sequence is not above
+/// its level's last is stale and changed nothing; any other applied, leaving its sequence as
+/// the level's last (and a snapshot's on hand and safety stock, a delta's sum). The counts
+/// agree.
+fn check_feed(
+    updates: &[pb::StockUpdate],
+    summary: &pb::PushStockResponse,
+    before: &Levels,
+    after: &Levels,
+) -> Result<(), String> {
+    let keys: BTreeSet<(&str, &str)> = updates
+        .iter()
+        .map(|u| (u.sku.as_str(), u.node_id.as_str()))
+        .collect();
+    if keys.len() != updates.len() || summary.rejected > 1000 {
+        return Ok(());
+    }
+    let listed: BTreeSet<u64> = summary.rejections.iter().map(|r| r.index).collect();
+    let (mut applied, mut stale) = (0, 0);
+    for (i, u) in updates.iter().enumerate() {
+        if !well_formed(&u.sku) {
+            continue;
+        }
+        let key = (u.sku.clone(), u.node_id.clone());
+        let was = before.get(&key);
+        let now = after.get(&key);
+        let last = was.map_or(0, |l| l.last_sequence);
+        let at = || format!("update {i} ({} at {})", shown(&u.sku), u.node_id);
+        if listed.contains(&(i as u64)) || u.sequence <= last {
+            if !listed.contains(&(i as u64)) {
+                stale += 1;
+            }
+            if was != now {
+                return Err(format!(
+                    "{}, rejected or stale, changed its level from {was:?} to {now:?}",
+                    at()
+                ));
+            }
+            continue;
+        }
+        applied += 1;
+        let Some(now) = now else {
+            return Err(format!("{}, applied, left no level", at()));
+        };
+        let was = was.cloned().unwrap_or_default();
+        let expected_on_hand = match u.kind {
+            1 => Some(i128::from(u.quantity)),
+            2 => Some(i128::from(was.on_hand) + i128::from(u.quantity)),
+            _ => None,
+        };
+        let expected_safety = match (u.kind, u.safety_stock) {
+            (1, Some(s)) => s,
+            _ => was.safety_stock,
+        };
+        if now.last_sequence != u.sequence
+            || expected_on_hand.is_some_and(|o| o != i128::from(now.on_hand))
+            || (u.kind != 3 && now.safety_stock != expected_safety)
+        {
+            return Err(format!(
+                "{}, sequence {} above the last {last}, was taken, yet its level went from \
+                 {was:?} to {now:?}",
+                at(),
+                u.sequence
+            ));
+        }
+    }
+    if (summary.applied, summary.stale) != (applied, stale) {
+        return Err(format!(
+            "{} applied and {} stale, where the sequences say {applied} and {stale}",
+            summary.applied, summary.stale
+        ));
+    }
+    Ok(())
 }
