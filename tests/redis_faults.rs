@@ -78,11 +78,15 @@ fn layout() -> &'static Layout {
 
 /// An order id whose record is on the expiry set's master.
 fn order_id(name: &str) -> String {
+    order_id_on(name, cluster().master_of("p:{x}:expiry"))
+}
+
+/// An order id whose record is on this master.
+fn order_id_on(name: &str, master: &RedisServer) -> String {
     let c = cluster();
-    let expiry = c.master_of("p:{x}:expiry").port;
     (0..)
         .map(|n| format!("{name}-{n}"))
-        .find(|o| c.master_of(&format!("p:{{o:{o}}}")).port == expiry)
+        .find(|o| c.master_of(&format!("p:{{o:{o}}}")).port == master.port)
         .unwrap()
 }
 
@@ -535,21 +539,31 @@ async fn reads_do_not_wait_on_a_sweep_stuck_at_a_stalled_master() {
     let l = layout();
     let order = order_id("due");
     fx.created(&order, &[("l1", 4)], T0 + 1_000).await;
-    // the hold is due; the master of its sku stops answering: a sweep cannot return it, but
-    // a read of another sku does not depend on that sweep
+    // a second due hold whose record is on the sku's master, neither the expiry set's nor
+    // the master of the sku or the capacity a read looks at
+    let stuck = order_id_on("stuck", fx.sku_master());
+    fx.created(&stuck, &[("l1", 3)], T0 + 1_000).await;
+    // the holds are due; the master of their sku (and of one's record) stops answering: a
+    // sweep cannot return them, but a read of another sku does not depend on that sweep
     let stall = fx.sku_master().stall();
     let started = Instant::now();
     let read = fx
         .store
         .read_state(std::slice::from_ref(&l.other_sku), l.day, LATER)
         .await;
+    let stock_only = fx
+        .store
+        .read_stock(std::slice::from_ref(&l.other_sku), LATER)
+        .await;
     let took = started.elapsed();
     drop(stall);
     let (stock, used) = read.unwrap();
-    eprintln!("read with a due hold stuck behind a stalled master: {took:?}");
+    eprintln!("reads with due holds stuck behind a stalled master: {took:?}");
     assert_eq!(stock[&l.other_sku][NODE].on_hand, 100);
-    // the due hold's capacity is left out already; the bystander's is counted
-    assert_eq!(used.get(NODE), Some(&2), "{used:?}");
-    assert_eq!(fx.swept(LATER).await, 1);
+    assert_eq!(stock_only.unwrap()[&l.other_sku][NODE].on_hand, 100);
+    // the due hold whose record was read has its capacity left out already; the one whose
+    // record could not be read is counted as still used, as is the bystander's
+    assert_eq!(used.get(NODE), Some(&(2 + 3)), "{used:?}");
+    assert_eq!(fx.swept(LATER).await, 2);
     fx.assert_settled(&[(&order_id("bystander"), 2)]);
 }

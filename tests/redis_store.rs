@@ -497,3 +497,91 @@ async fn reads_leave_expired_holds_out_and_sweepers_share_the_work() {
     assert_eq!(audit.levels[&("A".into(), "n1".into())].1, 1);
     assert_eq!(audit.states.get("expired"), Some(&(HOLDS as usize + 1)));
 }
+
+/// Releases of different lines of one order at one node, at the same time, round after
+/// round: each gives back its own line's stock and capacity, so once both are done the order
+/// is released and the node's stock and capacity are all back.
+async fn concurrent_partial_releases(urls: Vec<String>, cluster: bool, ports: &[u16]) {
+    use dom_router::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
+    use dom_router::store::{
+        Allocation, HoldRequest, ReservationState, ReserveOutcome, StockUpdate, UpdateKind,
+    };
+    const T0: i64 = 1_800_000_000_000;
+    const DAY: i64 = 20_000;
+    const ROUNDS: usize = 40;
+    let s = settings(urls, cluster);
+    let store = Arc::new(RedisStore::new(&s, Vec::new()).unwrap());
+    let update = StockUpdate {
+        node_id: "n1".into(),
+        sku: "A".into(),
+        sequence: 1,
+        kind: UpdateKind::Snapshot {
+            on_hand: 1_000,
+            safety_stock: None,
+        },
+    };
+    store.apply_updates(&[update], T0).await.unwrap();
+    let line = |id: &str, units: u64| Allocation {
+        line_id: id.into(),
+        sku: "A".into(),
+        node_id: "n1".into(),
+        quantity: units,
+        shipped: 0,
+        released: 0,
+    };
+    for round in 0..ROUNDS {
+        let order = format!("both-{round}");
+        let request = HoldRequest {
+            order_id: order.clone(),
+            fingerprint: order.clone(),
+            segment: "standard".into(),
+            use_safety_stock: false,
+            plan: Plan {
+                shipments: Vec::new(),
+                unfilled: Vec::new(),
+                total_cost: 0.0,
+                cost: CostBreakdown::default(),
+                strategy: StrategyKind::Nearest,
+                status: SolveStatus::Heuristic,
+                unused_nodes: Vec::new(),
+                binding: Vec::new(),
+                plan_micros: 0,
+                rules_version: String::new(),
+            },
+            allocations: vec![line("l1", 5), line("l2", 3)],
+            expires_at: T0 + 600_000,
+            capacity_day: DAY,
+            capacity_limits: vec![("n1".into(), 1_000)],
+        };
+        let outcome = store.reserve(request, T0).await.unwrap();
+        assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
+        store.commit(&order, T0).await.unwrap();
+        let releases = ["l1", "l2"].map(|l| {
+            let store = store.clone();
+            let order = order.clone();
+            tokio::spawn(async move { store.release(&order, &[l.to_owned()], T0).await })
+        });
+        for release in futures_util::future::join_all(releases).await {
+            release.unwrap().unwrap();
+        }
+        let r = store.get_reservation(&order, T0).await.unwrap().unwrap();
+        assert_eq!(r.state, ReservationState::Released, "round {round}");
+        let used = store.capacity_used(DAY, T0).await.unwrap();
+        assert_eq!(used.get("n1"), None, "round {round}: capacity left used");
+        let stock = store.read_stock(&["A".into()], T0).await.unwrap();
+        assert_eq!(stock["A"]["n1"].reserved, 0, "round {round}");
+    }
+    Audit::read(ports, &s.key_prefix).assert_consistent();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_releases_of_different_lines_on_a_single_redis() {
+    let server = single();
+    concurrent_partial_releases(vec![server.url()], false, &[server.port]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_releases_of_different_lines_on_a_cluster() {
+    let c = cluster();
+    concurrent_partial_releases(c.urls(), true, &c.ports()).await;
+}

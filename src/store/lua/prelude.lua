@@ -161,9 +161,21 @@ local function capacity_check(used, want, limits)
   end
   return nil
 end
+-- An order's capacity from `count` triples of args from `first` on (node, units, line): units
+-- wanted per node, and the entries as the by-order hash keeps them, one per line and node, so
+-- that a release gives back exactly the lines it names.
+local function capacity_lines(args, first, count)
+  local want, entries = {}, {}
+  for i = first, first + 3 * (count - 1), 3 do
+    local node, units = args[i], tonumber(args[i + 1])
+    want[node] = (want[node] or 0) + units
+    entries[#entries + 1] = {node, units, args[i + 2]}
+  end
+  return want, entries
+end
 local function capacity_apply(used, orders, order, token, entries, ttl)
   for _, e in ipairs(entries) do
-    redis.call('HINCRBY', used, e[1], e[2])
+    if e[2] > 0 then redis.call('HINCRBY', used, e[1], fmt(e[2])) end
   end
   redis.call('HSET', orders, order, cjson.encode({t = token, n = entries}))
   redis.call('PEXPIRE', used, ttl)
