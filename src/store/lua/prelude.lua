@@ -55,6 +55,13 @@ local function hold_decode(v)
   if ok and type(h) == 'table' and type(h.a) == 'table' then return h end
   return nil
 end
+-- Whether a part of a hold is {line, node, units} as the scripts write it. A script checks
+-- every part before it writes anything, so that one written by something else never fails it
+-- half-way (a retry would then give back the parts before it again).
+local function hold_part_ok(e)
+  return type(e) == 'table' and type(e[1]) == 'string' and type(e[2]) == 'string'
+    and type(e[3]) == 'number' and e[3] >= 0 and e[3] <= MAX_UNITS and e[3] == math.floor(e[3])
+end
 -- Rewrites an unreadable level from a snapshot: on hand and safety stock as given (safety: the
 -- readable old one, else 0, when not given), the snapshot's sequence, and reserved and pending
 -- recounted from the sku's holds, which list every order's units held at each node.
@@ -187,7 +194,8 @@ local function attempt_check(void, holds, order, token)
   if redis.call('EXISTS', void) == 1 then return 'void' end
   local prev = redis.call('HGET', holds, order)
   if prev then
-    if cjson.decode(prev).t == token then return 'ok' end
+    local ok, h = pcall(cjson.decode, prev)
+    if ok and type(h) == 'table' and h.t == token then return 'ok' end
     return 'conflict'
   end
   return nil
