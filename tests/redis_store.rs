@@ -596,7 +596,7 @@ mod bad_data {
     use dom_router::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
     use dom_router::store::{
         Allocation, HoldRequest, RedisStore, ReservationState, ReserveOutcome, StockStore,
-        StockUpdate, UpdateKind,
+        StockUpdate, StoreError, UpdateKind,
     };
 
     use super::common::redis::command;
@@ -702,5 +702,39 @@ mod bad_data {
         }
         let stock = store.read_stock(&["A".into()], T0).await.unwrap();
         assert_eq!(stock["A"]["n1"].reserved, 5, "n1 given back more than once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_long_unreadable_level_is_quoted_in_part() {
+        let (store, prefix, port) = store().await;
+        let levels = format!("{prefix}:{{s:A}}:lv");
+        let garbage = "x".repeat(10_000);
+        command(port, &["HSET", &levels, "n1", &garbage]).unwrap();
+        let e = store.read_stock(&["A".into()], T0).await.unwrap_err();
+        let why = e.to_string();
+        assert!(matches!(&e, StoreError::Corrupt(_)), "{e:?}");
+        assert!(why.len() < 400, "{} bytes: {why:.200}", why.len());
+        assert!(why.contains("(10000 bytes)"), "{why}");
+        let e = store
+            .reserve(hold("o", &[("l1", "n1", 1)], T0 + 1_000), T0)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().len() < 400, "{} bytes", e.to_string().len());
+        let r = store
+            .apply_updates(
+                &[StockUpdate {
+                    node_id: "n1".into(),
+                    sku: "A".into(),
+                    sequence: 5,
+                    kind: UpdateKind::Delta { change: 1 },
+                }],
+                T0,
+            )
+            .await
+            .unwrap();
+        let dom_router::store::UpdateResult::Rejected(why) = &r[0] else {
+            panic!("{r:?}")
+        };
+        assert!(why.len() < 400, "{} bytes", why.len());
     }
 }

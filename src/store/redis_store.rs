@@ -2266,15 +2266,19 @@ fn feed_result(u: &StockUpdate, code: Value) -> Result<UpdateResult, StoreError>
 /// The rejection of a delta or shipment of a level that cannot be read.
 fn unreadable_level_update(u: &StockUpdate, stored: &str) -> String {
     format!(
-        "the stock level of {} at {} cannot be read ({stored:?}); a snapshot of that node and sku repairs it",
-        u.sku, u.node_id
+        "the stock level of {} at {} cannot be read ({}); a snapshot of that node and sku repairs it",
+        u.sku,
+        u.node_id,
+        super::shown(stored)
     )
 }
 
 /// The error of a level that cannot be read.
 fn unreadable_level(sku: &str, node: &str, stored: &str) -> StoreError {
     StoreError::Corrupt(format!(
-        "the stock level of sku {sku:?} at node {node:?} cannot be read ({stored:?}); a feed snapshot of that node and sku repairs it"
+        "the stock level of sku {sku:?} at node {} cannot be read ({}); a feed snapshot of that node and sku repairs it",
+        super::shown(node),
+        super::shown(stored)
     ))
 }
 
