@@ -705,6 +705,22 @@ mod bad_data {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_script_failing_on_bad_data_is_corrupt_not_unavailable() {
+        let (store, prefix, port) = store().await;
+        let outcome = store
+            .reserve(hold("o", &[("l1", "n1", 1)], T0 + 1_000), T0)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
+        let record = format!("{prefix}:{{o:o}}");
+        command(port, &["HSET", &record, "al", "[{garbage"]).unwrap();
+        // committing after the expiry expires the hold, which reads the allocations
+        let e = store.commit("o", T0 + 2_000).await.unwrap_err();
+        assert!(matches!(&e, StoreError::Corrupt(_)), "{e:?}");
+        assert!(e.to_string().len() < 1_000, "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_long_unreadable_level_is_quoted_in_part() {
         let (store, prefix, port) = store().await;
         let levels = format!("{prefix}:{{s:A}}:lv");

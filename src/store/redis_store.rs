@@ -504,6 +504,22 @@ impl Gives {
     }
 }
 
+/// Whether a script call failed in the script: a Lua runtime error, or an error reply of a
+/// command it ran (`ERR ...`, `WRONGTYPE ...`). Not a missing script, a script or server that
+/// is busy, loading or out of memory, a cluster redirection, a timeout or a broken connection:
+/// those pass, and are unavailable.
+fn script_failed(e: &redis::RedisError) -> bool {
+    match e.kind() {
+        redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => true,
+        redis::ErrorKind::Extension => e.code() == Some("WRONGTYPE"),
+        _ => false,
+    }
+}
+
+/// Characters of a script's error a message quotes at most: enough for Redis's reason and the
+/// line of the script.
+const SCRIPT_ERROR_CHARS: usize = 200;
+
 /// The parts of a reservation record that say what settling it gives back.
 #[derive(Debug)]
 struct DueRecord {
@@ -806,6 +822,18 @@ impl RedisStore {
         what: &'static str,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
+        self.timed_as(what, false, call).await
+    }
+
+    /// As [`timed`](Self::timed); for a script call (`script`), an error the script itself
+    /// raised or met (see [`script_failed`]) means the data it read is not what the scripts
+    /// write: that is corrupt, not unavailable, so a client does not retry it forever.
+    async fn timed_as<T>(
+        &self,
+        what: &'static str,
+        script: bool,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         use crate::metrics::RoundTrip;
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(self.op_timeout(), call).await;
@@ -817,6 +845,10 @@ impl RedisStore {
         crate::metrics::redis(what, outcome, started.elapsed());
         match result {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if script && script_failed(&e) => Err(StoreError::Corrupt(format!(
+                "the {what} script failed on data it cannot use: {}",
+                super::quoted(&e.to_string(), SCRIPT_ERROR_CHARS)
+            ))),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("Redis {what}: {e}"))),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "Redis {what}: no answer within {} ms",
@@ -843,7 +875,7 @@ impl RedisStore {
             cmd.arg(keys.len()).arg(keys).arg(args);
         }
         let mut conn = conn.clone();
-        self.timed(script.name, async move {
+        self.timed_as(script.name, true, async move {
             match by_hash.query_async::<Value>(&mut conn).await {
                 Err(e)
                     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
