@@ -77,6 +77,8 @@ use crate::domain::Plan;
 const FEED_CHUNK: usize = 256;
 /// Due entries of the expiry set taken per round of a sweep.
 const SWEEP_BATCH: isize = 256;
+/// Due entries a refused reserve's sweep takes per round: few, so that it keeps to its budget.
+const RESERVE_SWEEP_BATCH: isize = 8;
 /// Orders a sweep works on at once.
 const SWEEP_CONCURRENCY: usize = 32;
 /// Due entries of the expiry set a read looks at to leave their units out; beyond that many
@@ -2105,20 +2107,25 @@ impl RedisStore {
         })
     }
 
-    /// Settles what is due by `now` before a refused reserve tries again, in rounds small
-    /// enough that it stops about the operation timeout: whether it is worth trying again
-    /// (something was due). Entries another sweeper has claimed are not waited for: one stuck
+    /// Settles what is due by `now` before a refused reserve tries again, within the
+    /// operation timeout: whether it is worth trying again (something was due). No entry is
+    /// taken up after half the timeout, and the sweep is cut off at the timeout; an entry cut
+    /// off half-way stays claimed until its lease lapses, then any sweeper settles it (every
+    /// step is idempotent). Entries another sweeper has claimed are not waited for: one stuck
     /// behind a stalled master would hold up every refused reserve until its claim lapsed.
     async fn sweep_for_reserve(&self, conn: &Conn, now: Millis) -> bool {
-        let budget = Instant::now() + self.op_timeout();
-        match self
-            .sweep_rounds(conn, now, SWEEP_CONCURRENCY as isize, Some(budget))
-            .await
-        {
-            Ok(report) => report.settled > 0 || report.in_flight > 0,
-            Err(e) => {
+        let limit = self.op_timeout();
+        let budget = Instant::now() + limit / 2;
+        let sweep = self.sweep_rounds(conn, now, RESERVE_SWEEP_BATCH, Some(budget));
+        match tokio::time::timeout(limit, sweep).await {
+            Ok(Ok(report)) => report.settled > 0 || report.in_flight > 0,
+            Ok(Err(e)) => {
                 debug!(error = %e, "sweep before a retry failed");
                 false
+            }
+            Err(_) => {
+                debug!("sweep before a retry cut off at the operation timeout");
+                true
             }
         }
     }
@@ -2129,8 +2136,10 @@ impl RedisStore {
     }
 
     /// Claims and settles what is due by `now`, up to `batch` entries a round, until nothing
-    /// is left or (when given) `budget` has passed. A round is never cut short, so no entry is
-    /// left claimed but unsettled unless settling it failed.
+    /// is left or (when given) `budget` has passed: no entry is claimed after it. Each entry is
+    /// settled as soon as this sweeper has claimed it, so a claim or settle that fails leaves
+    /// no other entry claimed but unsettled; the one that failed is taken over by another
+    /// sweeper once its claim lapses.
     async fn sweep_rounds(
         &self,
         conn: &Conn,
@@ -2138,49 +2147,71 @@ impl RedisStore {
         batch: isize,
         budget: Option<Instant>,
     ) -> Result<SweepReport, StoreError> {
+        enum Entry {
+            /// Settled by this sweeper; whether it expired a hold.
+            Settled(bool),
+            /// Claimed by another sweeper.
+            Claimed,
+            /// Left for later: the budget had passed.
+            Left,
+        }
         let mut report = SweepReport::default();
         let lease = (self.inner.settings.op_timeout_ms * CLAIM_OPS).max(100);
         // bounded: every entry settled is removed or filed later than `now`, and a round
-        // that claims nothing ends the sweep
+        // that settles nothing ends the sweep
         for _ in 0..64 {
             if budget.is_some_and(|b| Instant::now() >= b) {
                 break;
             }
             let due = self.due_entries(conn, now, batch).await?;
             let round = due.len();
-            let claims = try_join_all(due.iter().map(|(m, at)| async move {
-                let mut set = redis::cmd("SET");
-                set.arg(self.inner.keys.claim(m, at))
-                    .arg("1")
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(lease);
-                let claimed: Option<String> = self.query(conn, &set).await?;
-                Ok::<_, StoreError>(claimed.is_some().then(|| m.clone()))
-            }))
-            .await?;
-            let mine: Vec<String> = claims.into_iter().flatten().collect();
-            report.in_flight += (round - mine.len()) as u64;
-            report.settled += mine.len() as u64;
-            let claimed_any = !mine.is_empty();
-            let outcomes: Vec<Result<bool, StoreError>> = stream::iter(mine)
-                .map(|m: String| async move {
-                    match split_member(&m) {
-                        Some((token, order_id)) => {
-                            self.settle_attempt(conn, order_id, token, now).await
-                        }
-                        None => self.zrem(conn, &m).await.map(|()| false),
+            let outcomes: Vec<Result<Entry, StoreError>> = stream::iter(due)
+                .map(|(m, at): (String, String)| async move {
+                    if budget.is_some_and(|b| Instant::now() >= b) {
+                        return Ok(Entry::Left);
                     }
+                    let mut set = redis::cmd("SET");
+                    set.arg(self.inner.keys.claim(&m, &at))
+                        .arg("1")
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(lease);
+                    let claimed: Option<String> = self.query(conn, &set).await?;
+                    if claimed.is_none() {
+                        return Ok(Entry::Claimed);
+                    }
+                    let expired = match split_member(&m) {
+                        Some((token, order_id)) => {
+                            self.settle_attempt(conn, order_id, token, now).await?
+                        }
+                        None => {
+                            self.zrem(conn, &m).await?;
+                            false
+                        }
+                    };
+                    Ok(Entry::Settled(expired))
                 })
                 .buffer_unordered(SWEEP_CONCURRENCY)
                 .collect()
                 .await;
+            let mut settled_any = false;
+            let mut failed = None;
             for outcome in outcomes {
-                if outcome? {
-                    report.expired += 1;
+                match outcome {
+                    Ok(Entry::Settled(expired)) => {
+                        settled_any = true;
+                        report.settled += 1;
+                        report.expired += u64::from(expired);
+                    }
+                    Ok(Entry::Claimed) => report.in_flight += 1,
+                    Ok(Entry::Left) => {}
+                    Err(e) => failed = Some(e),
                 }
             }
-            if (round as isize) < batch || !claimed_any {
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if (round as isize) < batch || !settled_any {
                 break;
             }
         }
