@@ -417,6 +417,49 @@ async fn a_partial_release_cut_off_gives_back_its_lines_once() {
     assert_eq!(r.state, ReservationState::Released);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn releases_of_different_lines_cut_off_together_are_both_finished() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new().await;
+    let bystander = order_id("bystander");
+    let order = order_id("o");
+    fx.created(&order, &[("l1", 5), ("l2", 3)], T0 + 600_000)
+        .await;
+    retry(|| fx.store.commit(&order, T0)).await;
+    fx.assert_settled(&[(&bystander, 2), (&order, 8)]);
+    // both releases are cut off at their capacity step, after giving back their stock; the
+    // record's master holds both up first, so that each reads the record before either
+    // notes its line in it
+    let capacity = fx.capacity_master().stall();
+    let record = fx.record_master().stall();
+    let releases = ["l1", "l2"].map(|line| {
+        let store = fx.store.clone();
+        let order = order.clone();
+        tokio::spawn(async move { store.release(&order, &[line.to_owned()], T0).await })
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(record);
+    for release in futures_util::future::join_all(releases).await {
+        let result = release.unwrap();
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+    drop(capacity);
+    // the commands queued meanwhile run now
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fx.swept(LATER).await;
+    let r = fx
+        .store
+        .get_reservation(&order, LATER)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.state, ReservationState::Released, "{r:?}");
+    fx.assert_settled(&[(&bystander, 2)]);
+}
+
 async fn commit_cut_off(finish: Finish) {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::new().await;
