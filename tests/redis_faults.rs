@@ -610,3 +610,24 @@ async fn reads_do_not_wait_on_a_sweep_stuck_at_a_stalled_master() {
     assert_eq!(fx.swept(LATER).await, 2);
     fx.assert_settled(&[(&order_id("bystander"), 2)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_do_not_wait_on_a_stalled_expiry_set() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new().await;
+    let l = layout();
+    let order = order_id("due");
+    fx.created(&order, &[("l1", 4)], T0 + 1_000).await;
+    // the master of the expiry set (and of the records) stops answering: a read of a sku
+    // elsewhere does not wait for what is due, and counts the due hold as still reserved
+    let stall = fx.record_master().stall();
+    let read = fx
+        .store
+        .read_stock(std::slice::from_ref(&l.sku), LATER)
+        .await;
+    drop(stall);
+    let stock = read.unwrap();
+    assert_eq!(stock[&l.sku][NODE].reserved, 2 + 4);
+    assert_eq!(fx.swept(LATER).await, 1);
+    fx.assert_settled(&[(&order_id("bystander"), 2)]);
+}

@@ -84,8 +84,8 @@ const SWEEP_CONCURRENCY: usize = 32;
 /// Due entries of the expiry set a read looks at to leave their units out; beyond that many
 /// due at once (a sweep far behind), a read may count some until the sweep catches up.
 const DUE_LIMIT: isize = 1024;
-/// The share of the operation timeout a read waits for the records of due orders that hold
-/// what it reads; beyond it, their units are counted as still reserved.
+/// The share of the operation timeout a read waits for the expiry set and for the records of
+/// due orders that hold what it reads; beyond it, their units are counted as still reserved.
 const DUE_LOOKUP_SHARE: f64 = 0.25;
 /// How long a sweeper's claim on a due entry lasts, in operation timeouts: long enough for the
 /// calls that settle it in the common case, short enough that another sweeper soon takes over
@@ -1043,13 +1043,25 @@ impl RedisStore {
                 None => Ok(HashMap::new()),
             }
         };
-        let (due, stock, used) = join3(
-            self.due_entries(conn, now, DUE_LIMIT),
-            self.read_levels(conn, skus),
-            capacity,
-        )
-        .await;
-        let (due, mut stock, mut used) = (due?, stock?, used?);
+        // What is due is looked up as briefly as the records of due orders (see `due_units`):
+        // with the expiry set's master stalled, a read counts every hold as reserved rather
+        // than wait for it.
+        let due = async {
+            let lookup = self.op_timeout().mul_f64(DUE_LOOKUP_SHARE);
+            match tokio::time::timeout(lookup, self.due_entries(conn, now, DUE_LIMIT)).await {
+                Ok(Ok(due)) => due,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "what is due not read; holds stay counted");
+                    Vec::new()
+                }
+                Err(_) => {
+                    debug!("what is due not read in time; holds stay counted");
+                    Vec::new()
+                }
+            }
+        };
+        let (due, stock, used) = join3(due, self.read_levels(conn, skus), capacity).await;
+        let (mut stock, mut used) = (stock?, used?);
         if due.is_empty() {
             return Ok((stock, used));
         }
