@@ -78,11 +78,15 @@ fn layout() -> &'static Layout {
 
 /// An order id whose record is on the expiry set's master.
 fn order_id(name: &str) -> String {
+    order_id_on(name, cluster().master_of("p:{x}:expiry"))
+}
+
+/// An order id whose record is on this master.
+fn order_id_on(name: &str, master: &RedisServer) -> String {
     let c = cluster();
-    let expiry = c.master_of("p:{x}:expiry").port;
     (0..)
         .map(|n| format!("{name}-{n}"))
-        .find(|o| c.master_of(&format!("p:{{o:{o}}}")).port == expiry)
+        .find(|o| c.master_of(&format!("p:{{o:{o}}}")).port == master.port)
         .unwrap()
 }
 
@@ -413,6 +417,49 @@ async fn a_partial_release_cut_off_gives_back_its_lines_once() {
     assert_eq!(r.state, ReservationState::Released);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn releases_of_different_lines_cut_off_together_are_both_finished() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new().await;
+    let bystander = order_id("bystander");
+    let order = order_id("o");
+    fx.created(&order, &[("l1", 5), ("l2", 3)], T0 + 600_000)
+        .await;
+    retry(|| fx.store.commit(&order, T0)).await;
+    fx.assert_settled(&[(&bystander, 2), (&order, 8)]);
+    // both releases are cut off at their capacity step, after giving back their stock; the
+    // record's master holds both up first, so that each reads the record before either
+    // notes its line in it
+    let capacity = fx.capacity_master().stall();
+    let record = fx.record_master().stall();
+    let releases = ["l1", "l2"].map(|line| {
+        let store = fx.store.clone();
+        let order = order.clone();
+        tokio::spawn(async move { store.release(&order, &[line.to_owned()], T0).await })
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(record);
+    for release in futures_util::future::join_all(releases).await {
+        let result = release.unwrap();
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+    drop(capacity);
+    // the commands queued meanwhile run now
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fx.swept(LATER).await;
+    let r = fx
+        .store
+        .get_reservation(&order, LATER)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.state, ReservationState::Released, "{r:?}");
+    fx.assert_settled(&[(&bystander, 2)]);
+}
+
 async fn commit_cut_off(finish: Finish) {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::new().await;
@@ -535,21 +582,52 @@ async fn reads_do_not_wait_on_a_sweep_stuck_at_a_stalled_master() {
     let l = layout();
     let order = order_id("due");
     fx.created(&order, &[("l1", 4)], T0 + 1_000).await;
-    // the hold is due; the master of its sku stops answering: a sweep cannot return it, but
-    // a read of another sku does not depend on that sweep
+    // a second due hold whose record is on the sku's master, neither the expiry set's nor
+    // the master of the sku or the capacity a read looks at
+    let stuck = order_id_on("stuck", fx.sku_master());
+    fx.created(&stuck, &[("l1", 3)], T0 + 1_000).await;
+    // the holds are due; the master of their sku (and of one's record) stops answering: a
+    // sweep cannot return them, but a read of another sku does not depend on that sweep
     let stall = fx.sku_master().stall();
     let started = Instant::now();
     let read = fx
         .store
         .read_state(std::slice::from_ref(&l.other_sku), l.day, LATER)
         .await;
+    let stock_only = fx
+        .store
+        .read_stock(std::slice::from_ref(&l.other_sku), LATER)
+        .await;
     let took = started.elapsed();
     drop(stall);
     let (stock, used) = read.unwrap();
-    eprintln!("read with a due hold stuck behind a stalled master: {took:?}");
+    eprintln!("reads with due holds stuck behind a stalled master: {took:?}");
     assert_eq!(stock[&l.other_sku][NODE].on_hand, 100);
-    // the due hold's capacity is left out already; the bystander's is counted
-    assert_eq!(used.get(NODE), Some(&2), "{used:?}");
+    assert_eq!(stock_only.unwrap()[&l.other_sku][NODE].on_hand, 100);
+    // the due hold whose record was read has its capacity left out already; the one whose
+    // record could not be read is counted as still used, as is the bystander's
+    assert_eq!(used.get(NODE), Some(&(2 + 3)), "{used:?}");
+    assert_eq!(fx.swept(LATER).await, 2);
+    fx.assert_settled(&[(&order_id("bystander"), 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_do_not_wait_on_a_stalled_expiry_set() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new().await;
+    let l = layout();
+    let order = order_id("due");
+    fx.created(&order, &[("l1", 4)], T0 + 1_000).await;
+    // the master of the expiry set (and of the records) stops answering: a read of a sku
+    // elsewhere does not wait for what is due, and counts the due hold as still reserved
+    let stall = fx.record_master().stall();
+    let read = fx
+        .store
+        .read_stock(std::slice::from_ref(&l.sku), LATER)
+        .await;
+    drop(stall);
+    let stock = read.unwrap();
+    assert_eq!(stock[&l.sku][NODE].reserved, 2 + 4);
     assert_eq!(fx.swept(LATER).await, 1);
     fx.assert_settled(&[(&order_id("bystander"), 2)]);
 }

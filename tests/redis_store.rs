@@ -497,3 +497,260 @@ async fn reads_leave_expired_holds_out_and_sweepers_share_the_work() {
     assert_eq!(audit.levels[&("A".into(), "n1".into())].1, 1);
     assert_eq!(audit.states.get("expired"), Some(&(HOLDS as usize + 1)));
 }
+
+/// Releases of different lines of one order at one node, at the same time, round after
+/// round: each gives back its own line's stock and capacity, so once both are done the order
+/// is released and the node's stock and capacity are all back.
+async fn concurrent_partial_releases(urls: Vec<String>, cluster: bool, ports: &[u16]) {
+    use dom_router::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
+    use dom_router::store::{
+        Allocation, HoldRequest, ReservationState, ReserveOutcome, StockUpdate, UpdateKind,
+    };
+    const T0: i64 = 1_800_000_000_000;
+    const DAY: i64 = 20_000;
+    const ROUNDS: usize = 40;
+    let s = settings(urls, cluster);
+    let store = Arc::new(RedisStore::new(&s, Vec::new()).unwrap());
+    let update = StockUpdate {
+        node_id: "n1".into(),
+        sku: "A".into(),
+        sequence: 1,
+        kind: UpdateKind::Snapshot {
+            on_hand: 1_000,
+            safety_stock: None,
+        },
+    };
+    store.apply_updates(&[update], T0).await.unwrap();
+    let line = |id: &str, units: u64| Allocation {
+        line_id: id.into(),
+        sku: "A".into(),
+        node_id: "n1".into(),
+        quantity: units,
+        shipped: 0,
+        released: 0,
+    };
+    for round in 0..ROUNDS {
+        let order = format!("both-{round}");
+        let request = HoldRequest {
+            order_id: order.clone(),
+            fingerprint: order.clone(),
+            segment: "standard".into(),
+            use_safety_stock: false,
+            plan: Plan {
+                shipments: Vec::new(),
+                unfilled: Vec::new(),
+                total_cost: 0.0,
+                cost: CostBreakdown::default(),
+                strategy: StrategyKind::Nearest,
+                status: SolveStatus::Heuristic,
+                unused_nodes: Vec::new(),
+                binding: Vec::new(),
+                plan_micros: 0,
+                rules_version: String::new(),
+            },
+            allocations: vec![line("l1", 5), line("l2", 3)],
+            expires_at: T0 + 600_000,
+            capacity_day: DAY,
+            capacity_limits: vec![("n1".into(), 1_000)],
+        };
+        let outcome = store.reserve(request, T0).await.unwrap();
+        assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
+        store.commit(&order, T0).await.unwrap();
+        let releases = ["l1", "l2"].map(|l| {
+            let store = store.clone();
+            let order = order.clone();
+            tokio::spawn(async move { store.release(&order, &[l.to_owned()], T0).await })
+        });
+        for release in futures_util::future::join_all(releases).await {
+            release.unwrap().unwrap();
+        }
+        let r = store.get_reservation(&order, T0).await.unwrap().unwrap();
+        assert_eq!(r.state, ReservationState::Released, "round {round}");
+        let used = store.capacity_used(DAY, T0).await.unwrap();
+        assert_eq!(used.get("n1"), None, "round {round}: capacity left used");
+        let stock = store.read_stock(&["A".into()], T0).await.unwrap();
+        assert_eq!(stock["A"]["n1"].reserved, 0, "round {round}");
+    }
+    Audit::read(ports, &s.key_prefix).assert_consistent();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_releases_of_different_lines_on_a_single_redis() {
+    let server = single();
+    concurrent_partial_releases(vec![server.url()], false, &[server.port]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_releases_of_different_lines_on_a_cluster() {
+    let c = cluster();
+    concurrent_partial_releases(c.urls(), true, &c.ports()).await;
+}
+
+mod bad_data {
+    //! Hashes and records in a form no script writes: scripts leave such a part alone rather
+    //! than fail half-way, and what does fail says the data is bad (not that Redis is down),
+    //! in a message short enough for a gRPC status.
+
+    use std::sync::Arc;
+
+    use dom_router::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
+    use dom_router::store::{
+        Allocation, HoldRequest, RedisStore, ReservationState, ReserveOutcome, StockStore,
+        StockUpdate, StoreError, UpdateKind,
+    };
+
+    use super::common::redis::command;
+
+    const T0: i64 = 1_800_000_000_000;
+    const DAY: i64 = 20_000;
+
+    async fn store() -> (Arc<RedisStore>, String, u16) {
+        let server = super::single();
+        let s = super::settings(vec![server.url()], false);
+        let store = Arc::new(RedisStore::new(&s, Vec::new()).unwrap());
+        let updates: Vec<StockUpdate> = ["n1", "n2"]
+            .iter()
+            .map(|node| StockUpdate {
+                node_id: (*node).into(),
+                sku: "A".into(),
+                sequence: 1,
+                kind: UpdateKind::Snapshot {
+                    on_hand: 100,
+                    safety_stock: None,
+                },
+            })
+            .collect();
+        store.apply_updates(&updates, T0).await.unwrap();
+        (store, s.key_prefix, server.port)
+    }
+
+    fn hold(order: &str, lines: &[(&str, &str, u64)], expires_at: i64) -> HoldRequest {
+        HoldRequest {
+            order_id: order.into(),
+            fingerprint: order.into(),
+            segment: "standard".into(),
+            use_safety_stock: false,
+            plan: Plan {
+                shipments: Vec::new(),
+                unfilled: Vec::new(),
+                total_cost: 0.0,
+                cost: CostBreakdown::default(),
+                strategy: StrategyKind::Nearest,
+                status: SolveStatus::Heuristic,
+                unused_nodes: Vec::new(),
+                binding: Vec::new(),
+                plan_micros: 0,
+                rules_version: String::new(),
+            },
+            allocations: lines
+                .iter()
+                .map(|(line, node, units)| Allocation {
+                    line_id: (*line).into(),
+                    sku: "A".into(),
+                    node_id: (*node).into(),
+                    quantity: *units,
+                    shipped: 0,
+                    released: 0,
+                })
+                .collect(),
+            expires_at,
+            capacity_day: DAY,
+            capacity_limits: Vec::new(),
+        }
+    }
+
+    async fn reserved(store: &RedisStore, order: &str, lines: &[(&str, &str, u64)]) {
+        let outcome = store
+            .reserve(hold(order, lines, T0 + 600_000), T0)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_release_gives_capacity_back_past_a_counter_at_zero() {
+        let (store, prefix, port) = store().await;
+        reserved(&store, "o", &[("l1", "n1", 3), ("l2", "n2", 2)]).await;
+        // the counter of n1 was set to 0 by something else: nothing of it to count down
+        let used = format!("{prefix}:{{c:{DAY}}}:used");
+        command(port, &["HSET", &used, "n1", "0"]).unwrap();
+        let r = store.release("o", &[], T0).await.unwrap();
+        assert_eq!(r.state, ReservationState::Released);
+        assert!(store.capacity_used(DAY, T0).await.unwrap().is_empty());
+        // given back once: a release again changes nothing
+        store.release("o", &[], T0).await.unwrap();
+        assert!(store.capacity_used(DAY, T0).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_hold_part_that_is_not_a_number_is_left_alone() {
+        let (store, prefix, port) = store().await;
+        reserved(&store, "keeps", &[("l1", "n1", 5)]).await;
+        reserved(&store, "o", &[("l1", "n1", 3), ("l2", "n2", 2)]).await;
+        let holds = format!("{prefix}:{{s:A}}:ho");
+        let stored = command(port, &["HGET", &holds, "o"]).unwrap();
+        let mut h: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        for part in h["a"].as_array_mut().unwrap() {
+            if part[1] == "n2" {
+                part[2] = "two".into();
+            }
+        }
+        command(port, &["HSET", &holds, "o", &h.to_string()]).unwrap();
+        for _ in 0..3 {
+            // whatever a release makes of the bad part, n1's units come back once
+            let _ = store.release("o", &[], T0).await;
+        }
+        let stock = store.read_stock(&["A".into()], T0).await.unwrap();
+        assert_eq!(stock["A"]["n1"].reserved, 5, "n1 given back more than once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_script_failing_on_bad_data_is_corrupt_not_unavailable() {
+        let (store, prefix, port) = store().await;
+        let outcome = store
+            .reserve(hold("o", &[("l1", "n1", 1)], T0 + 1_000), T0)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
+        let record = format!("{prefix}:{{o:o}}");
+        command(port, &["HSET", &record, "al", "[{garbage"]).unwrap();
+        // committing after the expiry expires the hold, which reads the allocations
+        let e = store.commit("o", T0 + 2_000).await.unwrap_err();
+        assert!(matches!(&e, StoreError::Corrupt(_)), "{e:?}");
+        assert!(e.to_string().len() < 1_000, "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_long_unreadable_level_is_quoted_in_part() {
+        let (store, prefix, port) = store().await;
+        let levels = format!("{prefix}:{{s:A}}:lv");
+        let garbage = "x".repeat(10_000);
+        command(port, &["HSET", &levels, "n1", &garbage]).unwrap();
+        let e = store.read_stock(&["A".into()], T0).await.unwrap_err();
+        let why = e.to_string();
+        assert!(matches!(&e, StoreError::Corrupt(_)), "{e:?}");
+        assert!(why.len() < 400, "{} bytes: {why:.200}", why.len());
+        assert!(why.contains("(10000 bytes)"), "{why}");
+        let e = store
+            .reserve(hold("o", &[("l1", "n1", 1)], T0 + 1_000), T0)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().len() < 400, "{} bytes", e.to_string().len());
+        let r = store
+            .apply_updates(
+                &[StockUpdate {
+                    node_id: "n1".into(),
+                    sku: "A".into(),
+                    sequence: 5,
+                    kind: UpdateKind::Delta { change: 1 },
+                }],
+                T0,
+            )
+            .await
+            .unwrap();
+        let dom_router::store::UpdateResult::Rejected(why) = &r[0] else {
+            panic!("{r:?}")
+        };
+        assert!(why.len() < 400, "{} bytes", why.len());
+    }
+}

@@ -49,6 +49,24 @@ pub fn update_out_of_bounds(kind: &UpdateKind) -> Option<String> {
     }
 }
 
+/// Characters of stored text an error message quotes at most.
+pub(crate) const QUOTED_CHARS: usize = 64;
+
+/// Text read from the store (or an error about it) for a message: quoted, and cut after `max`
+/// characters with its length said, so that a message never grows with what was stored (a
+/// status above gRPC's 8 KiB metadata limit would not reach the client).
+pub(crate) fn quoted(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// Stored text for a message, quoted and cut after [`QUOTED_CHARS`] characters.
+pub(crate) fn shown(text: &str) -> String {
+    quoted(text, QUOTED_CHARS)
+}
+
 /// The rejection of a delta that would take on hand below zero.
 pub(crate) fn delta_below_zero(u: &StockUpdate, change: i64, on_hand: u64) -> String {
     format!(

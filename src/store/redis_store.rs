@@ -12,7 +12,7 @@
 //! | `P:{o:ORDER}` | hash | the reservation record: state, token, expiry, deadline, day, body, allocations |
 //! | `P:{x}:expiry` | sorted set | `TOKEN:ORDER` by the time the attempt or hold must be looked at |
 //! | `P:{x}:claim:DUE:TOKEN:ORDER` | string | a sweeper's short claim on one due entry |
-//! | `P:{c:DAY}:used` / `:orders` | hash | node capacity used on a day, and by which order |
+//! | `P:{c:DAY}:used` / `:orders` | hash | node capacity used on a day, and by which order (per line and node) |
 //! | `P:{m:N}:marker` | string | one per part of the slot space, to tell when Redis lost its data |
 //!
 //! On a single Redis a reserve is one script over all its keys. On a cluster it spans slots
@@ -23,14 +23,18 @@
 //! by its deadline, marks it aborted (so the late replica cannot finish it), writes void
 //! markers (so it cannot hold more) and gives back what the record says it may hold. Giving
 //! back is idempotent per sku, so an expired hold is returned exactly once however many
-//! replicas sweep. A release likewise notes its lines in the record first, so that a sweep can
-//! finish one cut off half-way; the capacity it gives back is worked out from the record (what
-//! the order keeps), not from what its own stock step returned, so that whichever call
-//! finishes the release gives the capacity back, once.
+//! replicas sweep. A release likewise adds its lines to those the record notes as being given
+//! back, so that a retry or a sweep finishes every release cut off half-way, however many were
+//! begun at once. The day's capacity is kept per line and node, and a release gives back that
+//! of the lines it names, each line once (keeping its shipped units): whichever call finishes
+//! a release gives its capacity back, and releases of different lines at once never take back
+//! each other's.
 //!
 //! A sweeper claims each due entry for a few operation timeouts before it settles it, so that
 //! replicas sweeping at once share the work out. Reads never sweep: alongside the levels they
-//! read what is due and leave out the units a sweep will give back, writing nothing. A reserve
+//! read what is due and leave out the units a sweep will give back, writing nothing. They look
+//! only at due orders that hold what they read, and wait for those orders' records only a
+//! short while: a record behind a stalled master leaves its units counted as reserved. A reserve
 //! refused for want of units or capacity sweeps what is due and tries once more, since a read
 //! may have counted on units a sweep has yet to return.
 //!
@@ -73,11 +77,16 @@ use crate::domain::Plan;
 const FEED_CHUNK: usize = 256;
 /// Due entries of the expiry set taken per round of a sweep.
 const SWEEP_BATCH: isize = 256;
+/// Due entries a refused reserve's sweep takes per round: few, so that it keeps to its budget.
+const RESERVE_SWEEP_BATCH: isize = 8;
 /// Orders a sweep works on at once.
 const SWEEP_CONCURRENCY: usize = 32;
 /// Due entries of the expiry set a read looks at to leave their units out; beyond that many
 /// due at once (a sweep far behind), a read may count some until the sweep catches up.
 const DUE_LIMIT: isize = 1024;
+/// The share of the operation timeout a read waits for the expiry set and for the records of
+/// due orders that hold what it reads; beyond it, their units are counted as still reserved.
+const DUE_LOOKUP_SHARE: f64 = 0.25;
 /// How long a sweeper's claim on a due entry lasts, in operation timeouts: long enough for the
 /// calls that settle it in the common case, short enough that another sweeper soon takes over
 /// one left unsettled (a call failed); a claim that lapses early only means work done twice,
@@ -497,6 +506,22 @@ impl Gives {
     }
 }
 
+/// Whether a script call failed in the script: a Lua runtime error, or an error reply of a
+/// command it ran (`ERR ...`, `WRONGTYPE ...`). Not a missing script, a script or server that
+/// is busy, loading or out of memory, a cluster redirection, a timeout or a broken connection:
+/// those pass, and are unavailable.
+fn script_failed(e: &redis::RedisError) -> bool {
+    match e.kind() {
+        redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => true,
+        redis::ErrorKind::Extension => e.code() == Some("WRONGTYPE"),
+        _ => false,
+    }
+}
+
+/// Characters of a script's error a message quotes at most: enough for Redis's reason and the
+/// line of the script.
+const SCRIPT_ERROR_CHARS: usize = 200;
+
 /// The parts of a reservation record that say what settling it gives back.
 #[derive(Debug)]
 struct DueRecord {
@@ -545,8 +570,9 @@ impl DueRecord {
             "pending" if self.deadline.min(self.expires_at) <= now => Some(Gives::All),
             "aborted" | "expired" => Some(Gives::All),
             "held" | "committed" => match &self.releasing {
+                // a release of every line still keeps the capacity of units shipped
                 Some((lines, deadline)) if *deadline <= now => Some(if lines.is_empty() {
-                    Gives::All
+                    Gives::Lines(self.allocations.iter().map(|a| a.line_id.clone()).collect())
                 } else {
                     Gives::Lines(lines.clone())
                 }),
@@ -564,12 +590,63 @@ struct StoredHold {
     a: Vec<(String, String, u64)>,
 }
 
-/// An order's capacity as a day's by-order hash keeps it: the token and (node, units).
-#[derive(Debug, Deserialize)]
+/// An order's capacity as a day's by-order hash keeps it: the token and per line and node
+/// `[node, units, line]`, with a fourth element `1` once the line was given back (what is left
+/// is what it keeps); `[node, units]` for an entry written before capacity was kept per line.
+#[derive(Debug, Default, Deserialize)]
 struct StoredCapacity {
     t: String,
-    n: Vec<(String, u64)>,
+    n: Vec<serde_json::Value>,
 }
+
+/// Units of capacity per node that `capacity_give.lua` gives back of this entry for what a
+/// due attempt gives: the same decisions, made on what is read.
+fn capacity_given(
+    entry: &StoredCapacity,
+    gives: &Gives,
+    allocations: &[Allocation],
+) -> BTreeMap<String, u64> {
+    let mut given: BTreeMap<String, u64> = BTreeMap::new();
+    let lines = match gives {
+        Gives::All => None,
+        Gives::Lines(lines) => Some(lines),
+    };
+    let whole = lines.is_none_or(|lines| allocations.iter().all(|a| lines.contains(&a.line_id)));
+    let kept = capacity_kept(allocations, lines.map(Vec::as_slice).unwrap_or(&[]));
+    for e in &entry.n {
+        let (Some(node), Some(units)) = (
+            e.get(0).and_then(|v| v.as_str()),
+            e.get(1).and_then(|v| v.as_u64()),
+        ) else {
+            continue;
+        };
+        let line = e.get(2).and_then(|v| v.as_str());
+        let keep = match (lines, line) {
+            (None, _) => 0,
+            (Some(lines), Some(line)) => {
+                if e.get(3).and_then(|v| v.as_u64()) == Some(1) || !lines.iter().any(|l| l == line)
+                {
+                    continue;
+                }
+                kept.get(&(line.to_owned(), node.to_owned()))
+                    .copied()
+                    .unwrap_or(0)
+            }
+            (Some(_), None) if whole => kept
+                .iter()
+                .filter(|((_, n), _)| n == node)
+                .map(|(_, k)| *k)
+                .sum(),
+            (Some(_), None) => continue,
+        };
+        *given.entry(node.to_owned()).or_default() += units.saturating_sub(keep);
+    }
+    given
+}
+
+/// What a due attempt holds of the skus a read looks at, and its entry in the day's
+/// by-order capacity hash.
+type DueHolds = (Vec<(String, StoredHold)>, Option<StoredCapacity>);
 
 /// A token that names one attempt at reserving an order: unique across replicas and restarts.
 fn attempt_token() -> String {
@@ -747,6 +824,18 @@ impl RedisStore {
         what: &'static str,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
+        self.timed_as(what, false, call).await
+    }
+
+    /// As [`timed`](Self::timed); for a script call (`script`), an error the script itself
+    /// raised or met (see [`script_failed`]) means the data it read is not what the scripts
+    /// write: that is corrupt, not unavailable, so a client does not retry it forever.
+    async fn timed_as<T>(
+        &self,
+        what: &'static str,
+        script: bool,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         use crate::metrics::RoundTrip;
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(self.op_timeout(), call).await;
@@ -758,6 +847,10 @@ impl RedisStore {
         crate::metrics::redis(what, outcome, started.elapsed());
         match result {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if script && script_failed(&e) => Err(StoreError::Corrupt(format!(
+                "the {what} script failed on data it cannot use: {}",
+                super::quoted(&e.to_string(), SCRIPT_ERROR_CHARS)
+            ))),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("Redis {what}: {e}"))),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "Redis {what}: no answer within {} ms",
@@ -784,7 +877,7 @@ impl RedisStore {
             cmd.arg(keys.len()).arg(keys).arg(args);
         }
         let mut conn = conn.clone();
-        self.timed(script.name, async move {
+        self.timed_as(script.name, true, async move {
             match by_hash.query_async::<Value>(&mut conn).await {
                 Err(e)
                     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
@@ -950,13 +1043,25 @@ impl RedisStore {
                 None => Ok(HashMap::new()),
             }
         };
-        let (due, stock, used) = join3(
-            self.due_entries(conn, now, DUE_LIMIT),
-            self.read_levels(conn, skus),
-            capacity,
-        )
-        .await;
-        let (due, mut stock, mut used) = (due?, stock?, used?);
+        // What is due is looked up as briefly as the records of due orders (see `due_units`):
+        // with the expiry set's master stalled, a read counts every hold as reserved rather
+        // than wait for it.
+        let due = async {
+            let lookup = self.op_timeout().mul_f64(DUE_LOOKUP_SHARE);
+            match tokio::time::timeout(lookup, self.due_entries(conn, now, DUE_LIMIT)).await {
+                Ok(Ok(due)) => due,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "what is due not read; holds stay counted");
+                    Vec::new()
+                }
+                Err(_) => {
+                    debug!("what is due not read in time; holds stay counted");
+                    Vec::new()
+                }
+            }
+        };
+        let (due, stock, used) = join3(due, self.read_levels(conn, skus), capacity).await;
+        let (mut stock, mut used) = (stock?, used?);
         if due.is_empty() {
             return Ok((stock, used));
         }
@@ -982,6 +1087,13 @@ impl RedisStore {
     /// What a sweep will give back of these due attempts (token, order), of these skus and of
     /// the day's capacity: the same decisions as [`settle_attempt`](Self::settle_attempt),
     /// made on what is read, with nothing written.
+    ///
+    /// Only orders that hold these skus or the day's capacity under the due attempt's token are
+    /// looked at further (their holds are read from the masters the levels and capacity were
+    /// read from). Their records are read within [`DUE_LOOKUP_SHARE`] of the operation timeout:
+    /// a record that does not come (its master stalled, or it does not parse) gives nothing
+    /// back here, so its units are counted as still reserved. That is safe: a hold rechecks the
+    /// stock atomically, and a reserve refused for want of them sweeps and tries again.
     async fn due_units(
         &self,
         conn: &Conn,
@@ -994,20 +1106,13 @@ impl RedisStore {
         let mut orders: Vec<&str> = due.iter().map(|(_, o)| *o).collect();
         orders.sort_unstable();
         orders.dedup();
-        if orders.is_empty() {
+        if orders.is_empty() || (skus.is_empty() && day.is_none()) {
             return Ok(DueUnits::default());
         }
-        let records = try_join_all(orders.iter().map(|order| async move {
-            let values: Vec<Value> = self
-                .query(
-                    conn,
-                    redis::cmd("HMGET")
-                        .arg(keys.record(order))
-                        .arg(&["st", "tok", "exp", "dl", "day", "al", "rel", "rdl"]),
-                )
-                .await?;
-            Ok::<_, StoreError>((*order, DueRecord::parse(&values)))
-        }));
+        let tokens: HashMap<&str, Vec<&str>> = due.iter().fold(HashMap::new(), |mut m, (t, o)| {
+            m.entry(*o).or_default().push(*t);
+            m
+        });
         let holds = try_join_all(skus.iter().map(|sku| {
             let orders = &orders;
             async move {
@@ -1031,60 +1136,79 @@ impl RedisStore {
                 None => Ok(None),
             }
         };
-        let (records, holds, capacity) = join3(records, holds, capacity).await;
-        let records: HashMap<&str, Option<DueRecord>> = records?.into_iter().collect();
-        // what each due attempt gives back, by order
-        let mut gives: HashMap<&str, (&str, Gives, &DueRecord)> = HashMap::new();
-        for &(token, order) in due {
-            if let Some(Some(record)) = records.get(order)
-                && let Some(g) = record.gives(token, now)
-            {
-                gives.insert(order, (token, g, record));
+        let (holds, capacity) = join(holds, capacity).await;
+        let is_due =
+            |order: &str, token: &str| tokens.get(order).is_some_and(|t| t.contains(&token));
+        // (order, token) → its holds of these skus, and its capacity entry of the day
+        let mut held: BTreeMap<(&str, String), DueHolds> = BTreeMap::new();
+        for (sku, values) in holds? {
+            for (order, value) in orders.iter().zip(values) {
+                let Some(hold) = value.and_then(|v| serde_json::from_str::<StoredHold>(&v).ok())
+                else {
+                    continue;
+                };
+                if is_due(order, &hold.t) {
+                    let at = held.entry((*order, hold.t.clone())).or_default();
+                    at.0.push((sku.clone(), hold));
+                }
+            }
+        }
+        if let Some(values) = capacity? {
+            for (order, value) in orders.iter().zip(values) {
+                let Some(entry) =
+                    value.and_then(|v| serde_json::from_str::<StoredCapacity>(&v).ok())
+                else {
+                    continue;
+                };
+                if is_due(order, &entry.t) {
+                    let token = entry.t.clone();
+                    held.entry((*order, token)).or_default().1 = Some(entry);
+                }
             }
         }
         let mut back = DueUnits::default();
-        if gives.is_empty() {
+        if held.is_empty() {
             return Ok(back);
         }
-        for (sku, values) in holds? {
-            for (order, value) in orders.iter().zip(values) {
-                let (Some((token, g, _)), Some(value)) = (gives.get(order), value) else {
-                    continue;
-                };
-                let Ok(hold) = serde_json::from_str::<StoredHold>(&value) else {
-                    continue;
-                };
-                if hold.t != *token {
-                    continue;
+        let lookup = self.op_timeout().mul_f64(DUE_LOOKUP_SHARE);
+        let records = join_all(held.keys().map(|(order, _)| async move {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(keys.record(order))
+                .arg(&["st", "tok", "exp", "dl", "day", "al", "rel", "rdl"]);
+            let read = self.query::<Vec<Value>>(conn, &cmd);
+            match tokio::time::timeout(lookup, read).await {
+                Ok(Ok(values)) => DueRecord::parse(&values),
+                Ok(Err(e)) => {
+                    debug!(order, error = %e, "a due record not read; its units stay counted");
+                    None
                 }
+                Err(_) => {
+                    debug!(
+                        order,
+                        "a due record not read in time; its units stay counted"
+                    );
+                    None
+                }
+            }
+        }))
+        .await;
+        for (((_, token), (holds, capacity)), record) in held.into_iter().zip(records) {
+            let Some(record) = record else { continue };
+            let Some(g) = record.gives(&token, now) else {
+                continue;
+            };
+            for (sku, hold) in holds {
                 for (line, node, units) in hold.a {
                     if g.covers(&line) {
                         *back.stock.entry((sku.clone(), node)).or_default() += units;
                     }
                 }
             }
-        }
-        if let (Some(values), Some(day)) = (capacity?, day) {
-            for (order, value) in orders.iter().zip(values) {
-                let (Some((token, g, record)), Some(value)) = (gives.get(order), value) else {
-                    continue;
-                };
-                let Ok(entry) = serde_json::from_str::<StoredCapacity>(&value) else {
-                    continue;
-                };
-                if entry.t != *token || record.day != Some(day) {
-                    continue;
-                }
-                let kept = match g {
-                    Gives::All => BTreeMap::new(),
-                    Gives::Lines(lines) => capacity_kept(&record.allocations, lines),
-                };
-                for (node, units) in entry.n {
-                    let keep = match g {
-                        Gives::All => 0,
-                        Gives::Lines(_) => kept.get(&node).copied().unwrap_or(units).min(units),
-                    };
-                    *back.capacity.entry(node).or_default() += units - keep;
+            if let (Some(entry), Some(day)) = (capacity, day)
+                && record.day == Some(day)
+            {
+                for (node, units) in capacity_given(&entry, &g, &record.allocations) {
+                    *back.capacity.entry(node).or_default() += units;
                 }
             }
         }
@@ -1457,18 +1581,29 @@ impl RedisStore {
                     .await
             }
         });
-        // The capacity kept is a target worked out from the record, not what this call's
-        // unholds happened to return: a unhold that ran for an earlier call cut off after it
-        // (or for a sweep) returns nothing now, yet its capacity must still come back, once.
+        // The capacity given back is that of the lines named, worked out from the record, not
+        // from what this call's unholds happened to return: a unhold that ran for an earlier
+        // call cut off after it (or for a sweep) returns nothing now, yet its capacity must
+        // still come back. The script gives each line back once, so calls that finish the same
+        // release, or release other lines at the same time, never give or keep too much.
         let day = record.body.capacity_day;
         let (used, orders, v) = (
             keys.capacity_used(day),
             keys.capacity_orders(day),
             keys.capacity_void(day, &record.token),
         );
-        let mut give = vec![order_id.to_owned(), record.token.clone(), "0".to_owned()];
-        for (node, units) in capacity_kept(&record.allocations, line_ids) {
-            give.extend([node, units.to_string()]);
+        let whole = record
+            .allocations
+            .iter()
+            .all(|a| line_ids.is_empty() || line_ids.contains(&a.line_id));
+        let mut give = vec![
+            order_id.to_owned(),
+            record.token.clone(),
+            "0".to_owned(),
+            if whole { "1" } else { "0" }.to_owned(),
+        ];
+        for ((line, node), kept) in capacity_kept(&record.allocations, line_ids) {
+            give.extend([line, node, kept.to_string()]);
         }
         let capacity_keys = [used.as_str(), orders.as_str(), v.as_str()];
         let capacity = self.eval(
@@ -1587,11 +1722,10 @@ impl RedisStore {
         let keys = &self.inner.keys;
         let day = request.capacity_day;
         let mut by_sku: BTreeMap<&str, Vec<&Allocation>> = BTreeMap::new();
-        let mut per_node: BTreeMap<&str, u64> = BTreeMap::new();
         for a in &request.allocations {
             by_sku.entry(&a.sku).or_default().push(a);
-            *per_node.entry(&a.node_id).or_default() += a.quantity;
         }
+        let per_line = capacity_entries(&request.allocations);
         let mut key_list = vec![
             keys.record(&request.order_id),
             keys.expiry(),
@@ -1612,10 +1746,10 @@ impl RedisStore {
                 .max(1)
                 .to_string(),
             member.to_owned(),
-            per_node.len().to_string(),
+            per_line.len().to_string(),
         ];
-        for (node, units) in &per_node {
-            args.extend([node.to_string(), units.to_string()]);
+        for ((node, line), units) in &per_line {
+            args.extend([node.to_string(), units.to_string(), line.to_string()]);
         }
         args.push(request.capacity_limits.len().to_string());
         for (node, limit) in &request.capacity_limits {
@@ -1711,11 +1845,8 @@ impl RedisStore {
         token: &str,
         now: Millis,
     ) -> Result<Value, StoreError> {
-        let mut per_node: BTreeMap<&str, u64> = BTreeMap::new();
-        for a in &request.allocations {
-            *per_node.entry(&a.node_id).or_default() += a.quantity;
-        }
-        if per_node.is_empty() {
+        let per_line = capacity_entries(&request.allocations);
+        if per_line.is_empty() {
             return Ok(Value::Array(vec![Value::SimpleString("ok".into())]));
         }
         let keys = &self.inner.keys;
@@ -1733,10 +1864,10 @@ impl RedisStore {
                 .max(request.expires_at - now)
                 .max(1)
                 .to_string(),
-            per_node.len().to_string(),
+            per_line.len().to_string(),
         ];
-        for (node, units) in &per_node {
-            args.extend([node.to_string(), units.to_string()]);
+        for ((node, line), units) in &per_line {
+            args.extend([node.to_string(), units.to_string(), line.to_string()]);
         }
         for (node, limit) in &request.capacity_limits {
             args.extend([node.clone(), limit.to_string()]);
@@ -1988,20 +2119,25 @@ impl RedisStore {
         })
     }
 
-    /// Settles what is due by `now` before a refused reserve tries again, in rounds small
-    /// enough that it stops about the operation timeout: whether it is worth trying again
-    /// (something was due). Entries another sweeper has claimed are not waited for: one stuck
+    /// Settles what is due by `now` before a refused reserve tries again, within the
+    /// operation timeout: whether it is worth trying again (something was due). No entry is
+    /// taken up after half the timeout, and the sweep is cut off at the timeout; an entry cut
+    /// off half-way stays claimed until its lease lapses, then any sweeper settles it (every
+    /// step is idempotent). Entries another sweeper has claimed are not waited for: one stuck
     /// behind a stalled master would hold up every refused reserve until its claim lapsed.
     async fn sweep_for_reserve(&self, conn: &Conn, now: Millis) -> bool {
-        let budget = Instant::now() + self.op_timeout();
-        match self
-            .sweep_rounds(conn, now, SWEEP_CONCURRENCY as isize, Some(budget))
-            .await
-        {
-            Ok(report) => report.settled > 0 || report.in_flight > 0,
-            Err(e) => {
+        let limit = self.op_timeout();
+        let budget = Instant::now() + limit / 2;
+        let sweep = self.sweep_rounds(conn, now, RESERVE_SWEEP_BATCH, Some(budget));
+        match tokio::time::timeout(limit, sweep).await {
+            Ok(Ok(report)) => report.settled > 0 || report.in_flight > 0,
+            Ok(Err(e)) => {
                 debug!(error = %e, "sweep before a retry failed");
                 false
+            }
+            Err(_) => {
+                debug!("sweep before a retry cut off at the operation timeout");
+                true
             }
         }
     }
@@ -2012,8 +2148,10 @@ impl RedisStore {
     }
 
     /// Claims and settles what is due by `now`, up to `batch` entries a round, until nothing
-    /// is left or (when given) `budget` has passed. A round is never cut short, so no entry is
-    /// left claimed but unsettled unless settling it failed.
+    /// is left or (when given) `budget` has passed: no entry is claimed after it. Each entry is
+    /// settled as soon as this sweeper has claimed it, so a claim or settle that fails leaves
+    /// no other entry claimed but unsettled; the one that failed is taken over by another
+    /// sweeper once its claim lapses.
     async fn sweep_rounds(
         &self,
         conn: &Conn,
@@ -2021,49 +2159,71 @@ impl RedisStore {
         batch: isize,
         budget: Option<Instant>,
     ) -> Result<SweepReport, StoreError> {
+        enum Entry {
+            /// Settled by this sweeper; whether it expired a hold.
+            Settled(bool),
+            /// Claimed by another sweeper.
+            Claimed,
+            /// Left for later: the budget had passed.
+            Left,
+        }
         let mut report = SweepReport::default();
         let lease = (self.inner.settings.op_timeout_ms * CLAIM_OPS).max(100);
         // bounded: every entry settled is removed or filed later than `now`, and a round
-        // that claims nothing ends the sweep
+        // that settles nothing ends the sweep
         for _ in 0..64 {
             if budget.is_some_and(|b| Instant::now() >= b) {
                 break;
             }
             let due = self.due_entries(conn, now, batch).await?;
             let round = due.len();
-            let claims = try_join_all(due.iter().map(|(m, at)| async move {
-                let mut set = redis::cmd("SET");
-                set.arg(self.inner.keys.claim(m, at))
-                    .arg("1")
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(lease);
-                let claimed: Option<String> = self.query(conn, &set).await?;
-                Ok::<_, StoreError>(claimed.is_some().then(|| m.clone()))
-            }))
-            .await?;
-            let mine: Vec<String> = claims.into_iter().flatten().collect();
-            report.in_flight += (round - mine.len()) as u64;
-            report.settled += mine.len() as u64;
-            let claimed_any = !mine.is_empty();
-            let outcomes: Vec<Result<bool, StoreError>> = stream::iter(mine)
-                .map(|m: String| async move {
-                    match split_member(&m) {
-                        Some((token, order_id)) => {
-                            self.settle_attempt(conn, order_id, token, now).await
-                        }
-                        None => self.zrem(conn, &m).await.map(|()| false),
+            let outcomes: Vec<Result<Entry, StoreError>> = stream::iter(due)
+                .map(|(m, at): (String, String)| async move {
+                    if budget.is_some_and(|b| Instant::now() >= b) {
+                        return Ok(Entry::Left);
                     }
+                    let mut set = redis::cmd("SET");
+                    set.arg(self.inner.keys.claim(&m, &at))
+                        .arg("1")
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(lease);
+                    let claimed: Option<String> = self.query(conn, &set).await?;
+                    if claimed.is_none() {
+                        return Ok(Entry::Claimed);
+                    }
+                    let expired = match split_member(&m) {
+                        Some((token, order_id)) => {
+                            self.settle_attempt(conn, order_id, token, now).await?
+                        }
+                        None => {
+                            self.zrem(conn, &m).await?;
+                            false
+                        }
+                    };
+                    Ok(Entry::Settled(expired))
                 })
                 .buffer_unordered(SWEEP_CONCURRENCY)
                 .collect()
                 .await;
+            let mut settled_any = false;
+            let mut failed = None;
             for outcome in outcomes {
-                if outcome? {
-                    report.expired += 1;
+                match outcome {
+                    Ok(Entry::Settled(expired)) => {
+                        settled_any = true;
+                        report.settled += 1;
+                        report.expired += u64::from(expired);
+                    }
+                    Ok(Entry::Claimed) => report.in_flight += 1,
+                    Ok(Entry::Left) => {}
+                    Err(e) => failed = Some(e),
                 }
             }
-            if (round as isize) < batch || !claimed_any {
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if (round as isize) < batch || !settled_any {
                 break;
             }
         }
@@ -2116,20 +2276,30 @@ impl RedisStore {
     }
 }
 
-/// Units of capacity an order keeps at each of its nodes once the named lines (all if none are
-/// named) are given back: what is neither given back nor to be, shipped units included (the
-/// node did that work). The same from the record before and after the release is noted in it,
-/// so any call that finishes a release gives the same capacity back.
-fn capacity_kept(allocations: &[Allocation], line_ids: &[String]) -> BTreeMap<String, u64> {
-    let mut kept: BTreeMap<String, u64> = BTreeMap::new();
+/// An order's capacity as the day's by-order hash keeps it: units per (node, line).
+fn capacity_entries(allocations: &[Allocation]) -> BTreeMap<(&str, &str), u64> {
+    let mut entries: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for a in allocations {
-        let units = if line_ids.is_empty() || line_ids.contains(&a.line_id) {
-            a.shipped.min(a.quantity)
-        } else {
-            a.quantity.saturating_sub(a.released)
-        };
-        let total = kept.entry(a.node_id.clone()).or_default();
-        *total = total.saturating_add(units);
+        let units = entries.entry((&a.node_id, &a.line_id)).or_default();
+        *units = units.saturating_add(a.quantity);
+    }
+    entries
+}
+
+/// Units of capacity each of the named lines (all if none are named) keeps at each of its
+/// nodes once given back, by (line, node): its shipped units (the node did that work).
+fn capacity_kept(
+    allocations: &[Allocation],
+    line_ids: &[String],
+) -> BTreeMap<(String, String), u64> {
+    let mut kept: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for a in allocations {
+        if line_ids.is_empty() || line_ids.contains(&a.line_id) {
+            let total = kept
+                .entry((a.line_id.clone(), a.node_id.clone()))
+                .or_default();
+            *total = total.saturating_add(a.shipped.min(a.quantity));
+        }
     }
     kept
 }
@@ -2171,15 +2341,19 @@ fn feed_result(u: &StockUpdate, code: Value) -> Result<UpdateResult, StoreError>
 /// The rejection of a delta or shipment of a level that cannot be read.
 fn unreadable_level_update(u: &StockUpdate, stored: &str) -> String {
     format!(
-        "the stock level of {} at {} cannot be read ({stored:?}); a snapshot of that node and sku repairs it",
-        u.sku, u.node_id
+        "the stock level of {} at {} cannot be read ({}); a snapshot of that node and sku repairs it",
+        u.sku,
+        u.node_id,
+        super::shown(stored)
     )
 }
 
 /// The error of a level that cannot be read.
 fn unreadable_level(sku: &str, node: &str, stored: &str) -> StoreError {
     StoreError::Corrupt(format!(
-        "the stock level of sku {sku:?} at node {node:?} cannot be read ({stored:?}); a feed snapshot of that node and sku repairs it"
+        "the stock level of sku {sku:?} at node {} cannot be read ({}); a feed snapshot of that node and sku repairs it",
+        super::shown(node),
+        super::shown(stored)
     ))
 }
 
@@ -2478,7 +2652,14 @@ impl StockStore for RedisStore {
         if code != "ok" {
             return record.reservation();
         }
-        self.complete_release(&conn, order_id, &record, line_ids)
+        // Releases begun at the same time add their lines to the record's: this call finishes
+        // what the record notes now (its own lines among them), so that a release cut off after
+        // giving back its stock is finished by any other, and nothing is given back twice.
+        let noted = match &record.releasing {
+            Some((lines, _)) => lines.clone(),
+            None => line_ids.to_vec(),
+        };
+        self.complete_release(&conn, order_id, &record, &noted)
             .await?
             .reservation()
     }

@@ -1,19 +1,14 @@
 -- Takes an order's units of one day's node capacity, within each limit, all or nothing.
 -- KEYS: used-by-node hash, by-order hash, void marker of the attempt.
--- ARGV: order id, attempt token, key TTL in ms, count of nodes, node and units per node, then
--- node and daily limit per limited node.
+-- ARGV: order id, attempt token, key TTL in ms, count of entries, node, units and line per
+-- entry, then node and daily limit per limited node.
 -- Returns {'ok'}, {'void'}, {'conflict'} or {'over', node, wanted, available}.
 local seen = attempt_check(KEYS[3], KEYS[2], ARGV[1], ARGV[2])
 if seen then return {seen} end
 local n = tonumber(ARGV[4])
-local want, entries = {}, {}
-for i = 0, n - 1 do
-  local node, units = ARGV[5 + 2 * i], tonumber(ARGV[6 + 2 * i])
-  want[node] = (want[node] or 0) + units
-  entries[#entries + 1] = {node, units}
-end
+local want, entries = capacity_lines(ARGV, 5, n)
 local limits = {}
-for i = 5 + 2 * n, #ARGV, 2 do
+for i = 5 + 3 * n, #ARGV, 2 do
   limits[#limits + 1] = {ARGV[i], tonumber(ARGV[i + 1])}
 end
 local refusal = capacity_check(KEYS[1], want, limits)

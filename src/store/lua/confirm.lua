@@ -6,7 +6,7 @@ if not prev then return 0 end
 local h = hold_decode(prev)
 if not h or h.t ~= ARGV[2] or h.p ~= 1 then return 0 end
 for _, e in ipairs(h.a) do
-  local l = level_read(KEYS[1], e[2])
+  local l = hold_part_ok(e) and level_read(KEYS[1], e[2])
   if l then
     l.pd = l.pd - math.min(e[3], l.pd)
     level_put(KEYS[1], e[2], l)

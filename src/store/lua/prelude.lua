@@ -55,6 +55,13 @@ local function hold_decode(v)
   if ok and type(h) == 'table' and type(h.a) == 'table' then return h end
   return nil
 end
+-- Whether a part of a hold is {line, node, units} as the scripts write it. A script checks
+-- every part before it writes anything, so that one written by something else never fails it
+-- half-way (a retry would then give back the parts before it again).
+local function hold_part_ok(e)
+  return type(e) == 'table' and type(e[1]) == 'string' and type(e[2]) == 'string'
+    and type(e[3]) == 'number' and e[3] >= 0 and e[3] <= MAX_UNITS and e[3] == math.floor(e[3])
+end
 -- Rewrites an unreadable level from a snapshot: on hand and safety stock as given (safety: the
 -- readable old one, else 0, when not given), the snapshot's sequence, and reserved and pending
 -- recounted from the sku's holds, which list every order's units held at each node.
@@ -161,9 +168,21 @@ local function capacity_check(used, want, limits)
   end
   return nil
 end
+-- An order's capacity from `count` triples of args from `first` on (node, units, line): units
+-- wanted per node, and the entries as the by-order hash keeps them, one per line and node, so
+-- that a release gives back exactly the lines it names.
+local function capacity_lines(args, first, count)
+  local want, entries = {}, {}
+  for i = first, first + 3 * (count - 1), 3 do
+    local node, units = args[i], tonumber(args[i + 1])
+    want[node] = (want[node] or 0) + units
+    entries[#entries + 1] = {node, units, args[i + 2]}
+  end
+  return want, entries
+end
 local function capacity_apply(used, orders, order, token, entries, ttl)
   for _, e in ipairs(entries) do
-    redis.call('HINCRBY', used, e[1], e[2])
+    if e[2] > 0 then redis.call('HINCRBY', used, e[1], fmt(e[2])) end
   end
   redis.call('HSET', orders, order, cjson.encode({t = token, n = entries}))
   redis.call('PEXPIRE', used, ttl)
@@ -175,7 +194,8 @@ local function attempt_check(void, holds, order, token)
   if redis.call('EXISTS', void) == 1 then return 'void' end
   local prev = redis.call('HGET', holds, order)
   if prev then
-    if cjson.decode(prev).t == token then return 'ok' end
+    local ok, h = pcall(cjson.decode, prev)
+    if ok and type(h) == 'table' and h.t == token then return 'ok' end
     return 'conflict'
   end
   return nil

@@ -1,7 +1,9 @@
 -- Marks the named lines (or all) of a held or committed order as given back, after their stock
 -- has been. KEYS: the order's record. ARGV: token, retention in ms, line ids...
+-- The lines noted as being given back lose these; what other releases begun meanwhile noted
+-- stays for them (or a sweep) to finish.
 -- Returns the record, coded 'ok'.
-local v = redis.call('HMGET', KEYS[1], 'st', 'tok', 'al')
+local v = redis.call('HMGET', KEYS[1], 'st', 'tok', 'al', 'rel')
 if v[2] ~= ARGV[1] or (v[1] ~= 'held' and v[1] ~= 'committed') then
   return record(KEYS[1], 'ok')
 end
@@ -14,6 +16,28 @@ local al = cjson.decode(v[3])
 for _, a in ipairs(al) do
   if only == nil or only[a.line_id] then a.released = a.quantity - a.shipped end
 end
-redis.call('HDEL', KEYS[1], 'rel', 'rdl')
+local left = {}
+if only and v[4] then
+  local ok, noted = pcall(cjson.decode, v[4])
+  if ok and type(noted) == 'table' then
+    if #noted == 0 then
+      left = nil
+    else
+      for _, line in ipairs(noted) do
+        if not only[line] then left[#left + 1] = line end
+      end
+    end
+  end
+end
 settle(KEYS[1], al, ARGV[2])
+local st = redis.call('HGET', KEYS[1], 'st')
+if st ~= 'held' and st ~= 'committed' then
+  redis.call('HDEL', KEYS[1], 'rel', 'rdl')
+elseif left == nil then
+  -- a release of every line is still under way: it stays noted
+elseif #left > 0 then
+  redis.call('HSET', KEYS[1], 'rel', cjson.encode(left))
+else
+  redis.call('HDEL', KEYS[1], 'rel', 'rdl')
+end
 return record(KEYS[1], 'ok')

@@ -3,20 +3,15 @@
 -- KEYS: the order's record, the expiry set, the day's capacity used and by-order hashes, then
 -- the level and holds hashes of each sku.
 -- ARGV: order id, token, expires at, capacity day, body, allocations, use safety stock (1|0),
--- capacity key TTL, expiry member, count of capacity nodes and node/units pairs, count of
+-- capacity key TTL, expiry member, count of capacity entries and node/units/line triples, count of
 -- limits and node/limit pairs, then per sku: count of lines and line id/node/units triples.
 -- Returns the record coded 'exists', {'short', sku number, node, wanted, available},
 -- {'over', node, wanted, available}, {'corrupt', sku number, node, stored text} or {'created'}.
 if redis.call('EXISTS', KEYS[1]) == 1 then return record(KEYS[1], 'exists') end
 local i = 10
-local cap_want, cap_entries = {}, {}
-for _ = 1, tonumber(ARGV[i]) do
-  local node, units = ARGV[i + 1], tonumber(ARGV[i + 2])
-  cap_want[node] = (cap_want[node] or 0) + units
-  cap_entries[#cap_entries + 1] = {node, units}
-  i = i + 2
-end
-i = i + 1
+local cap_count = tonumber(ARGV[i])
+local cap_want, cap_entries = capacity_lines(ARGV, i + 1, cap_count)
+i = i + 1 + 3 * cap_count
 local limits = {}
 for _ = 1, tonumber(ARGV[i]) do
   limits[#limits + 1] = {ARGV[i + 1], tonumber(ARGV[i + 2])}

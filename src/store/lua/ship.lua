@@ -16,12 +16,12 @@ local h = {a = {}}
 if prev then h = hold_decode(prev) or {a = {}} end
 local outstanding = 0
 for _, e in ipairs(h.a) do
-  if e[2] == node then outstanding = outstanding + e[3] end
+  if hold_part_ok(e) and e[2] == node then outstanding = outstanding + e[3] end
 end
 if qty > outstanding then return {'short', outstanding} end
 local left, keep, out = qty, {}, {'ok'}
 for _, e in ipairs(h.a) do
-  if e[2] == node and left > 0 then
+  if hold_part_ok(e) and e[2] == node and left > 0 then
     local take = math.min(left, e[3])
     e[3] = e[3] - take
     left = left - take
@@ -29,7 +29,7 @@ for _, e in ipairs(h.a) do
     out[#out + 1] = take
     if h.p == 1 then l.pd = l.pd - math.min(take, l.pd) end
   end
-  if e[3] > 0 then keep[#keep + 1] = e end
+  if not hold_part_ok(e) or e[3] > 0 then keep[#keep + 1] = e end
 end
 l.oh = math.max(l.oh - qty, 0)
 l.rs = math.max(l.rs - qty, 0)

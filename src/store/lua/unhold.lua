@@ -14,21 +14,26 @@ if #ARGV > 3 then
   only = {}
   for i = 4, #ARGV do only[ARGV[i]] = true end
 end
-local keep, out = {}, {}
+-- every part is checked before anything is written; one that is not as the scripts write it
+-- stays in the hold (a snapshot's recount skips it too)
+local keep, give, out = {}, {}, {}
 for _, e in ipairs(h.a) do
-  if only == nil or only[e[1]] then
-    local l = level_read(KEYS[1], e[2])
-    if l then
-      l.rs = l.rs - math.min(e[3], l.rs)
-      if h.p == 1 then l.pd = l.pd - math.min(e[3], l.pd) end
-      level_put(KEYS[1], e[2], l)
-    end
-    out[#out + 1] = e[1]
-    out[#out + 1] = e[2]
-    out[#out + 1] = e[3]
+  if hold_part_ok(e) and (only == nil or only[e[1]]) then
+    give[#give + 1] = e
   else
     keep[#keep + 1] = e
   end
+end
+for _, e in ipairs(give) do
+  local l = level_read(KEYS[1], e[2])
+  if l then
+    l.rs = l.rs - math.min(e[3], l.rs)
+    if h.p == 1 then l.pd = l.pd - math.min(e[3], l.pd) end
+    level_put(KEYS[1], e[2], l)
+  end
+  out[#out + 1] = e[1]
+  out[#out + 1] = e[2]
+  out[#out + 1] = e[3]
 end
 if #keep == 0 then
   redis.call('HDEL', KEYS[2], ARGV[1])
