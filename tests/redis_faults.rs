@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::redis::{Audit, RedisCluster, RedisServer, Resp, query};
 use dom_router::config::{Config, ConfigSource};
-use dom_router::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
+use dom_router::store::conformance::empty_plan;
 use dom_router::store::{
     Allocation, HoldRequest, RedisStore, ReservationState, ReserveOutcome, StockStore, StockUpdate,
     StoreError, UpdateKind, UpdateResult,
@@ -140,18 +140,7 @@ impl Fixture {
             fingerprint: order.into(),
             segment: "standard".into(),
             use_safety_stock: false,
-            plan: Plan {
-                shipments: Vec::new(),
-                unfilled: Vec::new(),
-                total_cost: 0.0,
-                cost: CostBreakdown::default(),
-                strategy: StrategyKind::Nearest,
-                status: SolveStatus::Heuristic,
-                unused_nodes: Vec::new(),
-                binding: Vec::new(),
-                plan_micros: 0,
-                rules_version: String::new(),
-            },
+            plan: empty_plan(),
             allocations: lines
                 .iter()
                 .map(|(line, units)| Allocation {

@@ -118,7 +118,7 @@ mod unreadable {
     //! feeds say which level is bad, and a snapshot repairs it without losing a hold.
 
     use dom_router::config::RedisSettings;
-    use dom_router::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
+    use dom_router::store::conformance::empty_plan;
     use dom_router::store::{
         Allocation, HoldRequest, RedisStore, ReserveOutcome, StockStore, StockUpdate, StoreError,
         UpdateKind, UpdateResult,
@@ -155,18 +155,7 @@ mod unreadable {
             fingerprint: order.into(),
             segment: "standard".into(),
             use_safety_stock: false,
-            plan: Plan {
-                shipments: Vec::new(),
-                unfilled: Vec::new(),
-                total_cost: 0.0,
-                cost: CostBreakdown::default(),
-                strategy: StrategyKind::Nearest,
-                status: SolveStatus::Heuristic,
-                unused_nodes: Vec::new(),
-                binding: Vec::new(),
-                plan_micros: 0,
-                rules_version: String::new(),
-            },
+            plan: empty_plan(),
             allocations: vec![Allocation {
                 line_id: "l1".into(),
                 sku: "A".into(),
@@ -390,7 +379,7 @@ fn script_calls(port: u16) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_leave_expired_holds_out_and_sweepers_share_the_work() {
-    use dom_router::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
+    use dom_router::store::conformance::empty_plan;
     use dom_router::store::{Allocation, HoldRequest, ReserveOutcome, StockUpdate, UpdateKind};
     const T0: i64 = 1_800_000_000_000;
     const HOLDS: u64 = 40;
@@ -413,18 +402,7 @@ async fn reads_leave_expired_holds_out_and_sweepers_share_the_work() {
         fingerprint: order,
         segment: "standard".into(),
         use_safety_stock: false,
-        plan: Plan {
-            shipments: Vec::new(),
-            unfilled: Vec::new(),
-            total_cost: 0.0,
-            cost: CostBreakdown::default(),
-            strategy: StrategyKind::Nearest,
-            status: SolveStatus::Heuristic,
-            unused_nodes: Vec::new(),
-            binding: Vec::new(),
-            plan_micros: 0,
-            rules_version: String::new(),
-        },
+        plan: empty_plan(),
         allocations: vec![Allocation {
             line_id: "l1".into(),
             sku: "A".into(),
@@ -502,7 +480,7 @@ async fn reads_leave_expired_holds_out_and_sweepers_share_the_work() {
 /// round: each gives back its own line's stock and capacity, so once both are done the order
 /// is released and the node's stock and capacity are all back.
 async fn concurrent_partial_releases(urls: Vec<String>, cluster: bool, ports: &[u16]) {
-    use dom_router::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
+    use dom_router::store::conformance::empty_plan;
     use dom_router::store::{
         Allocation, HoldRequest, ReservationState, ReserveOutcome, StockUpdate, UpdateKind,
     };
@@ -536,18 +514,7 @@ async fn concurrent_partial_releases(urls: Vec<String>, cluster: bool, ports: &[
             fingerprint: order.clone(),
             segment: "standard".into(),
             use_safety_stock: false,
-            plan: Plan {
-                shipments: Vec::new(),
-                unfilled: Vec::new(),
-                total_cost: 0.0,
-                cost: CostBreakdown::default(),
-                strategy: StrategyKind::Nearest,
-                status: SolveStatus::Heuristic,
-                unused_nodes: Vec::new(),
-                binding: Vec::new(),
-                plan_micros: 0,
-                rules_version: String::new(),
-            },
+            plan: empty_plan(),
             allocations: vec![line("l1", 5), line("l2", 3)],
             expires_at: T0 + 600_000,
             capacity_day: DAY,
@@ -593,7 +560,7 @@ mod bad_data {
 
     use std::sync::Arc;
 
-    use dom_router::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
+    use dom_router::store::conformance::empty_plan;
     use dom_router::store::{
         Allocation, HoldRequest, RedisStore, ReservationState, ReserveOutcome, StockStore,
         StockUpdate, StoreError, UpdateKind,
@@ -630,18 +597,7 @@ mod bad_data {
             fingerprint: order.into(),
             segment: "standard".into(),
             use_safety_stock: false,
-            plan: Plan {
-                shipments: Vec::new(),
-                unfilled: Vec::new(),
-                total_cost: 0.0,
-                cost: CostBreakdown::default(),
-                strategy: StrategyKind::Nearest,
-                status: SolveStatus::Heuristic,
-                unused_nodes: Vec::new(),
-                binding: Vec::new(),
-                plan_micros: 0,
-                rules_version: String::new(),
-            },
+            plan: empty_plan(),
             allocations: lines
                 .iter()
                 .map(|(line, node, units)| Allocation {

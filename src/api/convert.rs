@@ -12,26 +12,14 @@ use crate::domain::{
     DeliveryMode, GeoPoint, NodeKind, NodeReason, Order, OrderLine, Plan, SolveStatus, StrategyKind,
 };
 use crate::error::Error;
-use crate::store::{Reservation, ReservationState, StockUpdate, UpdateKind};
+use crate::store::{Reservation, ReservationState, StockUpdate, UpdateKind, shown};
 
 /// The most units one order line may ask for.
 pub const MAX_LINE_QUANTITY: i64 = 1_000_000;
 /// The longest id (order, line, sku, node, segment) accepted.
 pub const MAX_ID_LEN: usize = 128;
-/// The most characters of a client's value that an error message quotes.
-const MAX_QUOTED_CHARS: usize = 64;
 /// The bound on stock figures, as the wire's signed type.
 const MAX_STOCK: i64 = crate::store::MAX_STOCK_UNITS as i64;
-
-/// A client's value for an error message: quoted, and cut after [`MAX_QUOTED_CHARS`] characters
-/// with the length said, so a message never grows with the input.
-pub fn shown(value: &str) -> String {
-    let mut chars = value.char_indices();
-    match chars.nth(MAX_QUOTED_CHARS) {
-        None => format!("{value:?}"),
-        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
-    }
-}
 
 /// The one rule for every id a client sends (order, line, sku, node, segment, group): 1 to
 /// [`MAX_ID_LEN`] bytes, not blank, no control characters.

@@ -101,7 +101,8 @@ fn alloc(line: &str, sku: &str, node: &str, quantity: u64) -> Allocation {
     }
 }
 
-fn empty_plan() -> Plan {
+/// A plan with nothing in it, for hold requests whose plan does not matter.
+pub fn empty_plan() -> Plan {
     Plan {
         shipments: Vec::new(),
         unfilled: Vec::new(),

@@ -49,7 +49,7 @@ pub fn update_out_of_bounds(kind: &UpdateKind) -> Option<String> {
     }
 }
 
-/// Characters of stored text an error message quotes at most.
+/// Characters of stored text, or of a client's value, an error message quotes at most.
 pub(crate) const QUOTED_CHARS: usize = 64;
 
 /// Text read from the store (or an error about it) for a message: quoted, and cut after `max`
@@ -62,7 +62,8 @@ pub(crate) fn quoted(text: &str, max: usize) -> String {
     }
 }
 
-/// Stored text for a message, quoted and cut after [`QUOTED_CHARS`] characters.
+/// Stored text or a client's value for a message, quoted and cut after [`QUOTED_CHARS`]
+/// characters.
 pub(crate) fn shown(text: &str) -> String {
     quoted(text, QUOTED_CHARS)
 }
