@@ -228,7 +228,7 @@ impl Engine {
     ) -> Result<(Reservation, bool), Error> {
         let rules = self.rules();
         let segment = Self::segment_rules(&rules, &order.segment)?;
-        let ttl = self.hold_ttl_secs(ttl_secs)?;
+        let ttl_ms = i64::from(self.hold_ttl_secs(ttl_secs)?) * 1000;
         let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
         let fingerprint = order.fingerprint();
         let skus = order.skus();
@@ -283,7 +283,8 @@ impl Engine {
                 use_safety_stock: segment.use_safety_stock,
                 plan,
                 allocations,
-                expires_at: now,
+                // set again when the hold is written
+                expires_at: now + ttl_ms,
                 capacity_day: now.div_euclid(MILLIS_PER_DAY),
                 capacity_limits,
             };
@@ -293,7 +294,7 @@ impl Engine {
                     // began (nor from before a wait for another reserve of the order)
                     let held_at = at.max(now);
                     let request = HoldRequest {
-                        expires_at: held_at + i64::from(ttl) * 1000,
+                        expires_at: held_at + ttl_ms,
                         ..request.clone()
                     };
                     self.store.reserve(request, held_at)
