@@ -20,6 +20,7 @@ pub mod replay;
 pub mod server;
 pub mod sourcing;
 pub mod store;
+#[cfg(any(test, feature = "testkit"))]
 pub mod synth;
 pub mod telemetry;
 

@@ -15,6 +15,7 @@ use crate::clock::Millis;
 use crate::config::StockSeed;
 use crate::domain::Plan;
 
+#[cfg(any(test, feature = "testkit"))]
 pub mod conformance;
 pub mod memory;
 pub mod redis_store;

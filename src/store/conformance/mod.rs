@@ -1,0 +1,166 @@
+//! The behaviour every [`StockStore`] must have, as one suite of cases. Each store runs all of
+//! them with [`store_conformance_tests!`](crate::store_conformance_tests), given an async
+//! expression that makes a fresh, empty store.
+//!
+//! The cases are grouped by what they exercise: [feeds and holds](feed_and_holds), [capacity and
+//! expiry](capacity_and_expiry), and [the bounds on stock figures](limits).
+
+use std::sync::Arc;
+
+use super::{
+    Allocation, HoldRequest, MAX_STOCK_UNITS, ReservationState, ReserveOutcome, StockStore,
+    StockUpdate, StoreError, UpdateKind, UpdateResult,
+};
+use crate::clock::Millis;
+use crate::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
+
+mod capacity_and_expiry;
+mod feed_and_holds;
+mod limits;
+
+pub use capacity_and_expiry::*;
+pub use feed_and_holds::*;
+pub use limits::*;
+
+/// Generates one `#[tokio::test]` per conformance case for the store made by `$make`.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@cases $make;
+            snapshot_sets_levels,
+            stale_and_repeated_updates_are_ignored,
+            delta_below_zero_is_rejected_and_changes_nothing,
+            reserve_holds_stock,
+            reserve_is_all_or_nothing,
+            reserve_respects_safety_stock,
+            reserve_is_idempotent_by_order_id,
+            commit_and_release_are_idempotent,
+            release_of_some_lines,
+            release_of_an_unknown_line_changes_nothing,
+            unknown_orders_are_not_found,
+            holds_expire_once_and_return_stock,
+            committed_orders_do_not_expire,
+            shipments_reduce_on_hand_and_allocation,
+            bad_shipments_are_rejected,
+            snapshots_never_wipe_reservations,
+            concurrent_reserves_never_oversell,
+            holds_consume_and_return_node_capacity,
+            read_state_returns_stock_and_capacity_after_expiry,
+            active_holds_count_holds_until_they_expire,
+            figures_above_the_limit_are_rejected_and_change_nothing,
+            deltas_stay_within_zero_and_the_limit,
+            network_totals_stay_exact,
+            holds_beyond_the_limit_are_refused,
+            units_of_an_expired_hold_can_be_reserved_before_a_sweep,
+            releases_keep_the_capacity_of_shipped_units,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let store: std::sync::Arc<dyn $crate::store::StockStore> = $make.await;
+                $crate::store::conformance::$case(store).await;
+            }
+        )*
+    };
+}
+
+const T0: Millis = 1_800_000_000_000;
+
+fn snapshot(node: &str, sku: &str, seq: u64, on_hand: u64, safety: Option<u64>) -> StockUpdate {
+    StockUpdate {
+        node_id: node.into(),
+        sku: sku.into(),
+        sequence: seq,
+        kind: UpdateKind::Snapshot {
+            on_hand,
+            safety_stock: safety,
+        },
+    }
+}
+
+fn delta(node: &str, sku: &str, seq: u64, change: i64) -> StockUpdate {
+    StockUpdate {
+        node_id: node.into(),
+        sku: sku.into(),
+        sequence: seq,
+        kind: UpdateKind::Delta { change },
+    }
+}
+
+fn shipment(node: &str, sku: &str, seq: u64, order: &str, quantity: u64) -> StockUpdate {
+    StockUpdate {
+        node_id: node.into(),
+        sku: sku.into(),
+        sequence: seq,
+        kind: UpdateKind::Shipment {
+            order_id: order.into(),
+            quantity,
+        },
+    }
+}
+
+fn alloc(line: &str, sku: &str, node: &str, quantity: u64) -> Allocation {
+    Allocation {
+        line_id: line.into(),
+        sku: sku.into(),
+        node_id: node.into(),
+        quantity,
+        shipped: 0,
+        released: 0,
+    }
+}
+
+/// A plan with nothing in it, for hold requests whose plan does not matter.
+pub fn empty_plan() -> Plan {
+    Plan {
+        shipments: Vec::new(),
+        unfilled: Vec::new(),
+        total_cost: 0.0,
+        cost: CostBreakdown::default(),
+        strategy: StrategyKind::Nearest,
+        status: SolveStatus::Heuristic,
+        unused_nodes: Vec::new(),
+        binding: Vec::new(),
+        plan_micros: 0,
+        rules_version: String::new(),
+    }
+}
+
+fn hold(order: &str, allocations: Vec<Allocation>, expires_at: Millis) -> HoldRequest {
+    HoldRequest {
+        order_id: order.into(),
+        fingerprint: format!("fp-{order}"),
+        segment: "standard".into(),
+        use_safety_stock: false,
+        plan: empty_plan(),
+        allocations,
+        expires_at,
+        capacity_day: 20_000,
+        capacity_limits: Vec::new(),
+    }
+}
+
+async fn seed(store: &dyn StockStore, node: &str, sku: &str, on_hand: u64, safety: u64) {
+    let r = store
+        .apply_updates(&[snapshot(node, sku, 1, on_hand, Some(safety))], T0)
+        .await
+        .unwrap();
+    assert_eq!(r, vec![UpdateResult::Applied]);
+}
+
+async fn level(store: &dyn StockStore, node: &str, sku: &str, now: Millis) -> super::StockLevel {
+    let view = store.read_stock(&[sku.to_owned()], now).await.unwrap();
+    view.get(sku)
+        .and_then(|m| m.get(node))
+        .copied()
+        .unwrap_or_default()
+}
+
+async fn created(store: &dyn StockStore, request: HoldRequest) -> super::Reservation {
+    match store.reserve(request, T0).await.unwrap() {
+        ReserveOutcome::Created(r) => r,
+        other => panic!("expected a new hold, got {other:?}"),
+    }
+}
