@@ -6,23 +6,19 @@
 //! storage; [`api`] adapts it to gRPC and [`store`] keeps stock behind one trait. [`replay`]
 //! runs a file of past orders through the engine, for planners trying a rule change.
 
-pub mod access;
 pub mod api;
 pub mod clock;
 pub mod config;
-pub mod deadline;
 pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod metrics;
-pub mod reload;
 pub mod replay;
 pub mod server;
 pub mod sourcing;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]
 pub mod synth;
-pub mod telemetry;
 
 pub use engine::Engine;
 pub use error::Error;

@@ -13,7 +13,7 @@ use dom_router::config::{Config, ConfigSource, StoreKind, parse_stock, redact_ur
 use dom_router::domain::StrategyKind;
 use dom_router::replay::{self, OrdersFile};
 use dom_router::server::Listeners;
-use dom_router::telemetry::{self, LogFormat};
+use dom_router::server::telemetry::{self, LogFormat};
 use tracing::{error, info, warn};
 
 #[derive(Parser)]

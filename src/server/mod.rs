@@ -14,13 +14,18 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{debug, info, warn};
 
-use crate::access::{Access, AccessLayer};
+mod access;
+mod deadline;
+mod reload;
+pub mod telemetry;
+
 use crate::api::{InventoryApi, NetworkApi, SourcingApi, pb};
 use crate::clock::Clock;
 use crate::config::{AuthMode, Config, ConfigError, ConfigSource, StoreKind, TlsSettings};
-use crate::deadline::DeadlineLayer;
 use crate::engine::Engine;
 use crate::store::{MemoryStore, RedisStore, StockStore, StoreError};
+use access::{Access, AccessLayer};
+use deadline::DeadlineLayer;
 
 /// Accepted connections, with Nagle's algorithm off: replies are small and go at once, and
 /// with it on a reply can wait for the peer's delayed ACK (tens of milliseconds).
@@ -313,11 +318,11 @@ pub async fn serve(
         )),
     ];
     if let Some(source) = rules {
-        tasks.push(tokio::spawn(crate::reload::watch(
+        tasks.push(tokio::spawn(reload::watch(
             engine.clone(),
             source,
             access.clone(),
-            crate::reload::hangups(),
+            reload::hangups(),
             stop_rx.clone(),
         )));
     }

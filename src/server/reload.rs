@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::access::Access;
+use super::access::Access;
 use crate::config::{ConfigSource, RulesFiles, SERVER_FILE};
 use crate::domain::Rules;
 use crate::engine::Engine;

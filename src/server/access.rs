@@ -245,6 +245,7 @@ pub struct Access {
 
 impl Access {
     /// Open to anyone.
+    #[cfg(test)]
     pub fn open() -> Self {
         Self {
             mode: AuthMode::Open,
