@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dom_router::clock::{Clock, SystemClock};
-use dom_router::config::{Config, ConfigSource, StoreKind, parse_stock, redact_url};
+use dom_router::config::{Config, ConfigSource, parse_stock};
 use dom_router::domain::StrategyKind;
 use dom_router::replay::{self, OrdersFile};
 use dom_router::server::Listeners;
@@ -93,35 +93,13 @@ fn strategy(name: &str) -> Result<StrategyKind, String> {
     .ok_or_else(|| format!("{name:?} is not optimal, nearest or priority"))
 }
 
-/// Loads a config and reads the secret files it names as serving would. Secrets are often
-/// mounted only where the server runs: those not present here are returned, unchecked.
-fn check_config(
-    source: ConfigSource,
-) -> Result<(Config, Vec<PathBuf>), dom_router::config::ConfigError> {
-    let config = Config::load(source, std::env::vars())?;
-    let mut present = config.settings.clone();
-    let mut absent = Vec::new();
-    for path in [
-        &mut present.tls.cert_file,
-        &mut present.tls.key_file,
-        &mut present.tls.client_ca_file,
-        &mut present.auth.tokens_file,
-    ] {
-        if path.as_ref().is_some_and(|p| !p.exists()) {
-            absent.extend(path.take());
-        }
-    }
-    dom_router::server::check_files(&present)?;
-    Ok((config, absent))
-}
-
 fn source(dir: Option<PathBuf>) -> ConfigSource {
     dir.map_or(ConfigSource::Embedded, ConfigSource::Dir)
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::CheckConfig { dir } => match check_config(source(dir)) {
+        Command::CheckConfig { dir } => match dom_router::server::check_config(source(dir)) {
             Ok((config, absent)) => {
                 print!("{}", config.summary());
                 for path in absent {
@@ -295,33 +273,7 @@ async fn run(config: &mut Config, listen: Option<SocketAddr>) -> anyhow::Result<
     if let Some(addr) = listen {
         config.settings.server.listen = addr;
     }
-    info!(
-        config = %config.source,
-        nodes = config.network.len(),
-        segments = config.segments.len(),
-        rules_version = %config.rules_version,
-        store = ?config.settings.store.kind,
-        "config loaded"
-    );
-    if config.source == ConfigSource::Embedded {
-        warn!(
-            "running the embedded demo config: rules are fixed and, unless auth.mode is set, any caller may call anything"
-        );
-    }
-    if let Some(endpoint) = &config.settings.tracing.otlp_endpoint {
-        info!(%endpoint, sample_ratio = config.settings.tracing.sample_ratio, "exporting spans over OTLP");
-    }
-    if config.settings.store.kind == StoreKind::Redis {
-        let redis = &config.settings.store.redis;
-        info!(
-            urls = ?redis.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
-            cluster = redis.cluster,
-            key_prefix = %redis.key_prefix,
-            "stock in Redis"
-        );
-    } else {
-        warn!("stock in memory: this process does not share it with other replicas");
-    }
+    dom_router::server::describe(config);
     let listeners = Listeners::bind(&config.settings).await?;
     let engine = dom_router::server::engine(config, Arc::new(SystemClock))
         .context("cannot open the stock store")?;

@@ -3,6 +3,7 @@
 //! shutdown future, so tests start the real server in-process on `127.0.0.1:0`.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,9 @@ pub mod telemetry;
 
 use crate::api::{InventoryApi, NetworkApi, SourcingApi, pb};
 use crate::clock::Clock;
-use crate::config::{AuthMode, Config, ConfigError, ConfigSource, StoreKind, TlsSettings};
+use crate::config::{
+    AuthMode, Config, ConfigError, ConfigSource, StoreKind, TlsSettings, redact_url,
+};
 use crate::engine::Engine;
 use crate::store::{MemoryStore, RedisStore, StockStore, StoreError};
 use access::{Access, AccessLayer};
@@ -176,6 +179,58 @@ fn tls_config(tls: &TlsSettings) -> Result<Option<ServerTlsConfig>, ConfigError>
         config = config.client_ca_root(Certificate::from_pem(read("tls.client_ca_file", ca)?));
     }
     Ok(Some(config))
+}
+
+/// Loads a config and reads the secret files it names as serving would. Secrets are often
+/// mounted only where the server runs: those not present here are returned, unchecked.
+pub fn check_config(source: ConfigSource) -> Result<(Config, Vec<PathBuf>), ConfigError> {
+    let config = Config::load(source, std::env::vars())?;
+    let mut present = config.settings.clone();
+    let mut absent = Vec::new();
+    for path in [
+        &mut present.tls.cert_file,
+        &mut present.tls.key_file,
+        &mut present.tls.client_ca_file,
+        &mut present.auth.tokens_file,
+    ] {
+        if path.as_ref().is_some_and(|p| !p.exists()) {
+            absent.extend(path.take());
+        }
+    }
+    check_files(&present)?;
+    Ok((config, absent))
+}
+
+/// Logs what a config serves with: its source, network, rules version and store, and warns of
+/// what only suits a demo.
+pub fn describe(config: &Config) {
+    info!(
+        config = %config.source,
+        nodes = config.network.len(),
+        segments = config.segments.len(),
+        rules_version = %config.rules_version,
+        store = ?config.settings.store.kind,
+        "config loaded"
+    );
+    if config.source == ConfigSource::Embedded {
+        warn!(
+            "running the embedded demo config: rules are fixed and, unless auth.mode is set, any caller may call anything"
+        );
+    }
+    if let Some(endpoint) = &config.settings.tracing.otlp_endpoint {
+        info!(%endpoint, sample_ratio = config.settings.tracing.sample_ratio, "exporting spans over OTLP");
+    }
+    if config.settings.store.kind == StoreKind::Redis {
+        let redis = &config.settings.store.redis;
+        info!(
+            urls = ?redis.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            cluster = redis.cluster,
+            key_prefix = %redis.key_prefix,
+            "stock in Redis"
+        );
+    } else {
+        warn!("stock in memory: this process does not share it with other replicas");
+    }
 }
 
 /// The store the config asks for. A Redis store connects on first use, so the server starts
