@@ -9,13 +9,15 @@
 //! This module holds what every part shares (the error, the source, the whole [`Config`] and
 //! its loading); each concern has a file of its own: `settings` (server settings and their
 //! checks), `layering` (defaults, then file, then environment), `network`, `segments`,
-//! `stock` (the seed stock file) and `rules` (the rule files a running server reloads).
+//! `stock` (the seed stock file), `rules` (the rule files a running server reloads) and
+//! `solver` (whether the binary has the solver the settings ask for).
 
 mod layering;
 mod network;
 mod rules;
 mod segments;
 mod settings;
+mod solver;
 mod stock;
 
 pub use layering::load_settings;
@@ -26,6 +28,7 @@ pub use settings::{
     AuthMode, AuthSettings, HoldSettings, MetricsSettings, RedisSettings, ServerSettings, Settings,
     SourcingSettings, StoreKind, StoreSettings, TlsSettings, TracingSettings, redact_url,
 };
+pub use solver::check_solver;
 pub use stock::{StockSeed, parse_stock};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +37,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::domain::{Network, NodeKind, Rules, Segments};
+use crate::sourcing::optimal::HIGHS_BUILT;
 
 /// The files of the embedded demo config, compiled in from `config/`.
 pub mod embedded {
@@ -112,13 +116,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// Loads and validates everything from `source`, with environment overrides from `env`.
+    /// Loads and validates everything from `source`, with environment overrides from `env`,
+    /// and checks that this binary has the solver the settings ask for.
     pub fn load(
         source: ConfigSource,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let settings = load_settings(&source, env)?;
         let rules = load_rules(&source)?;
+        check_solver(&settings, &rules.network, HIGHS_BUILT, "server settings")?;
         let stock = match &source {
             ConfigSource::Embedded => {
                 parse_stock("embedded stock.csv", embedded::STOCK, &rules.network)?
