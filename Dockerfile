@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
-# The dom-router server image: the release binary (with OpenTelemetry export) on Debian slim,
-# running as uid/gid 10001, with the demo config in /etc/dom-router/config.
+# The dom-router server image: the release binary (with OpenTelemetry export and the HiGHS
+# solver, features `otel` and `highs`) on Debian slim, running as uid/gid 10001, with the demo
+# config in /etc/dom-router/config.
 #
 #   docker build -t dom-router:0.1.0 .
 #   docker run --rm -p 50051:50051 -p 50052:50052 -p 9464:9464 dom-router:0.1.0
@@ -10,8 +11,9 @@
 
 FROM rust:1-bookworm AS builder
 
-# HiGHS, the MIP solver, is built from source with cmake and a C++ compiler, and its bindings
-# are generated with libclang. protoc needs nothing: the build uses a vendored one.
+# HiGHS, the MIP solver of the `highs` feature, is built from source with cmake and a C++
+# compiler, and its bindings are generated with libclang. With it, a network of any size may
+# use `sourcing.solver = "auto"` or "highs". protoc needs nothing: the build uses a vendored one.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake clang libclang-dev g++ \
     && rm -rf /var/lib/apt/lists/*
@@ -28,14 +30,14 @@ COPY solver-models/export.rs solver-models/export.rs
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && cargo build --release --locked --features otel --bin dom-router \
+    && cargo build --release --locked --features otel,highs --bin dom-router \
     && rm -rf src target/release/dom-router* target/release/deps/dom_router-* \
         target/release/deps/libdom_router-* target/release/.fingerprint/dom-router-*
 
 # The server itself. config/ is compiled in (the embedded demo).
 COPY config config
 COPY src src
-RUN cargo build --release --locked --features otel --bin dom-router \
+RUN cargo build --release --locked --features otel,highs --bin dom-router \
     && install -D -m 0755 target/release/dom-router /out/dom-router
 
 

@@ -29,6 +29,10 @@ need() {
   command -v "$1" >/dev/null 2>&1 || apt_install "$2"
 }
 
+# ensure_build_deps [highs]: a Rust toolchain and a C compiler (ring and a few others build C).
+# With `highs`, for a build with the cargo feature `highs`, also what HiGHS (the MIP solver
+# behind good_lp's `highs` backend) builds from source with: a C++ compiler and cmake, and
+# libclang to generate its bindings. A build without the feature needs none of them.
 ensure_build_deps() {
   if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then
@@ -39,9 +43,15 @@ ensure_build_deps() {
     fi
   fi
   need cc gcc
+  case "${1:-}" in
+    "") return ;;
+    highs) ;;
+    *)
+      echo "setup: ensure_build_deps takes nothing or \"highs\", not \"$1\"" >&2
+      exit 1
+      ;;
+  esac
   need c++ g++
-  # HiGHS (the MIP solver behind good_lp's `highs` backend) builds from source with cmake,
-  # and its bindings are generated with libclang.
   need cmake cmake
   if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1; then
     apt_install libclang-dev

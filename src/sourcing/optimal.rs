@@ -10,9 +10,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "highs")]
+use good_lp::highs;
 use good_lp::{
     Expression, ProblemVariables, ResolutionError, Solution, SolutionStatus, SolverModel, Variable,
-    WithTimeLimit, highs, microlp, variable,
+    WithTimeLimit, microlp, variable,
 };
 use serde::Deserialize;
 
@@ -26,11 +28,18 @@ pub enum Backend {
     /// Pure Rust; fastest on the small models of one order.
     Microlp,
     /// HiGHS, single-threaded with heuristics and symmetry detection off; stronger on large
-    /// models.
+    /// models. Only in a binary built with the `highs` feature ([`HIGHS_BUILT`]): config
+    /// loading refuses it elsewhere.
     Highs,
-    /// microlp for models up to [`AUTO_HIGHS_ABOVE`] candidate-line pairs, HiGHS beyond.
+    /// microlp for models up to [`AUTO_HIGHS_ABOVE`] candidate-line pairs, HiGHS beyond. In a
+    /// binary without HiGHS, microlp throughout: config loading refuses `auto` where the
+    /// network and the line limit allow a model beyond the threshold.
     Auto,
 }
+
+/// Whether HiGHS is built into this binary (the `highs` cargo feature). It is compiled from
+/// C++ source, which dominates a fresh build, and the demo never needs it.
+pub const HIGHS_BUILT: bool = cfg!(feature = "highs");
 
 /// Candidate-line pairs above which `auto` picks HiGHS. On the reference instances microlp
 /// solved every model up to 200 candidates x 30 lines and 860 x 10 faster than HiGHS, and
@@ -387,7 +396,7 @@ fn mip(
     let use_highs = match backend {
         Backend::Microlp => false,
         Backend::Highs => true,
-        Backend::Auto => inst.cands.len() * inst.lines.len() > AUTO_HIGHS_ABOVE,
+        Backend::Auto => HIGHS_BUILT && inst.cands.len() * inst.lines.len() > AUTO_HIGHS_ABOVE,
     };
     let (values, status) = match use_highs {
         false => {
@@ -401,6 +410,12 @@ fn mip(
             let solution = model.solve()?;
             (read(&solution, &map, inst), solution.status())
         }
+        #[cfg(not(feature = "highs"))]
+        true => panic!(
+            "the HiGHS solver is not built into this binary (cargo feature `highs`); config \
+             loading refuses sourcing.solver = \"highs\" without it"
+        ),
+        #[cfg(feature = "highs")]
         true => {
             let mut model = vars
                 .minimise(objective)
@@ -653,6 +668,7 @@ mod tests {
             agrees(&inst, &solved.units)?;
         }
 
+        #[cfg(feature = "highs")]
         #[test]
         fn optimal_matches_brute_force_with_highs(inst in tiny()) {
             let solved = solve(&inst, Backend::Highs, BUDGET);
@@ -681,6 +697,7 @@ mod tests {
     }
 
     /// Larger instances: 10 candidates, 6 lines over 3 skus, some kits.
+    #[cfg(feature = "highs")]
     fn larger() -> impl proptest::strategy::Strategy<Value = Instance> {
         let cand = (
             0.0..12.0f64,
@@ -723,6 +740,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(60))]
 
+        #[cfg(feature = "highs")]
         #[test]
         fn both_backends_and_pruning_agree_on_larger_instances(inst in larger()) {
             let micro = solve(&inst, Backend::Microlp, BUDGET);
