@@ -2,9 +2,23 @@
 //! stores, 3PL sites and dropship vendors, and decides for each order which nodes ship which
 //! lines under customer-segment rules, over a gRPC API (`proto/dom/v1`).
 //!
-//! The domain core ([`domain`], [`sourcing`], [`engine`]) knows nothing of transport or
-//! storage; [`api`] adapts it to gRPC and [`store`] keeps stock behind one trait. [`replay`]
-//! runs a file of past orders through the engine, for planners trying a rule change.
+//! # Layout
+//!
+//! The folders follow the layers, from the core outwards; each layer uses only those above it
+//! in this list, and the core knows nothing of gRPC or Redis.
+//!
+//! | layer | modules | what |
+//! | --- | --- | --- |
+//! | domain core | [`domain`], [`sourcing`], [`engine`], [`error`], [`clock`] | nodes, segments, orders, plans and refusals; admission, candidates, the numeric instance and the strategies; quotes, reservations and feeds in domain terms |
+//! | storage | [`store`] (`memory`, `redis/`, `conformance/`) | stock, holds and reservations behind one trait, in memory or in Redis (one server or a cluster), with one suite every store passes |
+//! | configuration | [`config`] | settings layered from files and the environment, the network, segments, stock and rule files, each checked with errors that name file, field and problem |
+//! | transport | [`api`] | gRPC adapters: they check and convert messages, call the engine, and map its errors to status codes once |
+//! | serving | [`server`] (`access`, `deadline`, `reload`, `telemetry`), [`metrics`] | listeners, TLS, tokens and roles, the request timeout, health, reflection, rule reloads, logs, traces and Prometheus metrics, graceful stop |
+//! | planner tools | [`replay`] | past orders through the engine against one config or two, and the report |
+//!
+//! The binary (`src/main.rs`) only parses its flags and calls into [`server`], [`config`] and
+//! [`replay`]. With the `testkit` feature (on for this crate's own tests, benchmarks and
+//! examples) come `store::conformance` and `synth`, the synthetic networks and orders.
 
 pub mod api;
 pub mod clock;
