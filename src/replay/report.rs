@@ -6,8 +6,10 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use crate::domain::RefusalKind;
+
 use super::compare::{Change, changes};
-use super::run::Run;
+use super::run::{Run, refusal_reason};
 use super::totals::{Summary, Totals};
 
 /// A replay and the config it was made against, as named to the user.
@@ -164,8 +166,8 @@ fn rows_of(base: &Totals, against: Option<&Totals>, indent: &str, reasons: bool)
         })
         .collect();
     if reasons {
-        for reason in reasons_of(base, against) {
-            let count = |t: &Totals| t.refused_by_reason.get(reason).copied().unwrap_or(0) as f64;
+        for (reason, kind) in reasons_of(base, against) {
+            let count = |t: &Totals| refused(t, kind) as f64;
             rows.push(Row {
                 label: format!("{indent}  {reason}"),
                 unit: Unit::Count,
@@ -177,13 +179,18 @@ fn rows_of(base: &Totals, against: Option<&Totals>, indent: &str, reasons: bool)
     rows
 }
 
-/// Refusal reasons of either side, sorted.
-fn reasons_of<'a>(base: &'a Totals, against: Option<&'a Totals>) -> BTreeSet<&'a str> {
-    base.refused_by_reason
+/// The kinds of refusal of either side, with the reason each is reported as, sorted by it.
+fn reasons_of(base: &Totals, against: Option<&Totals>) -> BTreeSet<(&'static str, RefusalKind)> {
+    base.refused_by_kind
         .keys()
-        .chain(against.into_iter().flat_map(|t| t.refused_by_reason.keys()))
-        .map(String::as_str)
+        .chain(against.into_iter().flat_map(|t| t.refused_by_kind.keys()))
+        .map(|&kind| (refusal_reason(kind), kind))
         .collect()
+}
+
+/// Orders refused for this kind of reason.
+fn refused(t: &Totals, kind: RefusalKind) -> u64 {
+    t.refused_by_kind.get(&kind).copied().unwrap_or(0)
 }
 
 /// Segments of either side, sorted.
@@ -363,7 +370,12 @@ fn totals_json(t: &Totals) -> serde_json::Map<String, Value> {
         .iter()
         .map(|m| (m.key.to_owned(), m.unit.json((m.of)(t))))
         .collect();
-    out.insert("refused_by_reason".into(), json!(t.refused_by_reason));
+    let by_reason: serde_json::Map<String, Value> = t
+        .refused_by_kind
+        .iter()
+        .map(|(&kind, &count)| (refusal_reason(kind).to_owned(), json!(count)))
+        .collect();
+    out.insert("refused_by_reason".into(), Value::Object(by_reason));
     out.insert("shipments_by_node".into(), json!(t.shipments_by_node));
     out
 }
@@ -402,9 +414,8 @@ fn difference_json(base: &Totals, against: &Totals, reasons: bool) -> Value {
     if reasons {
         let by_reason: serde_json::Map<String, Value> = reasons_of(base, Some(against))
             .into_iter()
-            .map(|reason| {
-                let count =
-                    |t: &Totals| t.refused_by_reason.get(reason).copied().unwrap_or(0) as f64;
+            .map(|(reason, kind)| {
+                let count = |t: &Totals| refused(t, kind) as f64;
                 (
                     reason.to_owned(),
                     change_json(Unit::Count, count(base), count(against)),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::clock::{ManualClock, Millis};
 use crate::config::{Config, StockSeed};
-use crate::domain::{Plan, StrategyKind};
+use crate::domain::{Plan, Refusal, RefusalKind, StrategyKind};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::store::MemoryStore;
@@ -29,9 +29,9 @@ pub enum Outcome {
     /// Held and committed as planned (the plan may leave units unfilled, where the segment
     /// allows it).
     Planned(Plan),
-    /// No plan satisfies the segment's rules: the kind of refusal (see [`refusal_reason`]) and
-    /// the engine's sentence.
-    Refused { reason: String, message: String },
+    /// No plan satisfies the segment's rules: which rule refused the order and why, counted
+    /// by its kind (named by [`refusal_reason`]); its `Display` is the engine's sentence.
+    Refused(Refusal),
 }
 
 /// One order's decision in a replay.
@@ -68,7 +68,7 @@ impl Decision {
     /// why the order was refused.
     pub fn describe(&self) -> String {
         match &self.outcome {
-            Outcome::Refused { reason, .. } => format!("refused ({reason})"),
+            Outcome::Refused(refusal) => format!("refused ({})", refusal_reason(refusal.kind)),
             Outcome::Planned(plan) => {
                 let mut parts: Vec<String> = plan
                     .shipments
@@ -114,7 +114,7 @@ impl Decision {
     pub(super) fn cost(&self) -> Option<f64> {
         match &self.outcome {
             Outcome::Planned(plan) => Some(plan.total_cost),
-            Outcome::Refused { .. } => None,
+            Outcome::Refused(_) => None,
         }
     }
 }
@@ -186,10 +186,7 @@ pub async fn run(
                 engine.commit(&o.order.order_id).await.map_err(failed)?;
                 Outcome::Planned(reservation.plan)
             }
-            Err(Error::FailedPrecondition(message)) => Outcome::Refused {
-                reason: refusal_reason(&message),
-                message,
-            },
+            Err(Error::Refused(refusal)) => Outcome::Refused(*refusal),
             Err(e) => return Err(failed(e)),
         };
         let decision = Decision {
@@ -209,31 +206,26 @@ pub async fn run(
     })
 }
 
-/// A refusal's kind in a few words, to count refusals by. The engine explains each refusal in
-/// a sentence naming the order and its skus; its fixed parts say which rule refused and why.
-pub fn refusal_reason(message: &str) -> String {
-    if message.contains("may not use pickup store") {
-        return "pickup store not allowed to the segment".into();
+/// A refusal's kind in a few words, as the report names it: the rule that refused, and why.
+pub fn refusal_reason(kind: RefusalKind) -> &'static str {
+    match kind {
+        RefusalKind::PickupStoreNotAllowed => "pickup store not allowed to the segment",
+        RefusalKind::NotEnoughStock => "no partial plans: not enough stock",
+        RefusalKind::StockTooSpread => {
+            "no partial plans: stock too spread for the shipment limit, capacity or kits"
+        }
+        RefusalKind::ShipCompleteNotEnoughStock => "ship-complete: not enough stock",
+        RefusalKind::ShipCompleteTooSpread => {
+            "ship-complete: stock too spread for the shipment limit, capacity or kits"
+        }
     }
-    if message.starts_with("no plan sources order") {
-        let rule = if message.contains("the order is ship-complete") {
-            "ship-complete"
-        } else {
-            "no partial plans"
-        };
-        let cause = if message.contains("the stock exists, but") {
-            "stock too spread for the shipment limit, capacity or kits"
-        } else {
-            "not enough stock"
-        };
-        return format!("{rule}: {cause}");
-    }
-    message.to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
     use crate::domain::DeliveryMode;
     use crate::replay::fixtures::{NOON, order, plan, replay, tiny};
 
@@ -259,11 +251,7 @@ mod tests {
         let d = &run.decisions;
         assert_eq!(d[0].describe(), "wh-a 2");
         // the same day's capacity is used up; the next day's is not
-        assert!(
-            matches!(d[1].outcome, Outcome::Refused { .. }),
-            "{:?}",
-            d[1]
-        );
+        assert!(matches!(d[1].outcome, Outcome::Refused(_)), "{:?}", d[1]);
         assert_eq!(d[2].describe(), "wh-a 2");
         let (first, next) = (plan(&d[0]), plan(&d[2]));
         assert_eq!(
@@ -271,11 +259,7 @@ mod tests {
             chrono::TimeDelta::days(1)
         );
         // an order without a time is placed when the one before it was: that day is full
-        assert!(
-            matches!(d[3].outcome, Outcome::Refused { .. }),
-            "{:?}",
-            d[3]
-        );
+        assert!(matches!(d[3].outcome, Outcome::Refused(_)), "{:?}", d[3]);
     }
 
     #[tokio::test]
@@ -289,14 +273,23 @@ mod tests {
         };
         let short = order("o3", "strict", 11);
         let run = replay(&config, vec![complete, pickup, short]).await;
-        let reasons: Vec<&str> = run
+        let kinds: Vec<Option<RefusalKind>> = run
             .decisions
             .iter()
             .map(|d| match &d.outcome {
-                Outcome::Refused { reason, .. } => reason.as_str(),
-                Outcome::Planned(_) => "planned",
+                Outcome::Refused(refusal) => Some(refusal.kind),
+                Outcome::Planned(_) => None,
             })
             .collect();
+        assert_eq!(
+            kinds,
+            [
+                Some(RefusalKind::ShipCompleteTooSpread),
+                Some(RefusalKind::PickupStoreNotAllowed),
+                Some(RefusalKind::NotEnoughStock),
+            ]
+        );
+        let reasons: Vec<&str> = kinds.into_iter().flatten().map(refusal_reason).collect();
         assert_eq!(
             reasons,
             [
@@ -305,7 +298,19 @@ mod tests {
                 "no partial plans: not enough stock",
             ]
         );
-        assert_eq!(run.summary.all.refused_by_reason.len(), 3);
+        let described: Vec<String> = run.decisions.iter().map(|d| d.describe()).collect();
+        assert_eq!(
+            described[1],
+            "refused (pickup store not allowed to the segment)"
+        );
+        assert_eq!(
+            run.summary.all.refused_by_kind,
+            BTreeMap::from([
+                (RefusalKind::PickupStoreNotAllowed, 1),
+                (RefusalKind::NotEnoughStock, 1),
+                (RefusalKind::ShipCompleteTooSpread, 1),
+            ])
+        );
     }
 
     #[tokio::test]

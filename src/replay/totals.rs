@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::Plan;
+use crate::domain::{Plan, RefusalKind};
 
 use super::run::{Decision, Outcome};
 
@@ -22,7 +22,7 @@ pub struct Totals {
     /// Units no plan ships: those left unfilled by plans, and every unit of refused orders.
     pub unfilled_units: u64,
     pub refused: u64,
-    pub refused_by_reason: BTreeMap<String, u64>,
+    pub refused_by_kind: BTreeMap<RefusalKind, u64>,
     /// Shipments (parcels) per node.
     pub shipments_by_node: BTreeMap<String, u64>,
 }
@@ -41,12 +41,12 @@ impl Totals {
         }
     }
 
-    pub fn add_refusal(&mut self, units: u64, reason: &str) {
+    pub fn add_refusal(&mut self, units: u64, kind: RefusalKind) {
         self.orders += 1;
         self.units += units;
         self.unfilled_units += units;
         self.refused += 1;
-        *self.refused_by_reason.entry(reason.to_owned()).or_default() += 1;
+        *self.refused_by_kind.entry(kind).or_default() += 1;
     }
 
     pub fn cost_per_planned_order(&self) -> f64 {
@@ -79,9 +79,9 @@ impl Summary {
                 self.all.add_plan(d.units, plan);
                 segment.add_plan(d.units, plan);
             }
-            Outcome::Refused { reason, .. } => {
-                self.all.add_refusal(d.units, reason);
-                segment.add_refusal(d.units, reason);
+            Outcome::Refused(refusal) => {
+                self.all.add_refusal(d.units, refusal.kind);
+                segment.add_refusal(d.units, refusal.kind);
             }
         }
     }
@@ -91,6 +91,7 @@ impl Summary {
 mod tests {
     use std::collections::BTreeMap;
 
+    use crate::domain::RefusalKind;
     use crate::replay::Outcome;
     use crate::replay::fixtures::{order, plan, replay, tiny};
 
@@ -109,7 +110,7 @@ mod tests {
         assert_eq!(d1.describe(), "wh-a 2");
         // o2 alone would be planned: it is refused because o1 holds two of the four units
         assert!(
-            matches!(&d2.outcome, Outcome::Refused { reason, .. } if reason == "no partial plans: not enough stock"),
+            matches!(&d2.outcome, Outcome::Refused(r) if r.kind == RefusalKind::NotEnoughStock),
             "{d2:?}"
         );
         let alone = replay(&config, vec![orders[1].clone()]).await;
@@ -131,8 +132,8 @@ mod tests {
             (3, 8, 2, 1)
         );
         assert_eq!(
-            all.refused_by_reason,
-            BTreeMap::from([("no partial plans: not enough stock".to_owned(), 1)])
+            all.refused_by_kind,
+            BTreeMap::from([(RefusalKind::NotEnoughStock, 1)])
         );
         let p1 = plan(d1);
         assert_eq!(all.cost, p1.total_cost + p3.total_cost);

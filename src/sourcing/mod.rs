@@ -15,8 +15,9 @@ use std::time::Duration;
 use chrono::{Days, NaiveDate};
 
 use crate::domain::{
-    CostBreakdown, DeliveryMode, Network, Node, NodeReason, Order, Plan, SegmentRules, Shipment,
-    ShipmentLine, SolveStatus, StrategyKind, UnfilledLine, UnfilledPolicy, UnusedNode,
+    CostBreakdown, DeliveryMode, Network, Node, NodeReason, Order, Plan, Refusal, SegmentRules,
+    Shipment, ShipmentLine, Shortage, SolveStatus, StrategyKind, UnfilledLine, UnfilledPolicy,
+    UnusedNode,
 };
 use crate::error::Error;
 use crate::store::StockView;
@@ -176,10 +177,7 @@ impl<'a> Problem<'a> {
                     ));
                 }
                 if let Some(why) = rules.exclusion(node) {
-                    return Err(Error::FailedPrecondition(format!(
-                        "segment {} may not use pickup store {}: {why}",
-                        rules.name, node.id
-                    )));
+                    return Err(Error::from(Refusal::pickup_store(order, rules, node, why)));
                 }
                 Some(node)
             }
@@ -439,43 +437,21 @@ impl<'a> Problem<'a> {
         {
             // what the eligible nodes hold, against what the order asks
             let inst = self.instance();
-            let demand = inst.demand_by_sku();
-            let short: Vec<String> = demand
+            let shortages = inst
+                .demand_by_sku()
                 .iter()
                 .enumerate()
                 .filter_map(|(sku, &wanted)| {
                     let available: u64 = self.candidates.iter().map(|c| c.ats[sku]).sum();
-                    (available < wanted).then(|| {
-                        format!(
-                            "{} wants {wanted}, {available} available to segment {}",
-                            self.skus[sku], self.rules.name
-                        )
+                    (available < wanted).then(|| Shortage {
+                        sku: self.skus[sku].clone(),
+                        wanted,
+                        available,
                     })
                 })
                 .collect();
-            let short = if short.is_empty() {
-                format!(
-                    "the stock exists, but no plan of at most {} shipment(s) within node capacity and kits covers it",
-                    if self.order.ship_complete {
-                        1
-                    } else {
-                        self.rules.max_shipments
-                    }
-                )
-            } else {
-                short.join("; ")
-            };
-            let why = if self.order.ship_complete {
-                "the order is ship-complete: one shipment with everything, or none".to_owned()
-            } else {
-                format!(
-                    "segment {} does not allow partial fulfilment or backorders",
-                    self.rules.name
-                )
-            };
-            return Err(Error::FailedPrecondition(format!(
-                "no plan sources order {} under its rules ({}): {}",
-                self.order.order_id, short, why
+            return Err(Error::from(Refusal::unfillable(
+                self.order, self.rules, shortages,
             )));
         }
         cost.split_penalty = shipments.len().saturating_sub(1) as f64 * self.rules.split_penalty;
@@ -598,7 +574,9 @@ pub(crate) mod tests {
     use std::collections::{BTreeSet, HashMap};
 
     use super::*;
-    use crate::domain::{CostModel, GeoPoint, NodeKind, OrderLine, UnfilledPolicy};
+    use crate::domain::{
+        CostModel, GeoPoint, NodeKind, OrderLine, RefusalKind, Shortage, UnfilledPolicy,
+    };
     use crate::store::StockLevel;
 
     pub fn node(id: &str, kind: NodeKind, lat: f64, lon: f64, priority: i32) -> Node {
@@ -785,8 +763,132 @@ pub(crate) mod tests {
         };
         let e = p.finish(StrategyKind::Nearest, &a).unwrap_err();
         assert!(
-            matches!(&e, Error::FailedPrecondition(m) if m.contains("A wants 9, 5 available")),
+            matches!(&e, Error::Refused(r) if r.kind == RefusalKind::NotEnoughStock
+                && e.to_string().contains("A wants 9, 5 available")),
             "{e:?}"
+        );
+    }
+
+    /// The refusal a strategy's plan for `o` meets, the same whichever strategy plans it.
+    fn refusal(o: &Order, r: &SegmentRules, s: &StockView, used: &[(&str, u64)]) -> Refusal {
+        let net = network();
+        let used: HashMap<String, u64> = used.iter().map(|(n, q)| ((*n).into(), *q)).collect();
+        let p = Problem::build(o, r, &net, s, &used, today()).unwrap();
+        let optimal = Optimal {
+            backend: Backend::Microlp,
+            budget: std::time::Duration::from_secs(5),
+        };
+        let strategies: [&dyn Strategy; 3] = [&Nearest, &Priority, &optimal];
+        let refusals: Vec<Refusal> = strategies
+            .iter()
+            .map(|st| match p.finish(st.kind(), &st.assign(&p)) {
+                Err(Error::Refused(r)) => *r,
+                other => panic!("{}: {other:?}", st.kind()),
+            })
+            .collect();
+        assert!(refusals.iter().all(|r| *r == refusals[0]), "{refusals:?}");
+        refusals[0].clone()
+    }
+
+    #[test]
+    fn each_kind_of_refusal_comes_from_the_situation_that_causes_it() {
+        let strict = rules(3, UnfilledPolicy::Reject);
+        let mut one_parcel = rules(1, UnfilledPolicy::Reject);
+        one_parcel.name = "one-parcel".into();
+        let four = order(&[("1", "A", 4, None)]);
+        let mut whole = four.clone();
+        whole.ship_complete = true;
+        let two_and_two = stock(&[("A", "near", 2, 0), ("A", "far", 2, 0)]);
+        let one = stock(&[("A", "near", 1, 0)]);
+        let no_partial = "segment test does not allow partial fulfilment or backorders";
+        let ship_complete = "the order is ship-complete: one shipment with everything, or none";
+
+        // the nodes the segment may use hold too little
+        let r = refusal(&four, &strict, &one, &[]);
+        assert_eq!(r.kind, RefusalKind::NotEnoughStock);
+        let short = vec![Shortage {
+            sku: "A".into(),
+            wanted: 4,
+            available: 1,
+        }];
+        assert_eq!(r.shortages, short);
+        assert_eq!(r.shortages[0].missing(), 3);
+        assert_eq!(
+            r.to_string(),
+            format!(
+                "no plan sources order o-1 under its rules (A wants 4, 1 available to segment test): {no_partial}"
+            )
+        );
+        // safety stock is not available to a segment that may not use it
+        let kept = stock(&[("A", "near", 9, 6)]);
+        let r = refusal(&four, &strict, &kept, &[]);
+        assert_eq!(
+            (r.kind, r.shortages[0].available),
+            (RefusalKind::NotEnoughStock, 3)
+        );
+
+        // enough in all, more parcels than the segment allows
+        let r = refusal(&four, &one_parcel, &two_and_two, &[]);
+        assert_eq!(r.kind, RefusalKind::StockTooSpread);
+        assert!(r.shortages.is_empty());
+        assert_eq!(
+            r.to_string(),
+            "no plan sources order o-1 under its rules (the stock exists, but no plan of at most 1 shipment(s) within node capacity and kits covers it): segment one-parcel does not allow partial fulfilment or backorders"
+        );
+        // enough stock at one node, not the capacity left to ship it today
+        let plenty = stock(&[("A", "near", 9, 0)]);
+        let r = refusal(&four, &one_parcel, &plenty, &[("near", 998)]);
+        assert_eq!(r.kind, RefusalKind::StockTooSpread);
+
+        // a ship-complete order, short
+        let r = refusal(&whole, &strict, &one, &[]);
+        assert_eq!(r.kind, RefusalKind::ShipCompleteNotEnoughStock);
+        assert_eq!(r.shortages, short);
+        assert_eq!(
+            r.to_string(),
+            format!(
+                "no plan sources order o-1 under its rules (A wants 4, 1 available to segment test): {ship_complete}"
+            )
+        );
+
+        // a ship-complete order, whose stock no one node holds whole, though the segment
+        // would take three parcels
+        let r = refusal(&whole, &strict, &two_and_two, &[]);
+        assert_eq!(r.kind, RefusalKind::ShipCompleteTooSpread);
+        assert_eq!(
+            r.to_string(),
+            format!(
+                "no plan sources order o-1 under its rules (the stock exists, but no plan of at most 1 shipment(s) within node capacity and kits covers it): {ship_complete}"
+            )
+        );
+        // with both parcels allowed and no ship-complete, it is planned
+        let net = network();
+        let p =
+            Problem::build(&four, &strict, &net, &two_and_two, &HashMap::new(), today()).unwrap();
+        assert!(p.finish(StrategyKind::Nearest, &Nearest.assign(&p)).is_ok());
+
+        // a pickup store of a kind the segment may not use
+        let mut stores_excluded = rules(3, UnfilledPolicy::Backorder);
+        stores_excluded.node_kinds.remove(&NodeKind::Store);
+        let mut pickup = four.clone();
+        pickup.delivery = DeliveryMode::Pickup {
+            node_id: "shop".into(),
+        };
+        let Err(Error::Refused(r)) = Problem::build(
+            &pickup,
+            &stores_excluded,
+            &net,
+            &plenty,
+            &HashMap::new(),
+            today(),
+        ) else {
+            panic!("the pickup store is allowed")
+        };
+        assert_eq!(r.kind, RefusalKind::PickupStoreNotAllowed);
+        assert!(r.shortages.is_empty());
+        assert_eq!(
+            r.to_string(),
+            "segment test may not use pickup store shop: kind store not allowed for segment test"
         );
     }
 
