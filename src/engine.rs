@@ -12,10 +12,10 @@ use tracing::{Instrument, debug, info_span};
 
 use crate::clock::Clock;
 use crate::config::{Config, Settings};
-use crate::domain::{Order, Plan, Rules, SegmentRules, StrategyKind};
+use crate::domain::{Order, Plan, Rules, StrategyKind};
 use crate::error::Error;
 use crate::sourcing::pool::SolvePool;
-use crate::sourcing::{Problem, Strategies};
+use crate::sourcing::{Admitted, Problem, Strategies};
 use crate::store::{
     Allocation, HoldRequest, Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore,
     StockUpdate, StoreError, UpdateResult,
@@ -65,12 +65,12 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
 /// the pool, so no solve holds up the async workers.
 const INLINE_PLAN_WORK: usize = 100;
 
-/// Builds the order's problem under `rules` against `(stock, capacity)`, runs the strategy
-/// and prices the plan, inside the `plan` span.
+/// Builds the admitted order's problem on `network` against `(stock, capacity)`, runs the
+/// strategy and prices the plan, inside the `plan` span.
 fn decide(
     rules: &Rules,
     strategies: &Strategies,
-    order: &Order,
+    admitted: &Admitted<'_>,
     kind: StrategyKind,
     (stock, capacity): &(crate::store::StockView, HashMap<String, u64>),
     today: chrono::NaiveDate,
@@ -78,8 +78,7 @@ fn decide(
 ) -> Result<Plan, Error> {
     let _plan = span.enter();
     let started = Instant::now();
-    let segment = Engine::segment_rules(rules, &order.segment)?;
-    let problem = Problem::build(order, segment, &rules.network, stock, capacity, today)?;
+    let problem = Problem::build(admitted, &rules.network, stock, capacity, today);
     span.record("candidates", problem.candidates.len());
     let assignment = {
         let _solve = info_span!("solve").entered();
@@ -129,18 +128,6 @@ impl Engine {
         &self.store
     }
 
-    fn segment_rules<'r>(rules: &'r Rules, segment: &str) -> Result<&'r SegmentRules, Error> {
-        rules.segments.get(segment).ok_or_else(|| {
-            Error::invalid(
-                "order.segment",
-                format!(
-                    "unknown segment {segment:?} (known: {})",
-                    rules.segments.names().join(", ")
-                ),
-            )
-        })
-    }
-
     /// Stock of these skus and the day's node capacity used, read at `now`.
     async fn read_state(
         &self,
@@ -154,40 +141,48 @@ impl Engine {
             .await?)
     }
 
-    /// Plans with `rules` against stock and capacity read at `now`: small orders on this
-    /// worker, the rest on the solver pool.
+    /// Plans the order admitted under `rules` against stock and capacity read at `now`: small
+    /// orders on this worker, the rest on the solver pool.
     async fn plan(
         &self,
         rules: &Arc<Rules>,
-        order: &Order,
+        admitted: &Admitted<'_>,
         kind: StrategyKind,
         state: (crate::store::StockView, HashMap<String, u64>),
     ) -> Result<Plan, Error> {
         let today = self.clock.today();
         let span = info_span!("plan", strategy = %kind, candidates = tracing::field::Empty);
-        if order.lines.len() * rules.network.len() <= INLINE_PLAN_WORK {
+        if admitted.order().lines.len() * rules.network.len() <= INLINE_PLAN_WORK {
             // as on the pool, a panic in a strategy fails this order, not the worker
             return std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                decide(rules, &self.strategies, order, kind, &state, today, &span)
+                decide(
+                    rules,
+                    &self.strategies,
+                    admitted,
+                    kind,
+                    &state,
+                    today,
+                    &span,
+                )
             }))
             .unwrap_or_else(|_| Err(Error::Internal("planning this order failed".into())));
         }
         let rules = rules.clone();
         let strategies = self.strategies.clone();
-        let order = order.clone();
+        let admitted = admitted.clone().into_owned();
         self.pool
-            .run(move || decide(&rules, &strategies, &order, kind, &state, today, &span))
+            .run(move || decide(&rules, &strategies, &admitted, kind, &state, today, &span))
             .await?
     }
 
     /// A plan against current stock, holding nothing.
     pub async fn quote(&self, order: &Order, kind: Option<StrategyKind>) -> Result<Plan, Error> {
         let rules = self.rules();
-        Self::segment_rules(&rules, &order.segment)?;
+        let admitted = Admitted::admit(order, &rules)?;
         let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
         let now = self.clock.now_millis();
         let state = self.read_state(&order.skus(), now).await?;
-        self.plan(&rules, order, kind, state).await
+        self.plan(&rules, &admitted, kind, state).await
     }
 
     /// The hold TTL for a request: its own (bounded by config) or the default.
@@ -227,7 +222,7 @@ impl Engine {
         kind: Option<StrategyKind>,
     ) -> Result<(Reservation, bool), Error> {
         let rules = self.rules();
-        let segment = Self::segment_rules(&rules, &order.segment)?;
+        let admitted = Admitted::admit(order, &rules)?;
         let ttl_ms = i64::from(self.hold_ttl_secs(ttl_secs)?) * 1000;
         let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
         let fingerprint = order.fingerprint();
@@ -254,7 +249,7 @@ impl Engine {
                     (self.read_state(&skus, now).await?, now)
                 }
             };
-            let plan = self.plan(&rules, order, kind, state).await?;
+            let plan = self.plan(&rules, &admitted, kind, state).await?;
             let capacity_limits = plan
                 .shipments
                 .iter()
@@ -280,7 +275,7 @@ impl Engine {
                 order_id: order.order_id.clone(),
                 fingerprint: fingerprint.clone(),
                 segment: order.segment.clone(),
-                use_safety_stock: segment.use_safety_stock,
+                use_safety_stock: admitted.segment().use_safety_stock,
                 plan,
                 allocations,
                 // set again when the hold is written

@@ -1,13 +1,15 @@
 //! Sourcing: deciding which nodes ship which lines of an order.
 //!
-//! The work is split in three. [`Problem::build`] applies the segment's rules to the network,
-//! the current stock and the nodes' remaining capacity: which nodes are candidates, what each
-//! unit and parcel costs from them, how late they would deliver, how much of each sku they may
-//! give. A [`Strategy`] then decides quantities only, on the numbers of
-//! [`Problem::instance`]. [`Problem::finish`] turns that decision into a [`Plan`]: shipments
-//! with cost and delivery date, the cost broken down, unfilled units, the constraints that
-//! bound the choice, the reason every other node was not used, and the check that the plan
-//! keeps the segment's rules. Every strategy is priced and explained the same way.
+//! The work is split in four. [`Admitted::admit`] checks the order against the rules in force
+//! (its segment, its pickup store) before any stock is read. [`Problem::build`] applies the
+//! segment's rules to the network, the current stock and the nodes' remaining capacity: which
+//! nodes are candidates, what each unit and parcel costs from them, how late they would
+//! deliver, how much of each sku they may give. A [`Strategy`] then decides quantities only,
+//! on the numbers of [`Problem::instance`]. [`Problem::finish`] turns that decision into a
+//! [`Plan`]: shipments with cost and delivery date, the cost broken down, unfilled units, the
+//! constraints that bound the choice, the reason every other node was not used, and the check
+//! that the plan keeps the segment's rules. Every strategy is priced and explained the same
+//! way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -15,18 +17,19 @@ use std::time::Duration;
 use chrono::{Days, NaiveDate};
 
 use crate::domain::{
-    CostBreakdown, DeliveryMode, Network, Node, NodeReason, Order, Plan, Refusal, SegmentRules,
-    Shipment, ShipmentLine, Shortage, SolveStatus, StrategyKind, UnfilledLine, UnfilledPolicy,
-    UnusedNode,
+    CostBreakdown, Network, Node, NodeReason, Order, Plan, Refusal, SegmentRules, Shipment,
+    ShipmentLine, Shortage, SolveStatus, StrategyKind, UnfilledLine, UnfilledPolicy, UnusedNode,
 };
 use crate::error::Error;
 use crate::store::StockView;
 
+pub mod admission;
 pub mod greedy;
 pub mod instance;
 pub mod optimal;
 pub mod pool;
 
+pub use admission::Admitted;
 pub use greedy::{Nearest, Priority};
 pub use instance::{Instance, Units};
 pub use optimal::{Backend, Optimal};
@@ -141,16 +144,19 @@ impl Strategies {
 }
 
 impl<'a> Problem<'a> {
-    /// Applies the segment's rules to the network, the stock and the capacity already used
-    /// today (units per node) for this order.
+    /// Applies the admitted order's segment rules to the network, the stock and the capacity
+    /// already used today (units per node). What the order says was checked by admission;
+    /// only a plan can be refused, in [`Problem::finish`].
     pub fn build(
-        order: &'a Order,
-        rules: &'a SegmentRules,
+        admitted: &'a Admitted<'_>,
         network: &'a Network,
         stock: &StockView,
         capacity_used: &HashMap<String, u64>,
         today: NaiveDate,
-    ) -> Result<Problem<'a>, Error> {
+    ) -> Problem<'a> {
+        let order = admitted.order();
+        let rules = admitted.segment();
+        let pickup = admitted.pickup();
         let skus = order.skus();
         let sku_index: HashMap<&str, usize> = skus
             .iter()
@@ -162,27 +168,6 @@ impl<'a> Problem<'a> {
             .iter()
             .map(|l| sku_index[l.sku.as_str()])
             .collect();
-        let pickup = match &order.delivery {
-            DeliveryMode::Pickup { node_id } => {
-                let node = network.get(node_id).ok_or_else(|| {
-                    Error::invalid(
-                        "order.pickup_node_id",
-                        format!("no node {node_id:?} in the network"),
-                    )
-                })?;
-                if !node.can_pickup {
-                    return Err(Error::invalid(
-                        "order.pickup_node_id",
-                        format!("node {node_id:?} does not serve pickups"),
-                    ));
-                }
-                if let Some(why) = rules.exclusion(node) {
-                    return Err(Error::from(Refusal::pickup_store(order, rules, node, why)));
-                }
-                Some(node)
-            }
-            DeliveryMode::Ship => None,
-        };
         // days the customer was promised
         let allowed_days = match order.deliver_by {
             Some(date) => date.signed_duration_since(today).num_days().max(0) as u32,
@@ -307,7 +292,7 @@ impl<'a> Problem<'a> {
                 transfer,
             });
         }
-        Ok(Problem {
+        Problem {
             order,
             rules,
             today,
@@ -315,7 +300,7 @@ impl<'a> Problem<'a> {
             line_sku,
             candidates,
             excluded,
-        })
+        }
     }
 
     /// Lines grouped into kits, in order of first appearance.
@@ -575,7 +560,8 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::domain::{
-        CostModel, GeoPoint, NodeKind, OrderLine, RefusalKind, Shortage, UnfilledPolicy,
+        CostModel, DeliveryMode, GeoPoint, NodeKind, OrderLine, RefusalKind, Shortage,
+        UnfilledPolicy,
     };
     use crate::store::StockLevel;
 
@@ -687,7 +673,8 @@ pub(crate) mod tests {
         r.max_distance_km = Some(400.0);
         let o = order(&[("1", "A", 1, None)]);
         let s = stock(&[("A", "near", 5, 0), ("A", "far", 5, 0), ("A", "shop", 5, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let ids: Vec<&str> = p.candidates.iter().map(|c| c.node.id.as_str()).collect();
         assert_eq!(ids, vec!["near"]);
         let reason = |id: &str| p.excluded.iter().find(|u| u.node_id == id).unwrap().reason;
@@ -702,10 +689,12 @@ pub(crate) mod tests {
         let mut r = rules(3, UnfilledPolicy::Reject);
         let o = order(&[("1", "A", 1, None)]);
         let s = stock(&[("A", "near", 3, 3)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert!(p.candidates.is_empty());
         r.use_safety_stock = true;
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert_eq!(p.candidates[0].ats, vec![3]);
     }
 
@@ -715,7 +704,8 @@ pub(crate) mod tests {
         let r = rules(3, UnfilledPolicy::Backorder);
         let o = order(&[("1", "A", 2, None), ("2", "B", 5, None)]);
         let s = stock(&[("A", "near", 5, 0), ("B", "far", 3, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let a = Assignment {
             units: vec![(0, 0, 2), (1, 1, 3)],
             passed_over: vec![],
@@ -755,7 +745,8 @@ pub(crate) mod tests {
         let r = rules(3, UnfilledPolicy::Reject);
         let o = order(&[("1", "A", 9, None)]);
         let s = stock(&[("A", "near", 5, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let a = Assignment {
             units: vec![(0, 0, 5)],
             passed_over: vec![],
@@ -773,7 +764,8 @@ pub(crate) mod tests {
     fn refusal(o: &Order, r: &SegmentRules, s: &StockView, used: &[(&str, u64)]) -> Refusal {
         let net = network();
         let used: HashMap<String, u64> = used.iter().map(|(n, q)| ((*n).into(), *q)).collect();
-        let p = Problem::build(o, r, &net, s, &used, today()).unwrap();
+        let admitted = Admitted::under(o, r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, s, &used, today());
         let optimal = Optimal {
             backend: Backend::Microlp,
             budget: std::time::Duration::from_secs(5),
@@ -863,33 +855,11 @@ pub(crate) mod tests {
         );
         // with both parcels allowed and no ship-complete, it is planned
         let net = network();
-        let p =
-            Problem::build(&four, &strict, &net, &two_and_two, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&four, &strict, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &two_and_two, &HashMap::new(), today());
         assert!(p.finish(StrategyKind::Nearest, &Nearest.assign(&p)).is_ok());
-
-        // a pickup store of a kind the segment may not use
-        let mut stores_excluded = rules(3, UnfilledPolicy::Backorder);
-        stores_excluded.node_kinds.remove(&NodeKind::Store);
-        let mut pickup = four.clone();
-        pickup.delivery = DeliveryMode::Pickup {
-            node_id: "shop".into(),
-        };
-        let Err(Error::Refused(r)) = Problem::build(
-            &pickup,
-            &stores_excluded,
-            &net,
-            &plenty,
-            &HashMap::new(),
-            today(),
-        ) else {
-            panic!("the pickup store is allowed")
-        };
-        assert_eq!(r.kind, RefusalKind::PickupStoreNotAllowed);
-        assert!(r.shortages.is_empty());
-        assert_eq!(
-            r.to_string(),
-            "segment test may not use pickup store shop: kind store not allowed for segment test"
-        );
+        // a pickup store the segment may not use is refused on admission, before any stock
+        // is read: `admission::tests`
     }
 
     #[test]
@@ -903,7 +873,8 @@ pub(crate) mod tests {
             ("A", "far", 5, 0),
             ("B", "far", 1, 0),
         ]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let over_ats = Assignment {
             units: vec![(0, 0, 6)],
             passed_over: vec![],
@@ -942,13 +913,14 @@ pub(crate) mod tests {
             node_id: "shop".into(),
         };
         let s = stock(&[("A", "near", 5, 0), ("A", "shop", 1, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert_eq!(p.candidates.len(), 1);
         assert_eq!(p.candidates[0].distance_km, 0.0);
         o.delivery = DeliveryMode::Pickup {
             node_id: "near".into(),
         };
-        let e = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap_err();
+        let e = Admitted::under(&o, &r, &net).unwrap_err();
         assert!(
             matches!(e, Error::InvalidArgument { ref field, .. } if field == "order.pickup_node_id")
         );
@@ -965,14 +937,16 @@ pub(crate) mod tests {
         };
         // the pickup store has none; the Madrid warehouse next door has plenty
         let s = stock(&[("A", "near", 5, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert!(
             p.candidates.is_empty(),
             "no transfers without allow_transfer"
         );
         r.allow_transfer = true;
         r.transfer_per_unit = 0.75;
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let near = &p.candidates[0];
         assert_eq!(near.node.id, "near");
         assert!(near.transfer);
@@ -1006,10 +980,12 @@ pub(crate) mod tests {
         let mut o = order(&[("1", "A", 1, None)]);
         // far (Barcelona) is about 505 km from Madrid: 1 processing day + 2 transit days
         let s = stock(&[("A", "far", 5, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert_eq!((p.candidates[0].days, p.candidates[0].days_late), (3, 0));
         o.deliver_by = Some(today() + Days::new(1));
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert_eq!(p.candidates[0].days_late, 2);
         let a = Assignment {
             units: vec![(0, 0, 1)],
