@@ -36,7 +36,7 @@ fn case(
     let problem = Problem::build(&admitted, network, stock, capacity_used, today);
     Case {
         name: name.to_owned(),
-        instance: problem.instance(),
+        instance: problem.instance().clone(),
     }
 }
 

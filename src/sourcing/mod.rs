@@ -4,12 +4,17 @@
 //! (its segment, its pickup store) before any stock is read. [`Problem::build`] applies the
 //! segment's rules to the network, the current stock and the nodes' remaining capacity: which
 //! nodes are candidates, what each unit and parcel costs from them, how late they would
-//! deliver, how much of each sku they may give. A [`Strategy`] then decides quantities only,
-//! on the numbers of [`Problem::instance`]. [`Problem::finish`] turns that decision into a
+//! deliver, how much of each sku they may give, and the decision as numbers
+//! ([`Problem::instance`], made once for everything that follows). A [`Strategy`] then decides
+//! quantities only, on those numbers. [`Problem::finish`] turns that decision into a
 //! [`Plan`]: shipments with cost and delivery date, the cost broken down, unfilled units, the
 //! constraints that bound the choice, the reason every other node was not used, and the check
 //! that the plan keeps the segment's rules. Every strategy is priced and explained the same
 //! way.
+//!
+//! The file runs past 600 lines for its tests alone: the code reads in one sitting, and the
+//! tests' world (`tests::network`, `rules`, `order`, `stock`) is shared by the tests of every
+//! strategy, of admission and of replay.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -81,6 +86,10 @@ pub struct Problem<'a> {
     pub candidates: Vec<Candidate<'a>>,
     /// Nodes out of the running before any strategy looks, with the reason.
     pub excluded: Vec<UnusedNode>,
+    /// The numbers of the order, its rules and the candidates above, made once by
+    /// [`Problem::build`] for everything that reads them (so the candidates are not to change
+    /// after it).
+    instance: Instance,
 }
 
 /// A candidate a strategy passed over, and why.
@@ -163,7 +172,7 @@ impl<'a> Problem<'a> {
             .enumerate()
             .map(|(i, s)| (s.as_str(), i))
             .collect();
-        let line_sku = order
+        let line_sku: Vec<usize> = order
             .lines
             .iter()
             .map(|l| sku_index[l.sku.as_str()])
@@ -292,6 +301,7 @@ impl<'a> Problem<'a> {
                 transfer,
             });
         }
+        let instance = numbers(order, rules, skus.len(), &line_sku, &candidates);
         Problem {
             order,
             rules,
@@ -300,70 +310,25 @@ impl<'a> Problem<'a> {
             line_sku,
             candidates,
             excluded,
+            instance,
         }
     }
 
     /// Lines grouped into kits, in order of first appearance.
-    pub fn kits(&self) -> Vec<Vec<usize>> {
-        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-        for (i, line) in self.order.lines.iter().enumerate() {
-            if let Some(g) = &line.group {
-                match groups.iter_mut().find(|(name, _)| name == g) {
-                    Some((_, lines)) => lines.push(i),
-                    None => groups.push((g.clone(), vec![i])),
-                }
-            }
-        }
-        groups.into_iter().map(|(_, lines)| lines).collect()
+    pub fn kits(&self) -> &[Vec<usize>] {
+        &self.instance.kits
     }
 
-    /// The decision as numbers, for the optimiser, the checks and the LP export.
-    pub fn instance(&self) -> Instance {
-        let kits = self.kits();
-        let mut line_kit = vec![None; self.order.lines.len()];
-        for (k, kit) in kits.iter().enumerate() {
-            for &l in kit {
-                line_kit[l] = Some(k);
-            }
-        }
-        Instance {
-            skus: self.skus.len(),
-            cands: self
-                .candidates
-                .iter()
-                .map(|c| instance::Cand {
-                    fixed: c.fixed_cost(),
-                    unit: c.unit_cost(),
-                    ats: c.ats.clone(),
-                    capacity: c.capacity,
-                })
-                .collect(),
-            lines: self
-                .order
-                .lines
-                .iter()
-                .enumerate()
-                .map(|(l, line)| instance::Line {
-                    sku: self.line_sku[l],
-                    quantity: line.quantity,
-                    kit: line_kit[l],
-                })
-                .collect(),
-            kits,
-            max_shipments: self.rules.max_shipments as usize,
-            split_penalty: self.rules.split_penalty,
-            unfilled_penalty: (self.rules.unfilled != UnfilledPolicy::Reject)
-                .then_some(self.rules.unfilled_penalty),
-            ship_complete: self.order.ship_complete,
-        }
+    /// The decision as numbers, for the strategies, the checks, the refusal and the LP
+    /// export: built once, with the problem.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
     }
 
     /// Checks an assignment against every hard rule; the sentence says what it breaks.
     /// Unfilled units are the segment's policy to accept or refuse, in [`Problem::finish`].
     pub fn check(&self, a: &Assignment) -> Result<(), String> {
-        let mut inst = self.instance();
-        inst.unfilled_penalty = Some(0.0);
-        inst.check(&a.units)
+        self.instance.check_all_but_unfilled(&a.units)
     }
 
     /// Prices and explains an assignment, and refuses it where the segment's rules do.
@@ -421,8 +386,8 @@ impl<'a> Problem<'a> {
                 || (self.order.ship_complete && !shipments.is_empty()))
         {
             // what the eligible nodes hold, against what the order asks
-            let inst = self.instance();
-            let shortages = inst
+            let shortages = self
+                .instance
                 .demand_by_sku()
                 .iter()
                 .enumerate()
@@ -547,6 +512,65 @@ impl<'a> Problem<'a> {
             }
         }
         out
+    }
+}
+
+/// Lines grouped into kits, in order of first appearance.
+fn kits_of(order: &Order) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, line) in order.lines.iter().enumerate() {
+        if let Some(g) = &line.group {
+            match groups.iter_mut().find(|(name, _)| name == g) {
+                Some((_, lines)) => lines.push(i),
+                None => groups.push((g.clone(), vec![i])),
+            }
+        }
+    }
+    groups.into_iter().map(|(_, lines)| lines).collect()
+}
+
+/// The decision as numbers: `skus` distinct skus, `line_sku` the sku of each order line.
+fn numbers(
+    order: &Order,
+    rules: &SegmentRules,
+    skus: usize,
+    line_sku: &[usize],
+    candidates: &[Candidate<'_>],
+) -> Instance {
+    let kits = kits_of(order);
+    let mut line_kit = vec![None; order.lines.len()];
+    for (k, kit) in kits.iter().enumerate() {
+        for &l in kit {
+            line_kit[l] = Some(k);
+        }
+    }
+    Instance {
+        skus,
+        cands: candidates
+            .iter()
+            .map(|c| instance::Cand {
+                fixed: c.fixed_cost(),
+                unit: c.unit_cost(),
+                ats: c.ats.clone(),
+                capacity: c.capacity,
+            })
+            .collect(),
+        lines: order
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(l, line)| instance::Line {
+                sku: line_sku[l],
+                quantity: line.quantity,
+                kit: line_kit[l],
+            })
+            .collect(),
+        kits,
+        max_shipments: rules.max_shipments as usize,
+        split_penalty: rules.split_penalty,
+        unfilled_penalty: (rules.unfilled != UnfilledPolicy::Reject)
+            .then_some(rules.unfilled_penalty),
+        ship_complete: order.ship_complete,
     }
 }
 

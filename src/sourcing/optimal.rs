@@ -471,8 +471,8 @@ impl super::Strategy for Optimal {
 
     fn assign(&self, problem: &super::Problem<'_>) -> super::Assignment {
         let inst = problem.instance();
-        let solved = solve(&inst, self.backend, self.budget);
-        let passed_over = explain(problem, &inst, &solved);
+        let solved = solve(inst, self.backend, self.budget);
+        let passed_over = explain(problem, inst, &solved);
         super::Assignment {
             units: solved.units,
             passed_over,
