@@ -222,7 +222,14 @@ impl Engine {
         kind: Option<StrategyKind>,
     ) -> Result<(Reservation, bool), Error> {
         let rules = self.rules();
-        let admitted = Admitted::admit(order, &rules)?;
+        // a malformed request is answered as such at once; a refusal only once it is known
+        // that the order was not reserved before, as a repeated reserve is answered from its
+        // reservation
+        let admitted = match Admitted::admit(order, &rules) {
+            Ok(admitted) => Ok(admitted),
+            Err(Error::Refused(refusal)) => Err(refusal),
+            Err(malformed) => return Err(malformed),
+        };
         let ttl_ms = i64::from(self.hold_ttl_secs(ttl_secs)?) * 1000;
         let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
         let fingerprint = order.fingerprint();
@@ -240,6 +247,7 @@ impl Engine {
             return Self::same_order(existing, &fingerprint);
         }
         let mut state = Some((state?, now));
+        let admitted = admitted.map_err(Error::Refused)?;
         let attempts = self.settings.sourcing.reserve_attempts;
         for attempt in 1..=attempts {
             let (state, now) = match state.take() {
@@ -502,5 +510,94 @@ impl Engine {
     /// Holds not yet committed, released or expired, across every replica.
     pub async fn active_holds(&self) -> Result<u64, Error> {
         Ok(self.store.active_holds(self.clock.now_millis()).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::{ConfigSource, StockSeed};
+    use crate::domain::{DeliveryMode, NodeKind, RefusalKind, Segments};
+    use crate::store::MemoryStore;
+
+    const NOON: crate::clock::Millis = 1_795_435_200_000; // 2026-11-23T12:00:00Z
+
+    /// The demo config, with five units of T-1 at the Madrid store.
+    fn engine() -> Engine {
+        let config = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
+        let stock = [StockSeed {
+            sku: "T-1".into(),
+            node: "st-madrid".into(),
+            on_hand: 5,
+            safety_stock: 0,
+        }];
+        Engine::new(
+            &config,
+            Arc::new(MemoryStore::with_stock(&stock)),
+            Arc::new(ManualClock::new(NOON)),
+        )
+    }
+
+    fn pickup(order_id: &str, segment: &str) -> Order {
+        let mut o = crate::sourcing::tests::order(&[("1", "T-1", 1, None)]);
+        o.order_id = order_id.into();
+        o.segment = segment.into();
+        o.delivery = DeliveryMode::Pickup {
+            node_id: "st-madrid".into(),
+        };
+        o
+    }
+
+    fn refusal_kind(e: Error) -> RefusalKind {
+        match e {
+            Error::Refused(r) => r.kind,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_reserve_is_invalid_before_its_pickup_store_is_refused() {
+        let engine = engine();
+        // marketplace ships from no stores
+        let o = pickup("o-1", "marketplace");
+        let kind = refusal_kind(engine.quote(&o, None).await.unwrap_err());
+        assert_eq!(kind, RefusalKind::PickupStoreNotAllowed);
+        let kind = refusal_kind(engine.reserve(&o, None, None).await.unwrap_err());
+        assert_eq!(kind, RefusalKind::PickupStoreNotAllowed);
+        let too_long = engine.settings().holds.max_ttl_secs + 1;
+        let e = engine.reserve(&o, Some(too_long), None).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument { field, .. } if field == "hold_ttl_seconds"),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_reserve_is_answered_from_its_reservation_before_any_refusal() {
+        let engine = engine();
+        let o = pickup("o-1", "standard");
+        let (first, created) = engine.reserve(&o, None, None).await.unwrap();
+        assert!(created);
+        // the rules change: standard may no longer use stores
+        let mut rules = (*engine.rules()).clone();
+        let segments = rules.segments.names().into_iter().map(|name| {
+            let mut s = rules.segments.get(&name).unwrap().clone();
+            if name == "standard" {
+                s.node_kinds.remove(&NodeKind::Store);
+            }
+            s
+        });
+        rules.segments = Segments::new(segments.collect::<Vec<_>>());
+        engine.replace_rules(rules);
+        let (again, created) = engine.reserve(&o, None, None).await.unwrap();
+        assert_eq!((again.order_id, created), (first.order_id, false));
+        let kind = refusal_kind(
+            engine
+                .reserve(&pickup("o-2", "standard"), None, None)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(kind, RefusalKind::PickupStoreNotAllowed);
     }
 }
