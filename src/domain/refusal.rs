@@ -39,28 +39,12 @@ impl RefusalKind {
         RefusalKind::ShipCompleteTooSpread,
     ];
 
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RefusalKind::PickupStoreNotAllowed => "pickup_store_not_allowed",
-            RefusalKind::NotEnoughStock => "not_enough_stock",
-            RefusalKind::StockTooSpread => "stock_too_spread",
-            RefusalKind::ShipCompleteNotEnoughStock => "ship_complete_not_enough_stock",
-            RefusalKind::ShipCompleteTooSpread => "ship_complete_too_spread",
-        }
-    }
-
     /// Whether the order was refused as ship-complete.
     pub fn ship_complete(&self) -> bool {
         matches!(
             self,
             RefusalKind::ShipCompleteNotEnoughStock | RefusalKind::ShipCompleteTooSpread
         )
-    }
-}
-
-impl fmt::Display for RefusalKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
