@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::NaiveDate;
 use dom_router::config::{Config, ConfigSource};
 use dom_router::domain::{Network, Order, Plan, SegmentRules, StrategyKind};
-use dom_router::sourcing::{Backend, Problem, Strategies};
+use dom_router::sourcing::{Admitted, Backend, Problem, Strategies};
 use dom_router::store::StockView;
 use dom_router::synth;
 
@@ -86,13 +86,7 @@ pub fn decide(
     stock: &StockView,
     capacity: &HashMap<String, u64>,
 ) -> Result<Plan, dom_router::Error> {
-    let problem = Problem::build(
-        order,
-        &bench.rules,
-        &bench.network,
-        stock,
-        capacity,
-        today(),
-    )?;
+    let admitted = Admitted::under(order, &bench.rules, &bench.network)?;
+    let problem = Problem::build(&admitted, &bench.network, stock, capacity, today());
     problem.finish(kind, &strategies.get(kind).assign(&problem))
 }

@@ -14,7 +14,7 @@ use chrono::NaiveDate;
 use dom_router::config::{Config, ConfigSource};
 use dom_router::domain::{DeliveryMode, Network, Order, SegmentRules, SolveStatus};
 use dom_router::sourcing::optimal::{Backend, solve};
-use dom_router::sourcing::{Instance, Problem};
+use dom_router::sourcing::{Admitted, Instance, Problem};
 use dom_router::store::StockView;
 use dom_router::synth;
 
@@ -32,11 +32,11 @@ fn case(
     capacity_used: &HashMap<String, u64>,
 ) -> Case {
     let today = NaiveDate::from_ymd_opt(2026, 3, 2).expect("a date");
-    let problem = Problem::build(order, rules, network, stock, capacity_used, today)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let admitted = Admitted::under(order, rules, network).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let problem = Problem::build(&admitted, network, stock, capacity_used, today);
     Case {
         name: name.to_owned(),
-        instance: problem.instance(),
+        instance: problem.instance().clone(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The domain's words as types: nodes and the network, customer segments and their rules,
-//! orders, and the sourcing plans made for them. Nothing here knows about gRPC or storage.
+//! orders, and the sourcing plans made for them (or, in `refusal`, why none could be made).
+//! Nothing here knows about gRPC or storage.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -8,6 +9,10 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use geo::{Distance, Haversine, Point};
 use serde::{Deserialize, Serialize};
+
+mod refusal;
+
+pub use refusal::{ExcludedStore, Refusal, RefusalKind, Shortage};
 
 /// A point on the globe in WGS84 degrees.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

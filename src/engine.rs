@@ -12,10 +12,10 @@ use tracing::{Instrument, debug, info_span};
 
 use crate::clock::Clock;
 use crate::config::{Config, Settings};
-use crate::domain::{Order, Plan, Rules, SegmentRules, StrategyKind};
+use crate::domain::{Order, Plan, Rules, StrategyKind};
 use crate::error::Error;
 use crate::sourcing::pool::SolvePool;
-use crate::sourcing::{Problem, Strategies};
+use crate::sourcing::{Admitted, Problem, Strategies};
 use crate::store::{
     Allocation, HoldRequest, Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore,
     StockUpdate, StoreError, UpdateResult,
@@ -65,12 +65,12 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
 /// the pool, so no solve holds up the async workers.
 const INLINE_PLAN_WORK: usize = 100;
 
-/// Builds the order's problem under `rules` against `(stock, capacity)`, runs the strategy
-/// and prices the plan, inside the `plan` span.
+/// Builds the admitted order's problem on `network` against `(stock, capacity)`, runs the
+/// strategy and prices the plan, inside the `plan` span.
 fn decide(
     rules: &Rules,
     strategies: &Strategies,
-    order: &Order,
+    admitted: &Admitted<'_>,
     kind: StrategyKind,
     (stock, capacity): &(crate::store::StockView, HashMap<String, u64>),
     today: chrono::NaiveDate,
@@ -78,8 +78,7 @@ fn decide(
 ) -> Result<Plan, Error> {
     let _plan = span.enter();
     let started = Instant::now();
-    let segment = Engine::segment_rules(rules, &order.segment)?;
-    let problem = Problem::build(order, segment, &rules.network, stock, capacity, today)?;
+    let problem = Problem::build(admitted, &rules.network, stock, capacity, today);
     span.record("candidates", problem.candidates.len());
     let assignment = {
         let _solve = info_span!("solve").entered();
@@ -129,18 +128,6 @@ impl Engine {
         &self.store
     }
 
-    fn segment_rules<'r>(rules: &'r Rules, segment: &str) -> Result<&'r SegmentRules, Error> {
-        rules.segments.get(segment).ok_or_else(|| {
-            Error::invalid(
-                "order.segment",
-                format!(
-                    "unknown segment {segment:?} (known: {})",
-                    rules.segments.names().join(", ")
-                ),
-            )
-        })
-    }
-
     /// Stock of these skus and the day's node capacity used, read at `now`.
     async fn read_state(
         &self,
@@ -154,40 +141,48 @@ impl Engine {
             .await?)
     }
 
-    /// Plans with `rules` against stock and capacity read at `now`: small orders on this
-    /// worker, the rest on the solver pool.
+    /// Plans the order admitted under `rules` against stock and capacity read at `now`: small
+    /// orders on this worker, the rest on the solver pool.
     async fn plan(
         &self,
         rules: &Arc<Rules>,
-        order: &Order,
+        admitted: &Admitted<'_>,
         kind: StrategyKind,
         state: (crate::store::StockView, HashMap<String, u64>),
     ) -> Result<Plan, Error> {
         let today = self.clock.today();
         let span = info_span!("plan", strategy = %kind, candidates = tracing::field::Empty);
-        if order.lines.len() * rules.network.len() <= INLINE_PLAN_WORK {
+        if admitted.order().lines.len() * rules.network.len() <= INLINE_PLAN_WORK {
             // as on the pool, a panic in a strategy fails this order, not the worker
             return std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                decide(rules, &self.strategies, order, kind, &state, today, &span)
+                decide(
+                    rules,
+                    &self.strategies,
+                    admitted,
+                    kind,
+                    &state,
+                    today,
+                    &span,
+                )
             }))
             .unwrap_or_else(|_| Err(Error::Internal("planning this order failed".into())));
         }
         let rules = rules.clone();
         let strategies = self.strategies.clone();
-        let order = order.clone();
+        let admitted = admitted.clone().into_owned();
         self.pool
-            .run(move || decide(&rules, &strategies, &order, kind, &state, today, &span))
+            .run(move || decide(&rules, &strategies, &admitted, kind, &state, today, &span))
             .await?
     }
 
     /// A plan against current stock, holding nothing.
     pub async fn quote(&self, order: &Order, kind: Option<StrategyKind>) -> Result<Plan, Error> {
         let rules = self.rules();
-        Self::segment_rules(&rules, &order.segment)?;
+        let admitted = Admitted::admit(order, &rules)?;
         let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
         let now = self.clock.now_millis();
         let state = self.read_state(&order.skus(), now).await?;
-        self.plan(&rules, order, kind, state).await
+        self.plan(&rules, &admitted, kind, state).await
     }
 
     /// The hold TTL for a request: its own (bounded by config) or the default.
@@ -227,7 +222,14 @@ impl Engine {
         kind: Option<StrategyKind>,
     ) -> Result<(Reservation, bool), Error> {
         let rules = self.rules();
-        let segment = Self::segment_rules(&rules, &order.segment)?;
+        // a malformed request is answered as such at once; a refusal only once it is known
+        // that the order was not reserved before, as a repeated reserve is answered from its
+        // reservation
+        let admitted = match Admitted::admit(order, &rules) {
+            Ok(admitted) => Ok(admitted),
+            Err(Error::Refused(refusal)) => Err(refusal),
+            Err(malformed) => return Err(malformed),
+        };
         let ttl_ms = i64::from(self.hold_ttl_secs(ttl_secs)?) * 1000;
         let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
         let fingerprint = order.fingerprint();
@@ -245,6 +247,7 @@ impl Engine {
             return Self::same_order(existing, &fingerprint);
         }
         let mut state = Some((state?, now));
+        let admitted = admitted.map_err(Error::Refused)?;
         let attempts = self.settings.sourcing.reserve_attempts;
         for attempt in 1..=attempts {
             let (state, now) = match state.take() {
@@ -254,7 +257,7 @@ impl Engine {
                     (self.read_state(&skus, now).await?, now)
                 }
             };
-            let plan = self.plan(&rules, order, kind, state).await?;
+            let plan = self.plan(&rules, &admitted, kind, state).await?;
             let capacity_limits = plan
                 .shipments
                 .iter()
@@ -280,7 +283,7 @@ impl Engine {
                 order_id: order.order_id.clone(),
                 fingerprint: fingerprint.clone(),
                 segment: order.segment.clone(),
-                use_safety_stock: segment.use_safety_stock,
+                use_safety_stock: admitted.segment().use_safety_stock,
                 plan,
                 allocations,
                 // set again when the hold is written
@@ -507,5 +510,94 @@ impl Engine {
     /// Holds not yet committed, released or expired, across every replica.
     pub async fn active_holds(&self) -> Result<u64, Error> {
         Ok(self.store.active_holds(self.clock.now_millis()).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::{ConfigSource, StockSeed};
+    use crate::domain::{DeliveryMode, NodeKind, RefusalKind, Segments};
+    use crate::store::MemoryStore;
+
+    const NOON: crate::clock::Millis = 1_795_435_200_000; // 2026-11-23T12:00:00Z
+
+    /// The demo config, with five units of T-1 at the Madrid store.
+    fn engine() -> Engine {
+        let config = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
+        let stock = [StockSeed {
+            sku: "T-1".into(),
+            node: "st-madrid".into(),
+            on_hand: 5,
+            safety_stock: 0,
+        }];
+        Engine::new(
+            &config,
+            Arc::new(MemoryStore::with_stock(&stock)),
+            Arc::new(ManualClock::new(NOON)),
+        )
+    }
+
+    fn pickup(order_id: &str, segment: &str) -> Order {
+        let mut o = crate::sourcing::tests::order(&[("1", "T-1", 1, None)]);
+        o.order_id = order_id.into();
+        o.segment = segment.into();
+        o.delivery = DeliveryMode::Pickup {
+            node_id: "st-madrid".into(),
+        };
+        o
+    }
+
+    fn refusal_kind(e: Error) -> RefusalKind {
+        match e {
+            Error::Refused(r) => r.kind,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_reserve_is_invalid_before_its_pickup_store_is_refused() {
+        let engine = engine();
+        // marketplace ships from no stores
+        let o = pickup("o-1", "marketplace");
+        let kind = refusal_kind(engine.quote(&o, None).await.unwrap_err());
+        assert_eq!(kind, RefusalKind::PickupStoreNotAllowed);
+        let kind = refusal_kind(engine.reserve(&o, None, None).await.unwrap_err());
+        assert_eq!(kind, RefusalKind::PickupStoreNotAllowed);
+        let too_long = engine.settings().holds.max_ttl_secs + 1;
+        let e = engine.reserve(&o, Some(too_long), None).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument { field, .. } if field == "hold_ttl_seconds"),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_reserve_is_answered_from_its_reservation_before_any_refusal() {
+        let engine = engine();
+        let o = pickup("o-1", "standard");
+        let (first, created) = engine.reserve(&o, None, None).await.unwrap();
+        assert!(created);
+        // the rules change: standard may no longer use stores
+        let mut rules = (*engine.rules()).clone();
+        let segments = rules.segments.names().into_iter().map(|name| {
+            let mut s = rules.segments.get(&name).unwrap().clone();
+            if name == "standard" {
+                s.node_kinds.remove(&NodeKind::Store);
+            }
+            s
+        });
+        rules.segments = Segments::new(segments.collect::<Vec<_>>());
+        engine.replace_rules(rules);
+        let (again, created) = engine.reserve(&o, None, None).await.unwrap();
+        assert_eq!((again.order_id, created), (first.order_id, false));
+        let kind = refusal_kind(
+            engine
+                .reserve(&pickup("o-2", "standard"), None, None)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(kind, RefusalKind::PickupStoreNotAllowed);
     }
 }

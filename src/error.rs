@@ -1,6 +1,7 @@
 //! The core's error: what went wrong with a call, in terms a transport can map to its own
 //! status codes without guessing.
 
+use crate::domain::Refusal;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -12,8 +13,12 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
-    /// The request is well formed but the state of things refuses it (no feasible plan, an
-    /// expired hold).
+    /// The order is well formed, but its segment's rules and the stock there is allow no
+    /// plan: which rule refused it and why, as data (boxed, as it is much the largest).
+    #[error("{0}")]
+    Refused(Box<Refusal>),
+    /// The request is well formed but the state of things refuses it (an expired hold, a
+    /// released reservation).
     #[error("{0}")]
     FailedPrecondition(String),
     /// Concurrent requests kept taking the stock a plan needed; retrying may succeed.
@@ -31,6 +36,12 @@ impl Error {
             field: field.into(),
             problem: problem.into(),
         }
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        Error::Refused(Box::new(r))
     }
 }
 

@@ -115,7 +115,7 @@ fn date(field: &str, value: &str) -> Result<chrono::NaiveDate, Error> {
 }
 
 /// An order from the wire, checked for shape. Whether its segment and pickup store exist is
-/// the engine's to check, against the loaded config.
+/// for admission to check, against the rules in force ([`crate::sourcing::Admitted`]).
 pub fn order(o: Option<pb::Order>, max_lines: usize) -> Result<Order, Error> {
     let o = o.ok_or_else(|| Error::invalid("order", "is required"))?;
     let order_id = id("order.order_id", &o.order_id)?;

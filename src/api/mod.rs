@@ -33,6 +33,7 @@ impl From<Error> for Status {
             Error::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
             Error::NotFound(m) => Status::not_found(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::Refused(r) => Status::failed_precondition(r.to_string()),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::Aborted(m) => Status::aborted(m),
             Error::Unavailable(m) => Status::unavailable(m),
@@ -409,5 +410,57 @@ impl pb::network_server::Network for NetworkApi {
             nodes,
             segments: rules.segments.names(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::domain::{NodeKind, Refusal, RefusalKind, Shortage, UnfilledPolicy};
+    use crate::sourcing::tests::{node, order, rules};
+
+    #[test]
+    fn a_refusal_is_a_failed_precondition_saying_why() {
+        let o = order(&[("1", "A", 4, None)]);
+        let mut whole = o.clone();
+        whole.ship_complete = true;
+        let segment = rules(2, UnfilledPolicy::Reject);
+        let short = vec![Shortage {
+            sku: "A".into(),
+            wanted: 4,
+            available: 1,
+        }];
+        let shop = node("shop", NodeKind::Store, 40.4, -3.7, 1);
+        let refusals = [
+            (
+                Refusal::pickup_store(&o, &segment, &shop, "excluded by segment test".into()),
+                "segment test may not use pickup store shop: excluded by segment test",
+            ),
+            (
+                Refusal::unfillable(&o, &segment, short.clone()),
+                "no plan sources order o-1 under its rules (A wants 4, 1 available to segment test): segment test does not allow partial fulfilment or backorders",
+            ),
+            (
+                Refusal::unfillable(&o, &segment, Vec::new()),
+                "no plan sources order o-1 under its rules (the stock exists, but no plan of at most 2 shipment(s) within node capacity and kits covers it): segment test does not allow partial fulfilment or backorders",
+            ),
+            (
+                Refusal::unfillable(&whole, &segment, short),
+                "no plan sources order o-1 under its rules (A wants 4, 1 available to segment test): the order is ship-complete: one shipment with everything, or none",
+            ),
+            (
+                Refusal::unfillable(&whole, &segment, Vec::new()),
+                "no plan sources order o-1 under its rules (the stock exists, but no plan of at most 1 shipment(s) within node capacity and kits covers it): the order is ship-complete: one shipment with everything, or none",
+            ),
+        ];
+        let kinds: Vec<RefusalKind> = refusals.iter().map(|(r, _)| r.kind).collect();
+        assert_eq!(kinds, RefusalKind::ALL);
+        for (refusal, message) in refusals {
+            let status = Status::from(Error::from(refusal));
+            assert_eq!(status.code(), Code::FailedPrecondition);
+            assert_eq!(status.message(), message);
+        }
     }
 }

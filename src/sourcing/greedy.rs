@@ -179,6 +179,7 @@ mod tests {
 
     use super::*;
     use crate::domain::UnfilledPolicy;
+    use crate::sourcing::Admitted;
     use crate::sourcing::tests::{network, order, rules, stock};
 
     fn today() -> NaiveDate {
@@ -199,7 +200,8 @@ mod tests {
             ("A", "mid", 10, 0),
             ("A", "far", 10, 0),
         ]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let plan = p
             .finish(StrategyKind::Nearest, &Nearest.assign(&p))
             .unwrap();
@@ -224,7 +226,8 @@ mod tests {
             ("A", "mid", 2, 0),
             ("A", "far", 10, 0),
         ]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let plan = p
             .finish(StrategyKind::Priority, &Priority.assign(&p))
             .unwrap();
@@ -238,7 +241,8 @@ mod tests {
         let o = order(&[("1", "A", 6, None)]);
         let s = stock(&[("A", "near", 2, 0), ("A", "mid", 2, 0), ("A", "far", 2, 0)]);
         let r = rules(2, UnfilledPolicy::Backorder);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let plan = p
             .finish(StrategyKind::Nearest, &Nearest.assign(&p))
             .unwrap();
@@ -251,7 +255,8 @@ mod tests {
             .unwrap();
         assert_eq!(far.reason, NodeReason::MaxShipments);
         let r = rules(2, UnfilledPolicy::Reject);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert!(
             p.finish(StrategyKind::Nearest, &Nearest.assign(&p))
                 .is_err()
@@ -269,7 +274,8 @@ mod tests {
         ]);
         // near has A only; mid has both
         let s = stock(&[("A", "near", 5, 0), ("A", "mid", 5, 0), ("B", "mid", 5, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let a = Nearest.assign(&p);
         p.check(&a).unwrap();
         let plan = p.finish(StrategyKind::Nearest, &a).unwrap();
@@ -287,14 +293,16 @@ mod tests {
         let mut o = order(&[("1", "A", 2, None), ("2", "B", 1, None)]);
         o.ship_complete = true;
         let s = stock(&[("A", "near", 5, 0), ("A", "far", 5, 0), ("B", "far", 1, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let plan = p
             .finish(StrategyKind::Nearest, &Nearest.assign(&p))
             .unwrap();
         assert_eq!(nodes_of(&plan), vec!["far"]);
         // no single node has both: a backorder segment waits for the whole order...
         let s = stock(&[("A", "near", 5, 0), ("B", "far", 1, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let plan = p
             .finish(StrategyKind::Nearest, &Nearest.assign(&p))
             .unwrap();
@@ -302,7 +310,8 @@ mod tests {
         assert_eq!(plan.unfilled_units(), 3);
         // ...and a segment that refuses unfilled units has no plan
         let r = rules(3, UnfilledPolicy::Reject);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let e = p
             .finish(StrategyKind::Nearest, &Nearest.assign(&p))
             .unwrap_err();
@@ -315,7 +324,8 @@ mod tests {
         let r = rules(3, UnfilledPolicy::Backorder);
         let o = order(&[("1", "A", 2, None), ("2", "A", 2, None)]);
         let s = stock(&[("A", "near", 3, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let a = Nearest.assign(&p);
         p.check(&a).unwrap();
         let plan = p.finish(StrategyKind::Nearest, &a).unwrap();

@@ -64,6 +64,16 @@ impl Instance {
 
     /// The sentence saying which rule `units` breaks, if any.
     pub fn check(&self, units: &Units) -> Result<(), String> {
+        self.check_with(units, self.unfilled_penalty.is_some())
+    }
+
+    /// As [`Instance::check`], but accepting unfilled units whatever the segment's policy on
+    /// them: a plan that leaves some is the segment's to refuse, not a broken rule.
+    pub fn check_all_but_unfilled(&self, units: &Units) -> Result<(), String> {
+        self.check_with(units, true)
+    }
+
+    fn check_with(&self, units: &Units, unfilled_allowed: bool) -> Result<(), String> {
         let mut per_line = vec![0u64; self.lines.len()];
         let mut per_cand_sku: BTreeMap<(usize, usize), u64> = BTreeMap::new();
         let mut per_cand = vec![0u64; self.cands.len()];
@@ -122,7 +132,7 @@ impl Instance {
             }
         }
         let unfilled: u64 = self.total_units() - per_line.iter().sum::<u64>();
-        if unfilled > 0 && self.unfilled_penalty.is_none() {
+        if unfilled > 0 && !unfilled_allowed {
             return Err(format!(
                 "{unfilled} units unfilled where the segment allows none"
             ));

@@ -1,13 +1,20 @@
 //! Sourcing: deciding which nodes ship which lines of an order.
 //!
-//! The work is split in three. [`Problem::build`] applies the segment's rules to the network,
-//! the current stock and the nodes' remaining capacity: which nodes are candidates, what each
-//! unit and parcel costs from them, how late they would deliver, how much of each sku they may
-//! give. A [`Strategy`] then decides quantities only, on the numbers of
-//! [`Problem::instance`]. [`Problem::finish`] turns that decision into a [`Plan`]: shipments
-//! with cost and delivery date, the cost broken down, unfilled units, the constraints that
-//! bound the choice, the reason every other node was not used, and the check that the plan
-//! keeps the segment's rules. Every strategy is priced and explained the same way.
+//! The work is split in four. [`Admitted::admit`] checks the order against the rules in force
+//! (its segment, its pickup store) before any stock is read. [`Problem::build`] applies the
+//! segment's rules to the network, the current stock and the nodes' remaining capacity: which
+//! nodes are candidates, what each unit and parcel costs from them, how late they would
+//! deliver, how much of each sku they may give, and the decision as numbers
+//! ([`Problem::instance`], made once for everything that follows). A [`Strategy`] then decides
+//! quantities only, on those numbers. [`Problem::finish`] turns that decision into a
+//! [`Plan`]: shipments with cost and delivery date, the cost broken down, unfilled units, the
+//! constraints that bound the choice, the reason every other node was not used, and the check
+//! that the plan keeps the segment's rules. Every strategy is priced and explained the same
+//! way.
+//!
+//! The file runs past 600 lines for its tests alone: the code reads in one sitting, and the
+//! tests' world (`tests::network`, `rules`, `order`, `stock`) is shared by the tests of every
+//! strategy, of admission and of replay.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -15,17 +22,19 @@ use std::time::Duration;
 use chrono::{Days, NaiveDate};
 
 use crate::domain::{
-    CostBreakdown, DeliveryMode, Network, Node, NodeReason, Order, Plan, SegmentRules, Shipment,
-    ShipmentLine, SolveStatus, StrategyKind, UnfilledLine, UnfilledPolicy, UnusedNode,
+    CostBreakdown, Network, Node, NodeReason, Order, Plan, Refusal, SegmentRules, Shipment,
+    ShipmentLine, Shortage, SolveStatus, StrategyKind, UnfilledLine, UnfilledPolicy, UnusedNode,
 };
 use crate::error::Error;
 use crate::store::StockView;
 
+pub mod admission;
 pub mod greedy;
 pub mod instance;
 pub mod optimal;
 pub mod pool;
 
+pub use admission::Admitted;
 pub use greedy::{Nearest, Priority};
 pub use instance::{Instance, Units};
 pub use optimal::{Backend, Optimal};
@@ -77,6 +86,10 @@ pub struct Problem<'a> {
     pub candidates: Vec<Candidate<'a>>,
     /// Nodes out of the running before any strategy looks, with the reason.
     pub excluded: Vec<UnusedNode>,
+    /// The numbers of the order, its rules and the candidates above, made once by
+    /// [`Problem::build`] for everything that reads them (so the candidates are not to change
+    /// after it).
+    instance: Instance,
 }
 
 /// A candidate a strategy passed over, and why.
@@ -140,51 +153,30 @@ impl Strategies {
 }
 
 impl<'a> Problem<'a> {
-    /// Applies the segment's rules to the network, the stock and the capacity already used
-    /// today (units per node) for this order.
+    /// Applies the admitted order's segment rules to the network, the stock and the capacity
+    /// already used today (units per node). What the order says was checked by admission;
+    /// only a plan can be refused, in [`Problem::finish`].
     pub fn build(
-        order: &'a Order,
-        rules: &'a SegmentRules,
+        admitted: &'a Admitted<'_>,
         network: &'a Network,
         stock: &StockView,
         capacity_used: &HashMap<String, u64>,
         today: NaiveDate,
-    ) -> Result<Problem<'a>, Error> {
+    ) -> Problem<'a> {
+        let order = admitted.order();
+        let rules = admitted.segment();
+        let pickup = admitted.pickup();
         let skus = order.skus();
         let sku_index: HashMap<&str, usize> = skus
             .iter()
             .enumerate()
             .map(|(i, s)| (s.as_str(), i))
             .collect();
-        let line_sku = order
+        let line_sku: Vec<usize> = order
             .lines
             .iter()
             .map(|l| sku_index[l.sku.as_str()])
             .collect();
-        let pickup = match &order.delivery {
-            DeliveryMode::Pickup { node_id } => {
-                let node = network.get(node_id).ok_or_else(|| {
-                    Error::invalid(
-                        "order.pickup_node_id",
-                        format!("no node {node_id:?} in the network"),
-                    )
-                })?;
-                if !node.can_pickup {
-                    return Err(Error::invalid(
-                        "order.pickup_node_id",
-                        format!("node {node_id:?} does not serve pickups"),
-                    ));
-                }
-                if let Some(why) = rules.exclusion(node) {
-                    return Err(Error::FailedPrecondition(format!(
-                        "segment {} may not use pickup store {}: {why}",
-                        rules.name, node.id
-                    )));
-                }
-                Some(node)
-            }
-            DeliveryMode::Ship => None,
-        };
         // days the customer was promised
         let allowed_days = match order.deliver_by {
             Some(date) => date.signed_duration_since(today).num_days().max(0) as u32,
@@ -309,7 +301,8 @@ impl<'a> Problem<'a> {
                 transfer,
             });
         }
-        Ok(Problem {
+        let instance = numbers(order, rules, skus.len(), &line_sku, &candidates);
+        Problem {
             order,
             rules,
             today,
@@ -317,70 +310,25 @@ impl<'a> Problem<'a> {
             line_sku,
             candidates,
             excluded,
-        })
+            instance,
+        }
     }
 
     /// Lines grouped into kits, in order of first appearance.
-    pub fn kits(&self) -> Vec<Vec<usize>> {
-        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-        for (i, line) in self.order.lines.iter().enumerate() {
-            if let Some(g) = &line.group {
-                match groups.iter_mut().find(|(name, _)| name == g) {
-                    Some((_, lines)) => lines.push(i),
-                    None => groups.push((g.clone(), vec![i])),
-                }
-            }
-        }
-        groups.into_iter().map(|(_, lines)| lines).collect()
+    pub fn kits(&self) -> &[Vec<usize>] {
+        &self.instance.kits
     }
 
-    /// The decision as numbers, for the optimiser, the checks and the LP export.
-    pub fn instance(&self) -> Instance {
-        let kits = self.kits();
-        let mut line_kit = vec![None; self.order.lines.len()];
-        for (k, kit) in kits.iter().enumerate() {
-            for &l in kit {
-                line_kit[l] = Some(k);
-            }
-        }
-        Instance {
-            skus: self.skus.len(),
-            cands: self
-                .candidates
-                .iter()
-                .map(|c| instance::Cand {
-                    fixed: c.fixed_cost(),
-                    unit: c.unit_cost(),
-                    ats: c.ats.clone(),
-                    capacity: c.capacity,
-                })
-                .collect(),
-            lines: self
-                .order
-                .lines
-                .iter()
-                .enumerate()
-                .map(|(l, line)| instance::Line {
-                    sku: self.line_sku[l],
-                    quantity: line.quantity,
-                    kit: line_kit[l],
-                })
-                .collect(),
-            kits,
-            max_shipments: self.rules.max_shipments as usize,
-            split_penalty: self.rules.split_penalty,
-            unfilled_penalty: (self.rules.unfilled != UnfilledPolicy::Reject)
-                .then_some(self.rules.unfilled_penalty),
-            ship_complete: self.order.ship_complete,
-        }
+    /// The decision as numbers, for the strategies, the checks, the refusal and the LP
+    /// export: built once, with the problem.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
     }
 
     /// Checks an assignment against every hard rule; the sentence says what it breaks.
     /// Unfilled units are the segment's policy to accept or refuse, in [`Problem::finish`].
     pub fn check(&self, a: &Assignment) -> Result<(), String> {
-        let mut inst = self.instance();
-        inst.unfilled_penalty = Some(0.0);
-        inst.check(&a.units)
+        self.instance.check_all_but_unfilled(&a.units)
     }
 
     /// Prices and explains an assignment, and refuses it where the segment's rules do.
@@ -438,44 +386,22 @@ impl<'a> Problem<'a> {
                 || (self.order.ship_complete && !shipments.is_empty()))
         {
             // what the eligible nodes hold, against what the order asks
-            let inst = self.instance();
-            let demand = inst.demand_by_sku();
-            let short: Vec<String> = demand
+            let shortages = self
+                .instance
+                .demand_by_sku()
                 .iter()
                 .enumerate()
                 .filter_map(|(sku, &wanted)| {
                     let available: u64 = self.candidates.iter().map(|c| c.ats[sku]).sum();
-                    (available < wanted).then(|| {
-                        format!(
-                            "{} wants {wanted}, {available} available to segment {}",
-                            self.skus[sku], self.rules.name
-                        )
+                    (available < wanted).then(|| Shortage {
+                        sku: self.skus[sku].clone(),
+                        wanted,
+                        available,
                     })
                 })
                 .collect();
-            let short = if short.is_empty() {
-                format!(
-                    "the stock exists, but no plan of at most {} shipment(s) within node capacity and kits covers it",
-                    if self.order.ship_complete {
-                        1
-                    } else {
-                        self.rules.max_shipments
-                    }
-                )
-            } else {
-                short.join("; ")
-            };
-            let why = if self.order.ship_complete {
-                "the order is ship-complete: one shipment with everything, or none".to_owned()
-            } else {
-                format!(
-                    "segment {} does not allow partial fulfilment or backorders",
-                    self.rules.name
-                )
-            };
-            return Err(Error::FailedPrecondition(format!(
-                "no plan sources order {} under its rules ({}): {}",
-                self.order.order_id, short, why
+            return Err(Error::from(Refusal::unfillable(
+                self.order, self.rules, shortages,
             )));
         }
         cost.split_penalty = shipments.len().saturating_sub(1) as f64 * self.rules.split_penalty;
@@ -589,6 +515,65 @@ impl<'a> Problem<'a> {
     }
 }
 
+/// Lines grouped into kits, in order of first appearance.
+fn kits_of(order: &Order) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, line) in order.lines.iter().enumerate() {
+        if let Some(g) = &line.group {
+            match groups.iter_mut().find(|(name, _)| name == g) {
+                Some((_, lines)) => lines.push(i),
+                None => groups.push((g.clone(), vec![i])),
+            }
+        }
+    }
+    groups.into_iter().map(|(_, lines)| lines).collect()
+}
+
+/// The decision as numbers: `skus` distinct skus, `line_sku` the sku of each order line.
+fn numbers(
+    order: &Order,
+    rules: &SegmentRules,
+    skus: usize,
+    line_sku: &[usize],
+    candidates: &[Candidate<'_>],
+) -> Instance {
+    let kits = kits_of(order);
+    let mut line_kit = vec![None; order.lines.len()];
+    for (k, kit) in kits.iter().enumerate() {
+        for &l in kit {
+            line_kit[l] = Some(k);
+        }
+    }
+    Instance {
+        skus,
+        cands: candidates
+            .iter()
+            .map(|c| instance::Cand {
+                fixed: c.fixed_cost(),
+                unit: c.unit_cost(),
+                ats: c.ats.clone(),
+                capacity: c.capacity,
+            })
+            .collect(),
+        lines: order
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(l, line)| instance::Line {
+                sku: line_sku[l],
+                quantity: line.quantity,
+                kit: line_kit[l],
+            })
+            .collect(),
+        kits,
+        max_shipments: rules.max_shipments as usize,
+        split_penalty: rules.split_penalty,
+        unfilled_penalty: (rules.unfilled != UnfilledPolicy::Reject)
+            .then_some(rules.unfilled_penalty),
+        ship_complete: order.ship_complete,
+    }
+}
+
 fn round_cents(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -598,7 +583,10 @@ pub(crate) mod tests {
     use std::collections::{BTreeSet, HashMap};
 
     use super::*;
-    use crate::domain::{CostModel, GeoPoint, NodeKind, OrderLine, UnfilledPolicy};
+    use crate::domain::{
+        CostModel, DeliveryMode, GeoPoint, NodeKind, OrderLine, RefusalKind, Shortage,
+        UnfilledPolicy,
+    };
     use crate::store::StockLevel;
 
     pub fn node(id: &str, kind: NodeKind, lat: f64, lon: f64, priority: i32) -> Node {
@@ -709,7 +697,8 @@ pub(crate) mod tests {
         r.max_distance_km = Some(400.0);
         let o = order(&[("1", "A", 1, None)]);
         let s = stock(&[("A", "near", 5, 0), ("A", "far", 5, 0), ("A", "shop", 5, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let ids: Vec<&str> = p.candidates.iter().map(|c| c.node.id.as_str()).collect();
         assert_eq!(ids, vec!["near"]);
         let reason = |id: &str| p.excluded.iter().find(|u| u.node_id == id).unwrap().reason;
@@ -724,10 +713,12 @@ pub(crate) mod tests {
         let mut r = rules(3, UnfilledPolicy::Reject);
         let o = order(&[("1", "A", 1, None)]);
         let s = stock(&[("A", "near", 3, 3)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert!(p.candidates.is_empty());
         r.use_safety_stock = true;
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert_eq!(p.candidates[0].ats, vec![3]);
     }
 
@@ -737,7 +728,8 @@ pub(crate) mod tests {
         let r = rules(3, UnfilledPolicy::Backorder);
         let o = order(&[("1", "A", 2, None), ("2", "B", 5, None)]);
         let s = stock(&[("A", "near", 5, 0), ("B", "far", 3, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let a = Assignment {
             units: vec![(0, 0, 2), (1, 1, 3)],
             passed_over: vec![],
@@ -777,7 +769,8 @@ pub(crate) mod tests {
         let r = rules(3, UnfilledPolicy::Reject);
         let o = order(&[("1", "A", 9, None)]);
         let s = stock(&[("A", "near", 5, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let a = Assignment {
             units: vec![(0, 0, 5)],
             passed_over: vec![],
@@ -785,9 +778,112 @@ pub(crate) mod tests {
         };
         let e = p.finish(StrategyKind::Nearest, &a).unwrap_err();
         assert!(
-            matches!(&e, Error::FailedPrecondition(m) if m.contains("A wants 9, 5 available")),
+            matches!(&e, Error::Refused(r) if r.kind == RefusalKind::NotEnoughStock
+                && e.to_string().contains("A wants 9, 5 available")),
             "{e:?}"
         );
+    }
+
+    /// The refusal a strategy's plan for `o` meets, the same whichever strategy plans it.
+    fn refusal(o: &Order, r: &SegmentRules, s: &StockView, used: &[(&str, u64)]) -> Refusal {
+        let net = network();
+        let used: HashMap<String, u64> = used.iter().map(|(n, q)| ((*n).into(), *q)).collect();
+        let admitted = Admitted::under(o, r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, s, &used, today());
+        let optimal = Optimal {
+            backend: Backend::Microlp,
+            budget: std::time::Duration::from_secs(5),
+        };
+        let strategies: [&dyn Strategy; 3] = [&Nearest, &Priority, &optimal];
+        let refusals: Vec<Refusal> = strategies
+            .iter()
+            .map(|st| match p.finish(st.kind(), &st.assign(&p)) {
+                Err(Error::Refused(r)) => *r,
+                other => panic!("{}: {other:?}", st.kind()),
+            })
+            .collect();
+        assert!(refusals.iter().all(|r| *r == refusals[0]), "{refusals:?}");
+        refusals[0].clone()
+    }
+
+    #[test]
+    fn each_kind_of_refusal_comes_from_the_situation_that_causes_it() {
+        let strict = rules(3, UnfilledPolicy::Reject);
+        let mut one_parcel = rules(1, UnfilledPolicy::Reject);
+        one_parcel.name = "one-parcel".into();
+        let four = order(&[("1", "A", 4, None)]);
+        let mut whole = four.clone();
+        whole.ship_complete = true;
+        let two_and_two = stock(&[("A", "near", 2, 0), ("A", "far", 2, 0)]);
+        let one = stock(&[("A", "near", 1, 0)]);
+        let no_partial = "segment test does not allow partial fulfilment or backorders";
+        let ship_complete = "the order is ship-complete: one shipment with everything, or none";
+
+        // the nodes the segment may use hold too little
+        let r = refusal(&four, &strict, &one, &[]);
+        assert_eq!(r.kind, RefusalKind::NotEnoughStock);
+        let short = vec![Shortage {
+            sku: "A".into(),
+            wanted: 4,
+            available: 1,
+        }];
+        assert_eq!(r.shortages, short);
+        assert_eq!(r.shortages[0].missing(), 3);
+        assert_eq!(
+            r.to_string(),
+            format!(
+                "no plan sources order o-1 under its rules (A wants 4, 1 available to segment test): {no_partial}"
+            )
+        );
+        // safety stock is not available to a segment that may not use it
+        let kept = stock(&[("A", "near", 9, 6)]);
+        let r = refusal(&four, &strict, &kept, &[]);
+        assert_eq!(
+            (r.kind, r.shortages[0].available),
+            (RefusalKind::NotEnoughStock, 3)
+        );
+
+        // enough in all, more parcels than the segment allows
+        let r = refusal(&four, &one_parcel, &two_and_two, &[]);
+        assert_eq!(r.kind, RefusalKind::StockTooSpread);
+        assert!(r.shortages.is_empty());
+        assert_eq!(
+            r.to_string(),
+            "no plan sources order o-1 under its rules (the stock exists, but no plan of at most 1 shipment(s) within node capacity and kits covers it): segment one-parcel does not allow partial fulfilment or backorders"
+        );
+        // enough stock at one node, not the capacity left to ship it today
+        let plenty = stock(&[("A", "near", 9, 0)]);
+        let r = refusal(&four, &one_parcel, &plenty, &[("near", 998)]);
+        assert_eq!(r.kind, RefusalKind::StockTooSpread);
+
+        // a ship-complete order, short
+        let r = refusal(&whole, &strict, &one, &[]);
+        assert_eq!(r.kind, RefusalKind::ShipCompleteNotEnoughStock);
+        assert_eq!(r.shortages, short);
+        assert_eq!(
+            r.to_string(),
+            format!(
+                "no plan sources order o-1 under its rules (A wants 4, 1 available to segment test): {ship_complete}"
+            )
+        );
+
+        // a ship-complete order, whose stock no one node holds whole, though the segment
+        // would take three parcels
+        let r = refusal(&whole, &strict, &two_and_two, &[]);
+        assert_eq!(r.kind, RefusalKind::ShipCompleteTooSpread);
+        assert_eq!(
+            r.to_string(),
+            format!(
+                "no plan sources order o-1 under its rules (the stock exists, but no plan of at most 1 shipment(s) within node capacity and kits covers it): {ship_complete}"
+            )
+        );
+        // with both parcels allowed and no ship-complete, it is planned
+        let net = network();
+        let admitted = Admitted::under(&four, &strict, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &two_and_two, &HashMap::new(), today());
+        assert!(p.finish(StrategyKind::Nearest, &Nearest.assign(&p)).is_ok());
+        // a pickup store the segment may not use is refused on admission, before any stock
+        // is read: `admission::tests`
     }
 
     #[test]
@@ -801,7 +897,8 @@ pub(crate) mod tests {
             ("A", "far", 5, 0),
             ("B", "far", 1, 0),
         ]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let over_ats = Assignment {
             units: vec![(0, 0, 6)],
             passed_over: vec![],
@@ -840,13 +937,14 @@ pub(crate) mod tests {
             node_id: "shop".into(),
         };
         let s = stock(&[("A", "near", 5, 0), ("A", "shop", 1, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert_eq!(p.candidates.len(), 1);
         assert_eq!(p.candidates[0].distance_km, 0.0);
         o.delivery = DeliveryMode::Pickup {
             node_id: "near".into(),
         };
-        let e = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap_err();
+        let e = Admitted::under(&o, &r, &net).unwrap_err();
         assert!(
             matches!(e, Error::InvalidArgument { ref field, .. } if field == "order.pickup_node_id")
         );
@@ -863,14 +961,16 @@ pub(crate) mod tests {
         };
         // the pickup store has none; the Madrid warehouse next door has plenty
         let s = stock(&[("A", "near", 5, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert!(
             p.candidates.is_empty(),
             "no transfers without allow_transfer"
         );
         r.allow_transfer = true;
         r.transfer_per_unit = 0.75;
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let near = &p.candidates[0];
         assert_eq!(near.node.id, "near");
         assert!(near.transfer);
@@ -904,10 +1004,12 @@ pub(crate) mod tests {
         let mut o = order(&[("1", "A", 1, None)]);
         // far (Barcelona) is about 505 km from Madrid: 1 processing day + 2 transit days
         let s = stock(&[("A", "far", 5, 0)]);
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert_eq!((p.candidates[0].days, p.candidates[0].days_late), (3, 0));
         o.deliver_by = Some(today() + Days::new(1));
-        let p = Problem::build(&o, &r, &net, &s, &HashMap::new(), today()).unwrap();
+        let admitted = Admitted::under(&o, &r, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         assert_eq!(p.candidates[0].days_late, 2);
         let a = Assignment {
             units: vec![(0, 0, 1)],

@@ -486,8 +486,8 @@ impl super::Strategy for Optimal {
 
     fn assign(&self, problem: &super::Problem<'_>) -> super::Assignment {
         let inst = problem.instance();
-        let solved = solve(&inst, self.backend, self.budget);
-        let passed_over = explain(problem, &inst, &solved);
+        let solved = solve(inst, self.backend, self.budget);
+        let passed_over = explain(problem, inst, &solved);
         super::Assignment {
             units: solved.units,
             passed_over,
@@ -587,7 +587,7 @@ mod tests {
     use crate::config::{Config, ConfigSource};
     use crate::domain::{DeliveryMode, GeoPoint, Order, OrderLine, StrategyKind};
     use crate::sourcing::instance::{Cand, Line, brute_force};
-    use crate::sourcing::{Problem, Strategies};
+    use crate::sourcing::{Admitted, Problem, Strategies};
 
     const BUDGET: Duration = Duration::from_secs(5);
 
@@ -864,15 +864,9 @@ mod tests {
                 deliver_by: None,
             };
             let rules = config.segments.get(&order.segment).unwrap();
-            let problem = Problem::build(
-                &order,
-                rules,
-                &config.network,
-                &stock,
-                &HashMap::new(),
-                today,
-            )
-            .unwrap();
+            let admitted = Admitted::under(&order, rules, &config.network).unwrap();
+            let problem =
+                Problem::build(&admitted, &config.network, &stock, &HashMap::new(), today);
             let plan = |kind| problem.finish(kind, &strategies.get(kind).assign(&problem));
             let optimal = plan(StrategyKind::Optimal);
             for kind in [StrategyKind::Nearest, StrategyKind::Priority] {

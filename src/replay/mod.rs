@@ -1,0 +1,33 @@
+//! Replaying past orders against a config, so a planner sees what a change to the network or
+//! the segment rules would do before it goes live. Each order of a file (JSON lines: the
+//! `dom.v1.Order` message as JSON, plus when it was placed) is reserved and committed through
+//! the real [`Engine`](crate::engine::Engine), in file order, on a private in-memory store
+//! seeded with a starting stock, so scarce skus run short as the day goes on just as they would
+//! in the service. Two replays of the same orders from the same stock compare two configs order
+//! by order.
+//!
+//! Orders are checked by the gRPC adapter's own conversion
+//! ([`convert::order`](crate::api::convert::order)), so an order is refused here for the same
+//! reason, naming the same field, as it would be over gRPC.
+//!
+//! One concern per file: `orders` reads the orders file, `run` replays it through the
+//! engine, `totals` adds the decisions up, `compare` finds the orders two replays decide
+//! differently, and `report` prints it all for people and scripts.
+
+mod compare;
+mod orders;
+mod report;
+mod run;
+mod totals;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use compare::{Change, changes};
+pub use orders::{
+    DestinationRecord, LineRecord, LocationRecord, OrderFileError, OrderRecord, OrdersFile,
+    ReplayOrder,
+};
+pub use report::{Labelled, Report};
+pub use run::{Decision, Options, Outcome, ReplayError, Run, refusal_reason, run};
+pub use totals::{Summary, Totals};

@@ -1,0 +1,163 @@
+//! The accounting of a replay: what its decisions add up to, over all orders and per segment.
+
+use std::collections::BTreeMap;
+
+use crate::domain::{Plan, RefusalKind};
+
+use super::run::{Decision, Outcome};
+
+/// What a replay adds up to, over all orders or one segment's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub orders: u64,
+    pub units: u64,
+    /// Orders held and committed, including those planned wholly as backorders.
+    pub planned: u64,
+    /// Cost to serve of the planned orders, the segments' penalties for unfilled units
+    /// included.
+    pub cost: f64,
+    pub shipments: u64,
+    /// Planned orders shipped in more than one parcel.
+    pub split: u64,
+    /// Units no plan ships: those left unfilled by plans, and every unit of refused orders.
+    pub unfilled_units: u64,
+    pub refused: u64,
+    pub refused_by_kind: BTreeMap<RefusalKind, u64>,
+    /// Shipments (parcels) per node.
+    pub shipments_by_node: BTreeMap<String, u64>,
+}
+
+impl Totals {
+    pub fn add_plan(&mut self, units: u64, plan: &Plan) {
+        self.orders += 1;
+        self.units += units;
+        self.planned += 1;
+        self.cost += plan.total_cost;
+        self.shipments += plan.shipments.len() as u64;
+        self.split += u64::from(plan.shipments.len() > 1);
+        self.unfilled_units += plan.unfilled_units();
+        for s in &plan.shipments {
+            *self.shipments_by_node.entry(s.node_id.clone()).or_default() += 1;
+        }
+    }
+
+    pub fn add_refusal(&mut self, units: u64, kind: RefusalKind) {
+        self.orders += 1;
+        self.units += units;
+        self.unfilled_units += units;
+        self.refused += 1;
+        *self.refused_by_kind.entry(kind).or_default() += 1;
+    }
+
+    pub fn cost_per_planned_order(&self) -> f64 {
+        self.cost / self.planned.max(1) as f64
+    }
+
+    /// Shipments per planned order; an order planned wholly as a backorder counts as zero.
+    pub fn shipments_per_order(&self) -> f64 {
+        self.shipments as f64 / self.planned.max(1) as f64
+    }
+
+    /// The share of planned orders shipped in more than one parcel, 0 to 1.
+    pub fn split_rate(&self) -> f64 {
+        self.split as f64 / self.planned.max(1) as f64
+    }
+}
+
+/// Totals over all orders and per segment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub all: Totals,
+    pub segments: BTreeMap<String, Totals>,
+}
+
+impl Summary {
+    pub fn add(&mut self, d: &Decision) {
+        let segment = self.segments.entry(d.segment.clone()).or_default();
+        match &d.outcome {
+            Outcome::Planned(plan) => {
+                self.all.add_plan(d.units, plan);
+                segment.add_plan(d.units, plan);
+            }
+            Outcome::Refused(refusal) => {
+                self.all.add_refusal(d.units, refusal.kind);
+                segment.add_refusal(d.units, refusal.kind);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::domain::RefusalKind;
+    use crate::replay::Outcome;
+    use crate::replay::fixtures::{order, plan, replay, tiny};
+
+    #[tokio::test]
+    async fn orders_take_stock_in_turn_and_every_figure_adds_up() {
+        let config = tiny(&[("wh-a", 3), ("wh-b", 1)], 1000);
+        let orders = vec![
+            order("o1", "strict", 2),
+            order("o2", "strict", 3),
+            order("o3", "relaxed", 3),
+        ];
+        let run = replay(&config, orders.clone()).await;
+        let [d1, d2, d3] = &run.decisions[..] else {
+            panic!("{:?}", run.decisions)
+        };
+        assert_eq!(d1.describe(), "wh-a 2");
+        // o2 alone would be planned: it is refused because o1 holds two of the four units
+        assert!(
+            matches!(&d2.outcome, Outcome::Refused(r) if r.kind == RefusalKind::NotEnoughStock),
+            "{d2:?}"
+        );
+        let alone = replay(&config, vec![orders[1].clone()]).await;
+        plan(&alone.decisions[0]);
+        let p3 = plan(d3);
+        assert_eq!(
+            p3.shipments
+                .iter()
+                .flat_map(|s| &s.lines)
+                .map(|l| l.quantity)
+                .sum::<u64>()
+                + p3.unfilled_units(),
+            3
+        );
+
+        let all = &run.summary.all;
+        assert_eq!(
+            (all.orders, all.units, all.planned, all.refused),
+            (3, 8, 2, 1)
+        );
+        assert_eq!(
+            all.refused_by_kind,
+            BTreeMap::from([(RefusalKind::NotEnoughStock, 1)])
+        );
+        let p1 = plan(d1);
+        assert_eq!(all.cost, p1.total_cost + p3.total_cost);
+        assert!(all.cost > 0.0);
+        assert_eq!(
+            all.shipments,
+            (p1.shipments.len() + p3.shipments.len()) as u64
+        );
+        assert_eq!(
+            all.split,
+            u64::from(p1.shipments.len() > 1) + u64::from(p3.shipments.len() > 1)
+        );
+        assert_eq!(all.unfilled_units, 3 + p3.unfilled_units());
+        assert_eq!(all.cost_per_planned_order(), all.cost / 2.0);
+        assert_eq!(
+            all.shipments_by_node.get("wh-a").copied(),
+            Some(1 + u64::from(p3.shipments.iter().any(|s| s.node_id == "wh-a")))
+        );
+
+        let strict = &run.summary.segments["strict"];
+        assert_eq!((strict.orders, strict.units, strict.refused), (2, 5, 1));
+        assert_eq!(strict.cost, p1.total_cost);
+        let relaxed = &run.summary.segments["relaxed"];
+        assert_eq!((relaxed.orders, relaxed.planned), (1, 1));
+        assert_eq!(relaxed.unfilled_units, p3.unfilled_units());
+    }
+}
