@@ -359,9 +359,9 @@ fn main() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("a port");
     let addr = listener.local_addr().expect("an address");
-    let engine = dom_router::server::engine(&config, Arc::new(SystemClock)).expect("the store");
+    let app = dom_router::server::app(&config, Arc::new(SystemClock)).expect("the store");
     let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = server_rt.spawn(dom_router::server::run(listener, engine, async {
+    let server = server_rt.spawn(dom_router::server::run(listener, app, async {
         let _ = stopped.await;
     }));
 

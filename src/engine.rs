@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 use tracing::{Instrument, debug, info_span};
 
 use crate::clock::Clock;
-use crate::config::{Config, Settings};
+use crate::config::{HoldSettings, Settings, SourcingSettings};
 use crate::domain::{Order, Plan, Rules, StrategyKind};
 use crate::error::Error;
 use crate::sourcing::pool::SolvePool;
@@ -40,11 +40,27 @@ pub struct SkuAvailability {
     pub nodes: Vec<NodeAvailability>,
 }
 
+/// The engine's own part of the settings: how it plans and how long it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSettings {
+    pub sourcing: SourcingSettings,
+    pub holds: HoldSettings,
+}
+
+impl From<&Settings> for EngineSettings {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            sourcing: settings.sourcing.clone(),
+            holds: settings.holds.clone(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Engine {
     /// Swapped whole when planners change the rules; each call works with one snapshot.
     rules: RwLock<Arc<Rules>>,
-    settings: Settings,
+    settings: EngineSettings,
     store: Arc<dyn StockStore>,
     clock: Arc<dyn Clock>,
     strategies: Strategies,
@@ -95,17 +111,22 @@ fn decide(
 }
 
 impl Engine {
-    pub fn new(config: &Config, store: Arc<dyn StockStore>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        rules: Rules,
+        settings: EngineSettings,
+        store: Arc<dyn StockStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
-            rules: RwLock::new(Arc::new(config.rules())),
-            settings: config.settings.clone(),
+            rules: RwLock::new(Arc::new(rules)),
+            strategies: Strategies::new(
+                settings.sourcing.solver,
+                std::time::Duration::from_millis(settings.sourcing.solve_budget_ms),
+            ),
+            pool: SolvePool::new(settings.sourcing.solver_threads),
+            settings,
             store,
             clock,
-            strategies: Strategies::new(
-                config.settings.sourcing.solver,
-                std::time::Duration::from_millis(config.settings.sourcing.solve_budget_ms),
-            ),
-            pool: SolvePool::new(config.settings.sourcing.solver_threads),
         }
     }
 
@@ -120,7 +141,7 @@ impl Engine {
         *self.rules.write() = Arc::new(rules);
     }
 
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &EngineSettings {
         &self.settings
     }
 
@@ -517,7 +538,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::config::{ConfigSource, StockSeed};
+    use crate::config::{Config, ConfigSource, StockSeed};
     use crate::domain::{DeliveryMode, NodeKind, RefusalKind, Segments};
     use crate::store::MemoryStore;
 
@@ -533,7 +554,8 @@ mod tests {
             safety_stock: 0,
         }];
         Engine::new(
-            &config,
+            config.rules(),
+            (&config.settings).into(),
             Arc::new(MemoryStore::with_stock(&stock)),
             Arc::new(ManualClock::new(NOON)),
         )

@@ -9,11 +9,11 @@
 //!
 //! | layer | modules | what |
 //! | --- | --- | --- |
-//! | domain core | [`domain`], [`sourcing`], [`engine`], [`error`], [`clock`] | nodes, segments, orders, plans and refusals; admission, candidates, the numeric instance and the strategies; quotes, reservations and feeds in domain terms |
+//! | domain core | [`domain`], [`sourcing`], [`engine`], [`Error`], [`clock`] | nodes, segments, orders, plans and refusals; admission, candidates, the numeric instance and the strategies; quotes, reservations and feeds in domain terms |
 //! | storage | [`store`] (`memory`, `redis/`, `conformance/`) | stock, holds and reservations behind one trait, in memory or in Redis (one server or a cluster), with one suite every store passes |
 //! | configuration | [`config`] | settings layered from files and the environment, the network, segments, stock and rule files, each checked with errors that name file, field and problem |
 //! | transport | [`api`] | gRPC adapters: they check and convert messages, call the engine, and map its errors to status codes once |
-//! | serving | [`server`] (`access`, `deadline`, `reload`, `telemetry`), [`metrics`] | listeners, TLS, tokens and roles, the request timeout, health, reflection, rule reloads, logs, traces and Prometheus metrics, graceful stop |
+//! | serving | [`server`] (`access`, `deadline`, `reload`, `telemetry`), `metrics` | listeners, TLS, tokens and roles, the request timeout, health, reflection, rule reloads, logs, traces and Prometheus metrics, graceful stop |
 //! | planner tools | [`replay`] | past orders through the engine against one config or two, and the report |
 //!
 //! The binary (`src/main.rs`) only parses its flags and calls into [`server`], [`config`] and
@@ -25,8 +25,8 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod engine;
-pub mod error;
-pub mod metrics;
+mod error;
+pub(crate) mod metrics;
 pub mod replay;
 pub mod server;
 pub mod sourcing;

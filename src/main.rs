@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dom_router::clock::{Clock, SystemClock};
-use dom_router::config::{Config, ConfigSource, parse_stock};
+use dom_router::clock::SystemClock;
+use dom_router::config::{Config, ConfigSource};
 use dom_router::domain::StrategyKind;
-use dom_router::replay::{self, OrdersFile};
+use dom_router::replay;
 use dom_router::server::Listeners;
 use dom_router::server::telemetry::{self, LogFormat};
 use tracing::{error, info, warn};
@@ -122,7 +122,7 @@ fn main() -> ExitCode {
             json,
             examples,
         } => {
-            let request = ReplayRequest {
+            let request = replay::Request {
                 orders,
                 config: source(config),
                 against,
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
                 json,
                 examples,
             };
-            match replay(request) {
+            match replay::from_files(request) {
                 Ok(out) => {
                     print!("{out}");
                     ExitCode::SUCCESS
@@ -167,87 +167,6 @@ fn main() -> ExitCode {
     }
 }
 
-struct ReplayRequest {
-    orders: PathBuf,
-    config: ConfigSource,
-    against: Option<PathBuf>,
-    stock: Option<PathBuf>,
-    strategy: Option<StrategyKind>,
-    json: bool,
-    examples: usize,
-}
-
-/// The report, or an exit code and a message: 2 for bad input (config, stock or orders, as
-/// check-config does), 1 when the replay itself fails.
-fn replay(r: ReplayRequest) -> Result<String, (u8, String)> {
-    let bad = |e: String| (2, e);
-    let load = |source| {
-        Config::load(source, std::env::vars()).map_err(|e| bad(format!("invalid config: {e}")))
-    };
-    let base = load(r.config)?;
-    let against = r.against.map(ConfigSource::Dir).map(load).transpose()?;
-    let read = |path: &PathBuf| {
-        std::fs::read_to_string(path)
-            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))
-    };
-    let stock = match &r.stock {
-        Some(path) => {
-            let name = path.display().to_string();
-            parse_stock(&name, &read(path)?, &base.network)
-                .map_err(|e| bad(format!("invalid stock: {e}")))?
-        }
-        None => base.stock.clone(),
-    };
-    let orders_name = r.orders.display().to_string();
-    let orders = OrdersFile::parse(
-        &orders_name,
-        &read(&r.orders)?,
-        base.settings.server.max_lines_per_order,
-    )
-    .map_err(|e| bad(format!("invalid orders: {e}")))?;
-    let options = replay::Options {
-        strategy: r.strategy,
-        start: orders
-            .first_placed_at()
-            .unwrap_or_else(|| SystemClock.now_millis()),
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| (1, format!("cannot start a runtime: {e}")))?;
-    let replay_with = |config: &Config| {
-        runtime
-            .block_on(replay::run(config, &stock, &orders, &options))
-            .map_err(|e| match e {
-                replay::ReplayError::Order(e) => {
-                    bad(format!("invalid orders for config {}: {e}", config.source))
-                }
-                e => (1, format!("replay failed: {e}")),
-            })
-    };
-    let base_run = replay_with(&base)?;
-    let against_run = against.as_ref().map(replay_with).transpose()?;
-    let base_label = base.source.to_string();
-    let against_label = against.as_ref().map(|c| c.source.to_string());
-    let report = replay::Report {
-        orders_file: &orders_name,
-        base: replay::Labelled {
-            config: &base_label,
-            run: &base_run,
-        },
-        against: against_label
-            .as_deref()
-            .zip(against_run.as_ref())
-            .map(|(config, run)| replay::Labelled { config, run }),
-        examples: r.examples,
-    };
-    Ok(if r.json {
-        format!("{:#}\n", report.json())
-    } else {
-        report.text()
-    })
-}
-
 #[tokio::main]
 async fn serve(
     mut config: Config,
@@ -275,11 +194,11 @@ async fn run(config: &mut Config, listen: Option<SocketAddr>) -> anyhow::Result<
     }
     dom_router::server::describe(config);
     let listeners = Listeners::bind(&config.settings).await?;
-    let engine = dom_router::server::engine(config, Arc::new(SystemClock))
+    let app = dom_router::server::app(config, Arc::new(SystemClock))
         .context("cannot open the stock store")?;
     dom_router::server::serve(
         listeners,
-        engine,
+        app,
         Some(config.source.clone()),
         shutdown_signal(),
     )

@@ -39,7 +39,9 @@ async fn reserve_under(step: Millis) -> (dom_router::store::Reservation, Millis)
         now: AtomicI64::new(START_MILLIS),
         step,
     });
-    let engine = dom_router::server::engine(&config, clock.clone()).unwrap();
+    let engine = dom_router::server::app(&config, clock.clone())
+        .unwrap()
+        .engine;
     let order = convert::order(
         Some(order("slow-1", "standard", vec![line("1", "APP-0003", 1)])),
         100,

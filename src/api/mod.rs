@@ -6,11 +6,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, Span, instrument};
 
+use crate::config::ServerSettings;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::store::UpdateResult;
 
-pub mod codec;
+pub(crate) mod codec;
 pub mod convert;
 
 /// The generated protobuf types and service stubs of `dom.v1`.
@@ -48,18 +49,37 @@ fn record_order(order_id: &str, segment: &str) {
     span.record("segment", segment);
 }
 
+/// What the API accepts in one call: its own part of the server settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_lines_per_order: usize,
+    pub max_updates_per_call: usize,
+    pub max_skus_per_query: usize,
+}
+
+impl From<&ServerSettings> for Limits {
+    fn from(s: &ServerSettings) -> Self {
+        Self {
+            max_lines_per_order: s.max_lines_per_order,
+            max_updates_per_call: s.max_updates_per_call,
+            max_skus_per_query: s.max_skus_per_query,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SourcingApi {
     engine: Arc<Engine>,
+    limits: Limits,
 }
 
 impl SourcingApi {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    pub fn new(engine: Arc<Engine>, limits: Limits) -> Self {
+        Self { engine, limits }
     }
 
     fn max_lines(&self) -> usize {
-        self.engine.settings().server.max_lines_per_order
+        self.limits.max_lines_per_order
     }
 }
 
@@ -148,11 +168,12 @@ impl pb::sourcing_server::Sourcing for SourcingApi {
 #[derive(Debug, Clone)]
 pub struct InventoryApi {
     engine: Arc<Engine>,
+    limits: Limits,
 }
 
 impl InventoryApi {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    pub fn new(engine: Arc<Engine>, limits: Limits) -> Self {
+        Self { engine, limits }
     }
 
     /// Applies a batch of wire updates numbered from `first_index`, adding to `summary`.
@@ -288,7 +309,7 @@ impl pb::inventory_server::Inventory for InventoryApi {
     ) -> Result<Response<pb::PushStockResponse>, Status> {
         let updates = request.into_inner().updates;
         Span::current().record("updates", updates.len());
-        let max = self.engine.settings().server.max_updates_per_call;
+        let max = self.limits.max_updates_per_call;
         if updates.len() > max {
             return Err(Error::invalid(
                 "updates",
@@ -313,7 +334,7 @@ impl pb::inventory_server::Inventory for InventoryApi {
         if r.skus.is_empty() {
             return Err(Error::invalid("skus", "name at least one sku").into());
         }
-        let max = self.engine.settings().server.max_skus_per_query;
+        let max = self.limits.max_skus_per_query;
         if r.skus.len() > max {
             return Err(Error::invalid(
                 "skus",

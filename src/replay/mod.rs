@@ -12,9 +12,11 @@
 //!
 //! One concern per file: `orders` reads the orders file, `run` replays it through the
 //! engine, `totals` adds the decisions up, `compare` finds the orders two replays decide
-//! differently, and `report` prints it all for people and scripts.
+//! differently, `report` prints it all for people and scripts, and `files` does all of that
+//! for the command line.
 
 mod compare;
+mod files;
 mod orders;
 mod report;
 mod run;
@@ -24,6 +26,7 @@ mod totals;
 mod fixtures;
 
 pub use compare::{Change, changes};
+pub use files::{Request, from_files};
 pub use orders::{
     DestinationRecord, LineRecord, LocationRecord, OrderFileError, OrderRecord, OrdersFile,
     ReplayOrder,

@@ -155,7 +155,8 @@ pub async fn run(
 ) -> Result<Run, ReplayError> {
     let clock = ManualClock::new(options.start);
     let engine = Engine::new(
-        config,
+        config.rules(),
+        (&config.settings).into(),
         Arc::new(MemoryStore::with_stock(stock)),
         Arc::new(clock.clone()),
     );

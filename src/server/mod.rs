@@ -20,10 +20,10 @@ mod deadline;
 mod reload;
 pub mod telemetry;
 
-use crate::api::{InventoryApi, NetworkApi, SourcingApi, pb};
+use crate::api::{InventoryApi, Limits, NetworkApi, SourcingApi, pb};
 use crate::clock::Clock;
 use crate::config::{
-    AuthMode, Config, ConfigError, ConfigSource, StoreKind, TlsSettings, redact_url,
+    AuthMode, Config, ConfigError, ConfigSource, Settings, StoreKind, TlsSettings, redact_url,
 };
 use crate::engine::Engine;
 use crate::store::{MemoryStore, RedisStore, StockStore, StoreError};
@@ -248,9 +248,27 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn StockStore>, StoreError> {
     })
 }
 
-/// The engine for a config, on the store it asks for.
-pub fn engine(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, StoreError> {
-    Ok(Arc::new(Engine::new(config, open_store(config)?, clock)))
+/// What the server serves: the engine, and the settings each other part is built from (the
+/// API's limits, listeners, TLS, tokens, health checks, the sweep and rule reloads).
+#[derive(Debug, Clone)]
+pub struct App {
+    pub engine: Arc<Engine>,
+    pub settings: Settings,
+}
+
+/// The app for a config: the engine, built from its own settings and the rules, on the store
+/// the config asks for.
+pub fn app(config: &Config, clock: Arc<dyn Clock>) -> Result<App, StoreError> {
+    let engine = Engine::new(
+        config.rules(),
+        (&config.settings).into(),
+        open_store(config)?,
+        clock,
+    );
+    Ok(App {
+        engine: Arc::new(engine),
+        settings: config.settings.clone(),
+    })
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
@@ -321,10 +339,10 @@ async fn sweep_holds(engine: Arc<Engine>, every: Duration, mut stop: watch::Rece
 /// and no rule reloading.
 pub async fn run(
     listener: TcpListener,
-    engine: Arc<Engine>,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    serve(Listeners::grpc(listener), engine, None, shutdown).await
+    serve(Listeners::grpc(listener), app, None, shutdown).await
 }
 
 /// Serves until `shutdown` completes, then stops taking calls, lets in-flight ones finish
@@ -332,11 +350,15 @@ pub async fn run(
 /// rules of that config source are reloaded when they change.
 pub async fn serve(
     listeners: Listeners,
-    engine: Arc<Engine>,
+    app: App,
     rules: Option<ConfigSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let s = engine.settings().clone();
+    let App {
+        engine,
+        settings: s,
+    } = app;
+    let limits = Limits::from(&s.server);
     let max_bytes = s.server.max_message_bytes;
     let tls = tls_config(&s.tls)?;
     let access = Arc::new(Access::load(&s.auth)?);
@@ -375,6 +397,7 @@ pub async fn serve(
     if let Some(source) = rules {
         tasks.push(tokio::spawn(reload::watch(
             engine.clone(),
+            s.clone(),
             source,
             access.clone(),
             reload::hangups(),
@@ -422,12 +445,14 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let sourcing = pb::sourcing_server::SourcingServer::new(SourcingApi::new(engine.clone()))
-        .max_decoding_message_size(max_bytes)
-        .max_encoding_message_size(max_bytes);
-    let inventory = pb::inventory_server::InventoryServer::new(InventoryApi::new(engine.clone()))
-        .max_decoding_message_size(max_bytes)
-        .max_encoding_message_size(max_bytes);
+    let sourcing =
+        pb::sourcing_server::SourcingServer::new(SourcingApi::new(engine.clone(), limits))
+            .max_decoding_message_size(max_bytes)
+            .max_encoding_message_size(max_bytes);
+    let inventory =
+        pb::inventory_server::InventoryServer::new(InventoryApi::new(engine.clone(), limits))
+            .max_decoding_message_size(max_bytes)
+            .max_encoding_message_size(max_bytes);
     let network = pb::network_server::NetworkServer::new(NetworkApi::new(engine.clone()))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);

@@ -16,9 +16,10 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use super::access::Access;
-use crate::config::{ConfigSource, RulesFiles, SERVER_FILE};
+use crate::config::{ConfigSource, RulesFiles, SERVER_FILE, Settings, check_solver};
 use crate::domain::Rules;
 use crate::engine::Engine;
+use crate::sourcing::optimal::HIGHS_BUILT;
 
 /// How long changed files must stay the same before they are read as a change (an editor, a
 /// copy or a ConfigMap update writes more than one file, and not at once).
@@ -35,15 +36,26 @@ pub enum Outcome {
     Refused(String),
 }
 
+/// Rules a running server may take: on a binary without HiGHS, a network on which
+/// `sourcing.solver = "auto"` could need it is refused, as it is at start.
+fn servable(rules: Rules, settings: &Settings, highs_built: bool) -> Result<Rules, String> {
+    check_solver(settings, &rules.network, highs_built, "network.toml")
+        .map_err(|e| e.to_string())?;
+    Ok(rules)
+}
+
 /// Reads the rules of `source` and puts them in force if they changed and validate.
-pub async fn reload_rules(engine: &Engine, source: &ConfigSource) -> Outcome {
+pub async fn reload_rules(engine: &Engine, settings: &Settings, source: &ConfigSource) -> Outcome {
     let current = engine.rules().version.clone();
     let loaded = {
         let source = source.clone();
         tokio::task::spawn_blocking(move || read_settled(&source, &current)).await
     };
     let rules = match loaded {
-        Ok(Ok(Some(rules))) => rules,
+        Ok(Ok(Some(rules))) => match servable(rules, settings, HIGHS_BUILT) {
+            Ok(rules) => rules,
+            Err(e) => return Outcome::Refused(e),
+        },
         Ok(Ok(None)) => return Outcome::Unchanged,
         Ok(Err(e)) => return Outcome::Refused(e),
         Err(e) => return Outcome::Refused(format!("loading the rules failed: {e}")),
@@ -82,14 +94,14 @@ fn read_settled(source: &ConfigSource, current: &str) -> Result<Option<Rules>, S
 /// runs, as a SIGHUP that arrives with no handler ends the process.
 pub async fn watch(
     engine: Arc<Engine>,
+    settings: Settings,
     source: ConfigSource,
     access: Arc<Access>,
     mut hangups: mpsc::Receiver<()>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let settings = &engine.settings().server;
-    let every = Duration::from_millis(settings.reload_interval_ms);
-    let watch_files = settings.watch_config;
+    let every = Duration::from_millis(settings.server.reload_interval_ms);
+    let watch_files = settings.server.watch_config;
     let ConfigSource::Dir(dir) = &source else {
         loop {
             tokio::select! {
@@ -123,7 +135,7 @@ pub async fn watch(
             Some(()) = hangups.recv() => "SIGHUP",
             _ = poll.tick(), if !every.is_zero() => "poll",
         };
-        match reload_rules(&engine, &source).await {
+        match reload_rules(&engine, &settings, &source).await {
             Outcome::Unchanged => {
                 if why == "SIGHUP" {
                     info!(version = %engine.rules().version, "SIGHUP: rules unchanged");
@@ -236,4 +248,27 @@ pub fn hangups() -> mpsc::Receiver<()> {
     #[cfg(not(unix))]
     drop(tx);
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn rules_that_would_need_highs_are_refused_by_a_binary_without_it() {
+        let config = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
+        let mut settings = config.settings.clone();
+        // 31 nodes × 1,000 lines passes the 15,000 pairs past which `auto` hands a model to HiGHS
+        settings.server.max_lines_per_order = 1000;
+        let refused = servable(config.rules(), &settings, false).unwrap_err();
+        assert!(
+            refused.starts_with("network.toml: sourcing.solver:")
+                && refused.contains("`highs` feature"),
+            "{refused}"
+        );
+        assert!(servable(config.rules(), &settings, true).is_ok());
+        settings.server.max_lines_per_order = 200;
+        assert!(servable(config.rules(), &settings, false).is_ok());
+    }
 }

@@ -28,11 +28,11 @@ use crate::domain::{
 use crate::error::Error;
 use crate::store::StockView;
 
-pub mod admission;
-pub mod greedy;
-pub mod instance;
+mod admission;
+mod greedy;
+mod instance;
 pub mod optimal;
-pub mod pool;
+pub(crate) mod pool;
 
 pub use admission::Admitted;
 pub use greedy::{Nearest, Priority};

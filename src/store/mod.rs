@@ -17,7 +17,7 @@ use crate::domain::Plan;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod conformance;
-pub mod memory;
+mod memory;
 pub mod redis_store;
 
 pub use memory::MemoryStore;

@@ -53,9 +53,9 @@ impl TestServer {
         let clock = ManualClock::new(START_MILLIS);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let engine = dom_router::server::engine(&config, Arc::new(clock.clone())).unwrap();
+        let app = dom_router::server::app(&config, Arc::new(clock.clone())).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(dom_router::server::run(listener, engine, async {
+        let handle = tokio::spawn(dom_router::server::run(listener, app, async {
             let _ = rx.await;
         }));
         let channel = Channel::from_shared(format!("http://{addr}"))
@@ -88,9 +88,9 @@ impl TestServer {
             health: listeners.health.as_ref().unwrap().local_addr().unwrap(),
             metrics: listeners.metrics.as_ref().unwrap().local_addr().unwrap(),
         };
-        let engine = dom_router::server::engine(&config, Arc::new(clock.clone())).unwrap();
+        let app = dom_router::server::app(&config, Arc::new(clock.clone())).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(dom_router::server::serve(listeners, engine, rules, async {
+        let handle = tokio::spawn(dom_router::server::serve(listeners, app, rules, async {
             let _ = rx.await;
         }));
         let channel = Channel::from_shared(format!("http://{addr}"))
