@@ -85,10 +85,11 @@ pub(super) fn capacity_given(
                 .iter()
                 .filter(|((_, n), _)| n == node)
                 .map(|(_, k)| *k)
-                .sum(),
+                .fold(0, u64::saturating_add),
             (Some(_), None) => continue,
         };
-        *given.entry(node.to_owned()).or_default() += units.saturating_sub(keep);
+        let total = given.entry(node.to_owned()).or_default();
+        *total = total.saturating_add(units.saturating_sub(keep));
     }
     given
 }

@@ -228,8 +228,8 @@ impl RedisStore {
         )
         .await;
         let mut busy_from = None;
-        for (i, reply) in holds.into_iter().enumerate() {
-            match self.hold_verdict(request, &skus[i], reply?)? {
+        for (i, (sku, reply)) in skus.iter().zip(holds).enumerate() {
+            match self.hold_verdict(request, sku, reply?)? {
                 Verdict::Held => {}
                 Verdict::Busy(_) => {
                     busy_from.get_or_insert(i);

@@ -97,7 +97,10 @@ impl RedisStore {
                 .map_err(|e| e.to_string())?;
             Ok(Conn::Cluster(conn))
         } else {
-            let mut info = s.urls[0]
+            let mut info = s
+                .urls
+                .first()
+                .ok_or("store.redis.urls is empty")?
                 .as_str()
                 .into_connection_info()
                 .map_err(|e| e.to_string())?;
@@ -324,6 +327,6 @@ impl RedisStore {
             async move { self.eval(conn, &self.inner.scripts.seed, &refs, args).await }
         });
         let seeded = try_join_all(calls).await?;
-        Ok(seeded.iter().filter_map(int).sum::<i64>() as u64)
+        Ok(seeded.iter().filter_map(int).fold(0, i64::saturating_add) as u64)
     }
 }

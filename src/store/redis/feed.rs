@@ -215,7 +215,7 @@ impl RedisStore {
                     u.sku.clone(),
                     u.node_id.clone(),
                 ];
-                for pair in values[1..].chunks(2) {
+                for pair in values.get(1..).unwrap_or_default().chunks(2) {
                     args.push(pair.first().and_then(text).unwrap_or_default());
                     args.push(pair.get(1).and_then(text).unwrap_or_default());
                 }

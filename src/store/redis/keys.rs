@@ -125,7 +125,9 @@ pub(super) fn member(token: &str, order_id: &str) -> String {
 }
 
 pub(super) fn split_member(member: &str) -> Option<(&str, &str)> {
-    (member.len() > 17 && member.as_bytes()[16] == b':').then(|| (&member[..16], &member[17..]))
+    let (token, rest) = member.split_at_checked(16)?;
+    let order_id = rest.strip_prefix(':')?;
+    (!order_id.is_empty()).then_some((token, order_id))
 }
 
 #[cfg(test)]
@@ -166,5 +168,20 @@ mod tests {
             Some((token.as_str(), "order:with:colons"))
         );
         assert_eq!(split_member("short"), None);
+    }
+
+    #[test]
+    fn members_read_from_redis_never_panic_to_split() {
+        // byte 16 inside a character, or the separator with nothing after it
+        assert_eq!(
+            split_member("a\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}:order"),
+            None
+        );
+        assert_eq!(split_member("0123456789abcdef:"), None);
+        assert_eq!(split_member("0123456789abcdef-order"), None);
+        assert_eq!(
+            split_member("0123456789abcdef:\u{e9}"),
+            Some(("0123456789abcdef", "\u{e9}"))
+        );
     }
 }

@@ -242,7 +242,8 @@ impl RedisStore {
             for (sku, hold) in holds {
                 for (line, node, units) in hold.a {
                     if g.covers(&line) {
-                        *back.stock.entry((sku.clone(), node)).or_default() += units;
+                        let total = back.stock.entry((sku.clone(), node)).or_default();
+                        *total = total.saturating_add(units);
                     }
                 }
             }
@@ -250,7 +251,8 @@ impl RedisStore {
                 && record.day == Some(day)
             {
                 for (node, units) in capacity_given(&entry, &g, &record.allocations) {
-                    *back.capacity.entry(node).or_default() += units;
+                    let total = back.capacity.entry(node).or_default();
+                    *total = total.saturating_add(units);
                 }
             }
         }

@@ -121,20 +121,21 @@ pub(super) fn coded_record(reply: Value) -> Result<(String, Option<Record>), Sto
         .first()
         .and_then(text)
         .ok_or_else(|| corrupt("a script reply without a code"))?;
-    let record = if values.len() >= 10 {
-        parse_record(&values[1..10])?
-    } else {
-        None
+    let record = match values.get(1..10) {
+        Some(fields) => parse_record(fields)?,
+        None => None,
     };
     Ok((code, record))
 }
 
 fn parse_record(v: &[Value]) -> Result<Option<Record>, StoreError> {
-    let Some(state) = text(&v[0]) else {
+    let Some(state) = v.first().and_then(text) else {
         return Ok(None);
     };
     let field = |i: usize, name: &str| {
-        text(&v[i]).ok_or_else(|| corrupt(format!("a reservation record without {name}")))
+        v.get(i)
+            .and_then(text)
+            .ok_or_else(|| corrupt(format!("a reservation record without {name}")))
     };
     let body_text = field(5, "its body")?;
     let body: Body = serde_json::from_str(&body_text)
@@ -146,7 +147,9 @@ fn parse_record(v: &[Value]) -> Result<Option<Record>, StoreError> {
         serde_json::from_str(&al).map_err(|e| corrupt(format!("reservation allocations: {e}")))?
     };
     let number = |i: usize, name: &str| -> Result<Millis, StoreError> {
-        int(&v[i]).ok_or_else(|| corrupt(format!("a reservation record without {name}")))
+        v.get(i)
+            .and_then(int)
+            .ok_or_else(|| corrupt(format!("a reservation record without {name}")))
     };
     let releasing = match (v.get(7).and_then(text), v.get(8).and_then(int)) {
         (Some(lines), Some(deadline)) => Some((
@@ -290,5 +293,54 @@ impl RedisStore {
         self.settle_attempt(conn, order_id, &record.token, now)
             .await?;
         self.read_record(conn, order_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn replies_of_any_shape_read_as_corrupt_or_without_a_record() {
+        assert!(matches!(
+            coded_record(Value::Nil),
+            Err(StoreError::Corrupt(m)) if m.contains("without a code")
+        ));
+        assert!(matches!(
+            coded_record(Value::Array(vec![Value::Nil])),
+            Err(StoreError::Corrupt(_))
+        ));
+        for len in 1..10 {
+            let mut reply = vec![bulk("exists"), bulk("held")];
+            reply.resize(len, bulk("1"));
+            let (code, record) = coded_record(Value::Array(reply)).unwrap();
+            assert_eq!(code, "exists");
+            assert!(record.is_none(), "{len} values");
+        }
+        // a state, then fields that are missing or do not parse
+        let mut reply = vec![bulk("exists"), bulk("held")];
+        reply.resize(10, Value::Nil);
+        assert!(matches!(
+            coded_record(Value::Array(reply.clone())),
+            Err(StoreError::Corrupt(m)) if m.contains("without its body")
+        ));
+        reply[6] = bulk("not json");
+        assert!(matches!(
+            coded_record(Value::Array(reply)),
+            Err(StoreError::Corrupt(m)) if m.contains("a reservation body")
+        ));
+    }
+
+    #[test]
+    fn due_records_of_any_shape_read_as_none() {
+        assert!(DueRecord::parse(&[]).is_none());
+        assert!(DueRecord::parse(&[bulk("held"), bulk("tok")]).is_none());
+        let mut fields = vec![bulk("held"), bulk("tok"), bulk("5"), bulk("6"), Value::Nil];
+        fields.extend([bulk("[not json"), Value::Nil, Value::Nil]);
+        assert!(DueRecord::parse(&fields).is_none());
     }
 }
