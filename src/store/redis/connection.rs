@@ -71,6 +71,11 @@ fn script_failed(e: &redis::RedisError) -> bool {
     }
 }
 
+/// A call to Redis that failed: Redis is taken to be unavailable.
+pub(super) fn failed(what: &str, e: &redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("Redis {what}: {e}"))
+}
+
 /// Characters of a script's error a message quotes at most: enough for Redis's reason and the
 /// line of the script.
 const SCRIPT_ERROR_CHARS: usize = 200;
@@ -164,7 +169,7 @@ impl RedisStore {
     }
 
     /// Runs a call to Redis within the operation timeout, mapping its failure.
-    async fn timed<T>(
+    pub(super) async fn timed<T>(
         &self,
         what: &'static str,
         call: impl Future<Output = redis::RedisResult<T>>,
@@ -196,7 +201,7 @@ impl RedisStore {
                 "the {what} script failed on data it cannot use: {}",
                 crate::store::quoted(&e.to_string(), SCRIPT_ERROR_CHARS)
             ))),
-            Ok(Err(e)) => Err(StoreError::Unavailable(format!("Redis {what}: {e}"))),
+            Ok(Err(e)) => Err(failed(what, &e)),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "Redis {what}: no answer within {} ms",
                 self.inner.settings.op_timeout_ms

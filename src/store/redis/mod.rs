@@ -15,7 +15,8 @@
 //! | `P:{c:DAY}:used` / `:orders` | hash | node capacity used on a day, and by which order (per line and node) |
 //! | `P:{m:N}:marker` | string | one per part of the slot space, to tell when Redis lost its data |
 //!
-//! On a single Redis a reserve is one script over all its keys. On a cluster it spans slots
+//! On a single Redis a reserve is one script over all its keys (and a read is one pipeline,
+//! one round trip). On a cluster a reserve spans slots
 //! (the order's record, each sku, the day's capacity), so it is made safe in steps: (1) the record is written *pending* with the whole plan and a deadline, and
 //! indexed in the expiry set; (2) each sku and the capacity are held, each atomically and
 //! idempotently under the attempt's token; (3) the record becomes *held*. If a step fails, the

@@ -1,19 +1,21 @@
 //! Reads of stock and capacity. Reads never sweep: alongside the levels they read what is due
-//! and leave out the units a sweep will give back, writing nothing, and they wait for what is
-//! due only a short while.
+//! and leave out the units a sweep will give back, writing nothing, and they wait for the
+//! records of due orders only a short while. On a single Redis, what is due, the levels and
+//! the capacity are one pipeline, so the read the engine plans from is one round trip; on a
+//! cluster they sit in different slots and are read apart, at once.
 
 use std::collections::{BTreeMap, HashMap};
 
 use futures_util::future::{join, join_all, join3, try_join_all};
-use redis::Value;
+use redis::{Cmd, FromRedisValue, Value};
 use tracing::debug;
 
 use super::RedisStore;
 use super::capacity::{StoredCapacity, capacity_given};
-use super::connection::Conn;
+use super::connection::{Conn, failed};
 use super::keys::split_member;
 use super::level::parse_levels;
-use super::record::{DueRecord, StoredHold};
+use super::record::{DueRecord, StoredHold, corrupt};
 use crate::clock::Millis;
 use crate::store::{StockView, StoreError};
 
@@ -32,6 +34,24 @@ struct DueUnits {
     capacity: HashMap<String, u64>,
 }
 
+/// What a read finds: the due entries of the expiry set (member, score), the levels of its
+/// skus, and the capacity used on its day.
+type Found = (Vec<(String, String)>, StockView, HashMap<String, u64>);
+
+/// The capacity in use of a day's `used` hash: nodes with units counted.
+fn capacity_in_use(fields: Vec<(String, i64)>) -> HashMap<String, u64> {
+    fields
+        .into_iter()
+        .filter(|(_, used)| *used > 0)
+        .map(|(node, used)| (node, used as u64))
+        .collect()
+}
+
+/// One command's reply out of a pipeline, read as a reply to the command sent alone is.
+fn reply<T: FromRedisValue>(value: Value) -> redis::RedisResult<T> {
+    Ok(redis::from_redis_value(value.extract_error()?)?)
+}
+
 /// What a due attempt holds of the skus a read looks at, and its entry in the day's
 /// by-order capacity hash.
 type DueHolds = (Vec<(String, StoredHold)>, Option<StoredCapacity>);
@@ -41,10 +61,9 @@ impl RedisStore {
     /// together.
     async fn read_levels(&self, conn: &Conn, skus: &[String]) -> Result<StockView, StoreError> {
         let reads = skus.iter().map(|sku| {
-            let key = self.inner.keys.levels(sku);
+            let read = self.levels_read(sku);
             async move {
-                let fields: Vec<(String, String)> =
-                    self.query(conn, redis::cmd("HGETALL").arg(&key)).await?;
+                let fields: Vec<(String, String)> = self.query(conn, &read).await?;
                 Ok::<_, StoreError>((sku.clone(), parse_levels(sku, &fields)?))
             }
         });
@@ -56,17 +75,22 @@ impl RedisStore {
         conn: &Conn,
         day: i64,
     ) -> Result<HashMap<String, u64>, StoreError> {
-        let fields: Vec<(String, i64)> = self
-            .query(
-                conn,
-                redis::cmd("HGETALL").arg(self.inner.keys.capacity_used(day)),
-            )
-            .await?;
-        Ok(fields
-            .into_iter()
-            .filter(|(_, used)| *used > 0)
-            .map(|(node, used)| (node, used as u64))
-            .collect())
+        let fields: Vec<(String, i64)> = self.query(conn, &self.capacity_read(day)).await?;
+        Ok(capacity_in_use(fields))
+    }
+
+    /// The command that reads a sku's levels, one field per node.
+    fn levels_read(&self, sku: &str) -> Cmd {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.inner.keys.levels(sku));
+        cmd
+    }
+
+    /// The command that reads the capacity used on a day, one field per node.
+    fn capacity_read(&self, day: i64) -> Cmd {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.inner.keys.capacity_used(day));
+        cmd
     }
 
     /// Stock of these skus and the capacity used on `day` (when given) as of `now`. Alongside
@@ -79,6 +103,94 @@ impl RedisStore {
         day: Option<i64>,
         now: Millis,
     ) -> Result<(StockView, HashMap<String, u64>), StoreError> {
+        let (due, mut stock, mut used) = match conn {
+            Conn::Single(_) => self.read_in_one_trip(conn, skus, day, now).await?,
+            Conn::Cluster(_) => self.read_by_slot(conn, skus, day, now).await?,
+        };
+        if due.is_empty() {
+            return Ok((stock, used));
+        }
+        if due.len() as isize == DUE_LIMIT {
+            debug!(due = due.len(), "more holds due than a read looks at");
+        }
+        let due: Vec<(&str, &str)> = due.iter().filter_map(|(m, _)| split_member(m)).collect();
+        let back = self.due_units(conn, &due, skus, day, now).await?;
+        for ((sku, node), units) in back.stock {
+            if let Some(level) = stock.get_mut(&sku).and_then(|m| m.get_mut(&node)) {
+                level.reserved = level.reserved.saturating_sub(units);
+            }
+        }
+        for (node, units) in back.capacity {
+            if let Some(u) = used.get_mut(&node) {
+                *u = u.saturating_sub(units);
+            }
+        }
+        used.retain(|_, u| *u > 0);
+        Ok((stock, used))
+    }
+
+    /// What is due, the levels and the capacity on a single Redis: one pipeline, so one round
+    /// trip, however many skus. Each command's reply is read as if it had been sent alone: one
+    /// that failed fails the read as it would have, except the due lookup, whose failure leaves
+    /// every hold counted. The pipeline is bounded by the operation timeout as a whole; with
+    /// one server, there is no master of the expiry set to stall alone.
+    async fn read_in_one_trip(
+        &self,
+        conn: &Conn,
+        skus: &[String],
+        day: Option<i64>,
+        now: Millis,
+    ) -> Result<Found, StoreError> {
+        let mut pipe = redis::pipe();
+        // every reply comes back, the failed ones as errors, to be looked at one by one
+        pipe.ignore_errors();
+        pipe.add_command(self.due_lookup(now, DUE_LIMIT));
+        for sku in skus {
+            pipe.add_command(self.levels_read(sku));
+        }
+        if let Some(day) = day {
+            pipe.add_command(self.capacity_read(day));
+        }
+        let sent = 1 + skus.len() + usize::from(day.is_some());
+        let mut conn = conn.clone();
+        let replies: Vec<Value> = self.timed("command", pipe.query_async(&mut conn)).await?;
+        if replies.len() != sent {
+            return Err(corrupt(format!(
+                "a read of {sent} commands answered with {} replies",
+                replies.len()
+            )));
+        }
+        let mut replies = replies.into_iter();
+        // as many replies as commands, counted above
+        let mut next = || replies.next().unwrap_or(Value::Nil);
+        let due = match reply::<Vec<(String, String)>>(next()) {
+            Ok(due) => due,
+            Err(e) => {
+                debug!(error = %e, "what is due not read; holds stay counted");
+                Vec::new()
+            }
+        };
+        let mut stock = StockView::with_capacity(skus.len());
+        for sku in skus {
+            let fields: Vec<(String, String)> = reply(next()).map_err(|e| failed("command", &e))?;
+            stock.insert(sku.clone(), parse_levels(sku, &fields)?);
+        }
+        let used = match day {
+            Some(_) => capacity_in_use(reply(next()).map_err(|e| failed("command", &e))?),
+            None => HashMap::new(),
+        };
+        Ok((due, stock, used))
+    }
+
+    /// What is due, the levels and the capacity on a cluster, where they sit in different
+    /// slots: each read on its own, all at once.
+    async fn read_by_slot(
+        &self,
+        conn: &Conn,
+        skus: &[String],
+        day: Option<i64>,
+        now: Millis,
+    ) -> Result<Found, StoreError> {
         let capacity = async {
             match day {
                 Some(day) => self.read_capacity(conn, day).await,
@@ -103,27 +215,7 @@ impl RedisStore {
             }
         };
         let (due, stock, used) = join3(due, self.read_levels(conn, skus), capacity).await;
-        let (mut stock, mut used) = (stock?, used?);
-        if due.is_empty() {
-            return Ok((stock, used));
-        }
-        if due.len() as isize == DUE_LIMIT {
-            debug!(due = due.len(), "more holds due than a read looks at");
-        }
-        let due: Vec<(&str, &str)> = due.iter().filter_map(|(m, _)| split_member(m)).collect();
-        let back = self.due_units(conn, &due, skus, day, now).await?;
-        for ((sku, node), units) in back.stock {
-            if let Some(level) = stock.get_mut(&sku).and_then(|m| m.get_mut(&node)) {
-                level.reserved = level.reserved.saturating_sub(units);
-            }
-        }
-        for (node, units) in back.capacity {
-            if let Some(u) = used.get_mut(&node) {
-                *u = u.saturating_sub(units);
-            }
-        }
-        used.retain(|_, u| *u > 0);
-        Ok((stock, used))
+        Ok((due, stock?, used?))
     }
 
     /// What a sweep will give back of these due attempts (token, order), of these skus and of

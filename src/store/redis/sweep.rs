@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use futures_util::future::{join, try_join_all};
 use futures_util::stream::{self, StreamExt};
+use redis::Cmd;
 use tracing::{debug, warn};
 
 use super::RedisStore;
@@ -48,18 +49,20 @@ impl RedisStore {
         now: Millis,
         limit: isize,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        self.query(
-            conn,
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(self.inner.keys.expiry())
-                .arg("-inf")
-                .arg(now)
-                .arg("WITHSCORES")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit),
-        )
-        .await
+        self.query(conn, &self.due_lookup(now, limit)).await
+    }
+
+    /// The command that [`due_entries`](Self::due_entries) sends.
+    pub(super) fn due_lookup(&self, now: Millis, limit: isize) -> Cmd {
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(self.inner.keys.expiry())
+            .arg("-inf")
+            .arg(now)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        cmd
     }
 
     pub(super) async fn zadd(
