@@ -710,3 +710,203 @@ mod bad_data {
         assert!(why.len() < 400, "{} bytes", why.len());
     }
 }
+
+mod round_trips {
+    //! A plan read on a single Redis is one round trip, counted two ways: as the store counts
+    //! its calls to Redis (one metrics sample each), and as Redis counts the times it found a
+    //! client's socket readable.
+
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use dom_router::store::conformance::empty_plan;
+    use dom_router::store::{
+        Allocation, HoldRequest, RedisStore, ReserveOutcome, StockStore, StockUpdate, UpdateKind,
+    };
+    use metrics::{
+        Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString,
+        Unit,
+    };
+
+    use super::common::redis::{Audit, RedisServer};
+
+    /// A connection of its own for Redis's stats, kept open so that no connection opened or
+    /// closed is counted among the reads it asks about.
+    struct Stats(BufReader<TcpStream>);
+
+    impl Stats {
+        fn connect(port: u16) -> Self {
+            let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            Self(BufReader::new(stream))
+        }
+
+        /// Sends one command and reads its reply: a status line, or a bulk string.
+        fn ask(&mut self, args: &[&str]) -> String {
+            let mut request = format!("*{}\r\n", args.len());
+            for arg in args {
+                request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+            }
+            self.0.get_mut().write_all(request.as_bytes()).unwrap();
+            let mut line = String::new();
+            self.0.read_line(&mut line).unwrap();
+            let Some(len) = line.trim_end().strip_prefix('$') else {
+                return line.trim_end().to_owned();
+            };
+            let mut body = vec![0; len.parse::<usize>().unwrap() + 2];
+            self.0.read_exact(&mut body).unwrap();
+            String::from_utf8(body).unwrap()
+        }
+
+        fn reset(&mut self) {
+            assert_eq!(self.ask(&["CONFIG", "RESETSTAT"]), "+OK");
+        }
+
+        /// Times Redis found a client's socket readable since the stats were reset. Commands
+        /// sent together (a pipeline) are read at once and count once; commands sent apart
+        /// count once each, as do those a client's multiplexer happens to write apart.
+        fn reads(&mut self) -> u64 {
+            let info = self.ask(&["INFO", "stats"]);
+            info.lines()
+                .find_map(|l| l.strip_prefix("total_reads_processed:"))
+                .and_then(|n| n.trim().parse().ok())
+                .expect("INFO stats without total_reads_processed")
+        }
+    }
+
+    /// Counts the store's calls to Redis: each records one sample of its round-trip time.
+    #[derive(Default)]
+    struct Calls(Arc<AtomicU64>);
+
+    struct Tally(Arc<AtomicU64>);
+
+    impl HistogramFn for Tally {
+        fn record(&self, _seconds: f64) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl Recorder for Calls {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            if key.name() == "dom_router_redis_duration_seconds" {
+                Histogram::from_arc(Arc::new(Tally(self.0.clone())))
+            } else {
+                Histogram::noop()
+            }
+        }
+    }
+
+    fn hold(order: &str, sku: &str, units: u64, expires_at: i64) -> HoldRequest {
+        HoldRequest {
+            order_id: order.into(),
+            fingerprint: order.into(),
+            segment: "standard".into(),
+            use_safety_stock: false,
+            plan: empty_plan(),
+            allocations: vec![Allocation {
+                line_id: "l1".into(),
+                sku: sku.into(),
+                node_id: "n1".into(),
+                quantity: units,
+                shipped: 0,
+                released: 0,
+            }],
+            expires_at,
+            capacity_day: DAY,
+            capacity_limits: Vec::new(),
+        }
+    }
+
+    const T0: i64 = 1_800_000_000_000;
+    const DAY: i64 = 20_000;
+
+    /// The engine plans from one `read_state`. Commands sent at once but apart are counted
+    /// apart by the store, and on a runtime of several threads they are often written apart
+    /// too, so twenty reads of three skus would count up to a hundred.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_plan_read_on_a_single_redis_is_one_round_trip() {
+        const READS: u64 = 20;
+        // a server of its own, so that no other test's reads are counted
+        let server = RedisServer::start();
+        let s = super::settings(vec![server.url()], false);
+        let store = RedisStore::new(&s, Vec::new()).unwrap();
+        let skus: Vec<String> = ["A", "B", "C"].iter().map(|s| (*s).to_owned()).collect();
+        let updates: Vec<StockUpdate> = skus
+            .iter()
+            .map(|sku| StockUpdate {
+                node_id: "n1".into(),
+                sku: sku.clone(),
+                sequence: 1,
+                kind: UpdateKind::Snapshot {
+                    on_hand: 10,
+                    safety_stock: None,
+                },
+            })
+            .collect();
+        store.apply_updates(&updates, T0).await.unwrap();
+        for (order, sku, units, expires_at) in [
+            ("long", "B", 3, T0 + 600_000),
+            ("short", "C", 4, T0 + 1_000),
+        ] {
+            let outcome = store
+                .reserve(hold(order, sku, units, expires_at), T0)
+                .await
+                .unwrap();
+            assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
+        }
+        let mut stats = Stats::connect(server.port);
+        // what the reset and the question count by themselves
+        stats.reset();
+        let alone = stats.reads();
+        stats.reset();
+        // the reads run on this thread (none is spawned), so the recorder sees every call
+        let calls = Calls::default();
+        let recording = metrics::set_default_local_recorder(&calls);
+        for _ in 0..READS {
+            // nothing due yet: both holds count
+            let (stock, used) = store.read_state(&skus, DAY, T0 + 1).await.unwrap();
+            assert_eq!(stock["A"]["n1"].reserved, 0);
+            assert_eq!(stock["B"]["n1"].reserved, 3);
+            assert_eq!(stock["C"]["n1"].reserved, 4);
+            assert_eq!(used["n1"], 7);
+        }
+        drop(recording);
+        let calls = calls.0.load(Ordering::Relaxed);
+        assert_eq!(
+            calls, READS,
+            "{READS} plan reads made {calls} calls to Redis"
+        );
+        let reads = stats.reads() - alone;
+        assert_eq!(
+            reads, READS,
+            "{READS} plan reads were {reads} reads for Redis"
+        );
+        // the short hold is due: the read leaves its units and capacity out, writing nothing
+        let (stock, used) = store.read_state(&skus, DAY, T0 + 1_000).await.unwrap();
+        assert_eq!(stock["B"]["n1"].reserved, 3);
+        assert_eq!(stock["C"]["n1"].reserved, 0);
+        assert_eq!(stock["C"]["n1"].on_hand, 10);
+        assert_eq!(used["n1"], 3);
+        let audit = Audit::read(&[server.port], &s.key_prefix);
+        assert_eq!(audit.levels[&("C".into(), "n1".into())].1, 4);
+    }
+}

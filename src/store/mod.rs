@@ -18,10 +18,10 @@ use crate::domain::Plan;
 #[cfg(any(test, feature = "testkit"))]
 pub mod conformance;
 mod memory;
-pub mod redis_store;
+pub mod redis;
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
-pub use redis_store::RedisStore;
 
 /// The most units any one stock figure may be: on hand, safety stock, the size of a delta or a
 /// shipment, and on hand after a delta. Far above any node's real stock, and low enough that
