@@ -491,6 +491,7 @@ fn join_terms(terms: &[(f64, Var)]) -> String {
 }
 
 /// The least cost over every assignment, by enumeration: for tests on tiny instances.
+#[cfg(test)]
 pub fn brute_force(inst: &Instance) -> Option<(f64, Units)> {
     let mut slots: Vec<(usize, usize, u64)> = Vec::new();
     for (l, line) in inst.lines.iter().enumerate() {
