@@ -182,9 +182,9 @@ fn bad_order(order: Option<&pb::Order>, world: &World) -> Option<String> {
     None
 }
 
-/// The one malformation found against the network rather than by shape: it is found while
-/// planning, after a Reserve has looked the order id up, so a known order id with other
-/// contents answers ALREADY_EXISTS first.
+/// The one malformation found against the network rather than by shape. It is found when the
+/// order is admitted, before a Reserve looks the order id up, so it is INVALID_ARGUMENT even
+/// for an order id reserved before with other contents.
 const NO_PICKUP_STORE: &str = "no pickup store";
 
 /// Why a feed update must be listed as rejected, if it must.
@@ -285,11 +285,8 @@ pub fn check_reply(
                     ))
                 };
             };
-            let excused =
-                |why: &str| code == Code::AlreadyExists && why.starts_with(NO_PICKUP_STORE);
             if let Some(why) = &invalid
                 && code != Code::InvalidArgument
-                && !excused(why)
             {
                 return Err(format!(
                     "{code:?} ({}) for a request that is malformed: {why}",
