@@ -4,8 +4,10 @@
 //!
 //! # Layout
 //!
-//! The folders follow the layers, from the core outwards; each layer uses only those above it
-//! in this list, and the core knows nothing of gRPC or Redis.
+//! The folders follow the layers, from the core outwards. The core takes its settings and
+//! rules as plain data from [`config`] and stock through the [`store`] trait, and never names
+//! gRPC or Redis: tonic and prost appear only in [`api`], [`server`] and `metrics`, and the
+//! redis crate only under `store/redis/`.
 //!
 //! | layer | modules | what |
 //! | --- | --- | --- |

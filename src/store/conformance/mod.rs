@@ -2,8 +2,8 @@
 //! them with [`store_conformance_tests!`](crate::store_conformance_tests), given an async
 //! expression that makes a fresh, empty store.
 //!
-//! The cases are grouped by what they exercise: [feeds and holds](feed_and_holds), [capacity and
-//! expiry](capacity_and_expiry), and [the bounds on stock figures](limits).
+//! The cases are grouped by what they exercise: feeds and holds (`feed_and_holds`), capacity
+//! and expiry (`capacity_and_expiry`), and the bounds on stock figures (`limits`).
 
 use std::sync::Arc;
 
