@@ -29,6 +29,11 @@ use dom_router::config::{Config, ConfigSource, StoreKind};
 use dom_router::synth;
 use tonic::transport::Channel;
 
+/// The allocator of the `dom-router` binary, so the server measured here allocates as it does
+/// in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CITIES: &str = include_str!("data/cities.csv");
 
 struct Options {
