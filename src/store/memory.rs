@@ -324,23 +324,13 @@ impl StockStore for MemoryStore {
                 .or_default();
             *used = used.saturating_add(units);
         }
-        let reservation = Reservation {
-            order_id: request.order_id.clone(),
-            fingerprint: request.fingerprint,
-            segment: request.segment,
-            state: ReservationState::Held,
-            plan: request.plan,
-            allocations: request.allocations,
-            created_at: now,
-            expires_at: Some(request.expires_at),
-            capacity_day: request.capacity_day,
-        };
         state
             .expiries
             .insert((request.expires_at, request.order_id.clone()));
+        let reservation = request.into_held(now);
         state
             .reservations
-            .insert(request.order_id, reservation.clone());
+            .insert(reservation.order_id.clone(), reservation.clone());
         // A hold made already expired (a TTL shorter than the clock's step) returns at once.
         state.sweep(now);
         let reservation = state.reservations[&reservation.order_id].clone();

@@ -256,6 +256,23 @@ pub struct HoldRequest {
     pub capacity_limits: Vec<(String, u64)>,
 }
 
+impl HoldRequest {
+    /// The reservation this request makes once its stock is held at `now`.
+    pub fn into_held(self, now: Millis) -> Reservation {
+        Reservation {
+            order_id: self.order_id,
+            fingerprint: self.fingerprint,
+            segment: self.segment,
+            state: ReservationState::Held,
+            plan: self.plan,
+            allocations: self.allocations,
+            created_at: now,
+            expires_at: Some(self.expires_at),
+            capacity_day: self.capacity_day,
+        }
+    }
+}
+
 /// What a reserve did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReserveOutcome {

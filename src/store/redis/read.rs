@@ -38,6 +38,15 @@ struct DueUnits {
 /// skus, and the capacity used on its day.
 type Found = (Vec<(String, String)>, StockView, HashMap<String, u64>);
 
+/// What a read asks for: the levels of these skus and, when a day is given, its capacity in
+/// use, as of `now`.
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    skus: &'a [String],
+    day: Option<i64>,
+    now: Millis,
+}
+
 /// The capacity in use of a day's `used` hash: nodes with units counted.
 fn capacity_in_use(fields: Vec<(String, i64)>) -> HashMap<String, u64> {
     fields
@@ -103,9 +112,10 @@ impl RedisStore {
         day: Option<i64>,
         now: Millis,
     ) -> Result<(StockView, HashMap<String, u64>), StoreError> {
+        let wanted = Wanted { skus, day, now };
         let (due, mut stock, mut used) = match conn {
-            Conn::Single(_) => self.read_in_one_trip(conn, skus, day, now).await?,
-            Conn::Cluster(_) => self.read_by_slot(conn, skus, day, now).await?,
+            Conn::Single(_) => self.read_in_one_trip(conn, wanted).await?,
+            Conn::Cluster(_) => self.read_by_slot(conn, wanted).await?,
         };
         if due.is_empty() {
             return Ok((stock, used));
@@ -114,7 +124,7 @@ impl RedisStore {
             debug!(due = due.len(), "more holds due than a read looks at");
         }
         let due: Vec<(&str, &str)> = due.iter().filter_map(|(m, _)| split_member(m)).collect();
-        let back = self.due_units(conn, &due, skus, day, now).await?;
+        let back = self.due_units(conn, &due, wanted).await?;
         for ((sku, node), units) in back.stock {
             if let Some(level) = stock.get_mut(&sku).and_then(|m| m.get_mut(&node)) {
                 level.reserved = level.reserved.saturating_sub(units);
@@ -134,13 +144,8 @@ impl RedisStore {
     /// that failed fails the read as it would have, except the due lookup, whose failure leaves
     /// every hold counted. The pipeline is bounded by the operation timeout as a whole; with
     /// one server, there is no master of the expiry set to stall alone.
-    async fn read_in_one_trip(
-        &self,
-        conn: &Conn,
-        skus: &[String],
-        day: Option<i64>,
-        now: Millis,
-    ) -> Result<Found, StoreError> {
+    async fn read_in_one_trip(&self, conn: &Conn, wanted: Wanted<'_>) -> Result<Found, StoreError> {
+        let Wanted { skus, day, now } = wanted;
         let mut pipe = redis::pipe();
         // every reply comes back, the failed ones as errors, to be looked at one by one
         pipe.ignore_errors();
@@ -184,13 +189,8 @@ impl RedisStore {
 
     /// What is due, the levels and the capacity on a cluster, where they sit in different
     /// slots: each read on its own, all at once.
-    async fn read_by_slot(
-        &self,
-        conn: &Conn,
-        skus: &[String],
-        day: Option<i64>,
-        now: Millis,
-    ) -> Result<Found, StoreError> {
+    async fn read_by_slot(&self, conn: &Conn, wanted: Wanted<'_>) -> Result<Found, StoreError> {
+        let Wanted { skus, day, now } = wanted;
         let capacity = async {
             match day {
                 Some(day) => self.read_capacity(conn, day).await,
@@ -232,10 +232,9 @@ impl RedisStore {
         &self,
         conn: &Conn,
         due: &[(&str, &str)],
-        skus: &[String],
-        day: Option<i64>,
-        now: Millis,
+        wanted: Wanted<'_>,
     ) -> Result<DueUnits, StoreError> {
+        let Wanted { skus, day, now } = wanted;
         let keys = &self.inner.keys;
         let mut orders: Vec<&str> = due.iter().map(|(_, o)| *o).collect();
         orders.sort_unstable();

@@ -11,9 +11,7 @@ use super::keys::{attempt_token, member};
 use super::level::unreadable_level;
 use super::record::{Body, Record, coded_record, corrupt, int, items, text};
 use crate::clock::Millis;
-use crate::store::{
-    Allocation, HoldRequest, Reservation, ReservationState, ReserveOutcome, StoreError,
-};
+use crate::store::{Allocation, HoldRequest, ReserveOutcome, StoreError};
 
 impl RedisStore {
     /// A reserve; see [`StockStore::reserve`](crate::store::StockStore::reserve).
@@ -123,17 +121,7 @@ impl RedisStore {
                 .ok_or_else(|| corrupt("a reservation record that went away"))?;
             return Ok(ReserveOutcome::Created(record.reservation()?));
         }
-        Ok(ReserveOutcome::Created(Reservation {
-            order_id: request.order_id,
-            fingerprint: request.fingerprint,
-            segment: request.segment,
-            state: ReservationState::Held,
-            plan: request.plan,
-            allocations: request.allocations,
-            created_at: now,
-            expires_at: Some(request.expires_at),
-            capacity_day: request.capacity_day,
-        }))
+        Ok(ReserveOutcome::Created(request.into_held(now)))
     }
 
     /// A reserve on a single Redis: one script does it all, atomically.
