@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/dom/v1/sourcing.proto",
         "proto/dom/v1/inventory.proto",
         "proto/dom/v1/network.proto",
+        "proto/dom/v1/events.proto",
     ];
     tonic_prost_build::configure()
         // prost's codec, but an undecodable request is INVALID_ARGUMENT (src/api/codec.rs)

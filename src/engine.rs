@@ -530,6 +530,11 @@ impl Engine {
         Ok(expired)
     }
 
+    /// Drops events past the log's retention age.
+    pub async fn trim_events(&self) -> Result<(), Error> {
+        Ok(self.store.trim_events(self.clock.now_millis()).await?)
+    }
+
     /// Holds not yet committed, released or expired, across every replica.
     pub async fn active_holds(&self) -> Result<u64, Error> {
         Ok(self.store.active_holds(self.clock.now_millis()).await?)

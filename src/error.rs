@@ -24,6 +24,9 @@ pub enum Error {
     /// Concurrent requests kept taking the stock a plan needed; retrying may succeed.
     #[error("{0}")]
     Aborted(String),
+    /// A position past what is kept (an event cursor older than the log's retention).
+    #[error("{0}")]
+    OutOfRange(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -55,6 +58,15 @@ impl From<StoreError> for Error {
                 Error::Unavailable(e.to_string())
             }
             StoreError::Corrupt(_) => Error::Internal(e.to_string()),
+            StoreError::Cursor(c @ crate::events::CursorError::Trimmed { .. }) => {
+                Error::OutOfRange(c.to_string())
+            }
+            StoreError::Cursor(c @ crate::events::CursorError::Future { .. }) => {
+                Error::InvalidArgument {
+                    field: "after".into(),
+                    problem: c.to_string().trim_start_matches("after: ").to_owned(),
+                }
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 //!
 //! | layer | modules | what |
 //! | --- | --- | --- |
-//! | domain core | [`domain`], [`sourcing`], [`engine`], [`Error`], [`clock`] | nodes, segments, orders, plans and refusals; admission, candidates, the numeric instance and the strategies; quotes, reservations and feeds in domain terms |
+//! | domain core | [`domain`], [`sourcing`], [`engine`], [`events`], [`Error`], [`clock`] | nodes, segments, orders, plans and refusals; admission, candidates, the numeric instance and the strategies; quotes, reservations and feeds in domain terms; the log of what changed, its cursors and filters |
 //! | storage | [`store`] (`memory`, `redis/`, `conformance/`) | stock, holds and reservations behind one trait, in memory or in Redis (one server or a cluster), with one suite every store passes |
 //! | configuration | [`config`] | settings layered from files and the environment, the network, segments, stock and rule files, each checked with errors that name file, field and problem |
 //! | transport | [`api`] | gRPC adapters: they check and convert messages, call the engine, and map its errors to status codes once |
@@ -28,6 +28,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 mod error;
+pub mod events;
 pub(crate) mod metrics;
 pub mod replay;
 pub mod server;

@@ -137,6 +137,18 @@ fn describe() {
         "dom_router_rules_reloads_total",
         "rule changes read from the config directory, by result: applied or refused"
     );
+    describe_counter!(
+        "dom_router_events_sent_total",
+        "events sent to watchers (one per watcher an event matched)"
+    );
+    describe_gauge!(
+        "dom_router_event_watchers",
+        "Watch streams this replica serves now"
+    );
+    describe_counter!(
+        "dom_router_event_watchers_dropped_total",
+        "Watch streams ended because the watcher fell events.watcher_buffer events behind"
+    );
     describe_gauge!(
         "dom_router_rules_info",
         "1 for the version of the rules in force, 0 for versions replaced"
@@ -151,6 +163,8 @@ fn zero() {
         "dom_router_decisions_split_total",
         "dom_router_decision_unfilled_units_total",
         "dom_router_holds_expired_total",
+        "dom_router_events_sent_total",
+        "dom_router_event_watchers_dropped_total",
     ] {
         counter!(name).increment(0);
     }
@@ -189,6 +203,28 @@ pub fn planned(candidates: usize, plan: &Plan) {
         counter!("dom_router_decisions_split_total").increment(1);
     }
     counter!("dom_router_decision_unfilled_units_total").increment(plan.unfilled_units());
+}
+
+pub fn event_sent() {
+    counter!("dom_router_events_sent_total").increment(1);
+}
+
+pub fn watcher_dropped() {
+    counter!("dom_router_event_watchers_dropped_total").increment(1);
+}
+
+/// A connected watcher, counted in `dom_router_event_watchers` until it is dropped.
+pub struct Watching(());
+
+pub fn watcher_connected() -> Watching {
+    gauge!("dom_router_event_watchers").increment(1.0);
+    Watching(())
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        gauge!("dom_router_event_watchers").decrement(1.0);
+    }
 }
 
 pub fn holds_expired(n: u64) {

@@ -14,7 +14,9 @@ use crate::domain::{
     DeliveryMode, GeoPoint, NodeKind, NodeReason, Order, OrderLine, Plan, SolveStatus, StrategyKind,
 };
 use crate::error::Error;
-use crate::store::{Reservation, ReservationState, StockUpdate, UpdateKind, shown};
+use crate::store::{
+    Allocation, Reservation, ReservationState, StockLevel, StockUpdate, UpdateKind, shown,
+};
 
 /// The most units one order line may ask for.
 pub const MAX_LINE_QUANTITY: i64 = 1_000_000;
@@ -446,7 +448,7 @@ fn timestamp(ms: Millis) -> Timestamp {
     }
 }
 
-fn state(s: ReservationState) -> pb::ReservationState {
+pub fn state(s: ReservationState) -> pb::ReservationState {
     match s {
         ReservationState::Held => pb::ReservationState::Held,
         ReservationState::Committed => pb::ReservationState::Committed,
@@ -456,24 +458,36 @@ fn state(s: ReservationState) -> pb::ReservationState {
     }
 }
 
+pub fn allocation(a: &Allocation) -> pb::Allocation {
+    pb::Allocation {
+        line_id: a.line_id.clone(),
+        sku: a.sku.clone(),
+        node_id: a.node_id.clone(),
+        quantity: a.quantity as i64,
+        shipped: a.shipped as i64,
+        released: a.released as i64,
+    }
+}
+
+/// A node's level, with its ATS as a segment that may (or may not) use safety stock sees it.
+pub fn node_stock(node_id: &str, level: &StockLevel, use_safety_stock: bool) -> pb::NodeStock {
+    pb::NodeStock {
+        node_id: node_id.to_owned(),
+        on_hand: level.on_hand as i64,
+        reserved: level.reserved as i64,
+        safety_stock: level.safety_stock as i64,
+        ats: level.ats(use_safety_stock) as i64,
+        last_sequence: level.last_sequence,
+    }
+}
+
 pub fn reservation(r: &Reservation) -> pb::Reservation {
     pb::Reservation {
         order_id: r.order_id.clone(),
         segment: r.segment.clone(),
         state: state(r.state) as i32,
         plan: Some(plan(&r.plan)),
-        allocations: r
-            .allocations
-            .iter()
-            .map(|a| pb::Allocation {
-                line_id: a.line_id.clone(),
-                sku: a.sku.clone(),
-                node_id: a.node_id.clone(),
-                quantity: a.quantity as i64,
-                shipped: a.shipped as i64,
-                released: a.released as i64,
-            })
-            .collect(),
+        allocations: r.allocations.iter().map(allocation).collect(),
         created_at: Some(timestamp(r.created_at)),
         expires_at: r.expires_at.map(timestamp),
     }

@@ -13,6 +13,7 @@ use crate::store::UpdateResult;
 
 pub(crate) mod codec;
 pub mod convert;
+pub mod events;
 
 /// The generated protobuf types and service stubs of `dom.v1`.
 #[allow(clippy::all, missing_docs)]
@@ -37,6 +38,7 @@ impl From<Error> for Status {
             Error::Refused(r) => Status::failed_precondition(r.to_string()),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::Aborted(m) => Status::aborted(m),
+            Error::OutOfRange(m) => Status::out_of_range(m),
             Error::Unavailable(m) => Status::unavailable(m),
             Error::Internal(m) => Status::internal(m),
         }

@@ -25,8 +25,9 @@ pub use network::parse_network;
 pub use rules::{RulesFiles, load_rules, rules_version};
 pub use segments::parse_segments;
 pub use settings::{
-    AuthMode, AuthSettings, HoldSettings, MetricsSettings, RedisSettings, ServerSettings, Settings,
-    SourcingSettings, StoreKind, StoreSettings, TlsSettings, TracingSettings, redact_url,
+    AuthMode, AuthSettings, EventSettings, HoldSettings, MetricsSettings, RedisSettings,
+    ServerSettings, Settings, SourcingSettings, StoreKind, StoreSettings, TlsSettings,
+    TracingSettings, redact_url,
 };
 pub use solver::check_solver;
 pub use stock::{StockSeed, parse_stock};

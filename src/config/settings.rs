@@ -19,6 +19,7 @@ pub struct Settings {
     pub holds: HoldSettings,
     pub sourcing: SourcingSettings,
     pub store: StoreSettings,
+    pub events: EventSettings,
     pub metrics: MetricsSettings,
     pub tracing: TracingSettings,
     pub tls: TlsSettings,
@@ -64,6 +65,46 @@ pub struct ServerSettings {
     /// Whether file events in the config directory trigger a reload (off where the file
     /// system does not report them; polling and SIGHUP still work).
     pub watch_config: bool,
+}
+
+/// The log of what changed (`dom.v1.Events`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Events the log keeps at most (Redis trims to about that many, never fewer).
+    pub retain_events: usize,
+    /// Events older than this are dropped by the sweep.
+    pub retain_secs: u64,
+    /// Events a watcher may fall behind the live feed before it is ended.
+    pub watcher_buffer: usize,
+    /// Values one Watch filter may name in all.
+    pub max_filter_values: usize,
+}
+
+/// The most events a log may be told to keep, and the largest watcher buffer: far beyond any
+/// need, and low enough that neither can exhaust memory by a typo.
+pub const MAX_RETAINED_EVENTS: usize = 10_000_000;
+pub const MAX_WATCHER_BUFFER: usize = 1_000_000;
+
+impl EventSettings {
+    pub fn retention(&self) -> crate::events::Retention {
+        crate::events::Retention {
+            max_events: self.retain_events,
+            max_age_ms: self.retain_secs.saturating_mul(1000),
+        }
+    }
+}
+
+impl Default for EventSettings {
+    /// As the embedded `server.toml`.
+    fn default() -> Self {
+        Self {
+            retain_events: 100_000,
+            retain_secs: 86_400,
+            watcher_buffer: crate::events::DEFAULT_WATCHER_BUFFER,
+            max_filter_values: 1000,
+        }
+    }
 }
 
 /// Prometheus metrics over HTTP.
@@ -254,10 +295,38 @@ impl Settings {
                 "sourcing.reserve_attempts",
                 u64::from(self.sourcing.reserve_attempts),
             ),
+            ("events.retain_events", self.events.retain_events as u64),
+            ("events.retain_secs", self.events.retain_secs),
+            ("events.watcher_buffer", self.events.watcher_buffer as u64),
+            (
+                "events.max_filter_values",
+                self.events.max_filter_values as u64,
+            ),
         ];
         for (field, value) in positive {
             if value == 0 {
                 return Err(ConfigError::new(source, field, "must be at least 1"));
+            }
+        }
+        let bounded = [
+            (
+                "events.retain_events",
+                self.events.retain_events,
+                MAX_RETAINED_EVENTS,
+            ),
+            (
+                "events.watcher_buffer",
+                self.events.watcher_buffer,
+                MAX_WATCHER_BUFFER,
+            ),
+        ];
+        for (field, value, max) in bounded {
+            if value > max {
+                return Err(ConfigError::new(
+                    source,
+                    field,
+                    format!("{value} is above the limit of {max}"),
+                ));
             }
         }
         let r = &self.store.redis;

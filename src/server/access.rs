@@ -35,6 +35,8 @@ pub enum Role {
     Feed,
     /// GetAvailability, ListNodes.
     Planner,
+    /// Events.Watch: storefronts, order management and planning systems that follow changes.
+    Watcher,
 }
 
 impl fmt::Display for Role {
@@ -43,6 +45,7 @@ impl fmt::Display for Role {
             Role::Checkout => "checkout",
             Role::Feed => "feed",
             Role::Planner => "planner",
+            Role::Watcher => "watcher",
         })
     }
 }
@@ -87,6 +90,7 @@ const METHODS: &[(&str, Method)] = &[
         "/dom.v1.Network/ListNodes",
         needs("ListNodes", Role::Planner),
     ),
+    ("/dom.v1.Events/Watch", needs("Watch", Role::Watcher)),
     ("/grpc.health.v1.Health/Check", open("HealthCheck")),
     ("/grpc.health.v1.Health/Watch", open("HealthWatch")),
 ];

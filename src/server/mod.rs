@@ -20,6 +20,7 @@ mod deadline;
 mod reload;
 pub mod telemetry;
 
+use crate::api::events::EventsApi;
 use crate::api::{InventoryApi, Limits, NetworkApi, SourcingApi, pb};
 use crate::clock::Clock;
 use crate::config::{
@@ -47,7 +48,12 @@ fn incoming(
 }
 
 /// The gRPC services whose health is reported, besides the server as a whole ("").
-pub const SERVICES: [&str; 3] = ["dom.v1.Sourcing", "dom.v1.Inventory", "dom.v1.Network"];
+pub const SERVICES: [&str; 4] = [
+    "dom.v1.Sourcing",
+    "dom.v1.Inventory",
+    "dom.v1.Network",
+    "dom.v1.Events",
+];
 
 /// The health service name that stays SERVING for as long as the process runs, draining and
 /// store outages included: what a liveness probe asks, so an outage of Redis does not restart
@@ -243,8 +249,14 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn StockStore>, StoreError> {
         Vec::new()
     };
     Ok(match store.kind {
-        StoreKind::Memory => Arc::new(MemoryStore::with_stock(&seed)),
-        StoreKind::Redis => Arc::new(RedisStore::new(&store.redis, seed)?),
+        StoreKind::Memory => Arc::new(MemoryStore::with_stock(&seed).with_events(
+            config.settings.events.retention(),
+            config.settings.events.watcher_buffer,
+        )),
+        StoreKind::Redis => Arc::new(RedisStore::new(&store.redis, seed)?.with_events(
+            config.settings.events.retention(),
+            config.settings.events.watcher_buffer,
+        )),
     })
 }
 
@@ -316,8 +328,8 @@ async fn watch_store(
 /// How often the store is checked while it does not answer.
 const RECOVERY_CHECK: Duration = Duration::from_millis(200);
 
-/// Returns the stock of expired holds, whichever replica gets there first, and reads how
-/// many holds are active for the metrics.
+/// Returns the stock of expired holds, whichever replica gets there first, drops events past
+/// their retention age, and reads how many holds are active for the metrics.
 async fn sweep_holds(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -328,6 +340,9 @@ async fn sweep_holds(engine: Arc<Engine>, every: Duration, mut stop: watch::Rece
             Ok(0) => {}
             Ok(n) => debug!(expired = n, "expired holds returned their stock"),
             Err(e) => warn!(error = %e, "hold sweep failed"),
+        }
+        if let Err(e) = engine.trim_events().await {
+            warn!(error = %e, "event log trim failed");
         }
         if let Ok(n) = engine.active_holds().await {
             crate::metrics::holds_active(n);
@@ -456,6 +471,13 @@ pub async fn serve(
     let network = pb::network_server::NetworkServer::new(NetworkApi::new(engine.clone()))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
+    let events = pb::events_server::EventsServer::new(EventsApi::new(
+        engine.store().clone(),
+        (&s.events).into(),
+        stop_rx.clone(),
+    ))
+    .max_decoding_message_size(max_bytes)
+    .max_encoding_message_size(max_bytes);
 
     let drain_reporter = reporter.clone();
     let signal = async move {
@@ -484,6 +506,7 @@ pub async fn serve(
         .add_service(sourcing)
         .add_service(inventory)
         .add_service(network)
+        .add_service(events)
         .serve_with_incoming_shutdown(incoming(listener), signal);
 
     let mut draining = stop_rx.clone();

@@ -13,6 +13,9 @@ use super::{
 };
 use crate::clock::Millis;
 use crate::config::StockSeed;
+use crate::events::{
+    Change, Event, EventId, EventKind, MemoryLog, Page, ReservationChange, Retention, StockChange,
+};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -27,6 +30,8 @@ struct State {
     expiries: BTreeSet<(Millis, String)>,
     /// Units of capacity used per (day, node).
     capacity: HashMap<(i64, String), u64>,
+    /// What changed, appended under the same lock as the change.
+    log: MemoryLog,
 }
 
 impl MemoryStore {
@@ -40,17 +45,41 @@ impl MemoryStore {
         store.state.lock().stock = super::seed_view(seed);
         store
     }
+
+    /// The same store, its log keeping what `retention` says and letting a watcher fall
+    /// `watcher_buffer` events behind the live feed.
+    pub fn with_events(self, retention: Retention, watcher_buffer: usize) -> Self {
+        self.state.lock().log = MemoryLog::new(retention, watcher_buffer);
+        self
+    }
 }
 
 impl State {
+    /// Appends a change to an order's reservation to the log.
+    fn report(&mut self, order_id: &str, kind: EventKind, lines: &[String], now: Millis) {
+        let Some(r) = self.reservations.get(order_id) else {
+            return;
+        };
+        let change = Change::Reservation(ReservationChange {
+            order_id: r.order_id.clone(),
+            segment: r.segment.clone(),
+            state: r.state,
+            allocations: r.allocations.clone(),
+            lines: lines.to_vec(),
+        });
+        self.log.append(now, kind, change);
+    }
+
     fn level_mut(&mut self, sku: &str, node_id: &str) -> Option<&mut StockLevel> {
         self.stock.get_mut(sku).and_then(|m| m.get_mut(node_id))
     }
 
     /// Gives the outstanding units of an order's allocations (all, or those of `lines`) back.
-    fn return_stock(&mut self, order_id: &str, lines: Option<&[String]>) {
+    /// Whether any unit went back.
+    fn return_stock(&mut self, order_id: &str, lines: Option<&[String]>) -> bool {
+        let mut returned = false;
         let Some(reservation) = self.reservations.get_mut(order_id) else {
-            return;
+            return returned;
         };
         for a in reservation.allocations.iter_mut() {
             if lines.is_some_and(|ls| !ls.contains(&a.line_id)) {
@@ -61,6 +90,7 @@ impl State {
                 continue;
             }
             a.released += out;
+            returned = true;
             if let Some(used) = self
                 .capacity
                 .get_mut(&(reservation.capacity_day, a.node_id.clone()))
@@ -76,6 +106,7 @@ impl State {
                 level.reserved = level.reserved.saturating_sub(out);
             }
         }
+        returned
     }
 
     fn sweep(&mut self, now: Millis) -> u64 {
@@ -94,8 +125,10 @@ impl State {
                 let r = self.reservations.get_mut(&order_id).expect("present");
                 r.state = ReservationState::Expired;
                 expired += 1;
+                self.report(&order_id, EventKind::ReservationExpired, &[], now);
             }
         }
+        self.log.trim(now);
         expired
     }
 
@@ -119,7 +152,23 @@ impl State {
         }
     }
 
-    fn apply(&mut self, u: &StockUpdate) -> UpdateResult {
+    /// Applies a feed update and reports what it changed.
+    fn apply(&mut self, u: &StockUpdate, now: Millis) -> UpdateResult {
+        let result = self.apply_update(u, now);
+        if result == UpdateResult::Applied
+            && let Some(level) = self.stock.get(&u.sku).and_then(|m| m.get(&u.node_id))
+        {
+            let change = Change::Stock(StockChange {
+                sku: u.sku.clone(),
+                node_id: u.node_id.clone(),
+                level: *level,
+            });
+            self.log.append(now, EventKind::StockChanged, change);
+        }
+        result
+    }
+
+    fn apply_update(&mut self, u: &StockUpdate, now: Millis) -> UpdateResult {
         if let Some(why) = super::update_out_of_bounds(&u.kind) {
             return UpdateResult::Rejected(why);
         }
@@ -204,6 +253,9 @@ impl State {
                     .or_default()
                     .insert(u.node_id.clone(), next);
                 self.settle(order_id);
+                if self.reservations[order_id].state == ReservationState::Fulfilled {
+                    self.report(order_id, EventKind::ReservationFulfilled, &[], now);
+                }
                 return UpdateResult::Applied;
             }
         }
@@ -242,7 +294,7 @@ impl StockStore for MemoryStore {
     ) -> Result<Vec<UpdateResult>, StoreError> {
         let mut state = self.state.lock();
         state.sweep(now);
-        Ok(updates.iter().map(|u| state.apply(u)).collect())
+        Ok(updates.iter().map(|u| state.apply(u, now)).collect())
     }
 
     async fn reserve(
@@ -328,13 +380,14 @@ impl StockStore for MemoryStore {
             .expiries
             .insert((request.expires_at, request.order_id.clone()));
         let reservation = request.into_held(now);
-        state
-            .reservations
-            .insert(reservation.order_id.clone(), reservation.clone());
+        let order_id = reservation.order_id.clone();
+        state.reservations.insert(order_id.clone(), reservation);
+        state.report(&order_id, EventKind::ReservationCreated, &[], now);
         // A hold made already expired (a TTL shorter than the clock's step) returns at once.
         state.sweep(now);
-        let reservation = state.reservations[&reservation.order_id].clone();
-        Ok(ReserveOutcome::Created(reservation))
+        Ok(ReserveOutcome::Created(
+            state.reservations[&order_id].clone(),
+        ))
     }
 
     async fn capacity_used(
@@ -366,6 +419,7 @@ impl StockStore for MemoryStore {
                 if let Some(at) = at {
                     state.expiries.remove(&(at, order_id.to_owned()));
                 }
+                state.report(order_id, EventKind::ReservationCommitted, &[], now);
                 Ok(r)
             }
             ReservationState::Committed | ReservationState::Fulfilled => Ok(r.clone()),
@@ -404,8 +458,12 @@ impl StockStore for MemoryStore {
             ReservationState::Held | ReservationState::Committed
         ) {
             let lines = (!line_ids.is_empty()).then_some(line_ids);
-            state.return_stock(order_id, lines);
+            let before = r.state;
+            let returned = state.return_stock(order_id, lines);
             state.settle(order_id);
+            if returned || state.reservations[order_id].state != before {
+                state.report(order_id, EventKind::ReservationReleased, line_ids, now);
+            }
         }
         Ok(state.reservations[order_id].clone())
     }
@@ -422,6 +480,21 @@ impl StockStore for MemoryStore {
 
     async fn expire_holds(&self, now: Millis) -> Result<u64, StoreError> {
         Ok(self.state.lock().sweep(now))
+    }
+
+    async fn read_events(&self, after: Option<EventId>, limit: usize) -> Result<Page, StoreError> {
+        Ok(self.state.lock().log.read(after, limit)?)
+    }
+
+    async fn subscribe_events(
+        &self,
+    ) -> Result<tokio::sync::broadcast::Receiver<std::sync::Arc<Event>>, StoreError> {
+        Ok(self.state.lock().log.subscribe())
+    }
+
+    async fn trim_events(&self, now: Millis) -> Result<(), StoreError> {
+        self.state.lock().log.trim(now);
+        Ok(())
     }
 
     async fn active_holds(&self, now: Millis) -> Result<u64, StoreError> {

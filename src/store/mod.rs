@@ -7,13 +7,16 @@
 //! returns its stock once. Callers pass the time in, so expiry is deterministic under test.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
 use crate::clock::Millis;
 use crate::config::StockSeed;
 use crate::domain::Plan;
+use crate::events::{CursorError, Event, EventId, Page};
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod conformance;
@@ -315,6 +318,9 @@ pub enum StoreError {
     InFlight(String),
     #[error("stock store data is inconsistent: {0}")]
     Corrupt(String),
+    /// The event log cannot be read after this cursor.
+    #[error(transparent)]
+    Cursor(#[from] CursorError),
 }
 
 /// The storage every replica of the service shares.
@@ -398,6 +404,19 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
 
     /// Returns the stock of every hold expired by `now`; how many holds expired.
     async fn expire_holds(&self, now: Millis) -> Result<u64, StoreError>;
+
+    /// Up to `limit` events of the log after `after` (from the oldest kept when `None`), oldest
+    /// first. A cursor after the newest event, or one after which events are no longer kept, is
+    /// [`StoreError::Cursor`]: reading on would skip what was dropped.
+    async fn read_events(&self, after: Option<EventId>, limit: usize) -> Result<Page, StoreError>;
+
+    /// Every event appended to the log from now on (whichever replica made the change), in
+    /// log order. A receiver that falls `events.watcher_buffer` events behind gets `Lagged`.
+    async fn subscribe_events(&self) -> Result<broadcast::Receiver<Arc<Event>>, StoreError>;
+
+    /// Drops events older than the log's retention age as of `now` (the count is bounded as
+    /// events are appended).
+    async fn trim_events(&self, now: Millis) -> Result<(), StoreError>;
 
     /// Holds still waiting for commit, release or expiry, for the `holds_active` gauge. The
     /// Redis store counts what its expiry set still tracks, which includes committed holds

@@ -3,7 +3,8 @@
 //! expression that makes a fresh, empty store.
 //!
 //! The cases are grouped by what they exercise: feeds and holds (`feed_and_holds`), capacity
-//! and expiry (`capacity_and_expiry`), and the bounds on stock figures (`limits`).
+//! and expiry (`capacity_and_expiry`), the bounds on stock figures (`limits`), and the event
+//! log (`events`).
 
 use std::sync::Arc;
 
@@ -15,10 +16,12 @@ use crate::clock::Millis;
 use crate::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
 
 mod capacity_and_expiry;
+mod events;
 mod feed_and_holds;
 mod limits;
 
 pub use capacity_and_expiry::*;
+pub use events::*;
 pub use feed_and_holds::*;
 pub use limits::*;
 
@@ -53,6 +56,9 @@ macro_rules! store_conformance_tests {
             holds_beyond_the_limit_are_refused,
             units_of_an_expired_hold_can_be_reserved_before_a_sweep,
             releases_keep_the_capacity_of_shipped_units,
+            every_change_is_reported_once_in_order,
+            the_log_reads_on_from_any_cursor,
+            a_cursor_before_what_is_kept_is_refused,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -1,5 +1,6 @@
 -- Feed snapshots and deltas for the skus of one slot, in order.
--- KEYS: per sku, its level hash then its holds hash.
+-- KEYS: per sku, its level hash then its holds hash; then the log. Each applied update is
+-- reported as a stock event.
 -- ARGV: per update six values: sku number n (keys 2n-1 and 2n), node, sequence, kind (s|d),
 -- value (on hand, or the change with its sign), safety stock ('' to keep).
 -- Returns per update: 1 applied, 0 stale, {'below', on hand} or {'above', on hand} for a delta
@@ -22,6 +23,7 @@ for i = 1, #ARGV, 6 do
       out[#out + 1] = 0
     elseif bad then
       level_repair(lv, ho, node, oh, ss, seq, partial)
+      emit_level(lv, node)
       out[#out + 1] = 1
     elseif l and not seq_gt(seq, l.sq) then
       out[#out + 1] = 0
@@ -31,6 +33,7 @@ for i = 1, #ARGV, 6 do
       if ss then l.ss = ss end
       l.sq = seq
       level_put(lv, node, l)
+      emit_level(lv, node)
       out[#out + 1] = 1
     end
   else
@@ -54,6 +57,7 @@ for i = 1, #ARGV, 6 do
         l.oh = oh
         l.sq = seq
         level_put(lv, node, l)
+        emit_level(lv, node)
         out[#out + 1] = 1
       end
     end

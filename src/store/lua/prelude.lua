@@ -208,3 +208,29 @@ local function mark_expired(key, retention)
   redis.call('HDEL', key, 'rel', 'rdl')
   redis.call('PEXPIRE', key, retention)
 end
+-- Events. A script that reports a change appends it to its last KEY, the log: the events
+-- stream on a single Redis, the outbox of the script's slot on a cluster (moved to the stream
+-- by any replica; see store/redis/events.rs). The change and its event are one script, so no
+-- crash can keep one without the other. EV_CAP, the entries the log keeps, is written in ahead
+-- of this prelude when the script is built. The time is Redis's, in ms.
+local function emit(fields)
+  local t = redis.call('TIME')
+  local at = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+  redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', EV_CAP, '*', 'at', at, unpack(fields))
+end
+-- A change to the order of `key`: kind, and for a release the lines it named (JSON).
+local function emit_record(key, kind, lines)
+  local v = redis.call('HMGET', key, 'st', 'al', 'body')
+  local order, seg = '', ''
+  local ok, b = pcall(cjson.decode, v[3] or '')
+  if ok and type(b) == 'table' then
+    order = tostring(b.order_id or '')
+    seg = tostring(b.segment or '')
+  end
+  emit({'k', kind, 'o', order, 'sg', seg, 'st', v[1] or '', 'al', v[2] or '[]', 'ln', lines or '[]'})
+end
+-- A node's level of the sku of level hash `lv` after a feed update changed it.
+local function emit_level(lv, node)
+  local sku = string.match(lv, '{s:(.*)}:lv$') or ''
+  emit({'k', 'stock', 's', sku, 'n', node, 'lv', redis.call('HGET', lv, node) or ''})
+end

@@ -1,5 +1,5 @@
 -- Marks the named lines (or all) of a held or committed order as given back, after their stock
--- has been. KEYS: the order's record. ARGV: token, retention in ms, line ids...
+-- has been. KEYS: the order's record, the log (reports 'released'). ARGV: token, retention in ms, line ids...
 -- The lines noted as being given back lose these; what other releases begun meanwhile noted
 -- stays for them (or a sweep) to finish.
 -- Returns the record, coded 'ok'.
@@ -13,8 +13,12 @@ if #ARGV > 2 then
   for i = 3, #ARGV do only[ARGV[i]] = true end
 end
 local al = cjson.decode(v[3])
+local changed = false
 for _, a in ipairs(al) do
-  if only == nil or only[a.line_id] then a.released = a.quantity - a.shipped end
+  if (only == nil or only[a.line_id]) and a.released ~= a.quantity - a.shipped then
+    a.released = a.quantity - a.shipped
+    changed = true
+  end
 end
 local left = {}
 if only and v[4] then
@@ -30,6 +34,11 @@ if only and v[4] then
   end
 end
 settle(KEYS[1], al, ARGV[2])
+if changed or redis.call('HGET', KEYS[1], 'st') ~= v[1] then
+  local named = {}
+  for i = 3, #ARGV do named[#named + 1] = ARGV[i] end
+  emit_record(KEYS[1], 'released', encode_list(named))
+end
 local st = redis.call('HGET', KEYS[1], 'st')
 if st ~= 'held' and st ~= 'committed' then
   redis.call('HDEL', KEYS[1], 'rel', 'rdl')

@@ -1,5 +1,5 @@
 -- Counts shipped units against a committed order's allocations.
--- KEYS: the order's record. ARGV: token, retention in ms, sku, node, then line id and units.
+-- KEYS: the order's record, the log (reports 'fulfilled' when it settles so). ARGV: token, retention in ms, sku, node, then line id and units.
 local v = redis.call('HMGET', KEYS[1], 'st', 'tok', 'al')
 if v[2] ~= ARGV[1] or v[1] ~= 'committed' then return 0 end
 local al = cjson.decode(v[3])
@@ -14,4 +14,5 @@ for i = 5, #ARGV, 2 do
   end
 end
 settle(KEYS[1], al, ARGV[2])
+if redis.call('HGET', KEYS[1], 'st') == 'fulfilled' then emit_record(KEYS[1], 'fulfilled') end
 return 1

@@ -1,7 +1,7 @@
 -- A whole reserve in one step, for a single Redis where every key may be in one script: the
 -- record, every sku and the day's capacity, all or nothing.
 -- KEYS: the order's record, the expiry set, the day's capacity used and by-order hashes, then
--- the level and holds hashes of each sku.
+-- the level and holds hashes of each sku, then the log (reports 'created').
 -- ARGV: order id, token, expires at, capacity day, body, allocations, use safety stock (1|0),
 -- capacity key TTL, expiry member, count of capacity entries and node/units/line triples, count of
 -- limits and node/limit pairs, then per sku: count of lines and line id/node/units triples.
@@ -42,4 +42,5 @@ end
 redis.call('HSET', KEYS[1], 'st', 'held', 'tok', ARGV[2], 'exp', ARGV[3], 'dl', ARGV[3],
   'day', ARGV[4], 'body', ARGV[5], 'al', ARGV[6])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[9])
+emit_record(KEYS[1], 'created')
 return {'created'}

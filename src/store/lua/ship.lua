@@ -1,6 +1,6 @@
 -- A shipment of an order's units of one sku from one node: on hand, reserved and the order's
 -- hold all go down.
--- KEYS: level hash, holds hash. ARGV: node, sequence, order id, quantity, and '1' when the
+-- KEYS: level hash, holds hash, the log (an applied shipment is reported as a stock event). ARGV: node, sequence, order id, quantity, and '1' when the
 -- order may ship or the reason it may not.
 -- Returns {'stale'}, {'bad', reason}, {'short', outstanding}, {'corrupt', stored text} when the
 -- level cannot be read, or {'ok', line, units, ...}.
@@ -35,6 +35,7 @@ l.oh = math.max(l.oh - qty, 0)
 l.rs = math.max(l.rs - qty, 0)
 l.sq = seq
 level_put(KEYS[1], node, l)
+emit_level(KEYS[1], node)
 if #keep == 0 then
   redis.call('HDEL', KEYS[2], order)
 else

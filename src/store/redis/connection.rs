@@ -223,21 +223,39 @@ impl RedisStore {
         let mut by_source = redis::cmd("EVAL");
         by_hash.arg(script.script.get_hash());
         by_source.arg(&script.code);
+        // a script that reports its changes appends them to the log of its slot, its last key
+        let log = match (script.emits, keys.first()) {
+            (true, Some(first)) => Some(self.log_key(first)),
+            _ => None,
+        };
         for cmd in [&mut by_hash, &mut by_source] {
-            cmd.arg(keys.len()).arg(keys).arg(args);
+            cmd.arg(keys.len() + usize::from(log.is_some()))
+                .arg(keys)
+                .arg(log.as_deref())
+                .arg(args);
         }
+        let written = match (&log, self.inner.settings.cluster) {
+            (Some(log), true) => Some(slot(log)),
+            _ => None,
+        };
         let mut conn = conn.clone();
-        self.timed_as(script.name, true, async move {
-            match by_hash.query_async::<Value>(&mut conn).await {
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    by_source.query_async::<Value>(&mut conn).await
+        let reply = self
+            .timed_as(script.name, true, async move {
+                match by_hash.query_async::<Value>(&mut conn).await {
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        by_source.query_async::<Value>(&mut conn).await
+                    }
+                    other => other,
                 }
-                other => other,
-            }
-        })
-        .await
+            })
+            .await;
+        if let (Ok(_), Some(slot)) = (&reply, written) {
+            self.outbox_written(slot);
+        }
+        reply
     }
 
     pub(super) async fn query<T: redis::FromRedisValue>(

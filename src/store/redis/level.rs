@@ -36,7 +36,7 @@ fn stored_figure(part: &str, max: u64) -> Option<u64> {
 }
 
 /// One level as stored: "on hand,reserved,safety,sequence,pending".
-fn parse_level(packed: &str) -> Option<StockLevel> {
+pub(super) fn parse_level(packed: &str) -> Option<StockLevel> {
     let parts: Vec<&str> = packed.split(',').collect();
     let [on_hand, reserved, safety, sequence, pending] = parts[..] else {
         return None;

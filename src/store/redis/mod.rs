@@ -54,6 +54,7 @@
 mod capacity;
 mod cluster;
 mod connection;
+mod events;
 mod feed;
 mod keys;
 mod level;
@@ -80,6 +81,7 @@ use super::{
 };
 use crate::clock::Millis;
 use crate::config::{RedisSettings, StockSeed, redact_url};
+use crate::events::{DEFAULT_WATCHER_BUFFER, Event, EventId, Page, Retention};
 use connection::Conn;
 use keys::Keys;
 pub use keys::slot;
@@ -101,6 +103,8 @@ struct Inner {
     /// The markers were seen in Redis by this process.
     markers_seen: AtomicBool,
     data_losses: AtomicU64,
+    event_retention: Retention,
+    events: events::EventState,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -124,14 +128,30 @@ impl RedisStore {
             inner: Arc::new(Inner {
                 settings: settings.clone(),
                 keys: Keys::new(&settings.key_prefix),
-                scripts: Scripts::new(),
+                scripts: Scripts::new(Retention::default().max_events),
                 seed,
                 conn: RwLock::new(None),
                 connecting: AsyncMutex::new(None),
                 markers_seen: AtomicBool::new(false),
                 data_losses: AtomicU64::new(0),
+                event_retention: Retention::default(),
+                events: events::EventState {
+                    live_capacity: DEFAULT_WATCHER_BUFFER,
+                    ..Default::default()
+                },
             }),
         })
+    }
+
+    /// The same store, its event stream keeping what `retention` says and letting a watcher
+    /// fall `watcher_buffer` events behind the live feed. Called before the store is shared.
+    pub fn with_events(mut self, retention: Retention, watcher_buffer: usize) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.scripts = Scripts::new(retention.max_events);
+            inner.event_retention = retention;
+            inner.events.live_capacity = watcher_buffer;
+        }
+        self
     }
 
     /// How often this process found that Redis had lost its data while it was running.
@@ -195,6 +215,20 @@ impl StockStore for RedisStore {
     ) -> Result<(StockView, HashMap<String, u64>), StoreError> {
         let conn = self.conn().await?;
         self.read_at(&conn, skus, Some(day), now).await
+    }
+
+    async fn read_events(&self, after: Option<EventId>, limit: usize) -> Result<Page, StoreError> {
+        self.read_events_on(after, limit).await
+    }
+
+    async fn subscribe_events(
+        &self,
+    ) -> Result<tokio::sync::broadcast::Receiver<Arc<Event>>, StoreError> {
+        self.subscribe_on().await
+    }
+
+    async fn trim_events(&self, now: Millis) -> Result<(), StoreError> {
+        self.trim_events_on(now).await
     }
 
     async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError> {

@@ -30,6 +30,8 @@ pub(super) struct Named {
     pub(super) script: Script,
     /// The whole source, sent with `EVAL` to a node that does not have the script yet.
     pub(super) code: String,
+    /// Whether it reports what it changed: its last key is then the log (see `events`).
+    pub(super) emits: bool,
 }
 
 pub(super) struct Scripts {
@@ -52,14 +54,28 @@ pub(super) struct Scripts {
     pub(super) record_ship: Named,
 }
 
+/// Scripts that report their changes to the log.
+const EMITTING: [&str; 8] = [
+    "feed",
+    "ship",
+    "reserve_whole",
+    "record_finish",
+    "record_commit",
+    "record_expire",
+    "record_release",
+    "record_ship",
+];
+
 impl Scripts {
-    pub(super) fn new() -> Self {
+    /// Every script, each appending at most about `log_cap` entries to a log.
+    pub(super) fn new(log_cap: usize) -> Self {
         let s = |name: &'static str, body: &str| {
-            let code = format!("{}\n{body}", lua::PRELUDE);
+            let code = format!("local EV_CAP = '{log_cap}'\n{}\n{body}", lua::PRELUDE);
             Named {
                 name,
                 script: Script::new(&code),
                 code,
+                emits: EMITTING.contains(&name),
             }
         };
         Self {

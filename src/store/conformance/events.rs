@@ -1,0 +1,156 @@
+//! Conformance cases of the event log: every change reported once, in order per sku and per
+//! order, read back from any cursor, and cursors refused where reading on would be wrong.
+
+use super::*;
+use crate::clock::Clock;
+use crate::events::{Change, CursorError, Event, EventId, EventKind};
+
+/// The log from the start, once it holds at least `n` events (a cluster moves outboxes to the
+/// stream a moment after the change), within two seconds.
+async fn log_of(store: &dyn StockStore, n: usize) -> Vec<Arc<Event>> {
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        events = store.read_events(None, 1000).await.unwrap().events;
+        if events.len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    events
+}
+
+fn order_kinds(events: &[Arc<Event>], order: &str) -> Vec<(EventKind, ReservationState)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.change {
+            Change::Reservation(r) if r.order_id == order => Some((e.kind, r.state)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stock_levels(events: &[Arc<Event>], sku: &str) -> Vec<(String, u64, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.change {
+            Change::Stock(s) if s.sku == sku => {
+                Some((s.node_id.clone(), s.level.on_hand, s.level.reserved))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+pub async fn every_change_is_reported_once_in_order(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    seed(s, "n1", "A", 10, 0).await;
+    let r = created(s, hold("o1", vec![alloc("1", "A", "n1", 3)], T0 + 60_000)).await;
+    assert_eq!(r.state, ReservationState::Held);
+    s.commit("o1", T0).await.unwrap();
+    // a repeated commit changes nothing, so reports nothing
+    s.commit("o1", T0).await.unwrap();
+    let r = s
+        .apply_updates(&[shipment("n1", "A", 2, "o1", 2)], T0)
+        .await
+        .unwrap();
+    assert_eq!(r, vec![UpdateResult::Applied]);
+    s.release("o1", &[], T0).await.unwrap();
+    s.release("o1", &[], T0).await.unwrap();
+    // a stale update changes nothing
+    s.apply_updates(&[snapshot("n1", "A", 1, 50, None)], T0)
+        .await
+        .unwrap();
+    created(s, hold("o2", vec![alloc("1", "A", "n1", 4)], T0 + 1000)).await;
+    assert_eq!(s.expire_holds(T0 + 1000).await.unwrap(), 1);
+    s.expire_holds(T0 + 2000).await.unwrap();
+    let events = log_of(s, 7).await;
+    assert_eq!(events.len(), 7, "{events:#?}");
+    use EventKind::*;
+    use ReservationState as St;
+    assert_eq!(
+        order_kinds(&events, "o1"),
+        vec![
+            (ReservationCreated, St::Held),
+            (ReservationCommitted, St::Committed),
+            // two of three shipped, the third given back
+            (ReservationReleased, St::Fulfilled),
+        ]
+    );
+    assert_eq!(
+        order_kinds(&events, "o2"),
+        vec![
+            (ReservationCreated, St::Held),
+            (ReservationExpired, St::Expired)
+        ]
+    );
+    assert_eq!(
+        stock_levels(&events, "A"),
+        vec![("n1".to_owned(), 10, 0), ("n1".to_owned(), 8, 1)]
+    );
+    let created_o1 = events
+        .iter()
+        .find(|e| e.kind == ReservationCreated && e.order_id() == Some("o1"))
+        .unwrap();
+    match &created_o1.change {
+        Change::Reservation(r) => {
+            assert_eq!(r.segment, "standard");
+            assert_eq!(r.allocations, vec![alloc("1", "A", "n1", 3)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // ids order the log; keys are unique
+    for pair in events.windows(2) {
+        assert!(
+            pair[0].id < pair[1].id,
+            "{:?} then {:?}",
+            pair[0].id,
+            pair[1].id
+        );
+    }
+    let mut keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), events.len());
+}
+
+pub async fn the_log_reads_on_from_any_cursor(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    for (seq, node) in ["n1", "n2", "n3", "n4", "n5"].iter().enumerate() {
+        seed(s, node, "A", seq as u64 + 1, 0).await;
+    }
+    let all = log_of(s, 5).await;
+    assert_eq!(all.len(), 5);
+    let page = s.read_events(Some(all[1].id), 2).await.unwrap();
+    let ids: Vec<EventId> = page.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![all[2].id, all[3].id]);
+    assert_eq!(page.last, Some(all[4].id));
+    let rest = s.read_events(Some(all[4].id), 10).await.unwrap();
+    assert!(rest.events.is_empty());
+    // from before the first event: everything, nothing trimmed yet
+    let from_zero = s.read_events(Some(EventId::ZERO), 10).await.unwrap();
+    assert_eq!(from_zero.events.len(), 5);
+    let future = all[4].id.next().next();
+    match s.read_events(Some(future), 10).await {
+        Err(StoreError::Cursor(CursorError::Future { after, .. })) => assert_eq!(after, future),
+        other => panic!("expected a future cursor refused, got {other:?}"),
+    }
+}
+
+pub async fn a_cursor_before_what_is_kept_is_refused(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    seed(s, "n1", "A", 1, 0).await;
+    seed(s, "n2", "A", 2, 0).await;
+    let all = log_of(s, 2).await;
+    assert_eq!(all.len(), 2);
+    // far beyond any retention age, by the store's clock or Redis's
+    let later = T0.max(crate::clock::SystemClock.now_millis()) + 10 * 366 * 86_400_000;
+    s.trim_events(later).await.unwrap();
+    match s.read_events(Some(all[0].id), 10).await {
+        Err(StoreError::Cursor(CursorError::Trimmed { after, .. })) => assert_eq!(after, all[0].id),
+        other => panic!("expected a trimmed cursor refused, got {other:?}"),
+    }
+    // nothing after the newest was lost: reading on from it is fine
+    let page = s.read_events(Some(all[1].id), 10).await.unwrap();
+    assert!(page.events.is_empty());
+    assert_eq!(page.last, Some(all[1].id));
+}

@@ -1,0 +1,236 @@
+//! `dom.v1.Events/Watch` over the real gRPC API: history from a cursor then live changes,
+//! filters, resuming, and the errors of bad requests.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dom_router::api::pb;
+use pb::events_client::EventsClient;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+fn watch(after: &str) -> pb::WatchRequest {
+    pb::WatchRequest {
+        after: after.into(),
+        ..Default::default()
+    }
+}
+
+async fn next(stream: &mut tonic::Streaming<pb::Event>) -> pb::Event {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("the stream goes on")
+        .expect("an event, not an error")
+}
+
+async fn reserve(server: &TestServer, id: &str) -> pb::Reservation {
+    server
+        .sourcing()
+        .reserve(reserve_request(order(
+            id,
+            "standard",
+            vec![line("1", "TEE-1", 2)],
+        )))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_watcher_gets_history_then_live_changes_and_resumes_where_it_left_off() {
+    let server = TestServer::start().await;
+    server.stock(&[("wh-sevilla", "TEE-1", 50, 0)]).await;
+    let mut events = EventsClient::new(server.channel.clone());
+    let mut all = events.watch(watch("0-0")).await.unwrap().into_inner();
+    let first = next(&mut all).await;
+    assert_eq!(first.kind, pb::EventKind::StockChanged as i32);
+    match first.change {
+        Some(pb::event::Change::Stock(s)) => {
+            assert_eq!(s.sku, "TEE-1");
+            let level = s.level.unwrap();
+            assert_eq!(
+                (level.node_id.as_str(), level.on_hand, level.ats),
+                ("wh-sevilla", 50, 50)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // only reservation events of one order, from now
+    let mut only_o1 = events
+        .watch(pb::WatchRequest {
+            order_ids: vec!["o-1".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    reserve(&server, "o-2").await;
+    let r = reserve(&server, "o-1").await;
+    let created = next(&mut only_o1).await;
+    assert_eq!(created.kind, pb::EventKind::ReservationCreated as i32);
+    match &created.change {
+        Some(pb::event::Change::Reservation(c)) => {
+            assert_eq!(
+                (c.order_id.as_str(), c.segment.as_str()),
+                ("o-1", "standard")
+            );
+            assert_eq!(c.state, pb::ReservationState::Held as i32);
+            assert_eq!(c.allocations, r.allocations);
+        }
+        other => panic!("{other:?}"),
+    }
+    server
+        .sourcing()
+        .commit(pb::CommitRequest {
+            order_id: "o-1".into(),
+        })
+        .await
+        .unwrap();
+    let committed = next(&mut only_o1).await;
+    assert_eq!(committed.kind, pb::EventKind::ReservationCommitted as i32);
+    // the unfiltered watcher saw both orders, in order
+    let o2 = next(&mut all).await;
+    let o1 = next(&mut all).await;
+    let kinds = [o2.kind, o1.kind];
+    assert_eq!(kinds, [pb::EventKind::ReservationCreated as i32; 2]);
+    // a new watcher resuming after o-2's event gets o-1's creation and commit, nothing before
+    let mut resumed = events.watch(watch(&o2.id)).await.unwrap().into_inner();
+    assert_eq!(next(&mut resumed).await.key, o1.key);
+    assert_eq!(next(&mut resumed).await.key, committed.key);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_watch_requests_are_refused_naming_the_field() {
+    let mut config = demo_config();
+    config.settings.events.max_filter_values = 3;
+    let server = TestServer::start_with(config).await;
+    server.stock(&[("wh-sevilla", "TEE-1", 5, 0)]).await;
+    let mut events = EventsClient::new(server.channel.clone());
+    let cases = [
+        (watch("12"), Code::InvalidArgument, "after:"),
+        (watch("1-x"), Code::InvalidArgument, "after:"),
+        (
+            watch("99999999999999-0"),
+            Code::InvalidArgument,
+            "later than the newest",
+        ),
+        (
+            pb::WatchRequest {
+                kinds: vec![42],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "kinds[0]: 42 is not an event kind",
+        ),
+        (
+            pb::WatchRequest {
+                kinds: vec![0],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "kinds[0]",
+        ),
+        (
+            pb::WatchRequest {
+                skus: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "events.max_filter_values",
+        ),
+        (
+            pb::WatchRequest {
+                node_ids: vec![" ".into()],
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "node_ids[0]",
+        ),
+    ];
+    for (request, code, says) in cases {
+        let status = events
+            .watch(request.clone())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{request:?} was accepted"));
+        assert_eq!(status.code(), code, "{request:?}: {status:?}");
+        assert!(
+            status.message().contains(says),
+            "{request:?}: {}",
+            status.message()
+        );
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_what_is_kept_is_out_of_range() {
+    let mut config = demo_config();
+    config.settings.events.retain_events = 2;
+    let server = TestServer::start_with(config).await;
+    for qty in [5, 6, 7] {
+        server.stock(&[("wh-sevilla", "TEE-1", qty, 0)]).await;
+    }
+    let mut events = EventsClient::new(server.channel.clone());
+    let mut kept = events.watch(watch("0-0")).await.unwrap().into_inner();
+    let second = next(&mut kept).await;
+    let third = next(&mut kept).await;
+    assert!(second.key != third.key);
+    let Err(status) = events.watch(watch("0-1")).await else {
+        panic!("a cursor before what is kept was accepted");
+    };
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("the oldest kept is {}", second.id)),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("GetAvailability"),
+        "{}",
+        status.message()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
+    let mut config = demo_config();
+    config.settings.events.watcher_buffer = 4;
+    let server = TestServer::start_with(config).await;
+    let mut events = EventsClient::new(server.channel.clone());
+    let mut slow = events.watch(watch("")).await.unwrap().into_inner();
+    // far more events than the watcher's queue towards the client and the live buffer hold
+    for round in 0..40 {
+        let rows: Vec<(String, i64)> = (0..50).map(|i| (format!("SKU-{i}"), round + 1)).collect();
+        let rows: Vec<(&str, &str, i64, i64)> = rows
+            .iter()
+            .map(|(sku, q)| ("wh-sevilla", sku.as_str(), *q, 0))
+            .collect();
+        server.stock(&rows).await;
+    }
+    let mut received = 0;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), slow.next()).await {
+            Ok(Some(Ok(_))) => received += 1,
+            Ok(Some(Err(status))) => break status,
+            other => panic!("the stream ended without saying why: {other:?}"),
+        }
+    };
+    assert!(received < 2000, "{received}");
+    assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
+    assert!(
+        ended.message().contains("watch again with after = "),
+        "{}",
+        ended.message()
+    );
+    server.shutdown().await;
+}
