@@ -117,6 +117,12 @@ min_ttl_secs = {{ $v.holds.min_ttl_secs | int64 }}
 max_ttl_secs = {{ $v.holds.max_ttl_secs | int64 }}
 sweep_interval_ms = {{ $v.holds.sweep_interval_ms | int64 }}
 
+[events]
+retain_events = {{ $v.events.retain_events | int64 }}
+retain_secs = {{ $v.events.retain_secs | int64 }}
+watcher_buffer = {{ $v.events.watcher_buffer | int64 }}
+max_filter_values = {{ $v.events.max_filter_values | int64 }}
+
 [sourcing]
 default_strategy = {{ $v.sourcing.default_strategy | toJson }}
 reserve_attempts = {{ $v.sourcing.reserve_attempts | int64 }}
