@@ -12,11 +12,15 @@
 //! `--rate` > 0 starts orders at that many per second whatever the answers (open loop, at most
 //! `--clients` in flight); `--strategy 1`
 //! plans with `nearest` instead of the server's default; `--memory` runs the same load on the
-//! in-memory store, to tell what Redis costs.
+//! in-memory store, to tell what Redis costs. `--watchers N` keeps N `Events.Watch` streams (no
+//! filter, from now) reading everything during the checkouts, plus a probe: every 20 ms a
+//! snapshot of a sku of its own, timed from its acknowledgement to its event's arrival at a
+//! watcher filtering that sku.
 
 #[path = "../tests/common/redis.rs"]
 mod redis_harness;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -46,6 +50,7 @@ struct Options {
     strategy: i32,
     memory: bool,
     client_threads: usize,
+    watchers: usize,
 }
 
 fn options() -> Options {
@@ -66,6 +71,7 @@ fn options() -> Options {
         strategy: value("--strategy", 0) as i32,
         memory: args.iter().any(|a| a == "--memory"),
         client_threads: value("--client-threads", 1) as usize,
+        watchers: value("--watchers", 0) as usize,
     }
 }
 
@@ -328,6 +334,102 @@ async fn fixed_rate(
     result
 }
 
+/// `n` watchers of every event from now, and the probe; once `stop` is set, what each watcher
+/// received, the probe's latencies (acknowledged snapshot to its event) and the probes sent.
+fn watch(
+    channel: Channel,
+    n: usize,
+    node: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(Vec<u64>, Latencies, u64)> {
+    use dom_router::api::pb::events_client::EventsClient;
+    use tokio_stream::StreamExt;
+    tokio::spawn(async move {
+        let mut readers = Vec::new();
+        for _ in 0..n {
+            let mut stream = EventsClient::new(channel.clone())
+                .watch(pb::WatchRequest::default())
+                .await
+                .expect("a watch")
+                .into_inner();
+            let stop = stop.clone();
+            readers.push(tokio::spawn(async move {
+                let mut received = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+                        Ok(Some(Ok(_))) => received += 1,
+                        Ok(Some(Err(status))) => panic!("a watcher ended: {status:?}"),
+                        Ok(None) => break,
+                        Err(_) => {}
+                    }
+                }
+                received
+            }));
+        }
+        let mut probe = EventsClient::new(channel.clone())
+            .watch(pb::WatchRequest {
+                skus: vec!["PROBE".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("the probe's watch")
+            .into_inner();
+        let acked: Arc<parking_lot::Mutex<HashMap<u64, Instant>>> = Default::default();
+        let sender = {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            let mut inventory = InventoryClient::new(channel.clone());
+            tokio::spawn(async move {
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let update = snapshot(&node, "PROBE", 1 + sent as i64);
+                    let sequence = update.sequence;
+                    inventory
+                        .set_stock(pb::SetStockRequest {
+                            updates: vec![update],
+                        })
+                        .await
+                        .expect("a probe");
+                    acked.lock().insert(sequence, Instant::now());
+                    sent += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                sent
+            })
+        };
+        let mut latencies = Latencies::default();
+        let mut early = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(Some(Ok(event))) =
+                tokio::time::timeout(Duration::from_millis(200), probe.next()).await
+            else {
+                continue;
+            };
+            let Some(pb::event::Change::Stock(change)) = event.change else {
+                continue;
+            };
+            let sequence = change.level.map_or(0, |l| l.last_sequence);
+            let arrived = Instant::now();
+            match acked.lock().get(&sequence) {
+                Some(at) => latencies.0.push(
+                    arrived
+                        .duration_since(*at)
+                        .as_micros()
+                        .min(u128::from(u32::MAX)) as u32,
+                ),
+                // the event came before its acknowledgement did: 0
+                None => early.push(sequence),
+            }
+        }
+        latencies.0.extend(early.iter().map(|_| 0));
+        let sent = sender.await.expect("the probe");
+        let mut received = Vec::new();
+        for r in readers {
+            received.push(r.await.expect("a watcher"));
+        }
+        (received, latencies, sent)
+    })
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -442,6 +544,7 @@ fn main() {
                 pushed
             })
         };
+        let watching = (opts.watchers > 0).then(|| watch(channel.clone(), opts.watchers, nodes[0].clone(), stop.clone()));
         let started = Instant::now();
         let sourcing = SourcingClient::new(channel.clone());
         let clients: Vec<_> = if opts.rate > 0 {
@@ -495,6 +598,18 @@ fn main() {
         println!("{}", total.commit.line("commit"));
         println!("{}", total.release.line("release"));
         println!("{}", total.quote.line("quote"));
+        if let Some(watching) = watching {
+            let (received, mut probes, sent) = watching.await.expect("the watchers");
+            let each: Vec<String> = received.iter().map(|n| n.to_string()).collect();
+            println!(
+                "events: {} watchers received {} events each ({:.0} events/s per watcher); {} probes sent",
+                received.len(),
+                each.join(", "),
+                received.iter().copied().max().unwrap_or(0) as f64 / secs,
+                sent
+            );
+            println!("{}", probes.line("ack→event"));
+        }
     });
     let _ = stop_server.send(());
     let _ = server_rt.block_on(server);

@@ -741,3 +741,134 @@ async fn a_reserve_of_an_order_in_flight_waits_for_its_outcome() {
     let audit = settled_audit(&cluster_ports(&cluster), &p).await;
     audit.assert_consistent();
 }
+
+/// Events of a watch, deduplicated by key, until `done` says enough or `within` passes.
+async fn watched(
+    stream: &mut tonic::Streaming<pb::Event>,
+    within: Duration,
+    mut done: impl FnMut(&[pb::Event]) -> bool,
+) -> Vec<pb::Event> {
+    use tokio_stream::StreamExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut events = Vec::new();
+    let until = Instant::now() + within;
+    while !done(&events) {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.next()).await {
+            Ok(Some(Ok(e))) => {
+                if seen.insert(e.key.clone()) {
+                    events.push(e);
+                }
+            }
+            Ok(other) => panic!("the watch ended: {other:?}"),
+            Err(_) => break,
+        }
+    }
+    events
+}
+
+fn created_orders(events: &[pb::Event]) -> std::collections::HashSet<String> {
+    events
+        .iter()
+        .filter(|e| e.kind == pb::EventKind::ReservationCreated as i32)
+        .filter_map(|e| match &e.change {
+            Some(pb::event::Change::Reservation(r)) => Some(r.order_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_change_has_its_event_on_every_replica_even_with_one_killed() {
+    use pb::events_client::EventsClient;
+    let (_cluster, _logs, _p, mut replicas) = replicas_on_a_cluster().await;
+    let rows: Vec<_> = SCARCE
+        .iter()
+        .flat_map(|sku| [("wh-getafe", *sku, 50_000), ("wh-zaragoza", *sku, 50_000)])
+        .collect();
+    push_stock(&mut replicas[0].inventory(), &rows).await;
+    // a watcher on the replica that stays, from now: reservations only
+    let mut live = EventsClient::new(replicas[2].channel.clone())
+        .watch(pb::WatchRequest {
+            kinds: vec![pb::EventKind::ReservationCreated as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let channels: Vec<Channel> = replicas.iter().map(|r| r.channel.clone()).collect();
+    let load = tokio::spawn(async move {
+        let tasks: Vec<_> = (0..16)
+            .map(|c| {
+                let mut sourcing = SourcingClient::new(channels[c % 2].clone());
+                tokio::spawn(async move {
+                    let mut acknowledged = Vec::new();
+                    for n in 0..60 {
+                        let id = format!("e{c}-{n}");
+                        let lines = (0..2)
+                            .map(|i| line(&format!("l{i}"), SCARCE[i], 1))
+                            .collect();
+                        if sourcing
+                            .reserve(common::reserve_request(order(&id, "standard", lines)))
+                            .await
+                            .is_ok()
+                        {
+                            acknowledged.push(id);
+                        }
+                    }
+                    acknowledged
+                })
+            })
+            .collect();
+        let mut acknowledged = Vec::new();
+        for t in tasks {
+            acknowledged.extend(t.await.unwrap());
+        }
+        acknowledged
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGKILL: whatever its scripts wrote to their outboxes, another replica moves
+    replicas[0].child.kill().unwrap();
+    replicas[0].child.wait().unwrap();
+    let acknowledged: std::collections::HashSet<String> = load.await.unwrap().into_iter().collect();
+    assert!(acknowledged.len() > 100, "{}", acknowledged.len());
+    let events = watched(&mut live, Duration::from_secs(30), |events| {
+        acknowledged.is_subset(&created_orders(events))
+    })
+    .await;
+    let reported = created_orders(&events);
+    let missing: Vec<_> = acknowledged.difference(&reported).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged without an event: {missing:?}"
+    );
+    // a watcher of the other surviving replica, resuming after an event the first one got,
+    // gets the same events from there on, none missed
+    let cut = events.len() / 2;
+    let mut resumed = EventsClient::new(replicas[1].channel.clone())
+        .watch(pb::WatchRequest {
+            after: events[cut].id.clone(),
+            kinds: vec![pb::EventKind::ReservationCreated as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let wanted: std::collections::HashSet<String> =
+        events[cut + 1..].iter().map(|e| e.key.clone()).collect();
+    let again = watched(&mut resumed, Duration::from_secs(10), |got| {
+        wanted.is_subset(&got.iter().map(|e| e.key.clone()).collect())
+    })
+    .await;
+    let keys: std::collections::HashSet<String> = again.iter().map(|e| e.key.clone()).collect();
+    assert!(
+        wanted.is_subset(&keys),
+        "{} of {} after the cursor",
+        keys.len(),
+        wanted.len()
+    );
+    assert!(
+        !keys.contains(&events[cut].key),
+        "the cursor's own event came again"
+    );
+}
