@@ -282,6 +282,8 @@ impl SegmentRules {
 pub struct Rules {
     pub network: Network,
     pub segments: Segments,
+    /// Low-stock alert thresholds.
+    pub alerts: crate::events::alerts::AlertRules,
     /// A content hash of the files the rules were read from; every plan records it.
     pub version: String,
 }

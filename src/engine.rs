@@ -29,6 +29,10 @@ pub struct NodeAvailability {
     pub node_id: String,
     pub level: StockLevel,
     pub ats: u64,
+    /// The node's low-stock threshold for the sku, when one applies.
+    pub threshold: Option<u64>,
+    /// Whether its ATS (safety stock deducted) is at or below the threshold.
+    pub below_threshold: bool,
 }
 
 /// Stock of one sku across the network.
@@ -40,6 +44,9 @@ pub struct SkuAvailability {
     pub safety_stock: u64,
     pub ats: u64,
     pub nodes: Vec<NodeAvailability>,
+    /// Asked for a segment: the network threshold as it sees the sku, when one applies.
+    pub threshold: Option<u64>,
+    pub below_threshold: bool,
 }
 
 /// The engine's own part of the settings: how it plans and how long it holds.
@@ -494,6 +501,8 @@ impl Engine {
                 safety_stock: 0,
                 ats: 0,
                 nodes: Vec::new(),
+                threshold: None,
+                below_threshold: false,
             };
             for node in all_rules.network.nodes() {
                 let Some(level) = ordered.get(node.id.as_str()) else {
@@ -512,11 +521,19 @@ impl Engine {
                 sku_out.reserved = sku_out.reserved.saturating_add(level.reserved);
                 sku_out.safety_stock = sku_out.safety_stock.saturating_add(level.safety_stock);
                 sku_out.ats = sku_out.ats.saturating_add(ats);
+                let threshold = all_rules.alerts.node_threshold(sku, &node.id, node.kind);
                 sku_out.nodes.push(NodeAvailability {
                     node_id: node.id.clone(),
                     level: *level,
                     ats,
+                    threshold,
+                    below_threshold: threshold
+                        .is_some_and(|t| (if node.enabled { level.ats(false) } else { 0 }) <= t),
                 });
+            }
+            if let Some(segment) = segment {
+                sku_out.threshold = all_rules.alerts.network_threshold(sku, segment);
+                sku_out.below_threshold = sku_out.threshold.is_some_and(|t| sku_out.ats <= t);
             }
             out.push(sku_out);
         }
@@ -528,6 +545,33 @@ impl Engine {
         let expired = self.store.expire_holds(self.clock.now_millis()).await?;
         crate::metrics::holds_expired(expired);
         Ok(expired)
+    }
+
+    /// Looks at the alert states of these skus against their levels now, and reports every
+    /// threshold crossed (once, whichever replica looks first); how many were reported.
+    pub async fn evaluate_alerts(&self, skus: &[String]) -> Result<u64, Error> {
+        if skus.is_empty() {
+            return Ok(0);
+        }
+        let rules = self.rules();
+        let now = self.clock.now_millis();
+        let view = self.store.read_stock(skus, now).await?;
+        let mut reported = 0;
+        for sku in skus {
+            let levels = view.get(sku).cloned().unwrap_or_default();
+            let checks = crate::events::alerts::assess(
+                sku,
+                &levels,
+                &rules.network,
+                &rules.segments,
+                &rules.alerts,
+            );
+            for kind in self.store.record_alerts(sku, &checks, now).await? {
+                crate::metrics::alert(kind);
+                reported += 1;
+            }
+        }
+        Ok(reported)
     }
 
     /// Drops events past the log's retention age.

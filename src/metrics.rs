@@ -138,6 +138,10 @@ fn describe() {
         "rule changes read from the config directory, by result: applied or refused"
     );
     describe_counter!(
+        "dom_router_alerts_total",
+        "threshold crossings this replica reported, by kind: low, recovered, out, back"
+    );
+    describe_counter!(
         "dom_router_events_sent_total",
         "events sent to watchers (one per watcher an event matched)"
     );
@@ -174,6 +178,9 @@ fn zero() {
     for result in ["applied", "refused"] {
         counter!("dom_router_rules_reloads_total", "result" => result).increment(0);
     }
+    for kind in ["low", "recovered", "out", "back"] {
+        counter!("dom_router_alerts_total", "kind" => kind).increment(0);
+    }
 }
 
 /// A finished gRPC call. `method` is one of a fixed set, so labels stay bounded.
@@ -203,6 +210,10 @@ pub fn planned(candidates: usize, plan: &Plan) {
         counter!("dom_router_decisions_split_total").increment(1);
     }
     counter!("dom_router_decision_unfilled_units_total").increment(plan.unfilled_units());
+}
+
+pub fn alert(kind: crate::events::EventKind) {
+    counter!("dom_router_alerts_total", "kind" => kind.as_str()).increment(1);
 }
 
 pub fn event_sent() {

@@ -29,6 +29,16 @@ fn check_config_accepts_the_shipped_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("nodes: 31"), "{stdout}");
+    // the thresholds of alerts.toml, as they are in force
+    assert!(
+        stdout.contains("APP-* at every store node: low at ATS <= 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("* network-wide as every segment sees it: low at ATS <= 50"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("threshold + 2 (hysteresis)"), "{stdout}");
     assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
 }
 

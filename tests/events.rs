@@ -11,6 +11,14 @@ use pb::events_client::EventsClient;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
+/// The demo config without low-stock thresholds, so that only the changes a test makes come
+/// into the log (out of stock is still watched, and none of these tests runs out).
+fn quiet_config() -> dom_router::config::Config {
+    let mut config = demo_config();
+    config.alerts = Default::default();
+    config
+}
+
 fn watch(after: &str) -> pb::WatchRequest {
     pb::WatchRequest {
         after: after.into(),
@@ -43,7 +51,7 @@ async fn reserve(server: &TestServer, id: &str) -> pb::Reservation {
 
 #[tokio::test]
 async fn a_watcher_gets_history_then_live_changes_and_resumes_where_it_left_off() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(quiet_config()).await;
     server.stock(&[("wh-sevilla", "TEE-1", 50, 0)]).await;
     let mut events = EventsClient::new(server.channel.clone());
     let mut all = events.watch(watch("0-0")).await.unwrap().into_inner();
@@ -107,7 +115,7 @@ async fn a_watcher_gets_history_then_live_changes_and_resumes_where_it_left_off(
 
 #[tokio::test]
 async fn bad_watch_requests_are_refused_naming_the_field() {
-    let mut config = demo_config();
+    let mut config = quiet_config();
     config.settings.events.max_filter_values = 3;
     let server = TestServer::start_with(config).await;
     server.stock(&[("wh-sevilla", "TEE-1", 5, 0)]).await;
@@ -171,7 +179,7 @@ async fn bad_watch_requests_are_refused_naming_the_field() {
 
 #[tokio::test]
 async fn a_cursor_older_than_what_is_kept_is_out_of_range() {
-    let mut config = demo_config();
+    let mut config = quiet_config();
     config.settings.events.retain_events = 2;
     let server = TestServer::start_with(config).await;
     for qty in [5, 6, 7] {
@@ -203,7 +211,7 @@ async fn a_cursor_older_than_what_is_kept_is_out_of_range() {
 
 #[tokio::test]
 async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
-    let mut config = demo_config();
+    let mut config = quiet_config();
     config.settings.events.watcher_buffer = 4;
     let server = TestServer::start_with(config).await;
     let mut events = EventsClient::new(server.channel.clone());
@@ -232,5 +240,209 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
         "{}",
         ended.message()
     );
+    server.shutdown().await;
+}
+
+fn alert(e: &pb::Event) -> (i32, String, String, String, i64, i64) {
+    match &e.change {
+        Some(pb::event::Change::Alert(a)) => (
+            e.kind,
+            a.sku.clone(),
+            a.node_id.clone(),
+            a.segment.clone(),
+            a.ats,
+            a.threshold,
+        ),
+        other => panic!("not an alert: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stock_crossing_a_threshold_is_reported_once_each_way_with_hysteresis() {
+    // the demo thresholds: 20 at a warehouse, 50 network-wide, hysteresis 2
+    let server = TestServer::start().await;
+    let mut events = EventsClient::new(server.channel.clone());
+    let mut low = events
+        .watch(pb::WatchRequest {
+            skus: vec!["ALERT-1".into()],
+            node_ids: vec!["wh-getafe".into()],
+            kinds: vec![
+                pb::EventKind::LowStock as i32,
+                pb::EventKind::StockRecovered as i32,
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut storefront = events
+        .watch(pb::WatchRequest {
+            skus: vec!["ALERT-1".into()],
+            segments: vec!["standard".into()],
+            kinds: vec![
+                pb::EventKind::OutOfStock as i32,
+                pb::EventKind::BackInStock as i32,
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    server.stock(&[("wh-getafe", "ALERT-1", 100, 0)]).await;
+    server.stock(&[("wh-getafe", "ALERT-1", 20, 0)]).await;
+    let first = alert(&next(&mut low).await);
+    assert_eq!(
+        first,
+        (
+            pb::EventKind::LowStock as i32,
+            "ALERT-1".into(),
+            "wh-getafe".into(),
+            String::new(),
+            20,
+            20
+        )
+    );
+    // bouncing within the hysteresis reports nothing; above it, one recovery
+    for on_hand in [21, 19, 22, 23] {
+        server.stock(&[("wh-getafe", "ALERT-1", on_hand, 0)]).await;
+    }
+    let second = alert(&next(&mut low).await);
+    assert_eq!(
+        (second.0, second.4),
+        (pb::EventKind::StockRecovered as i32, 23)
+    );
+    // the last unit gone: out of stock for the segment, network-wide, then back
+    server.stock(&[("wh-getafe", "ALERT-1", 0, 0)]).await;
+    let out = alert(&next(&mut storefront).await);
+    assert_eq!(
+        out,
+        (
+            pb::EventKind::OutOfStock as i32,
+            "ALERT-1".into(),
+            String::new(),
+            "standard".into(),
+            0,
+            0
+        )
+    );
+    // GetAvailability marks what is below its threshold now
+    let availability = server
+        .inventory()
+        .get_availability(pb::GetAvailabilityRequest {
+            skus: vec!["ALERT-1".into()],
+            segment: "standard".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let sku = &availability.skus[0];
+    assert_eq!(
+        (sku.low_stock_threshold, sku.below_threshold),
+        (Some(50), true)
+    );
+    let getafe = sku.nodes.iter().find(|n| n.node_id == "wh-getafe").unwrap();
+    assert_eq!(
+        (getafe.low_stock_threshold, getafe.below_threshold),
+        (Some(20), true)
+    );
+    server.stock(&[("wh-getafe", "ALERT-1", 5, 0)]).await;
+    let back = alert(&next(&mut storefront).await);
+    assert_eq!((back.0, back.4), (pb::EventKind::BackInStock as i32, 5));
+    // the warehouse went low again on the way down: reported once, not per update
+    let again = alert(&next(&mut low).await);
+    assert_eq!((again.0, again.4), (pb::EventKind::LowStock as i32, 0));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), low.next())
+            .await
+            .is_err(),
+        "one low report for one crossing"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn thresholds_changed_in_alerts_toml_apply_live() {
+    use dom_router::config::{Config, ConfigSource};
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    for file in ["network.toml", "segments.toml"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(file),
+            config_dir.join(file),
+        )
+        .unwrap();
+    }
+    let thresholds = |units: u64| {
+        format!(
+            "hysteresis = 0\n[[node]]\nsku = \"LIVE-*\"\nnode = \"wh-getafe\"\nunits = {units}\n"
+        )
+    };
+    std::fs::write(config_dir.join("alerts.toml"), thresholds(5)).unwrap();
+    let mut config =
+        Config::load(ConfigSource::Dir(config_dir.clone()), std::iter::empty()).unwrap();
+    config.settings.store.seed_stock = false;
+    config.settings.server.reload_interval_ms = 50;
+    let (server, _) = TestServer::serve(config, Some(ConfigSource::Dir(config_dir.clone()))).await;
+    let mut events = EventsClient::new(server.channel.clone());
+    let mut low = events
+        .watch(pb::WatchRequest {
+            kinds: vec![pb::EventKind::LowStock as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    server.stock(&[("wh-getafe", "LIVE-1", 10, 0)]).await;
+    // 10 is above 5: nothing; then the threshold goes to 12 while it serves
+    std::fs::write(config_dir.join("alerts.toml"), thresholds(12)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let availability = server
+            .inventory()
+            .get_availability(pb::GetAvailabilityRequest {
+                skus: vec!["LIVE-1".into()],
+                segment: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let getafe = &availability.skus[0].nodes[0];
+        if getafe.low_stock_threshold == Some(12) {
+            assert!(getafe.below_threshold);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new threshold never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // the next change of the sku is looked at under the new threshold
+    server.stock(&[("wh-getafe", "LIVE-1", 11, 0)]).await;
+    let reported = alert(&next(&mut low).await);
+    assert_eq!(
+        (reported.2.as_str(), reported.4, reported.5),
+        ("wh-getafe", 11, 12)
+    );
+    // a bad thresholds file is refused, and the ones in force stay
+    std::fs::write(
+        config_dir.join("alerts.toml"),
+        "[[node]]\nsku = \"LIVE-*\"\nnode = \"nowhere\"\nunits = 1\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let availability = server
+        .inventory()
+        .get_availability(pb::GetAvailabilityRequest {
+            skus: vec!["LIVE-1".into()],
+            segment: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(availability.skus[0].nodes[0].low_stock_threshold, Some(12));
     server.shutdown().await;
 }

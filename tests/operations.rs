@@ -787,6 +787,7 @@ async fn rule_changes_take_effect_live_and_a_bad_change_is_refused() {
     let second_version = dom_router::config::rules_version(
         &changed,
         &std::fs::read_to_string(config_dir.join("segments.toml")).unwrap(),
+        &std::fs::read_to_string(config_dir.join("alerts.toml")).unwrap_or_default(),
     );
     let callers: Vec<_> = (0..8)
         .map(|c| {

@@ -478,6 +478,8 @@ pub fn node_stock(node_id: &str, level: &StockLevel, use_safety_stock: bool) -> 
         safety_stock: level.safety_stock as i64,
         ats: level.ats(use_safety_stock) as i64,
         last_sequence: level.last_sequence,
+        low_stock_threshold: None,
+        below_threshold: false,
     }
 }
 

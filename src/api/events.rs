@@ -71,6 +71,10 @@ fn event_kind(kind: EventKind) -> pb::EventKind {
         EventKind::ReservationExpired => pb::EventKind::ReservationExpired,
         EventKind::ReservationFulfilled => pb::EventKind::ReservationFulfilled,
         EventKind::StockChanged => pb::EventKind::StockChanged,
+        EventKind::LowStock => pb::EventKind::LowStock,
+        EventKind::StockRecovered => pb::EventKind::StockRecovered,
+        EventKind::OutOfStock => pb::EventKind::OutOfStock,
+        EventKind::BackInStock => pb::EventKind::BackInStock,
     }
 }
 
@@ -132,6 +136,13 @@ pub fn event(e: &Event) -> pb::Event {
         Change::Stock(s) => pb::event::Change::Stock(pb::StockChange {
             sku: s.sku.clone(),
             level: Some(convert::node_stock(&s.node_id, &s.level, false)),
+        }),
+        Change::Alert(a) => pb::event::Change::Alert(pb::AlertChange {
+            sku: a.sku.clone(),
+            node_id: a.node_id.clone(),
+            segment: a.segment.clone(),
+            ats: i64::try_from(a.ats).unwrap_or(i64::MAX),
+            threshold: i64::try_from(a.threshold).unwrap_or(i64::MAX),
         }),
     };
     pb::Event {

@@ -371,8 +371,14 @@ impl pb::inventory_server::Inventory for InventoryApi {
                             safety_stock: n.level.safety_stock as i64,
                             ats: n.ats as i64,
                             last_sequence: n.level.last_sequence,
+                            low_stock_threshold: n
+                                .threshold
+                                .map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+                            below_threshold: n.below_threshold,
                         })
                         .collect(),
+                    low_stock_threshold: s.threshold.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+                    below_threshold: s.below_threshold,
                 })
                 .collect(),
         }))

@@ -12,6 +12,7 @@
 //! `stock` (the seed stock file), `rules` (the rule files a running server reloads) and
 //! `solver` (whether the binary has the solver the settings ask for).
 
+mod alerts;
 mod layering;
 mod network;
 mod rules;
@@ -20,6 +21,7 @@ mod settings;
 mod solver;
 mod stock;
 
+pub use alerts::{describe as describe_alerts, parse_alerts};
 pub use layering::load_settings;
 pub use network::parse_network;
 pub use rules::{RulesFiles, load_rules, rules_version};
@@ -46,12 +48,14 @@ pub mod embedded {
     pub const NETWORK: &str = include_str!("../../config/network.toml");
     pub const SEGMENTS: &str = include_str!("../../config/segments.toml");
     pub const STOCK: &str = include_str!("../../config/stock.csv");
+    pub const ALERTS: &str = include_str!("../../config/alerts.toml");
 }
 
 pub const SERVER_FILE: &str = "server.toml";
 pub const NETWORK_FILE: &str = "network.toml";
 pub const SEGMENTS_FILE: &str = "segments.toml";
 pub const STOCK_FILE: &str = "stock.csv";
+pub const ALERTS_FILE: &str = "alerts.toml";
 pub const ENV_PREFIX: &str = "DOM_ROUTER__";
 
 /// A config problem: where it is, which field, and what is wrong.
@@ -110,7 +114,9 @@ pub struct Config {
     pub settings: Settings,
     pub network: Network,
     pub segments: Segments,
-    /// The version of the network and segment rules: see [`rules_version`].
+    /// Low-stock alert thresholds (`alerts.toml`; none without the file).
+    pub alerts: crate::events::alerts::AlertRules,
+    /// The version of the network, segment and alert rules: see [`rules_version`].
     pub rules_version: String,
     /// Starting stock, where the source ships a `stock.csv`.
     pub stock: Vec<StockSeed>,
@@ -144,6 +150,7 @@ impl Config {
             settings,
             network: rules.network,
             segments: rules.segments,
+            alerts: rules.alerts,
             rules_version: rules.version,
             stock,
         })
@@ -154,6 +161,7 @@ impl Config {
         Rules {
             network: self.network.clone(),
             segments: self.segments.clone(),
+            alerts: self.alerts.clone(),
             version: self.rules_version.clone(),
         }
     }
@@ -198,7 +206,7 @@ impl Config {
             ),
         };
         format!(
-            "config: {}\nlisten: {} (tls {}, auth {auth})\nhealth listen: {}\nmetrics: {}\nstore: {:?}\nrules version: {}\nnodes: {} ({}; {} disabled)\nsegments: {}\n{}\nstock: {} rows, {} skus, {} units on hand\n",
+            "config: {}\nlisten: {} (tls {}, auth {auth})\nhealth listen: {}\nmetrics: {}\nstore: {:?}\nrules version: {}\nnodes: {} ({}; {} disabled)\nsegments: {}\n{}\nalert thresholds:\n{}\nstock: {} rows, {} skus, {} units on hand\n",
             self.source,
             self.settings.server.listen,
             if self.settings.tls.enabled() {
@@ -215,6 +223,7 @@ impl Config {
             disabled,
             self.segments.len(),
             segments.join("\n"),
+            describe_alerts(&self.alerts).join("\n"),
             self.stock.len(),
             skus.len(),
             units

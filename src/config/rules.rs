@@ -1,9 +1,11 @@
-//! The rule files (`network.toml` and `segments.toml`) of a config source, read together and
-//! versioned by their content: what a running server reloads when planners change them.
+//! The rule files (`network.toml`, `segments.toml` and, where there is one, `alerts.toml`) of
+//! a config source, read together and versioned by their content: what a running server
+//! reloads when planners change them.
 
+use super::alerts::parse_alerts;
 use super::network::parse_network;
 use super::segments::parse_segments;
-use super::{ConfigError, ConfigSource, NETWORK_FILE, SEGMENTS_FILE, embedded, read};
+use super::{ALERTS_FILE, ConfigError, ConfigSource, NETWORK_FILE, SEGMENTS_FILE, embedded, read};
 use crate::domain::Rules;
 
 /// The text of the rule files of a config source, and the names to report them by.
@@ -13,6 +15,9 @@ pub struct RulesFiles {
     pub network: String,
     pub segments_file: String,
     pub segments: String,
+    pub alerts_file: String,
+    /// Empty where the source has no alerts file: no thresholds.
+    pub alerts: String,
 }
 
 impl RulesFiles {
@@ -24,6 +29,8 @@ impl RulesFiles {
                 network: embedded::NETWORK.to_owned(),
                 segments_file: "embedded segments.toml".to_owned(),
                 segments: embedded::SEGMENTS.to_owned(),
+                alerts_file: "embedded alerts.toml".to_owned(),
+                alerts: embedded::ALERTS.to_owned(),
             }),
             ConfigSource::Dir(dir) => {
                 if !dir.is_dir() {
@@ -35,11 +42,18 @@ impl RulesFiles {
                 }
                 let network = dir.join(NETWORK_FILE);
                 let segments = dir.join(SEGMENTS_FILE);
+                let alerts = dir.join(ALERTS_FILE);
                 Ok(Self {
                     network_file: network.display().to_string(),
                     network: read(&network)?,
                     segments_file: segments.display().to_string(),
                     segments: read(&segments)?,
+                    alerts_file: alerts.display().to_string(),
+                    alerts: if alerts.exists() {
+                        read(&alerts)?
+                    } else {
+                        String::new()
+                    },
                 })
             }
         }
@@ -47,34 +61,38 @@ impl RulesFiles {
 
     /// The version rules parsed from these files will carry.
     pub fn version(&self) -> String {
-        rules_version(&self.network, &self.segments)
+        rules_version(&self.network, &self.segments, &self.alerts)
     }
 
     /// Parses and validates the rules.
     pub fn parse(&self) -> Result<Rules, ConfigError> {
         let network = parse_network(&self.network_file, &self.network)?;
         let segments = parse_segments(&self.segments_file, &self.segments, &network)?;
+        let alerts = parse_alerts(&self.alerts_file, &self.alerts, &network, &segments)?;
         Ok(Rules {
             network,
             segments,
+            alerts,
             version: self.version(),
         })
     }
 }
 
-/// The network and segment rules of a config source, validated: what a running server
+/// The network, segment and alert rules of a config source, validated: what a running server
 /// reloads when planners change them.
 pub fn load_rules(source: &ConfigSource) -> Result<Rules, ConfigError> {
     RulesFiles::read(source)?.parse()
 }
 
-/// The first 16 hex digits of the SHA-256 of `network.toml` followed by `segments.toml`: the
-/// same files give the same version on every replica.
-pub fn rules_version(network_toml: &str, segments_toml: &str) -> String {
+/// The first 16 hex digits of the SHA-256 of `network.toml`, `segments.toml` and
+/// `alerts.toml` (empty where there is none) one after the other: the same files give the same
+/// version on every replica.
+pub fn rules_version(network_toml: &str, segments_toml: &str, alerts_toml: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
         .chain_update(network_toml.as_bytes())
         .chain_update(segments_toml.as_bytes())
+        .chain_update(alerts_toml.as_bytes())
         .finalize();
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -85,16 +103,17 @@ mod tests {
     use crate::config::{Config, embedded};
 
     #[test]
-    fn the_rules_version_is_a_content_hash_of_both_files() {
-        let a = rules_version("n", "s");
+    fn the_rules_version_is_a_content_hash_of_the_rule_files() {
+        let a = rules_version("n", "s", "a");
         assert_eq!(a.len(), 16);
-        assert_eq!(a, rules_version("n", "s"));
-        assert_ne!(a, rules_version("n", "s2"));
-        assert_ne!(a, rules_version("n2", "s"));
+        assert_eq!(a, rules_version("n", "s", "a"));
+        assert_ne!(a, rules_version("n", "s2", "a"));
+        assert_ne!(a, rules_version("n2", "s", "a"));
+        assert_ne!(a, rules_version("n", "s", "a2"));
         let embedded = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
         assert_eq!(
             embedded.rules_version,
-            rules_version(embedded::NETWORK, embedded::SEGMENTS)
+            rules_version(embedded::NETWORK, embedded::SEGMENTS, embedded::ALERTS)
         );
     }
 }

@@ -15,6 +15,8 @@ use tokio::sync::broadcast;
 use crate::clock::Millis;
 use crate::store::{Allocation, ReservationState, StockLevel};
 
+pub mod alerts;
+
 /// Where an event stands in the log: the time it was appended (ms) and its number within that
 /// millisecond, written `ms-seq` as Redis Stream ids are. Later events have larger ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -81,16 +83,28 @@ pub enum EventKind {
     ReservationFulfilled,
     /// A feed update changed a level: the level after it.
     StockChanged,
+    /// A node's ATS, or the network's as a segment sees it, fell to or below its threshold.
+    LowStock,
+    /// ... and rose back above the threshold plus the hysteresis.
+    StockRecovered,
+    /// The network's ATS of a sku as a segment sees it fell to 0.
+    OutOfStock,
+    /// ... and rose above 0 again.
+    BackInStock,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::ReservationCreated,
         EventKind::ReservationCommitted,
         EventKind::ReservationReleased,
         EventKind::ReservationExpired,
         EventKind::ReservationFulfilled,
         EventKind::StockChanged,
+        EventKind::LowStock,
+        EventKind::StockRecovered,
+        EventKind::OutOfStock,
+        EventKind::BackInStock,
     ];
 
     /// The name in metrics and in the Redis stream.
@@ -102,7 +116,22 @@ impl EventKind {
             EventKind::ReservationExpired => "expired",
             EventKind::ReservationFulfilled => "fulfilled",
             EventKind::StockChanged => "stock",
+            EventKind::LowStock => "low",
+            EventKind::StockRecovered => "recovered",
+            EventKind::OutOfStock => "out",
+            EventKind::BackInStock => "back",
         }
+    }
+
+    /// Whether it is an alert (made by looking at levels, not by a change of its own).
+    pub fn is_alert(self) -> bool {
+        matches!(
+            self,
+            EventKind::LowStock
+                | EventKind::StockRecovered
+                | EventKind::OutOfStock
+                | EventKind::BackInStock
+        )
     }
 
     pub fn parse(code: &str) -> Option<EventKind> {
@@ -129,10 +158,23 @@ pub struct StockChange {
     pub level: StockLevel,
 }
 
+/// A threshold crossed: of a node (`node_id`) or of the network as a segment sees it
+/// (`segment`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertChange {
+    pub sku: String,
+    pub node_id: String,
+    pub segment: String,
+    /// The ATS that crossed.
+    pub ats: u64,
+    pub threshold: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Change {
     Reservation(ReservationChange),
     Stock(StockChange),
+    Alert(AlertChange),
 }
 
 /// One entry of the log.
@@ -152,6 +194,7 @@ impl Event {
     pub fn skus(&self) -> impl Iterator<Item = &str> {
         let (one, many) = match &self.change {
             Change::Stock(s) => (Some(s.sku.as_str()), None),
+            Change::Alert(a) => (Some(a.sku.as_str()), None),
             Change::Reservation(r) => (None, Some(r.allocations.iter().map(|a| a.sku.as_str()))),
         };
         one.into_iter().chain(many.into_iter().flatten())
@@ -161,6 +204,7 @@ impl Event {
     pub fn nodes(&self) -> impl Iterator<Item = &str> {
         let (one, many) = match &self.change {
             Change::Stock(s) => (Some(s.node_id.as_str()), None),
+            Change::Alert(a) => ((!a.node_id.is_empty()).then_some(a.node_id.as_str()), None),
             Change::Reservation(r) => {
                 (None, Some(r.allocations.iter().map(|a| a.node_id.as_str())))
             }
@@ -171,14 +215,15 @@ impl Event {
     pub fn order_id(&self) -> Option<&str> {
         match &self.change {
             Change::Reservation(r) => Some(&r.order_id),
-            Change::Stock(_) => None,
+            Change::Stock(_) | Change::Alert(_) => None,
         }
     }
 
     pub fn segment(&self) -> Option<&str> {
         match &self.change {
             Change::Reservation(r) => Some(&r.segment),
-            Change::Stock(_) => None,
+            Change::Alert(a) if !a.segment.is_empty() => Some(&a.segment),
+            Change::Stock(_) | Change::Alert(_) => None,
         }
     }
 }

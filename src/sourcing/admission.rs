@@ -108,6 +108,7 @@ mod tests {
         Rules {
             network: network(),
             segments: Segments::new([segment]),
+            alerts: Default::default(),
             version: "test".into(),
         }
     }

@@ -13,8 +13,10 @@ use super::{
 };
 use crate::clock::Millis;
 use crate::config::StockSeed;
+use crate::events::alerts::AlertCheck;
 use crate::events::{
-    Change, Event, EventId, EventKind, MemoryLog, Page, ReservationChange, Retention, StockChange,
+    AlertChange, Change, Event, EventId, EventKind, MemoryLog, Page, ReservationChange, Retention,
+    StockChange,
 };
 
 #[derive(Debug, Default)]
@@ -32,6 +34,8 @@ struct State {
     capacity: HashMap<(i64, String), u64>,
     /// What changed, appended under the same lock as the change.
     log: MemoryLog,
+    /// Alert states by (sku, state name): low or not.
+    alerts: HashMap<(String, String), bool>,
 }
 
 impl MemoryStore {
@@ -495,6 +499,33 @@ impl StockStore for MemoryStore {
     async fn trim_events(&self, now: Millis) -> Result<(), StoreError> {
         self.state.lock().log.trim(now);
         Ok(())
+    }
+
+    async fn record_alerts(
+        &self,
+        sku: &str,
+        checks: &[AlertCheck],
+        now: Millis,
+    ) -> Result<Vec<EventKind>, StoreError> {
+        let mut state = self.state.lock();
+        let mut reported = Vec::new();
+        for c in checks {
+            let key = (sku.to_owned(), c.field.clone());
+            let (low, turned) = c.next(state.alerts.get(&key).copied());
+            state.alerts.insert(key, low);
+            if let Some(kind) = turned {
+                let change = Change::Alert(AlertChange {
+                    sku: sku.to_owned(),
+                    node_id: c.node_id.clone(),
+                    segment: c.segment.clone(),
+                    ats: c.ats,
+                    threshold: c.threshold,
+                });
+                state.log.append(now, kind, change);
+                reported.push(kind);
+            }
+        }
+        Ok(reported)
     }
 
     async fn active_holds(&self, now: Millis) -> Result<u64, StoreError> {

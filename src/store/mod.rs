@@ -16,7 +16,8 @@ use tokio::sync::broadcast;
 use crate::clock::Millis;
 use crate::config::StockSeed;
 use crate::domain::Plan;
-use crate::events::{CursorError, Event, EventId, Page};
+use crate::events::alerts::AlertCheck;
+use crate::events::{CursorError, Event, EventId, EventKind, Page};
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod conformance;
@@ -417,6 +418,16 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
     /// Drops events older than the log's retention age as of `now` (the count is bounded as
     /// events are appended).
     async fn trim_events(&self, now: Millis) -> Result<(), StoreError>;
+
+    /// Turns the alert states of `sku` as each check says ([`AlertCheck::next`]) and appends
+    /// an event for each turn, in one atomic step, so that a crossing is reported once however
+    /// many replicas look at it at once. Returns the kinds reported.
+    async fn record_alerts(
+        &self,
+        sku: &str,
+        checks: &[AlertCheck],
+        now: Millis,
+    ) -> Result<Vec<EventKind>, StoreError>;
 
     /// Holds still waiting for commit, release or expiry, for the `holds_active` gauge. The
     /// Redis store counts what its expiry set still tracks, which includes committed holds

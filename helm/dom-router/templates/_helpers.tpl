@@ -187,6 +187,10 @@ token = {{ .token | toJson }}
 {{- if .Values.config.segments }}{{ .Values.config.segments }}{{ else }}{{ .Files.Get "files/segments.toml" }}{{ end }}
 {{- end }}
 
+{{- define "dom-router.alertsToml" -}}
+{{- if .Values.config.alerts }}{{ .Values.config.alerts }}{{ else }}{{ .Files.Get "files/alerts.toml" }}{{ end }}
+{{- end }}
+
 {{- define "dom-router.stockCsv" -}}
 {{- if .Values.config.stock }}{{ .Values.config.stock }}{{ else if .Values.config.demoStock }}{{ .Files.Get "files/stock.csv" }}{{ end }}
 {{- end }}

@@ -257,7 +257,7 @@ def default_release_makes_the_expected_objects() -> None:
 @check
 def the_demo_rules_are_the_projects_own() -> None:
     r = render()
-    for name in ("network.toml", "segments.toml"):
+    for name in ("network.toml", "segments.toml", "alerts.toml"):
         shipped = (REPO / "config" / name).read_text()
         assert r.config_file(name) == shipped, f"{name} in the ConfigMap differs from config/{name}"
         link = CHART / "files" / name
@@ -271,9 +271,11 @@ def the_demo_rules_are_the_projects_own() -> None:
 def rules_from_values_replace_the_demo() -> None:
     network = 'currency = "EUR"\n\n[[node]]\nid = "wh-1"\nkind = "warehouse"\ncountry = "ES"\nlat = 40.0\nlon = -3.0\n'
     segments = "[segment.standard]\nmax_shipments = 1\n"
-    r = render({"config": {"network": network, "segments": segments, "stock": "sku,node,on_hand,safety_stock\nA,wh-1,5,0\n"}})
+    alerts = "[[node]]\nsku = \"*\"\nunits = 4\n"
+    r = render({"config": {"network": network, "segments": segments, "alerts": alerts, "stock": "sku,node,on_hand,safety_stock\nA,wh-1,5,0\n"}})
     assert r.config_file("network.toml") == network
     assert r.config_file("segments.toml") == segments
+    assert r.config_file("alerts.toml") == alerts
     assert r.config_file("stock.csv").startswith("sku,node")
 
 
@@ -531,7 +533,8 @@ def existing_values() -> dict[str, Any]:
 @check
 def existing_secrets_and_rules_are_used_as_they_are() -> None:
     r = render(existing_values())
-    assert set(r.config_map["data"]) == {"server.toml"}
+    # the thresholds come from the chart's own ConfigMap all the same
+    assert set(r.config_map["data"]) == {"server.toml", "alerts.toml"}
     volume = next(v for v in r.pod["volumes"] if v["name"] == "config")
     rules = volume["projected"]["sources"][1]["configMap"]
     assert rules == {

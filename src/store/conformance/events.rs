@@ -154,3 +154,76 @@ pub async fn a_cursor_before_what_is_kept_is_refused(store: Arc<dyn StockStore>)
     assert!(page.events.is_empty());
     assert_eq!(page.last, Some(all[1].id));
 }
+
+pub async fn each_alert_crossing_is_reported_once(store: Arc<dyn StockStore>) {
+    use crate::events::alerts::AlertCheck;
+    let check = |ats: u64| AlertCheck {
+        field: "n:n1".into(),
+        node_id: "n1".into(),
+        segment: String::new(),
+        ats,
+        threshold: 5,
+        hysteresis: 2,
+        low: EventKind::LowStock,
+        recovered: EventKind::StockRecovered,
+    };
+    // many replicas looking at once at the same fall: one report
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.record_alerts("A", &[check(3)], T0).await.unwrap() })
+        })
+        .collect();
+    let mut reported = Vec::new();
+    for c in calls {
+        reported.extend(c.await.unwrap());
+    }
+    assert_eq!(reported, vec![EventKind::LowStock]);
+    let s = store.as_ref();
+    // within the hysteresis: nothing; above it: recovered, once
+    for ats in [6, 7, 4, 7] {
+        assert!(
+            s.record_alerts("A", &[check(ats)], T0)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{ats}"
+        );
+    }
+    assert_eq!(
+        s.record_alerts("A", &[check(8)], T0).await.unwrap(),
+        vec![EventKind::StockRecovered]
+    );
+    assert!(
+        s.record_alerts("A", &[check(9)], T0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // states are per sku
+    assert_eq!(
+        s.record_alerts("B", &[check(0)], T0).await.unwrap(),
+        vec![EventKind::LowStock]
+    );
+    let events = log_of(s, 3).await;
+    // in order per sku (a cluster keeps no order between skus)
+    let of = |sku: &str| -> Vec<(EventKind, u64, String, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match &e.change {
+                Change::Alert(a) if a.sku == sku => {
+                    Some((e.kind, a.ats, a.node_id.clone(), a.threshold))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        of("A"),
+        vec![
+            (EventKind::LowStock, 3, "n1".to_owned(), 5),
+            (EventKind::StockRecovered, 8, "n1".to_owned(), 5),
+        ]
+    );
+    assert_eq!(of("B"), vec![(EventKind::LowStock, 0, "n1".to_owned(), 5)]);
+}

@@ -59,6 +59,7 @@ macro_rules! store_conformance_tests {
             every_change_is_reported_once_in_order,
             the_log_reads_on_from_any_cursor,
             a_cursor_before_what_is_kept_is_refused,
+            each_alert_crossing_is_reported_once,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

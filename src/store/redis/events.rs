@@ -26,8 +26,10 @@ use super::RedisStore;
 use super::keys::{Keys, attempt_token, slot};
 use super::level::parse_level;
 use crate::clock::Millis;
+use crate::events::alerts::AlertCheck;
 use crate::events::{
-    Change, Event, EventId, EventKind, Page, ReservationChange, StockChange, check_cursor,
+    AlertChange, Change, Event, EventId, EventKind, Page, ReservationChange, StockChange,
+    check_cursor,
 };
 use crate::store::{Allocation, ReservationState, StoreError};
 
@@ -67,6 +69,11 @@ impl Keys {
     /// The outbox of a cluster slot.
     pub(super) fn outbox(&self, slot: u16) -> String {
         format!("{}:{{{}}}:ob", self.prefix, slot_tags()[usize::from(slot)])
+    }
+
+    /// The alert states of a sku (see `events::alerts`), in its slot.
+    pub(super) fn alerts(&self, sku: &str) -> String {
+        format!("{}:{{s:{sku}}}:al", self.prefix)
     }
 
     fn mover_lock(&self, slot: u16) -> String {
@@ -112,7 +119,20 @@ fn event(id: &str, fields: Vec<(String, String)>) -> Result<Event, String> {
     let at: Millis = get("at")
         .parse()
         .map_err(|_| format!("time {:?}", get("at")))?;
-    let change = if kind == EventKind::StockChanged {
+    let figure = |name: &str| -> Result<u64, String> {
+        get(name)
+            .parse()
+            .map_err(|_| format!("{name} {:?}", get(name)))
+    };
+    let change = if kind.is_alert() {
+        Change::Alert(AlertChange {
+            sku: get("s").to_owned(),
+            node_id: get("n").to_owned(),
+            segment: get("sg").to_owned(),
+            ats: figure("ats")?,
+            threshold: figure("th")?,
+        })
+    } else if kind == EventKind::StockChanged {
         let level = parse_level(get("lv")).ok_or_else(|| format!("level {:?}", get("lv")))?;
         Change::Stock(StockChange {
             sku: get("s").to_owned(),
@@ -244,6 +264,38 @@ impl RedisStore {
             events: events(found),
             last,
         })
+    }
+
+    /// Turns the alert states of a sku and reports each turn; see `StockStore::record_alerts`.
+    pub(super) async fn record_alerts_on(
+        &self,
+        sku: &str,
+        checks: &[AlertCheck],
+    ) -> Result<Vec<EventKind>, StoreError> {
+        if checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn().await?;
+        let key = self.inner.keys.alerts(sku);
+        let mut args = vec![sku.to_owned()];
+        for c in checks {
+            args.extend([
+                c.field.clone(),
+                c.ats.to_string(),
+                c.threshold.to_string(),
+                c.hysteresis.to_string(),
+                c.low.as_str().to_owned(),
+                c.recovered.as_str().to_owned(),
+                c.node_id.clone(),
+                c.segment.clone(),
+            ]);
+        }
+        let reply = self
+            .eval(&conn, &self.inner.scripts.alerts, &[&key], &args)
+            .await?;
+        let kinds: Vec<String> = redis::from_redis_value(reply)
+            .map_err(|e| StoreError::Corrupt(format!("the alerts script answered: {e}")))?;
+        Ok(kinds.iter().filter_map(|k| EventKind::parse(k)).collect())
     }
 
     /// A receiver of every event from now on; starts this replica's reader when none runs.

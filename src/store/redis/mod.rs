@@ -231,6 +231,15 @@ impl StockStore for RedisStore {
         self.trim_events_on(now).await
     }
 
+    async fn record_alerts(
+        &self,
+        sku: &str,
+        checks: &[crate::events::alerts::AlertCheck],
+        _now: Millis,
+    ) -> Result<Vec<crate::events::EventKind>, StoreError> {
+        self.record_alerts_on(sku, checks).await
+    }
+
     async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError> {
         let conn = self.conn().await?;
         self.commit_on(&conn, order_id, now).await

@@ -22,6 +22,7 @@ mod lua {
     pub const RECORD_RELEASE_BEGIN: &str = include_str!("../lua/record_release_begin.lua");
     pub const RECORD_RELEASE: &str = include_str!("../lua/record_release.lua");
     pub const RECORD_SHIP: &str = include_str!("../lua/record_ship.lua");
+    pub const ALERTS: &str = include_str!("../lua/alerts.lua");
 }
 
 /// A script with the name its round trips are measured under.
@@ -52,10 +53,12 @@ pub(super) struct Scripts {
     pub(super) record_release_begin: Named,
     pub(super) record_release: Named,
     pub(super) record_ship: Named,
+    pub(super) alerts: Named,
 }
 
 /// Scripts that report their changes to the log.
-const EMITTING: [&str; 8] = [
+const EMITTING: [&str; 9] = [
+    "alerts",
     "feed",
     "ship",
     "reserve_whole",
@@ -96,6 +99,7 @@ impl Scripts {
             record_release_begin: s("record_release_begin", lua::RECORD_RELEASE_BEGIN),
             record_release: s("record_release", lua::RECORD_RELEASE),
             record_ship: s("record_ship", lua::RECORD_SHIP),
+            alerts: s("alerts", lua::ALERTS),
         }
     }
 }

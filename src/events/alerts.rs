@@ -1,0 +1,344 @@
+//! Low-stock alerts: thresholds from `alerts.toml`, and what a sku's levels say of them.
+//!
+//! Three kinds of watch, each a state per sku that is either low or not:
+//! - a node's ATS against a node threshold (the most specific rule: one naming the node, then
+//!   one naming its kind, then one for every node; among rules as specific, the first);
+//! - the network's ATS as a segment sees it (its nodes, its use of safety stock) against a
+//!   network threshold;
+//! - out of stock: the network's ATS for a segment at 0, for every segment, with no rule.
+//!
+//! A state turns low when the ATS falls to or below the threshold, and back when it rises above
+//! the threshold plus the hysteresis, so a level bouncing on the line does not flood. Turning is
+//! decided and reported by the store in one atomic step, so each crossing is reported once
+//! however many replicas look.
+
+use std::collections::HashMap;
+
+use crate::domain::{Network, NodeKind, Segments};
+use crate::store::StockLevel;
+
+use super::EventKind;
+
+/// A pattern over sku ids: `*` stands for any run of characters, `?` for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob(String);
+
+impl Glob {
+    pub fn new(pattern: &str) -> Self {
+        Self(pattern.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        let p: Vec<char> = self.0.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        // iterative match with one backtrack point per star
+        let (mut i, mut j) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while j < t.len() {
+            if i < p.len() && (p[i] == '?' || p[i] == t[j]) {
+                i += 1;
+                j += 1;
+            } else if i < p.len() && p[i] == '*' {
+                star = Some((i, j));
+                i += 1;
+            } else if let Some((si, sj)) = star {
+                i = si + 1;
+                j = sj + 1;
+                star = Some((si, sj + 1));
+            } else {
+                return false;
+            }
+        }
+        p[i..].iter().all(|&c| c == '*')
+    }
+}
+
+/// Which nodes a node threshold covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeScope {
+    All,
+    Kind(NodeKind),
+    Node(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeThreshold {
+    pub sku: Glob,
+    pub scope: NodeScope,
+    pub units: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkThreshold {
+    pub sku: Glob,
+    /// None: every segment.
+    pub segment: Option<String>,
+    pub units: u64,
+}
+
+/// The thresholds in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertRules {
+    pub nodes: Vec<NodeThreshold>,
+    pub network: Vec<NetworkThreshold>,
+    /// Units above the threshold the ATS must rise past for a low state to end.
+    pub hysteresis: u64,
+}
+
+impl AlertRules {
+    /// The threshold of a node's ATS of a sku: the most specific rule, the first among equals.
+    pub fn node_threshold(&self, sku: &str, node_id: &str, kind: NodeKind) -> Option<u64> {
+        let rank = |t: &NodeThreshold| match &t.scope {
+            NodeScope::Node(n) if n == node_id => Some(0),
+            NodeScope::Kind(k) if *k == kind => Some(1),
+            NodeScope::All => Some(2),
+            _ => None,
+        };
+        self.nodes
+            .iter()
+            .filter(|t| t.sku.matches(sku))
+            .filter_map(|t| rank(t).map(|r| (r, t.units)))
+            .min_by_key(|(r, _)| *r)
+            .map(|(_, units)| units)
+    }
+
+    /// The threshold of the network's ATS of a sku as a segment sees it: a rule naming the
+    /// segment, else one for every segment; the first among equals.
+    pub fn network_threshold(&self, sku: &str, segment: &str) -> Option<u64> {
+        let named = self
+            .network
+            .iter()
+            .find(|t| t.segment.as_deref() == Some(segment) && t.sku.matches(sku));
+        named
+            .or_else(|| {
+                self.network
+                    .iter()
+                    .find(|t| t.segment.is_none() && t.sku.matches(sku))
+            })
+            .map(|t| t.units)
+    }
+}
+
+/// One state to look at: where it is kept, what it is about, and the figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertCheck {
+    /// The state's name within the sku: `n:NODE`, `t:SEGMENT` (network threshold) or
+    /// `o:SEGMENT` (out of stock).
+    pub field: String,
+    /// The node of a node threshold, else empty.
+    pub node_id: String,
+    /// The segment of a network threshold or of out of stock, else empty.
+    pub segment: String,
+    pub ats: u64,
+    pub threshold: u64,
+    pub hysteresis: u64,
+    /// Reported when the state turns low, and when it ends.
+    pub low: EventKind,
+    pub recovered: EventKind,
+}
+
+impl AlertCheck {
+    /// The state after this check, from the state before (None: never looked at, as not
+    /// low), and what to report of the change.
+    pub fn next(&self, low_before: Option<bool>) -> (bool, Option<EventKind>) {
+        let was_low = low_before.unwrap_or(false);
+        if !was_low && self.ats <= self.threshold {
+            (true, Some(self.low))
+        } else if was_low && self.ats > self.threshold.saturating_add(self.hysteresis) {
+            (false, Some(self.recovered))
+        } else {
+            (was_low, None)
+        }
+    }
+}
+
+/// What the alert rules, the network and the segments say of one sku's levels: every state
+/// to check. Nodes not in the network, and disabled ones, count for nothing.
+pub fn assess(
+    sku: &str,
+    levels: &HashMap<String, StockLevel>,
+    network: &Network,
+    segments: &Segments,
+    rules: &AlertRules,
+) -> Vec<AlertCheck> {
+    let mut checks = Vec::new();
+    for node in network.nodes() {
+        let Some(threshold) = rules.node_threshold(sku, &node.id, node.kind) else {
+            continue;
+        };
+        let ats = if node.enabled {
+            levels.get(&node.id).map_or(0, |l| l.ats(false))
+        } else {
+            0
+        };
+        checks.push(AlertCheck {
+            field: format!("n:{}", node.id),
+            node_id: node.id.clone(),
+            segment: String::new(),
+            ats,
+            threshold,
+            hysteresis: rules.hysteresis,
+            low: EventKind::LowStock,
+            recovered: EventKind::StockRecovered,
+        });
+    }
+    for name in segments.names() {
+        let Some(segment) = segments.get(&name) else {
+            continue;
+        };
+        let ats = network
+            .nodes()
+            .iter()
+            .filter(|n| n.enabled && segment.exclusion(n).is_none())
+            .filter_map(|n| levels.get(&n.id))
+            .fold(0u64, |sum, l| {
+                sum.saturating_add(l.ats(segment.use_safety_stock))
+            });
+        if let Some(threshold) = rules.network_threshold(sku, &name) {
+            checks.push(AlertCheck {
+                field: format!("t:{name}"),
+                node_id: String::new(),
+                segment: name.clone(),
+                ats,
+                threshold,
+                hysteresis: rules.hysteresis,
+                low: EventKind::LowStock,
+                recovered: EventKind::StockRecovered,
+            });
+        }
+        checks.push(AlertCheck {
+            field: format!("o:{name}"),
+            node_id: String::new(),
+            segment: name,
+            ats,
+            threshold: 0,
+            hysteresis: 0,
+            low: EventKind::OutOfStock,
+            recovered: EventKind::BackInStock,
+        });
+    }
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_runs_and_single_characters() {
+        let cases = [
+            ("APP-*", "APP-0003", true),
+            ("APP-*", "APP-", true),
+            ("APP-*", "AP-1", false),
+            ("*", "", true),
+            ("A?C", "ABC", true),
+            ("A?C", "AC", false),
+            ("*-M", "TEE-RED-M", true),
+            ("*-M", "TEE-RED-L", false),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("SKU-1", "SKU-1", true),
+            ("SKU-1", "SKU-10", false),
+        ];
+        for (pattern, text, want) in cases {
+            assert_eq!(Glob::new(pattern).matches(text), want, "{pattern} ~ {text}");
+        }
+    }
+
+    #[test]
+    fn the_most_specific_rule_wins_and_the_first_among_equals() {
+        let rules = AlertRules {
+            nodes: vec![
+                NodeThreshold {
+                    sku: Glob::new("*"),
+                    scope: NodeScope::All,
+                    units: 1,
+                },
+                NodeThreshold {
+                    sku: Glob::new("APP-*"),
+                    scope: NodeScope::Kind(NodeKind::Store),
+                    units: 3,
+                },
+                NodeThreshold {
+                    sku: Glob::new("APP-*"),
+                    scope: NodeScope::Kind(NodeKind::Store),
+                    units: 4,
+                },
+                NodeThreshold {
+                    sku: Glob::new("APP-0003"),
+                    scope: NodeScope::Node("st-valencia".into()),
+                    units: 9,
+                },
+            ],
+            network: vec![
+                NetworkThreshold {
+                    sku: Glob::new("*"),
+                    segment: None,
+                    units: 10,
+                },
+                NetworkThreshold {
+                    sku: Glob::new("APP-*"),
+                    segment: Some("vip".into()),
+                    units: 50,
+                },
+            ],
+            hysteresis: 2,
+        };
+        assert_eq!(
+            rules.node_threshold("APP-0003", "st-valencia", NodeKind::Store),
+            Some(9)
+        );
+        assert_eq!(
+            rules.node_threshold("APP-0003", "st-madrid", NodeKind::Store),
+            Some(3)
+        );
+        assert_eq!(
+            rules.node_threshold("APP-0003", "wh-getafe", NodeKind::Warehouse),
+            Some(1)
+        );
+        assert_eq!(
+            rules.node_threshold("TOY-1", "st-madrid", NodeKind::Store),
+            Some(1)
+        );
+        assert_eq!(rules.network_threshold("APP-1", "vip"), Some(50));
+        assert_eq!(rules.network_threshold("APP-1", "standard"), Some(10));
+        assert_eq!(rules.network_threshold("TOY-1", "vip"), Some(10));
+        assert_eq!(
+            AlertRules::default().node_threshold("A", "n", NodeKind::Store),
+            None
+        );
+    }
+
+    #[test]
+    fn a_state_turns_low_at_the_threshold_and_back_past_the_hysteresis() {
+        let check = |ats| AlertCheck {
+            field: "n:x".into(),
+            node_id: "x".into(),
+            segment: String::new(),
+            ats,
+            threshold: 5,
+            hysteresis: 2,
+            low: EventKind::LowStock,
+            recovered: EventKind::StockRecovered,
+        };
+        assert_eq!(check(6).next(None), (false, None));
+        assert_eq!(check(5).next(None), (true, Some(EventKind::LowStock)));
+        assert_eq!(check(5).next(Some(true)), (true, None));
+        // bouncing on the line reports nothing
+        assert_eq!(check(6).next(Some(true)), (true, None));
+        assert_eq!(check(7).next(Some(true)), (true, None));
+        assert_eq!(
+            check(8).next(Some(true)),
+            (false, Some(EventKind::StockRecovered))
+        );
+        assert_eq!(check(8).next(Some(false)), (false, None));
+        assert_eq!(
+            check(0).next(Some(false)),
+            (true, Some(EventKind::LowStock))
+        );
+    }
+}

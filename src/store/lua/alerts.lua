@@ -1,0 +1,25 @@
+-- Turns the alert states of one sku and reports each turn (see src/events/alerts.rs): a state
+-- turns low when the ATS falls to or below the threshold, and ends when it rises above the
+-- threshold plus the hysteresis.
+-- KEYS: the sku's alert states hash, the log. ARGV: sku, then per check eight values: state
+-- name, ATS, threshold, hysteresis, kind reported when it turns low, kind when it ends, node,
+-- segment. Returns the kinds reported.
+local out = {}
+for i = 2, #ARGV, 8 do
+  local field, ats, th, hy = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local was = redis.call('HGET', KEYS[1], field) == '1'
+  local kind = nil
+  if not was and ats <= th then
+    redis.call('HSET', KEYS[1], field, '1')
+    kind = ARGV[i + 4]
+  elseif was and ats > th + hy then
+    redis.call('HSET', KEYS[1], field, '0')
+    kind = ARGV[i + 5]
+  end
+  if kind then
+    emit({'k', kind, 's', ARGV[1], 'n', ARGV[i + 6], 'sg', ARGV[i + 7], 'ats', ARGV[i + 1],
+      'th', ARGV[i + 2]})
+    out[#out + 1] = kind
+  end
+end
+return out
