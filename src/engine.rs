@@ -154,6 +154,10 @@ impl Engine {
         &self.settings
     }
 
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     pub fn store(&self) -> &Arc<dyn StockStore> {
         &self.store
     }

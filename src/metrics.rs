@@ -138,6 +138,14 @@ fn describe() {
         "rule changes read from the config directory, by result: applied or refused"
     );
     describe_counter!(
+        "dom_router_webhook_deliveries_total",
+        "webhook POSTs by webhook and result: delivered, failed (tried again), rejected (4xx, passed over), lost (cursor behind the log)"
+    );
+    describe_gauge!(
+        "dom_router_webhook_lag_seconds",
+        "age of the last event a webhook's delivery went past, by webhook"
+    );
+    describe_counter!(
         "dom_router_alerts_total",
         "threshold crossings this replica reported, by kind: low, recovered, out, back"
     );
@@ -214,6 +222,19 @@ pub fn planned(candidates: usize, plan: &Plan) {
 
 pub fn alert(kind: crate::events::EventKind) {
     counter!("dom_router_alerts_total", "kind" => kind.as_str()).increment(1);
+}
+
+/// A webhook POST: `delivered`, `failed` (tried again), `rejected` (a 4xx, passed over), or
+/// `lost` (its cursor fell behind what the log keeps).
+pub fn webhook(result: &'static str, name: &str) {
+    counter!("dom_router_webhook_deliveries_total", "webhook" => name.to_owned(), "result" => result)
+        .increment(1);
+}
+
+/// How old the last event a webhook went past was, in seconds.
+pub fn webhook_lag(name: &str, ms: i64) {
+    gauge!("dom_router_webhook_lag_seconds", "webhook" => name.to_owned())
+        .set(ms.max(0) as f64 / 1000.0);
 }
 
 pub fn event_sent() {

@@ -318,3 +318,67 @@ impl pb::events_server::Events for EventsApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
+
+/// An event in the proto3 JSON mapping of `dom.v1.Event` (what webhooks POST): field names in
+/// lowerCamelCase, 64-bit integers as strings, enums by name.
+pub fn event_json(e: &pb::Event) -> serde_json::Value {
+    use serde_json::json;
+    let int = |v: i64| v.to_string();
+    let mut out = json!({
+        "id": e.id,
+        "key": e.key,
+        "atMs": int(e.at_ms),
+        "kind": pb::EventKind::try_from(e.kind).map_or("EVENT_KIND_UNSPECIFIED", |k| k.as_str_name()),
+    });
+    let change = match &e.change {
+        Some(pb::event::Change::Reservation(r)) => (
+            "reservation",
+            json!({
+                "orderId": r.order_id,
+                "segment": r.segment,
+                "state": pb::ReservationState::try_from(r.state)
+                    .map_or("RESERVATION_STATE_UNSPECIFIED", |s| s.as_str_name()),
+                "allocations": r.allocations.iter().map(|a| json!({
+                    "lineId": a.line_id,
+                    "sku": a.sku,
+                    "nodeId": a.node_id,
+                    "quantity": int(a.quantity),
+                    "shipped": int(a.shipped),
+                    "released": int(a.released),
+                })).collect::<Vec<_>>(),
+                "lineIds": r.line_ids,
+            }),
+        ),
+        Some(pb::event::Change::Stock(s)) => {
+            let level = s.level.as_ref().map(|l| {
+                let mut level = json!({
+                    "nodeId": l.node_id,
+                    "onHand": int(l.on_hand),
+                    "reserved": int(l.reserved),
+                    "safetyStock": int(l.safety_stock),
+                    "ats": int(l.ats),
+                    "lastSequence": l.last_sequence.to_string(),
+                    "belowThreshold": l.below_threshold,
+                });
+                if let Some(t) = l.low_stock_threshold {
+                    level["lowStockThreshold"] = json!(int(t));
+                }
+                level
+            });
+            ("stock", json!({ "sku": s.sku, "level": level }))
+        }
+        Some(pb::event::Change::Alert(a)) => (
+            "alert",
+            json!({
+                "sku": a.sku,
+                "nodeId": a.node_id,
+                "segment": a.segment,
+                "ats": int(a.ats),
+                "threshold": int(a.threshold),
+            }),
+        ),
+        None => return out,
+    };
+    out[change.0] = change.1;
+    out
+}

@@ -20,6 +20,7 @@ mod segments;
 mod settings;
 mod solver;
 mod stock;
+mod webhooks;
 
 pub use alerts::{describe as describe_alerts, parse_alerts};
 pub use layering::load_settings;
@@ -33,6 +34,7 @@ pub use settings::{
 };
 pub use solver::check_solver;
 pub use stock::{StockSeed, parse_stock};
+pub use webhooks::{WebhookSettings, kind_name};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -20,6 +20,9 @@ pub struct Settings {
     pub sourcing: SourcingSettings,
     pub store: StoreSettings,
     pub events: EventSettings,
+    /// Receivers of events over HTTP; none by default.
+    #[serde(default)]
+    pub webhook: Vec<super::webhooks::WebhookSettings>,
     pub metrics: MetricsSettings,
     pub tracing: TracingSettings,
     pub tls: TlsSettings,
@@ -366,6 +369,7 @@ impl Settings {
             ));
         }
         self.validate_operations(source)?;
+        super::webhooks::validate(&self.webhook, source)?;
         let h = &self.holds;
         if h.min_ttl_secs > h.max_ttl_secs {
             return Err(ConfigError::new(

@@ -19,6 +19,7 @@ mod access;
 mod deadline;
 mod reload;
 pub mod telemetry;
+pub mod webhooks;
 
 use crate::api::events::EventsApi;
 use crate::api::{InventoryApi, Limits, NetworkApi, SourcingApi, pb};
@@ -68,6 +69,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Config(#[from] ConfigError),
+    #[error("{0}")]
+    Webhook(String),
 }
 
 /// The ports a server answers on, bound by the caller.
@@ -463,6 +466,16 @@ pub async fn serve(
         )),
         tokio::spawn(watch_alerts(engine.clone(), stop_rx.clone())),
     ];
+    for hook in webhooks::Hook::all(&s.webhook, |var| std::env::var(var).ok())
+        .map_err(ServeError::Webhook)?
+    {
+        tasks.push(tokio::spawn(webhooks::run(
+            engine.store().clone(),
+            engine.clock().clone(),
+            hook,
+            stop_rx.clone(),
+        )));
+    }
     if let Some(source) = rules {
         tasks.push(tokio::spawn(reload::watch(
             engine.clone(),

@@ -36,6 +36,9 @@ struct State {
     log: MemoryLog,
     /// Alert states by (sku, state name): low or not.
     alerts: HashMap<(String, String), bool>,
+    /// Leases by name: holder and until when.
+    leases: HashMap<String, (String, Millis)>,
+    cursors: HashMap<String, EventId>,
 }
 
 impl MemoryStore {
@@ -526,6 +529,49 @@ impl StockStore for MemoryStore {
             }
         }
         Ok(reported)
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: u64,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state.lock();
+        let free = state
+            .leases
+            .get(name)
+            .is_none_or(|(h, until)| h == holder || *until <= now);
+        if free {
+            let until = now.saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+            state
+                .leases
+                .insert(name.to_owned(), (holder.to_owned(), until));
+        }
+        Ok(free)
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<EventId>, StoreError> {
+        Ok(self.state.lock().cursors.get(name).copied())
+    }
+
+    async fn save_cursor(
+        &self,
+        name: &str,
+        holder: &str,
+        cursor: EventId,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state.lock();
+        let held = state
+            .leases
+            .get(name)
+            .is_some_and(|(h, until)| h == holder && *until > now);
+        if held {
+            state.cursors.insert(name.to_owned(), cursor);
+        }
+        Ok(held)
     }
 
     async fn active_holds(&self, now: Millis) -> Result<u64, StoreError> {

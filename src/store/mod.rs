@@ -429,6 +429,29 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
         now: Millis,
     ) -> Result<Vec<EventKind>, StoreError>;
 
+    /// Takes the lease `name` for `holder` for `ttl_ms`, or renews it if `holder` has it; false
+    /// while another holder has it. A holder that stops renewing loses it once `ttl_ms` pass.
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: u64,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+
+    /// The cursor saved under `name` (a webhook's last event delivered), if any.
+    async fn cursor(&self, name: &str) -> Result<Option<EventId>, StoreError>;
+
+    /// Saves the cursor `name`, if `holder` holds the lease of the same name (checked in the
+    /// same step); false when it does not, and nothing is saved.
+    async fn save_cursor(
+        &self,
+        name: &str,
+        holder: &str,
+        cursor: EventId,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+
     /// Holds still waiting for commit, release or expiry, for the `holds_active` gauge. The
     /// Redis store counts what its expiry set still tracks, which includes committed holds
     /// until their hold time passes; see its docs.

@@ -57,6 +57,7 @@ mod connection;
 mod events;
 mod feed;
 mod keys;
+mod lease;
 mod level;
 mod read;
 mod record;
@@ -229,6 +230,30 @@ impl StockStore for RedisStore {
 
     async fn trim_events(&self, now: Millis) -> Result<(), StoreError> {
         self.trim_events_on(now).await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: u64,
+        _now: Millis,
+    ) -> Result<bool, StoreError> {
+        self.take_lease_on(name, holder, ttl_ms).await
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<EventId>, StoreError> {
+        self.cursor_on(name).await
+    }
+
+    async fn save_cursor(
+        &self,
+        name: &str,
+        holder: &str,
+        cursor: EventId,
+        _now: Millis,
+    ) -> Result<bool, StoreError> {
+        self.save_cursor_on(name, holder, cursor).await
     }
 
     async fn record_alerts(
