@@ -578,9 +578,11 @@ impl Engine {
         Ok(reported)
     }
 
-    /// Drops events past the log's retention age.
-    pub async fn trim_events(&self) -> Result<(), Error> {
-        Ok(self.store.trim_events(self.clock.now_millis()).await?)
+    /// Drops events past the log's retention age; how many the log keeps.
+    pub async fn trim_events(&self) -> Result<u64, Error> {
+        let kept = self.store.trim_events(self.clock.now_millis()).await?;
+        crate::metrics::event_log_length(kept);
+        Ok(kept)
     }
 
     /// Holds not yet committed, released or expired, across every replica.

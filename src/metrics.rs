@@ -149,6 +149,10 @@ fn describe() {
         "dom_router_alerts_total",
         "threshold crossings this replica reported, by kind: low, recovered, out, back"
     );
+    describe_gauge!(
+        "dom_router_event_log_length",
+        "events the log keeps, as the last sweep of this replica read it"
+    );
     describe_counter!(
         "dom_router_events_sent_total",
         "events sent to watchers (one per watcher an event matched)"
@@ -235,6 +239,10 @@ pub fn webhook(result: &'static str, name: &str) {
 pub fn webhook_lag(name: &str, ms: i64) {
     gauge!("dom_router_webhook_lag_seconds", "webhook" => name.to_owned())
         .set(ms.max(0) as f64 / 1000.0);
+}
+
+pub fn event_log_length(n: u64) {
+    gauge!("dom_router_event_log_length").set(n as f64);
 }
 
 pub fn event_sent() {

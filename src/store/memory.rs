@@ -499,9 +499,10 @@ impl StockStore for MemoryStore {
         Ok(self.state.lock().log.subscribe())
     }
 
-    async fn trim_events(&self, now: Millis) -> Result<(), StoreError> {
-        self.state.lock().log.trim(now);
-        Ok(())
+    async fn trim_events(&self, now: Millis) -> Result<u64, StoreError> {
+        let mut state = self.state.lock();
+        state.log.trim(now);
+        Ok(state.log.len() as u64)
     }
 
     async fn record_alerts(

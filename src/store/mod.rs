@@ -416,8 +416,8 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
     async fn subscribe_events(&self) -> Result<broadcast::Receiver<Arc<Event>>, StoreError>;
 
     /// Drops events older than the log's retention age as of `now` (the count is bounded as
-    /// events are appended).
-    async fn trim_events(&self, now: Millis) -> Result<(), StoreError>;
+    /// events are appended); how many events the log keeps after it.
+    async fn trim_events(&self, now: Millis) -> Result<u64, StoreError>;
 
     /// Turns the alert states of `sku` as each check says ([`AlertCheck::next`]) and appends
     /// an event for each turn, in one atomic step, so that a crossing is reported once however

@@ -165,6 +165,20 @@ client_ca_file = {{ ternary (printf "%s/ca.crt" (include "dom-router.tlsDir" .))
 [auth]
 mode = {{ $v.auth.mode | toJson }}
 tokens_file = {{ ternary (printf "%s/tokens.toml" (include "dom-router.secretsDir" .)) "" (eq $v.auth.mode "tokens") | toJson }}
+{{- range $i, $h := $v.webhooks }}
+
+[[webhook]]
+# The secret comes from Secret {{ $h.secretName }}, as DOM_ROUTER_WEBHOOK_{{ $i }}_SECRET.
+name = {{ $h.name | toJson }}
+url = {{ $h.url | toJson }}
+kinds = {{ $h.kinds | default list | toJson }}
+skus = {{ $h.skus | default list | toJson }}
+node_ids = {{ $h.node_ids | default list | toJson }}
+segments = {{ $h.segments | default list | toJson }}
+order_ids = {{ $h.order_ids | default list | toJson }}
+secret_env = {{ printf "DOM_ROUTER_WEBHOOK_%d_SECRET" $i | toJson }}
+timeout_ms = {{ $h.timeout_ms | default 5000 | int64 }}
+{{- end }}
 {{- end }}
 
 {{/* tokens.toml, from auth.clients. */}}

@@ -461,6 +461,27 @@ def redis_password_reaches_the_pod_only_through_a_secret() -> None:
 
 
 @check
+def webhooks_reach_server_toml_with_their_secrets_from_secrets() -> None:
+    hooks = [
+        {"name": "oms", "url": "https://oms.example/hooks", "kinds": ["low_stock"], "secretName": "oms-hook"},
+        {"name": "wms", "url": "http://wms:8080/dom", "secretName": "wms-hook", "secretKey": "key", "timeout_ms": 900},
+    ]
+    r = render({"webhooks": hooks})
+    written = r.server_toml["webhook"]
+    assert [w["name"] for w in written] == ["oms", "wms"]
+    assert written[0]["kinds"] == ["low_stock"] and written[1]["kinds"] == []
+    assert written[1]["timeout_ms"] == 900 and written[0]["timeout_ms"] == 5000
+    assert "secret" not in written[0], "no secret in the ConfigMap"
+    env = {e["name"]: e for e in r.container["env"]}
+    for i, hook in enumerate(hooks):
+        var = f"DOM_ROUTER_WEBHOOK_{i}_SECRET"
+        assert written[i]["secret_env"] == var
+        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": hook["secretName"], "key": hook.get("secretKey", "secret")}
+    assert "webhook" not in render().server_toml, "none by default"
+    assert "url" in render_error({"webhooks": [{"name": "x", "url": "ftp://x", "secretName": "s"}]})
+
+
+@check
 def ci_release_uses_the_cluster_tokens_and_tls() -> None:
     values = ci_values()
     r = render(values)

@@ -227,3 +227,35 @@ pub async fn each_alert_crossing_is_reported_once(store: Arc<dyn StockStore>) {
     );
     assert_eq!(of("B"), vec![(EventKind::LowStock, 0, "n1".to_owned(), 5)]);
 }
+
+pub async fn one_holder_has_a_lease_and_only_it_saves_the_cursor(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    assert!(s.take_lease("hook", "a", 60_000, T0).await.unwrap());
+    assert!(
+        !s.take_lease("hook", "b", 60_000, T0).await.unwrap(),
+        "held by a"
+    );
+    // renewing is taking again
+    assert!(s.take_lease("hook", "a", 60_000, T0).await.unwrap());
+    assert_eq!(s.cursor("hook").await.unwrap(), None);
+    let at = EventId { ms: 5, seq: 1 };
+    assert!(s.save_cursor("hook", "a", at, T0).await.unwrap());
+    assert!(
+        !s.save_cursor("hook", "b", EventId { ms: 9, seq: 0 }, T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.cursor("hook").await.unwrap(), Some(at));
+    // a lease let go (renewed for a moment) passes to the next holder
+    assert!(s.take_lease("hook", "a", 1, T0).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(s.take_lease("hook", "b", 60_000, T0 + 20).await.unwrap());
+    assert!(
+        !s.save_cursor("hook", "a", EventId { ms: 7, seq: 0 }, T0 + 20)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.cursor("hook").await.unwrap(), Some(at));
+    // leases are by name
+    assert!(s.take_lease("other", "a", 60_000, T0 + 20).await.unwrap());
+}

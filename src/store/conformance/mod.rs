@@ -60,6 +60,7 @@ macro_rules! store_conformance_tests {
             the_log_reads_on_from_any_cursor,
             a_cursor_before_what_is_kept_is_refused,
             each_alert_crossing_is_reported_once,
+            one_holder_has_a_lease_and_only_it_saves_the_cursor,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

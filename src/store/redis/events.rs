@@ -383,7 +383,7 @@ impl RedisStore {
         }
     }
 
-    pub(super) async fn trim_events_on(&self, now: Millis) -> Result<(), StoreError> {
+    pub(super) async fn trim_events_on(&self, now: Millis) -> Result<u64, StoreError> {
         let conn = self.conn().await?;
         let horizon = u64::try_from(now)
             .unwrap_or(0)
@@ -405,7 +405,9 @@ impl RedisStore {
                 self.scan_outboxes().await?;
             }
         }
-        Ok(())
+        let mut len = redis::cmd("XLEN");
+        len.arg(self.inner.keys.events());
+        self.query::<u64>(&conn, &len).await
     }
 
     /// Notes that a script appended to the outbox of `slot` (on a cluster), for the mover.

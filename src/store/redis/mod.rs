@@ -228,7 +228,7 @@ impl StockStore for RedisStore {
         self.subscribe_on().await
     }
 
-    async fn trim_events(&self, now: Millis) -> Result<(), StoreError> {
+    async fn trim_events(&self, now: Millis) -> Result<u64, StoreError> {
         self.trim_events_on(now).await
     }
 
