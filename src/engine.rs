@@ -74,6 +74,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     strategies: Strategies,
     pool: SolvePool,
+    /// Alert states as this replica last saw them.
+    alerts: crate::events::alerts::Known,
 }
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
@@ -133,6 +135,7 @@ impl Engine {
                 std::time::Duration::from_millis(settings.sourcing.solve_budget_ms),
             ),
             pool: SolvePool::new(settings.sourcing.solver_threads),
+            alerts: Default::default(),
             settings,
             store,
             clock,
@@ -570,7 +573,13 @@ impl Engine {
                 &rules.segments,
                 &rules.alerts,
             );
-            for kind in self.store.record_alerts(sku, &checks, now).await? {
+            let checks = self.alerts.worth_asking(sku, checks);
+            if checks.is_empty() {
+                continue;
+            }
+            let states = self.store.record_alerts(sku, &checks, now).await?;
+            self.alerts.learn(sku, &checks, &states);
+            for kind in states.iter().filter_map(|(_, k)| *k) {
                 crate::metrics::alert(kind);
                 reported += 1;
             }

@@ -13,6 +13,7 @@
 //! however many replicas look.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use crate::domain::{Network, NodeKind, Segments};
 use crate::store::StockLevel;
@@ -152,6 +153,54 @@ impl AlertCheck {
             (false, Some(self.recovered))
         } else {
             (was_low, None)
+        }
+    }
+}
+
+/// How long a replica trusts the state it last saw of an alert: within it, a check that cannot
+/// turn that state is not sent to the store. Another replica may turn the state meanwhile; the
+/// replica that turned it knows, and past this long every replica asks the store again.
+pub const KNOWN_FOR: Duration = Duration::from_secs(10);
+
+/// The alert states this replica last saw, so that only checks that may turn one go to the
+/// store: most changes of a sku cross nothing.
+pub struct Known(moka::sync::Cache<(String, String), bool>);
+
+impl std::fmt::Debug for Known {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Known")
+            .field("entries", &self.0.entry_count())
+            .finish()
+    }
+}
+
+impl Default for Known {
+    fn default() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(KNOWN_FOR)
+                .build(),
+        )
+    }
+}
+
+impl Known {
+    /// The checks worth sending: those whose state is not known, or would turn.
+    pub fn worth_asking(&self, sku: &str, checks: Vec<AlertCheck>) -> Vec<AlertCheck> {
+        checks
+            .into_iter()
+            .filter(|c| match self.0.get(&(sku.to_owned(), c.field.clone())) {
+                Some(low) => c.next(Some(low)).1.is_some(),
+                None => true,
+            })
+            .collect()
+    }
+
+    /// Notes the states the store answered with.
+    pub fn learn(&self, sku: &str, checks: &[AlertCheck], states: &[(bool, Option<EventKind>)]) {
+        for (c, (low, _)) in checks.iter().zip(states) {
+            self.0.insert((sku.to_owned(), c.field.clone()), *low);
         }
     }
 }

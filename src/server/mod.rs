@@ -354,7 +354,7 @@ async fn sweep_holds(engine: Arc<Engine>, every: Duration, mut stop: watch::Rece
 }
 
 /// How long changes are gathered before their skus' alert states are looked at.
-const ALERT_BATCH: Duration = Duration::from_millis(50);
+const ALERT_BATCH: Duration = Duration::from_millis(250);
 
 /// Looks at the alert thresholds of every sku that changes, whichever replica changed it:
 /// follows the event log and, every [`ALERT_BATCH`], evaluates the skus its events name. Every
@@ -375,7 +375,12 @@ async fn watch_alerts(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
         loop {
             let mut skus = std::collections::BTreeSet::new();
             let note = |e: &crate::events::Event, skus: &mut std::collections::BTreeSet<String>| {
-                if !e.kind.is_alert() {
+                // a commit, or the last shipment of an order, moves no ATS (the shipment's own
+                // stock event does): nothing to look at
+                use crate::events::EventKind::{ReservationCommitted, ReservationFulfilled};
+                if !e.kind.is_alert()
+                    && !matches!(e.kind, ReservationCommitted | ReservationFulfilled)
+                {
                     skus.extend(e.skus().map(str::to_owned));
                 }
             };

@@ -510,7 +510,7 @@ impl StockStore for MemoryStore {
         sku: &str,
         checks: &[AlertCheck],
         now: Millis,
-    ) -> Result<Vec<EventKind>, StoreError> {
+    ) -> Result<Vec<(bool, Option<EventKind>)>, StoreError> {
         let mut state = self.state.lock();
         let mut reported = Vec::new();
         for c in checks {
@@ -526,8 +526,8 @@ impl StockStore for MemoryStore {
                     threshold: c.threshold,
                 });
                 state.log.append(now, kind, change);
-                reported.push(kind);
             }
+            reported.push((low, turned));
         }
         Ok(reported)
     }

@@ -421,13 +421,14 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
 
     /// Turns the alert states of `sku` as each check says ([`AlertCheck::next`]) and appends
     /// an event for each turn, in one atomic step, so that a crossing is reported once however
-    /// many replicas look at it at once. Returns the kinds reported.
+    /// many replicas look at it at once. Returns, for each check, its state after (low or not)
+    /// and what was reported of it.
     async fn record_alerts(
         &self,
         sku: &str,
         checks: &[AlertCheck],
         now: Millis,
-    ) -> Result<Vec<EventKind>, StoreError>;
+    ) -> Result<Vec<(bool, Option<EventKind>)>, StoreError>;
 
     /// Takes the lease `name` for `holder` for `ttl_ms`, or renews it if `holder` has it; false
     /// while another holder has it. A holder that stops renewing loses it once `ttl_ms` pass.

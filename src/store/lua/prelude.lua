@@ -212,20 +212,20 @@ end
 -- stream on a single Redis, the outbox of the script's slot on a cluster (moved to the stream
 -- by any replica; see store/redis/events.rs). The change and its event are one script, so no
 -- crash can keep one without the other. EV_CAP, the entries the log keeps, is written in ahead
--- of this prelude when the script is built. The time is Redis's, in ms.
+-- of this prelude when the script is built. The entry's id carries the time (Redis's, in ms).
 local function emit(fields)
-  local t = redis.call('TIME')
-  local at = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-  redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', EV_CAP, '*', 'at', at, unpack(fields))
+  redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', EV_CAP, '*', unpack(fields))
 end
--- A change to the order of `key`: kind, and for a release the lines it named (JSON).
+-- A change to the order of `key`: kind, and for a release the lines it named (JSON). The
+-- order id is the key's; the segment is kept beside the body (a record written before it was
+-- has it only in the body, which is read then).
 local function emit_record(key, kind, lines)
-  local v = redis.call('HMGET', key, 'st', 'al', 'body')
-  local order, seg = '', ''
-  local ok, b = pcall(cjson.decode, v[3] or '')
-  if ok and type(b) == 'table' then
-    order = tostring(b.order_id or '')
-    seg = tostring(b.segment or '')
+  local v = redis.call('HMGET', key, 'st', 'al', 'sg')
+  local order = string.match(key, '{o:(.*)}$') or ''
+  local seg = v[3]
+  if not seg then
+    local ok, b = pcall(cjson.decode, redis.call('HGET', key, 'body') or '')
+    seg = (ok and type(b) == 'table' and tostring(b.segment or '')) or ''
   end
   emit({'k', kind, 'o', order, 'sg', seg, 'st', v[1] or '', 'al', v[2] or '[]', 'ln', lines or '[]'})
 end

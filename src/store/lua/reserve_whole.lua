@@ -3,12 +3,12 @@
 -- KEYS: the order's record, the expiry set, the day's capacity used and by-order hashes, then
 -- the level and holds hashes of each sku, then the log (reports 'created').
 -- ARGV: order id, token, expires at, capacity day, body, allocations, use safety stock (1|0),
--- capacity key TTL, expiry member, count of capacity entries and node/units/line triples, count of
+-- capacity key TTL, expiry member, segment, count of capacity entries and node/units/line triples, count of
 -- limits and node/limit pairs, then per sku: count of lines and line id/node/units triples.
 -- Returns the record coded 'exists', {'short', sku number, node, wanted, available},
 -- {'over', node, wanted, available}, {'corrupt', sku number, node, stored text} or {'created'}.
 if redis.call('EXISTS', KEYS[1]) == 1 then return record(KEYS[1], 'exists') end
-local i = 10
+local i = 11
 local cap_count = tonumber(ARGV[i])
 local cap_want, cap_entries = capacity_lines(ARGV, i + 1, cap_count)
 i = i + 1 + 3 * cap_count
@@ -40,7 +40,7 @@ if #cap_entries > 0 then
   capacity_apply(KEYS[3], KEYS[4], ARGV[1], ARGV[2], cap_entries, ARGV[8])
 end
 redis.call('HSET', KEYS[1], 'st', 'held', 'tok', ARGV[2], 'exp', ARGV[3], 'dl', ARGV[3],
-  'day', ARGV[4], 'body', ARGV[5], 'al', ARGV[6])
+  'day', ARGV[4], 'body', ARGV[5], 'al', ARGV[6], 'sg', ARGV[10])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[9])
 emit_record(KEYS[1], 'created')
 return {'created'}

@@ -38,7 +38,7 @@ impl RedisStore {
         request: HoldRequest,
         token: String,
         deadline: Millis,
-        create_args: [String; 6],
+        create_args: [String; 7],
         now: Millis,
     ) -> Result<ReserveOutcome, StoreError> {
         let record_key = self.inner.keys.record(&request.order_id);

@@ -11,7 +11,7 @@
 //! the outbox's slot); a mover that dies after appending but before trimming leaves entries
 //! that the next one appends again, under the same key (`SLOT-OUTBOX_ID`): at least once.
 //!
-//! Watchers follow the stream through one reader per replica, which polls it (every 2 ms
+//! Watchers follow the stream through one reader per replica, which polls it (every 5 ms
 //! after an event, backing off to 20 ms when idle) and hands each entry to every subscriber.
 
 use std::collections::HashMap;
@@ -116,9 +116,11 @@ fn event(id: &str, fields: Vec<(String, String)>) -> Result<Event, String> {
     let f: HashMap<String, String> = fields.into_iter().collect();
     let get = |name: &str| f.get(name).map(String::as_str).unwrap_or("");
     let kind = EventKind::parse(get("k")).ok_or_else(|| format!("kind {:?}", get("k")))?;
-    let at: Millis = get("at")
-        .parse()
-        .map_err(|_| format!("time {:?}", get("at")))?;
+    // written in the stream, the entry's own time; moved from an outbox, the outbox entry's
+    let at: Millis = match f.get("at") {
+        Some(at) => at.parse().map_err(|_| format!("time {at:?}"))?,
+        None => i64::try_from(id.ms).unwrap_or(i64::MAX),
+    };
     let figure = |name: &str| -> Result<u64, String> {
         get(name)
             .parse()
@@ -271,7 +273,7 @@ impl RedisStore {
         &self,
         sku: &str,
         checks: &[AlertCheck],
-    ) -> Result<Vec<EventKind>, StoreError> {
+    ) -> Result<Vec<(bool, Option<EventKind>)>, StoreError> {
         if checks.is_empty() {
             return Ok(Vec::new());
         }
@@ -293,9 +295,19 @@ impl RedisStore {
         let reply = self
             .eval(&conn, &self.inner.scripts.alerts, &[&key], &args)
             .await?;
-        let kinds: Vec<String> = redis::from_redis_value(reply)
+        let states: Vec<(i64, String)> = redis::from_redis_value(reply)
             .map_err(|e| StoreError::Corrupt(format!("the alerts script answered: {e}")))?;
-        Ok(kinds.iter().filter_map(|k| EventKind::parse(k)).collect())
+        if states.len() != checks.len() {
+            return Err(StoreError::Corrupt(format!(
+                "the alerts script answered {} states for {} checks",
+                states.len(),
+                checks.len()
+            )));
+        }
+        Ok(states
+            .iter()
+            .map(|(low, kind)| (*low == 1, EventKind::parse(kind)))
+            .collect())
     }
 
     /// A receiver of every event from now on; starts this replica's reader when none runs.
@@ -378,7 +390,7 @@ impl RedisStore {
                     idle = 10;
                 }
             }
-            let wait = Duration::from_millis((2u64 << idle.min(4)).min(20));
+            let wait = Duration::from_millis((5u64 << idle.min(2)).min(20));
             tokio::time::sleep(wait).await;
         }
     }
@@ -530,6 +542,9 @@ impl RedisStore {
                     add.arg(name).arg(value);
                 }
                 add.arg("ky").arg(format!("{slot}-{id}"));
+                // the time of the change: the outbox entry's, not the move's
+                let at = id.split_once('-').map_or("0", |(ms, _)| ms);
+                add.arg("at").arg(at);
             }
             let mut c = conn.clone();
             self.timed("event_move", pipe.query_async::<Value>(&mut c))

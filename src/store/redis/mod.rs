@@ -261,7 +261,7 @@ impl StockStore for RedisStore {
         sku: &str,
         checks: &[crate::events::alerts::AlertCheck],
         _now: Millis,
-    ) -> Result<Vec<crate::events::EventKind>, StoreError> {
+    ) -> Result<Vec<(bool, Option<crate::events::EventKind>)>, StoreError> {
         self.record_alerts_on(sku, checks).await
     }
 

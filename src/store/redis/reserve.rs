@@ -71,6 +71,7 @@ impl RedisStore {
             request.capacity_day.to_string(),
             body,
             allocations,
+            request.segment.clone(),
         ];
         if !self.inner.settings.cluster {
             return self
@@ -131,7 +132,7 @@ impl RedisStore {
         request: HoldRequest,
         token: &str,
         member: &str,
-        create_args: &[String; 6],
+        create_args: &[String; 7],
         now: Millis,
     ) -> Result<ReserveOutcome, StoreError> {
         let keys = &self.inner.keys;
@@ -147,7 +148,7 @@ impl RedisStore {
             keys.capacity_used(day),
             keys.capacity_orders(day),
         ];
-        let [_, expires_at, _, day_arg, body, allocations] = create_args;
+        let [_, expires_at, _, day_arg, body, allocations, segment] = create_args;
         let mut args = vec![
             request.order_id.clone(),
             token.to_owned(),
@@ -161,6 +162,7 @@ impl RedisStore {
                 .max(1)
                 .to_string(),
             member.to_owned(),
+            segment.clone(),
             per_line.len().to_string(),
         ];
         for ((node, line), units) in &per_line {
