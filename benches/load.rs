@@ -341,29 +341,62 @@ fn watch(
     n: usize,
     node: String,
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(Vec<u64>, Latencies, u64)> {
+) -> tokio::task::JoinHandle<(Vec<(u64, u64)>, Latencies, u64)> {
     use dom_router::api::pb::events_client::EventsClient;
     use tokio_stream::StreamExt;
     tokio::spawn(async move {
         let mut readers = Vec::new();
         for _ in 0..n {
-            let mut stream = EventsClient::new(channel.clone())
-                .watch(pb::WatchRequest::default())
-                .await
-                .expect("a watch")
-                .into_inner();
+            let channel = channel.clone();
             let stop = stop.clone();
+            // a watcher as a client would write one: one that falls behind watches again
+            // from the last id it received
             readers.push(tokio::spawn(async move {
-                let mut received = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
-                        Ok(Some(Ok(_))) => received += 1,
-                        Ok(Some(Err(status))) => panic!("a watcher ended: {status:?}"),
-                        Ok(None) => break,
-                        Err(_) => {}
+                let (mut received, mut resumed) = (0u64, 0u64);
+                let mut last = String::new();
+                'watching: while !stop.load(Ordering::Relaxed) {
+                    let mut stream = EventsClient::new(channel.clone())
+                        .watch(pb::WatchRequest {
+                            after: last.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("a watch")
+                        .into_inner();
+                    while !stop.load(Ordering::Relaxed) {
+                        match tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+                        {
+                            Ok(Some(Ok(e))) => {
+                                let id = |s: &str| {
+                                    s.split_once('-').map(|(a, b)| {
+                                        (
+                                            a.parse::<u64>().unwrap_or(0),
+                                            b.parse::<u64>().unwrap_or(0),
+                                        )
+                                    })
+                                };
+                                if !last.is_empty() && id(&e.id) <= id(&last) {
+                                    eprintln!("out of order: {} after {last}", e.id);
+                                }
+                                received += 1;
+                                last = e.id;
+                            }
+                            Ok(Some(Err(status)))
+                                if status.code() == tonic::Code::ResourceExhausted =>
+                            {
+                                resumed += 1;
+                                continue 'watching;
+                            }
+                            Ok(Some(Err(status))) => {
+                                eprintln!("a watcher ended: {status:?}");
+                                break 'watching;
+                            }
+                            Ok(None) => break 'watching,
+                            Err(_) => {}
+                        }
                     }
                 }
-                received
+                (received, resumed)
             }));
         }
         let mut probe = EventsClient::new(channel.clone())
@@ -424,7 +457,7 @@ fn watch(
         let sent = sender.await.expect("the probe");
         let mut received = Vec::new();
         for r in readers {
-            received.push(r.await.expect("a watcher"));
+            received.push(r.await.unwrap_or_default());
         }
         (received, latencies, sent)
     })
@@ -600,12 +633,14 @@ fn main() {
         println!("{}", total.quote.line("quote"));
         if let Some(watching) = watching {
             let (received, mut probes, sent) = watching.await.expect("the watchers");
-            let each: Vec<String> = received.iter().map(|n| n.to_string()).collect();
+            let each: Vec<String> = received.iter().map(|(n, _)| n.to_string()).collect();
+            let resumed: u64 = received.iter().map(|(_, r)| r).sum();
             println!(
-                "events: {} watchers received {} events each ({:.0} events/s per watcher); {} probes sent",
+                "events: {} watchers received {} events each ({:.0} events/s per watcher; {} times one fell behind and watched again from its last id); {} probes sent",
                 received.len(),
                 each.join(", "),
-                received.iter().copied().max().unwrap_or(0) as f64 / secs,
+                received.iter().map(|(n, _)| *n).max().unwrap_or(0) as f64 / secs,
+                resumed,
                 sent
             );
             println!("{}", probes.line("ack→event"));

@@ -15,7 +15,7 @@
 //! | storage | [`store`] (`memory`, `redis/`, `conformance/`) | stock, holds and reservations behind one trait, in memory or in Redis (one server or a cluster), with one suite every store passes |
 //! | configuration | [`config`] | settings layered from files and the environment, the network, segments, stock and rule files, each checked with errors that name file, field and problem |
 //! | transport | [`api`] | gRPC adapters: they check and convert messages, call the engine, and map its errors to status codes once |
-//! | serving | [`server`] (`access`, `deadline`, `reload`, `telemetry`), `metrics` | listeners, TLS, tokens and roles, the request timeout, health, reflection, rule reloads, logs, traces and Prometheus metrics, graceful stop |
+//! | serving | [`server`] (`access`, `deadline`, `reload`, `telemetry`, `webhooks`), `metrics` | listeners, TLS, tokens and roles, the request timeout, health, reflection, rule reloads, alerts, webhook delivery, logs, traces and Prometheus metrics, graceful stop |
 //! | planner tools | [`replay`] | past orders through the engine against one config or two, and the report |
 //!
 //! The binary (`src/main.rs`) only parses its flags and calls into [`server`], [`config`] and
