@@ -334,6 +334,10 @@ async fn fixed_rate(
     result
 }
 
+/// Per watcher, the events received and how often it fell behind; the probe's latencies; and
+/// the probes sent.
+type Watched = (Vec<(u64, u64)>, Latencies, u64);
+
 /// `n` watchers of every event from now, and the probe; once `stop` is set, what each watcher
 /// received, the probe's latencies (acknowledged snapshot to its event) and the probes sent.
 fn watch(
@@ -341,7 +345,7 @@ fn watch(
     n: usize,
     node: String,
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(Vec<(u64, u64)>, Latencies, u64)> {
+) -> tokio::task::JoinHandle<Watched> {
     use dom_router::api::pb::events_client::EventsClient;
     use tokio_stream::StreamExt;
     tokio::spawn(async move {
