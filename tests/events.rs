@@ -261,33 +261,31 @@ fn alert(e: &pb::Event) -> (i32, String, String, String, i64, i64) {
 async fn stock_crossing_a_threshold_is_reported_once_each_way_with_hysteresis() {
     // the demo thresholds: 20 at a warehouse, 50 network-wide, hysteresis 2
     let server = TestServer::start().await;
-    let mut events = EventsClient::new(server.channel.clone());
-    let mut low = events
-        .watch(pb::WatchRequest {
-            skus: vec!["ALERT-1".into()],
-            node_ids: vec!["wh-getafe".into()],
-            kinds: vec![
-                pb::EventKind::LowStock as i32,
-                pb::EventKind::StockRecovered as i32,
-            ],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut storefront = events
-        .watch(pb::WatchRequest {
-            skus: vec!["ALERT-1".into()],
-            segments: vec!["standard".into()],
-            kinds: vec![
-                pb::EventKind::OutOfStock as i32,
-                pb::EventKind::BackInStock as i32,
-            ],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let events = EventsClient::new(server.channel.clone());
+    let watch_sku = |request: pb::WatchRequest| {
+        let mut events = events.clone();
+        async move { events.watch(request).await.unwrap().into_inner() }
+    };
+    let mut low = watch_sku(pb::WatchRequest {
+        skus: vec!["ALERT-1".into()],
+        node_ids: vec!["wh-getafe".into()],
+        kinds: vec![
+            pb::EventKind::LowStock as i32,
+            pb::EventKind::StockRecovered as i32,
+        ],
+        ..Default::default()
+    })
+    .await;
+    let mut storefront = watch_sku(pb::WatchRequest {
+        skus: vec!["ALERT-1".into()],
+        segments: vec!["standard".into()],
+        kinds: vec![
+            pb::EventKind::OutOfStock as i32,
+            pb::EventKind::BackInStock as i32,
+        ],
+        ..Default::default()
+    })
+    .await;
     server.stock(&[("wh-getafe", "ALERT-1", 100, 0)]).await;
     server.stock(&[("wh-getafe", "ALERT-1", 20, 0)]).await;
     let first = alert(&next(&mut low).await);
