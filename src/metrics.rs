@@ -149,6 +149,10 @@ fn describe() {
         "dom_router_alerts_total",
         "threshold crossings this replica reported, by kind: low, recovered, out, back"
     );
+    describe_counter!(
+        "dom_router_events_total",
+        "events appended to the log, by kind, as this replica's log reader saw them (every replica sees every event)"
+    );
     describe_gauge!(
         "dom_router_event_log_length",
         "events the log keeps, as the last sweep of this replica read it"
@@ -192,6 +196,9 @@ fn zero() {
     }
     for kind in ["low", "recovered", "out", "back"] {
         counter!("dom_router_alerts_total", "kind" => kind).increment(0);
+    }
+    for kind in crate::events::EventKind::ALL {
+        counter!("dom_router_events_total", "kind" => kind.as_str()).increment(0);
     }
 }
 
@@ -239,6 +246,12 @@ pub fn webhook(result: &'static str, name: &str) {
 pub fn webhook_lag(name: &str, ms: i64) {
     gauge!("dom_router_webhook_lag_seconds", "webhook" => name.to_owned())
         .set(ms.max(0) as f64 / 1000.0);
+}
+
+/// An event appended to the log, as this replica's log reader saw it (on Redis every replica
+/// sees every event; in memory there is one).
+pub fn event_logged(kind: crate::events::EventKind) {
+    counter!("dom_router_events_total", "kind" => kind.as_str()).increment(1);
 }
 
 pub fn event_log_length(n: u64) {

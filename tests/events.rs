@@ -444,3 +444,41 @@ async fn thresholds_changed_in_alerts_toml_apply_live() {
     assert_eq!(availability.skus[0].nodes[0].low_stock_threshold, Some(12));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn events_and_watchers_show_in_the_metrics() {
+    let (server, ports) = TestServer::serve(quiet_config(), None).await;
+    let mut events = EventsClient::new(server.channel.clone());
+    let mut watching = events.watch(watch("")).await.unwrap().into_inner();
+    server.stock(&[("wh-getafe", "METRIC-1", 5, 0)]).await;
+    next(&mut watching).await;
+    let text = scrape(ports.metrics).await;
+    assert!(
+        sample(&text, "dom_router_events_total", &[("kind", "stock")]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "dom_router_event_watchers", &[]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "dom_router_events_sent_total", &[]) >= 1.0,
+        "{text}"
+    );
+    // every kind has a series from the start
+    for kind in [
+        "created",
+        "committed",
+        "released",
+        "expired",
+        "fulfilled",
+        "low",
+        "back",
+    ] {
+        assert!(
+            text.contains(&format!("dom_router_events_total{{kind=\"{kind}\"}}")),
+            "{kind}: {text}"
+        );
+    }
+    server.shutdown().await;
+}

@@ -347,6 +347,7 @@ impl MemoryLog {
             kind,
             change,
         });
+        crate::metrics::event_logged(kind);
         self.entries.push_back(event.clone());
         self.trim(at);
         // no watcher connected is fine: the log keeps it for those that come

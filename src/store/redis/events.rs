@@ -380,6 +380,7 @@ impl RedisStore {
                         last = id.clone();
                     }
                     for e in events(found) {
+                        crate::metrics::event_logged(e.kind);
                         let _ = tx.send(e);
                     }
                     continue;
