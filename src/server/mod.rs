@@ -16,6 +16,7 @@ use tonic_health::server::HealthReporter;
 use tracing::{debug, info, warn};
 
 mod access;
+mod alerts;
 mod deadline;
 mod reload;
 pub mod telemetry;
@@ -353,64 +354,6 @@ async fn sweep_holds(engine: Arc<Engine>, every: Duration, mut stop: watch::Rece
     }
 }
 
-/// How long changes are gathered before their skus' alert states are looked at.
-const ALERT_BATCH: Duration = Duration::from_millis(250);
-
-/// Looks at the alert thresholds of every sku that changes, whichever replica changed it:
-/// follows the event log and, every [`ALERT_BATCH`], evaluates the skus its events name. Every
-/// replica does; the store reports each crossing once.
-async fn watch_alerts(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
-    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-    loop {
-        let mut live = match engine.store().subscribe_events().await {
-            Ok(live) => live,
-            Err(e) => {
-                debug!(error = %e, "alerts cannot follow the event log yet");
-                tokio::select! {
-                    _ = tokio::time::sleep(RECOVERY_CHECK) => continue,
-                    _ = stop.changed() => return,
-                }
-            }
-        };
-        loop {
-            let mut skus = std::collections::BTreeSet::new();
-            let note = |e: &crate::events::Event, skus: &mut std::collections::BTreeSet<String>| {
-                // a commit, or the last shipment of an order, moves no ATS (the shipment's own
-                // stock event does): nothing to look at
-                use crate::events::EventKind::{ReservationCommitted, ReservationFulfilled};
-                if !e.kind.is_alert()
-                    && !matches!(e.kind, ReservationCommitted | ReservationFulfilled)
-                {
-                    skus.extend(e.skus().map(str::to_owned));
-                }
-            };
-            tokio::select! {
-                next = live.recv() => match next {
-                    Ok(e) => note(&e, &mut skus),
-                    Err(RecvError::Lagged(missed)) => {
-                        warn!(missed, "alerts fell behind the event log; skus changed meanwhile are looked at on their next change");
-                        continue;
-                    }
-                    Err(RecvError::Closed) => break,
-                },
-                _ = stop.changed() => return,
-            }
-            tokio::time::sleep(ALERT_BATCH).await;
-            loop {
-                match live.try_recv() {
-                    Ok(e) => note(&e, &mut skus),
-                    Err(TryRecvError::Lagged(_)) => continue,
-                    Err(_) => break,
-                }
-            }
-            let skus: Vec<String> = skus.into_iter().collect();
-            if let Err(e) = engine.evaluate_alerts(&skus).await {
-                warn!(error = %e, skus = skus.len(), "alert thresholds not looked at");
-            }
-        }
-    }
-}
-
 /// Serves the gRPC port alone until `shutdown` completes: [`serve`] with no other listeners
 /// and no rule reloading.
 pub async fn run(
@@ -469,7 +412,7 @@ pub async fn serve(
             Duration::from_millis(s.holds.sweep_interval_ms),
             stop_rx.clone(),
         )),
-        tokio::spawn(watch_alerts(engine.clone(), stop_rx.clone())),
+        tokio::spawn(alerts::watch(engine.clone(), stop_rx.clone())),
     ];
     for hook in webhooks::Hook::all(&s.webhook, |var| std::env::var(var).ok())
         .map_err(ServeError::Webhook)?
