@@ -387,8 +387,10 @@ impl RedisStore {
                 }
                 Ok(_) => idle = idle.saturating_add(1),
                 Err(e) => {
+                    // Redis down or slow: look again twice a second, not at polling speed
                     warn!(error = %e, "reading the event stream failed; trying again");
-                    idle = 10;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
                 }
             }
             let wait = Duration::from_millis((5u64 << idle.min(2)).min(20));
