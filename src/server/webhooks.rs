@@ -364,11 +364,7 @@ impl Delivery {
                     .await?
                     .last
                     .unwrap_or(EventId::ZERO);
-                if !self
-                    .store
-                    .save_cursor(&self.lease, &self.holder, start, self.clock.now_millis())
-                    .await?
-                {
+                if !self.save(start).await? {
                     return Ok(());
                 }
                 start
@@ -394,21 +390,32 @@ impl Delivery {
                 }
                 continue;
             }
+            // the cursor is saved after each event delivered, so a takeover repeats at most
+            // the one in flight, and once a page for the events passed over
+            let mut unsaved = false;
             for e in page.events {
-                if self.hook.filter.matches(&e) && !self.send(client, &e, stop).await? {
+                let matches = self.hook.filter.matches(&e);
+                if matches && !self.send(client, &e, stop).await? {
                     return Ok(());
                 }
                 cursor = e.id;
+                unsaved = !matches;
                 crate::metrics::webhook_lag(self.name(), self.clock.now_millis() - e.at);
-                if !self
-                    .store
-                    .save_cursor(&self.lease, &self.holder, cursor, self.clock.now_millis())
-                    .await?
-                {
+                if matches && !self.save(cursor).await? {
                     return Ok(());
                 }
             }
+            if unsaved && !self.save(cursor).await? {
+                return Ok(());
+            }
         }
+    }
+
+    /// Saves the cursor; false when the lease is no longer this replica's.
+    async fn save(&self, cursor: EventId) -> Result<bool, StoreError> {
+        self.store
+            .save_cursor(&self.lease, &self.holder, cursor, self.clock.now_millis())
+            .await
     }
 
     /// POSTs one event until the receiver takes or refuses it; false when the lease is lost
