@@ -143,6 +143,48 @@ pub struct AlertCheck {
 }
 
 impl AlertCheck {
+    /// A node's ATS against its threshold.
+    pub fn node(node_id: &str, ats: u64, threshold: u64, hysteresis: u64) -> Self {
+        Self {
+            field: format!("n:{node_id}"),
+            node_id: node_id.to_owned(),
+            segment: String::new(),
+            ats,
+            threshold,
+            hysteresis,
+            low: EventKind::LowStock,
+            recovered: EventKind::StockRecovered,
+        }
+    }
+
+    /// The network's ATS as a segment sees it, against a threshold.
+    pub fn network(segment: &str, ats: u64, threshold: u64, hysteresis: u64) -> Self {
+        Self {
+            field: format!("t:{segment}"),
+            node_id: String::new(),
+            segment: segment.to_owned(),
+            ats,
+            threshold,
+            hysteresis,
+            low: EventKind::LowStock,
+            recovered: EventKind::StockRecovered,
+        }
+    }
+
+    /// The network's ATS as a segment sees it, out of stock at 0.
+    pub fn out_of_stock(segment: &str, ats: u64) -> Self {
+        Self {
+            field: format!("o:{segment}"),
+            node_id: String::new(),
+            segment: segment.to_owned(),
+            ats,
+            threshold: 0,
+            hysteresis: 0,
+            low: EventKind::OutOfStock,
+            recovered: EventKind::BackInStock,
+        }
+    }
+
     /// The state after this check, from the state before (None: never looked at, as not
     /// low), and what to report of the change.
     pub fn next(&self, low_before: Option<bool>) -> (bool, Option<EventKind>) {
@@ -224,16 +266,7 @@ pub fn assess(
         } else {
             0
         };
-        checks.push(AlertCheck {
-            field: format!("n:{}", node.id),
-            node_id: node.id.clone(),
-            segment: String::new(),
-            ats,
-            threshold,
-            hysteresis: rules.hysteresis,
-            low: EventKind::LowStock,
-            recovered: EventKind::StockRecovered,
-        });
+        checks.push(AlertCheck::node(&node.id, ats, threshold, rules.hysteresis));
     }
     for name in segments.names() {
         let Some(segment) = segments.get(&name) else {
@@ -248,27 +281,9 @@ pub fn assess(
                 sum.saturating_add(l.ats(segment.use_safety_stock))
             });
         if let Some(threshold) = rules.network_threshold(sku, &name) {
-            checks.push(AlertCheck {
-                field: format!("t:{name}"),
-                node_id: String::new(),
-                segment: name.clone(),
-                ats,
-                threshold,
-                hysteresis: rules.hysteresis,
-                low: EventKind::LowStock,
-                recovered: EventKind::StockRecovered,
-            });
+            checks.push(AlertCheck::network(&name, ats, threshold, rules.hysteresis));
         }
-        checks.push(AlertCheck {
-            field: format!("o:{name}"),
-            node_id: String::new(),
-            segment: name,
-            ats,
-            threshold: 0,
-            hysteresis: 0,
-            low: EventKind::OutOfStock,
-            recovered: EventKind::BackInStock,
-        });
+        checks.push(AlertCheck::out_of_stock(&name, ats));
     }
     checks
 }
@@ -364,16 +379,7 @@ mod tests {
 
     #[test]
     fn a_state_turns_low_at_the_threshold_and_back_past_the_hysteresis() {
-        let check = |ats| AlertCheck {
-            field: "n:x".into(),
-            node_id: "x".into(),
-            segment: String::new(),
-            ats,
-            threshold: 5,
-            hysteresis: 2,
-            low: EventKind::LowStock,
-            recovered: EventKind::StockRecovered,
-        };
+        let check = |ats| AlertCheck::node("x", ats, 5, 2);
         assert_eq!(check(6).next(None), (false, None));
         assert_eq!(check(5).next(None), (true, Some(EventKind::LowStock)));
         assert_eq!(check(5).next(Some(true)), (true, None));

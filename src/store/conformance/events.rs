@@ -157,16 +157,7 @@ pub async fn a_cursor_before_what_is_kept_is_refused(store: Arc<dyn StockStore>)
 
 pub async fn each_alert_crossing_is_reported_once(store: Arc<dyn StockStore>) {
     use crate::events::alerts::AlertCheck;
-    let check = |ats: u64| AlertCheck {
-        field: "n:n1".into(),
-        node_id: "n1".into(),
-        segment: String::new(),
-        ats,
-        threshold: 5,
-        hysteresis: 2,
-        low: EventKind::LowStock,
-        recovered: EventKind::StockRecovered,
-    };
+    let check = |ats: u64| AlertCheck::node("n1", ats, 5, 2);
     // many replicas looking at once at the same fall: one report
     let calls: Vec<_> = (0..8)
         .map(|_| {
