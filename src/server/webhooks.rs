@@ -241,7 +241,7 @@ pub async fn run(
 ) {
     let name = hook.settings.name.clone();
     let lease = format!("webhook:{name}");
-    let holder = format!("{}-{:x}", std::process::id(), rand_token(&name));
+    let holder = crate::store::unique_token();
     let mut client = match Client::new(&hook.settings) {
         Ok(c) => c,
         Err(e) => {
@@ -283,20 +283,6 @@ pub async fn run(
             }
         }
     }
-}
-
-/// A holder's name, unique across replicas and restarts.
-fn rand_token(seed: &str) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write(seed.as_bytes());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.finish()
 }
 
 struct Delivery {

@@ -54,6 +54,24 @@ pub fn update_out_of_bounds(kind: &UpdateKind) -> Option<String> {
     }
 }
 
+/// A token unique across replicas and restarts: names an attempt at a reserve, or a lease's
+/// holder.
+pub(crate) fn unique_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:016x}", hasher.finish())
+}
+
 /// Characters of stored text, or of a client's value, an error message quotes at most.
 pub(crate) const QUOTED_CHARS: usize = 64;
 
@@ -195,6 +213,19 @@ pub enum ReservationState {
 }
 
 impl ReservationState {
+    pub const ALL: [ReservationState; 5] = [
+        ReservationState::Held,
+        ReservationState::Committed,
+        ReservationState::Released,
+        ReservationState::Expired,
+        ReservationState::Fulfilled,
+    ];
+
+    /// The state [`as_str`](Self::as_str) names.
+    pub fn parse(name: &str) -> Option<ReservationState> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             ReservationState::Held => "held",

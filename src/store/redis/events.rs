@@ -99,17 +99,6 @@ fn entries(value: Value) -> Result<Vec<Entry>, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("an event stream entry: {e}")))
 }
 
-fn reservation_state(code: &str) -> Option<ReservationState> {
-    Some(match code {
-        "held" => ReservationState::Held,
-        "committed" => ReservationState::Committed,
-        "released" => ReservationState::Released,
-        "expired" => ReservationState::Expired,
-        "fulfilled" => ReservationState::Fulfilled,
-        _ => return None,
-    })
-}
-
 /// The event of a stream entry, or why it is not one (written by something else).
 fn event(id: &str, fields: Vec<(String, String)>) -> Result<Event, String> {
     let id: EventId = id.parse()?;
@@ -153,7 +142,8 @@ fn event(id: &str, fields: Vec<(String, String)>) -> Result<Event, String> {
         Change::Reservation(ReservationChange {
             order_id: get("o").to_owned(),
             segment: get("sg").to_owned(),
-            state: reservation_state(get("st")).ok_or_else(|| format!("state {:?}", get("st")))?,
+            state: ReservationState::parse(get("st"))
+                .ok_or_else(|| format!("state {:?}", get("st")))?,
             allocations,
             lines,
         })

@@ -1,9 +1,6 @@
 //! Where everything lives in Redis: the key of each part of the layout in the module docs,
 //! the cluster slot a key hashes to, and the tokens that name one attempt at a reserve.
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 /// Markers spread over the slot space; a master that owns at least this share of the slots in
 /// one range holds one of them.
 const MARKERS: u16 = 16;
@@ -106,17 +103,7 @@ impl Keys {
 
 /// A token that names one attempt at reserving an order: unique across replicas and restarts.
 pub(super) fn attempt_token() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::hash::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u32(std::process::id());
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    format!("{:016x}", hasher.finish())
+    crate::store::unique_token()
 }
 
 /// The expiry-set member of an attempt: `TOKEN:ORDER` (tokens are 16 hex digits).

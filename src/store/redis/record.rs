@@ -37,18 +37,11 @@ pub(super) struct Record {
 
 impl Record {
     pub(super) fn reservation(&self) -> Result<Reservation, StoreError> {
-        let state = match self.state.as_str() {
-            "held" => ReservationState::Held,
-            "committed" => ReservationState::Committed,
-            "released" => ReservationState::Released,
-            "expired" => ReservationState::Expired,
-            "fulfilled" => ReservationState::Fulfilled,
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "order {:?} has no reservation yet (its record is {other})",
-                    self.body.order_id
-                )));
-            }
+        let Some(state) = ReservationState::parse(&self.state) else {
+            return Err(StoreError::Corrupt(format!(
+                "order {:?} has no reservation yet (its record is {})",
+                self.body.order_id, self.state
+            )));
         };
         let b = &self.body;
         Ok(Reservation {
