@@ -465,6 +465,17 @@ async fn events_and_watchers_show_in_the_metrics() {
         sample(&text, "dom_router_events_sent_total", &[]) >= 1.0,
         "{text}"
     );
+    // the sweep (every 20 ms here) reads how long the log is
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while sample(
+        &scrape(ports.metrics).await,
+        "dom_router_event_log_length",
+        &[],
+    ) < 1.0
+    {
+        assert!(std::time::Instant::now() < deadline, "no log length");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // every kind has a series from the start
     for kind in [
         "created",
@@ -481,4 +492,52 @@ async fn events_and_watchers_show_in_the_metrics() {
         );
     }
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_sweep_drops_events_past_their_age() {
+    let mut config = quiet_config();
+    config.settings.events.retain_secs = 60;
+    let server = TestServer::start_with(config).await;
+    server.stock(&[("wh-getafe", "AGE-1", 5, 0)]).await;
+    let mut events = EventsClient::new(server.channel.clone());
+    // kept: a cursor before it reads on
+    assert!(events.watch(watch("0-1")).await.is_ok());
+    // a minute and more later, the next sweep (every 20 ms here) drops it
+    server.clock.advance_secs(61);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Err(status) = events.watch(watch("0-1")).await {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stopping_server_ends_every_watch_with_unavailable() {
+    let mut server = TestServer::start_with(quiet_config()).await;
+    let mut events = EventsClient::new(server.channel.clone());
+    let mut watching = events.watch(watch("")).await.unwrap().into_inner();
+    server.begin_shutdown();
+    let ended = tokio::time::timeout(Duration::from_secs(5), watching.next())
+        .await
+        .expect("the watch ends within 5 s");
+    match ended {
+        Some(Err(status)) => {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert!(status.message().contains("shutting down"), "{status:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // and the drain does not wait for it
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
+        .await
+        .expect("the server stops");
 }

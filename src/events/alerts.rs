@@ -378,6 +378,34 @@ mod tests {
     }
 
     #[test]
+    fn only_checks_that_may_turn_a_known_state_go_to_the_store() {
+        let known = Known::default();
+        let checks = || {
+            vec![
+                AlertCheck::node("a", 3, 5, 2),
+                AlertCheck::node("b", 9, 5, 2),
+            ]
+        };
+        // nothing known yet: every check is asked
+        assert_eq!(known.worth_asking("S", checks()).len(), 2);
+        known.learn(
+            "S",
+            &checks(),
+            &[(true, Some(EventKind::LowStock)), (false, None)],
+        );
+        // a low at 3 and an ok at 9 cannot turn: nothing to ask
+        assert!(known.worth_asking("S", checks()).is_empty());
+        // b falling to 4 may turn low; a rising to 8 may recover
+        let moved = vec![
+            AlertCheck::node("a", 8, 5, 2),
+            AlertCheck::node("b", 4, 5, 2),
+        ];
+        assert_eq!(known.worth_asking("S", moved).len(), 2);
+        // states are per sku
+        assert_eq!(known.worth_asking("T", checks()).len(), 2);
+    }
+
+    #[test]
     fn a_state_turns_low_at_the_threshold_and_back_past_the_hysteresis() {
         let check = |ats| AlertCheck::node("x", ats, 5, 2);
         assert_eq!(check(6).next(None), (false, None));
