@@ -15,6 +15,7 @@
 //! after an event, backing off to 20 ms when idle) and hands each entry to every subscriber.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -89,6 +90,8 @@ pub(super) struct EventState {
     pub(super) live: parking_lot::Mutex<Option<broadcast::Sender<Arc<Event>>>>,
     pub(super) mover: OnceLock<mpsc::UnboundedSender<u16>>,
     pub(super) last_scan: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// A look over the outboxes is under way.
+    pub(super) scanning: std::sync::atomic::AtomicBool,
 }
 
 /// A stream entry: id and fields.
@@ -406,8 +409,16 @@ impl RedisStore {
                 }
                 due
             };
-            if due {
-                self.scan_outboxes().await?;
+            // in the background: the sweep that calls this returns holds, and must not wait
+            // for thousands of outboxes to be looked at
+            if due && !self.inner.events.scanning.swap(true, Ordering::AcqRel) {
+                let store = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.scan_outboxes().await {
+                        warn!(error = %e, "looking over the event outboxes failed; the next sweep tries again");
+                    }
+                    store.inner.events.scanning.store(false, Ordering::Release);
+                });
             }
         }
         let mut len = redis::cmd("XLEN");
