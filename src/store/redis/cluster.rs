@@ -43,20 +43,21 @@ impl RedisStore {
     ) -> Result<ReserveOutcome, StoreError> {
         let record_key = self.inner.keys.record(&request.order_id);
         let member = member(&token, &request.order_id);
-        // (1) the record, pending, and its place in the expiry set; either may land first
+        // (1) its place in the expiry set, then the record, pending: a replica killed between
+        // the two leaves an entry a sweep finds without a record and drops, never a pending
+        // record no sweep would find
         let mut taken_over = false;
         loop {
-            let (created, filed) = join(
-                self.eval(
+            self.zadd(conn, deadline.min(request.expires_at), &member)
+                .await?;
+            let created = self
+                .eval(
                     conn,
                     &self.inner.scripts.record_create,
                     &[&record_key],
                     &create_args,
-                ),
-                self.zadd(conn, deadline.min(request.expires_at), &member),
-            )
-            .await;
-            filed?;
+                )
+                .await;
             let (code, existing) = coded_record(created?)?;
             if code == "created" {
                 break;
