@@ -115,6 +115,7 @@ fn snapshot(node: &str, sku: &str, on_hand: i64) -> pb::StockUpdate {
         sequence: SEQUENCE.fetch_add(1, Ordering::Relaxed),
         order_id: String::new(),
         safety_stock: Some(0),
+        reorder_point: None,
     }
 }
 

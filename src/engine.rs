@@ -528,7 +528,7 @@ impl Engine {
                 sku_out.reserved = sku_out.reserved.saturating_add(level.reserved);
                 sku_out.safety_stock = sku_out.safety_stock.saturating_add(level.safety_stock);
                 sku_out.ats = sku_out.ats.saturating_add(ats);
-                let threshold = all_rules.alerts.node_threshold(sku, &node.id, node.kind);
+                let threshold = all_rules.alerts.threshold_at(sku, node, Some(level));
                 sku_out.nodes.push(NodeAvailability {
                     node_id: node.id.clone(),
                     level: *level,

@@ -19,6 +19,7 @@ fn shipment_update(node: &str, sku: &str, seq: u64, order: &str, quantity: i64) 
         sequence: seq,
         order_id: order.into(),
         safety_stock: None,
+        reorder_point: None,
     }
 }
 
@@ -37,6 +38,7 @@ fn update(
         sequence: seq,
         order_id: String::new(),
         safety_stock: None,
+        reorder_point: None,
     }
 }
 

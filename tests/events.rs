@@ -541,3 +541,112 @@ async fn a_stopping_server_ends_every_watch_with_unavailable() {
         .await
         .expect("the server stops");
 }
+
+#[tokio::test]
+async fn a_reorder_point_from_the_feed_raises_alerts_in_place_of_the_rules() {
+    // the demo has no store threshold for TOY-* skus, and 3 for APP-* at stores
+    let server = TestServer::start().await;
+    let mut events = EventsClient::new(server.channel.clone());
+    let mut low = events
+        .watch(pb::WatchRequest {
+            skus: vec!["TOY-9".into(), "APP-9".into()],
+            node_ids: vec!["st-madrid".into()],
+            kinds: vec![
+                pb::EventKind::LowStock as i32,
+                pb::EventKind::StockRecovered as i32,
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = |sku: &str, on_hand, reorder_point| pb::StockUpdate {
+        node_id: "st-madrid".into(),
+        sku: sku.into(),
+        kind: pb::StockUpdateKind::Snapshot as i32,
+        quantity: on_hand,
+        sequence: next_sequence(),
+        reorder_point,
+        ..plus_one("st-madrid", sku, 1)
+    };
+    let set = |updates: Vec<pb::StockUpdate>| {
+        let mut inventory = server.inventory();
+        async move {
+            let summary = inventory
+                .set_stock(pb::SetStockRequest { updates })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!((summary.applied, summary.rejected), (1, 0), "{summary:?}");
+        }
+    };
+    let threshold = |sku: &str| {
+        let mut inventory = server.inventory();
+        let sku = sku.to_owned();
+        async move {
+            let a = inventory
+                .get_availability(pb::GetAvailabilityRequest {
+                    skus: vec![sku],
+                    segment: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let n = a.skus[0]
+                .nodes
+                .iter()
+                .find(|n| n.node_id == "st-madrid")
+                .cloned()
+                .unwrap();
+            (n.low_stock_threshold, n.below_threshold)
+        }
+    };
+    // no rule for toys at stores: nothing, until the feed sets a reorder point
+    set(vec![snapshot("TOY-9", 10, None)]).await;
+    assert_eq!(threshold("TOY-9").await, (None, false));
+    set(vec![snapshot("TOY-9", 10, Some(6))]).await;
+    assert_eq!(threshold("TOY-9").await, (Some(6), false));
+    set(vec![snapshot("TOY-9", 6, None)]).await;
+    let first = alert(&next(&mut low).await);
+    assert_eq!(
+        first,
+        (
+            pb::EventKind::LowStock as i32,
+            "TOY-9".into(),
+            "st-madrid".into(),
+            String::new(),
+            6,
+            6
+        )
+    );
+    assert_eq!(threshold("TOY-9").await, (Some(6), true));
+    // above the rule of 3 for apparel, the feed's point of 8 is the one in force
+    set(vec![snapshot("APP-9", 20, Some(8))]).await;
+    set(vec![snapshot("APP-9", 7, None)]).await;
+    let apparel = alert(&next(&mut low).await);
+    assert_eq!((apparel.1.as_str(), apparel.4, apparel.5), ("APP-9", 7, 8));
+    // removed (-1), the rule's 3 applies again: 7 is above it plus the hysteresis
+    set(vec![snapshot("APP-9", 7, Some(-1))]).await;
+    assert_eq!(threshold("APP-9").await, (Some(3), false));
+    let recovered = alert(&next(&mut low).await);
+    assert_eq!(
+        (recovered.0, recovered.1.as_str(), recovered.5),
+        (pb::EventKind::StockRecovered as i32, "APP-9", 3)
+    );
+    // a point that is not 0 or more, nor -1, is refused naming the field, and changes nothing
+    let summary = server
+        .inventory()
+        .set_stock(pb::SetStockRequest {
+            updates: vec![snapshot("TOY-9", 1, Some(-5))],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.rejected, 1);
+    assert!(
+        summary.rejections[0].reason.starts_with("reorder_point:"),
+        "{summary:?}"
+    );
+    assert_eq!(threshold("TOY-9").await, (Some(6), true));
+    server.shutdown().await;
+}

@@ -18,6 +18,7 @@ fn delta(node: &str, sku: &str, quantity: i64, sequence: u64) -> pb::StockUpdate
         sequence,
         order_id: String::new(),
         safety_stock: None,
+        reorder_point: None,
     }
 }
 

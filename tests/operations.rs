@@ -78,6 +78,7 @@ async fn metrics_name_what_operators_watch_and_move_with_the_calls() {
         sequence: 7,
         order_id: String::new(),
         safety_stock: None,
+        reorder_point: None,
     };
     let summary = server
         .inventory()
@@ -96,6 +97,7 @@ async fn metrics_name_what_operators_watch_and_move_with_the_calls() {
         sequence: 8,
         order_id: String::new(),
         safety_stock: None,
+        reorder_point: None,
     };
     let summary = server
         .inventory()
@@ -307,6 +309,7 @@ fn snapshot(node: &str, sku: &str, quantity: i64, sequence: u64) -> pb::SetStock
             sequence,
             order_id: String::new(),
             safety_stock: Some(0),
+            reorder_point: None,
         }],
     }
 }

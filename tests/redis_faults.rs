@@ -18,8 +18,8 @@ use common::redis::{Audit, RedisCluster, RedisServer, Resp, query};
 use dom_router::config::{Config, ConfigSource};
 use dom_router::store::conformance::empty_plan;
 use dom_router::store::{
-    Allocation, HoldRequest, RedisStore, ReservationState, ReserveOutcome, StockStore, StockUpdate,
-    StoreError, UpdateKind, UpdateResult,
+    Allocation, HoldRequest, RedisStore, ReorderPoint, ReservationState, ReserveOutcome,
+    StockStore, StockUpdate, StoreError, UpdateKind, UpdateResult,
 };
 
 const T0: i64 = 1_800_000_000_000;
@@ -119,6 +119,7 @@ impl Fixture {
             kind: UpdateKind::Snapshot {
                 on_hand: 100,
                 safety_stock: Some(0),
+                reorder_point: ReorderPoint::Keep,
             },
         };
         let r = fx

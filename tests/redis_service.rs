@@ -73,6 +73,7 @@ async fn push_stock(inventory: &mut InventoryClient<Channel>, rows: &[(&str, &st
             sequence,
             order_id: String::new(),
             safety_stock: Some(0),
+            reorder_point: None,
         })
         .collect();
     let summary = inventory
@@ -653,6 +654,7 @@ async fn feed_updates_beyond_the_limit_leave_the_sku_readable() {
             sequence,
             order_id: String::new(),
             safety_stock: None,
+            reorder_point: None,
         };
         use pb::StockUpdateKind::{Delta, Snapshot};
         refused(&mut inventory, update(Delta, i64::MAX, 1_000), "quantity").await;

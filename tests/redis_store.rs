@@ -101,6 +101,7 @@ async fn seed_stock_fills_only_levels_redis_lacks() {
         kind: UpdateKind::Snapshot {
             on_hand: 3,
             safety_stock: None,
+            reorder_point: dom_router::store::ReorderPoint::Keep,
         },
     };
     first.apply_updates(&[update], 0).await.unwrap();
@@ -145,6 +146,7 @@ mod unreadable {
             UpdateKind::Snapshot {
                 on_hand,
                 safety_stock: safety,
+                reorder_point: dom_router::store::ReorderPoint::Keep,
             },
         )
     }
@@ -171,7 +173,7 @@ mod unreadable {
     }
 
     /// Stored texts no version of the store writes, and the safety stock a repair keeps.
-    const BAD: [(&str, u64); 9] = [
+    const BAD: [(&str, u64); 11] = [
         ("garbage", 0),
         ("", 0),
         ("-1,5,4,1,0", 4),
@@ -179,7 +181,9 @@ mod unreadable {
         ("100000000000000000000,5,4,1,0", 4),
         ("1000000000001,5,4,1,0", 4),
         ("10,5,4", 0),
-        ("10,5,4,1,0,7", 0),
+        ("10,5,4,1,0,7,1", 0),
+        ("10,5,4,1,0,-7", 4),
+        ("10,5,4,1,0,", 4),
         ("10,5,4,99999999999999999999,0", 4),
     ];
 
@@ -200,6 +204,7 @@ mod unreadable {
                         UpdateKind::Snapshot {
                             on_hand: 3,
                             safety_stock: None,
+                            reorder_point: dom_router::store::ReorderPoint::Keep,
                         },
                     ),
                 ],
@@ -394,6 +399,7 @@ async fn reads_leave_expired_holds_out_and_sweepers_share_the_work() {
         kind: UpdateKind::Snapshot {
             on_hand: 1_000,
             safety_stock: None,
+            reorder_point: dom_router::store::ReorderPoint::Keep,
         },
     };
     store.apply_updates(&[update], T0).await.unwrap();
@@ -496,6 +502,7 @@ async fn concurrent_partial_releases(urls: Vec<String>, cluster: bool, ports: &[
         kind: UpdateKind::Snapshot {
             on_hand: 1_000,
             safety_stock: None,
+            reorder_point: dom_router::store::ReorderPoint::Keep,
         },
     };
     store.apply_updates(&[update], T0).await.unwrap();
@@ -584,6 +591,7 @@ mod bad_data {
                 kind: UpdateKind::Snapshot {
                     on_hand: 100,
                     safety_stock: None,
+                    reorder_point: dom_router::store::ReorderPoint::Keep,
                 },
             })
             .collect();
@@ -859,6 +867,7 @@ mod round_trips {
                 kind: UpdateKind::Snapshot {
                     on_hand: 10,
                     safety_stock: None,
+                    reorder_point: dom_router::store::ReorderPoint::Keep,
                 },
             })
             .collect();

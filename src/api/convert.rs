@@ -15,7 +15,8 @@ use crate::domain::{
 };
 use crate::error::Error;
 use crate::store::{
-    Allocation, Reservation, ReservationState, StockLevel, StockUpdate, UpdateKind, shown,
+    Allocation, ReorderPoint, Reservation, ReservationState, StockLevel, StockUpdate, UpdateKind,
+    shown,
 };
 
 /// The most units one order line may ask for.
@@ -285,9 +286,25 @@ pub fn stock_update(u: pb::StockUpdate) -> Result<StockUpdate, String> {
                 Some(s) => Some(s as u64),
                 None => None,
             };
+            let reorder_point = match u.reorder_point {
+                None => ReorderPoint::Keep,
+                Some(-1) => ReorderPoint::Clear,
+                Some(r) if r < 0 => {
+                    return Err(format!(
+                        "reorder_point: must be 0 or more, or -1 to remove it, got {r}"
+                    ));
+                }
+                Some(r) if r > MAX_STOCK => {
+                    return Err(format!(
+                        "reorder_point: {r} is above the limit of {MAX_STOCK}"
+                    ));
+                }
+                Some(r) => ReorderPoint::Set(r as u64),
+            };
             UpdateKind::Snapshot {
                 on_hand: u.quantity as u64,
                 safety_stock,
+                reorder_point,
             }
         }
         Ok(pb::StockUpdateKind::Delta) => {
@@ -319,6 +336,9 @@ pub fn stock_update(u: pb::StockUpdate) -> Result<StockUpdate, String> {
     }
     if !matches!(kind, UpdateKind::Snapshot { .. }) && u.safety_stock.is_some() {
         return Err("safety_stock: is only for SNAPSHOT updates".into());
+    }
+    if !matches!(kind, UpdateKind::Snapshot { .. }) && u.reorder_point.is_some() {
+        return Err("reorder_point: is only for SNAPSHOT updates".into());
     }
     Ok(StockUpdate {
         node_id,
@@ -606,6 +626,7 @@ mod tests {
             sequence: 1,
             order_id: String::new(),
             safety_stock: None,
+            reorder_point: None,
         }
     }
 
@@ -641,6 +662,39 @@ mod tests {
         let mut u = update(Shipment, 0);
         u.order_id = "o".into();
         assert!(stock_update(u).unwrap_err().starts_with("quantity"));
+    }
+
+    #[test]
+    fn a_snapshot_sets_keeps_or_removes_the_reorder_point() {
+        use pb::StockUpdateKind::*;
+        let with = |kind, rp| {
+            let mut u = update(kind, 1);
+            u.reorder_point = rp;
+            stock_update(u)
+        };
+        let point = |u: Result<StockUpdate, String>| match u.unwrap().kind {
+            UpdateKind::Snapshot { reorder_point, .. } => reorder_point,
+            other => panic!("not a snapshot: {other:?}"),
+        };
+        assert_eq!(point(with(Snapshot, None)), ReorderPoint::Keep);
+        assert_eq!(point(with(Snapshot, Some(0))), ReorderPoint::Set(0));
+        assert_eq!(point(with(Snapshot, Some(7))), ReorderPoint::Set(7));
+        assert_eq!(point(with(Snapshot, Some(-1))), ReorderPoint::Clear);
+        assert_eq!(
+            with(Snapshot, Some(-2)).unwrap_err(),
+            "reorder_point: must be 0 or more, or -1 to remove it, got -2"
+        );
+        assert_eq!(
+            with(Snapshot, Some(MAX_STOCK + 1)).unwrap_err(),
+            format!(
+                "reorder_point: {} is above the limit of {MAX_STOCK}",
+                MAX_STOCK + 1
+            )
+        );
+        assert_eq!(
+            with(Delta, Some(3)).unwrap_err(),
+            "reorder_point: is only for SNAPSHOT updates"
+        );
     }
 
     #[test]

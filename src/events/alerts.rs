@@ -1,8 +1,9 @@
 //! Low-stock alerts: thresholds from `alerts.toml`, and what a sku's levels say of them.
 //!
 //! Three kinds of watch, each a state per sku that is either low or not:
-//! - a node's ATS against a node threshold (the most specific rule: one naming the node, then
-//!   one naming its kind, then one for every node; among rules as specific, the first);
+//! - a node's ATS against a node threshold: the reorder point the feed set for the node and sku,
+//!   else the most specific rule (one naming the node, then one naming its kind, then one for
+//!   every node; among rules as specific, the first);
 //! - the network's ATS as a segment sees it (its nodes, its use of safety stock) against a
 //!   network threshold;
 //! - out of stock: the network's ATS for a segment at 0, for every segment, with no rule.
@@ -15,7 +16,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::domain::{Network, NodeKind, Segments};
+use crate::domain::{Network, Node, NodeKind, Segments};
 use crate::store::StockLevel;
 
 use super::EventKind;
@@ -105,6 +106,14 @@ impl AlertRules {
             .filter_map(|t| rank(t).map(|r| (r, t.units)))
             .min_by_key(|(r, _)| *r)
             .map(|(_, units)| units)
+    }
+
+    /// The threshold in force for a node's ATS of a sku: the reorder point the feed set for the
+    /// node and sku, else [`Self::node_threshold`].
+    pub fn threshold_at(&self, sku: &str, node: &Node, level: Option<&StockLevel>) -> Option<u64> {
+        level
+            .and_then(|l| l.reorder_point)
+            .or_else(|| self.node_threshold(sku, &node.id, node.kind))
     }
 
     /// The threshold of the network's ATS of a sku as a segment sees it: a rule naming the
@@ -258,7 +267,7 @@ pub fn assess(
 ) -> Vec<AlertCheck> {
     let mut checks = Vec::new();
     for node in network.nodes() {
-        let Some(threshold) = rules.node_threshold(sku, &node.id, node.kind) else {
+        let Some(threshold) = rules.threshold_at(sku, node, levels.get(&node.id)) else {
             continue;
         };
         let ats = if node.enabled {
@@ -374,6 +383,46 @@ mod tests {
         assert_eq!(
             AlertRules::default().node_threshold("A", "n", NodeKind::Store),
             None
+        );
+    }
+
+    #[test]
+    fn a_reorder_point_from_the_feed_takes_the_place_of_the_rules() {
+        let node = |id: &str, kind| crate::sourcing::tests::node(id, kind, 40.0, -3.0, 0);
+        let rules = AlertRules {
+            nodes: vec![NodeThreshold {
+                sku: Glob::new("APP-*"),
+                scope: NodeScope::Kind(NodeKind::Store),
+                units: 3,
+            }],
+            ..AlertRules::default()
+        };
+        let store = node("st-1", NodeKind::Store);
+        let dc = node("dc-1", NodeKind::Warehouse);
+        let level = |rp| StockLevel {
+            on_hand: 10,
+            reorder_point: rp,
+            ..StockLevel::default()
+        };
+        assert_eq!(rules.threshold_at("APP-1", &store, None), Some(3));
+        assert_eq!(
+            rules.threshold_at("APP-1", &store, Some(&level(None))),
+            Some(3)
+        );
+        // above or below the rule, the feed's point wins; 0 included
+        assert_eq!(
+            rules.threshold_at("APP-1", &store, Some(&level(Some(8)))),
+            Some(8)
+        );
+        assert_eq!(
+            rules.threshold_at("APP-1", &store, Some(&level(Some(0)))),
+            Some(0)
+        );
+        // and it applies where no rule does
+        assert_eq!(rules.threshold_at("TOY-1", &dc, Some(&level(None))), None);
+        assert_eq!(
+            rules.threshold_at("TOY-1", &dc, Some(&level(Some(12)))),
+            Some(12)
         );
     }
 

@@ -194,11 +194,13 @@ impl State {
             UpdateKind::Snapshot {
                 on_hand,
                 safety_stock,
+                reorder_point,
             } => {
                 next.on_hand = *on_hand;
                 if let Some(s) = safety_stock {
                     next.safety_stock = *s;
                 }
+                next.reorder_point = reorder_point.apply(current.reorder_point);
             }
             UpdateKind::Delta { change } => {
                 let value = i128::from(current.on_hand) + i128::from(*change);

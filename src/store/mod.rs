@@ -34,7 +34,7 @@ pub use memory::MemoryStore;
 pub const MAX_STOCK_UNITS: u64 = 1_000_000_000_000;
 
 /// Why an update's figures are out of bounds, before any stock is looked at: a sentence that
-/// names the request field (`quantity` or `safety_stock`), or `None` when every figure is within
+/// names the request field (`quantity`, `safety_stock` or `reorder_point`), or `None` when every figure is within
 /// [`MAX_STOCK_UNITS`]. Both stores reject such an update whole, and consume no sequence.
 pub fn update_out_of_bounds(kind: &UpdateKind) -> Option<String> {
     let above = |field: &str, value: u64| {
@@ -45,8 +45,13 @@ pub fn update_out_of_bounds(kind: &UpdateKind) -> Option<String> {
         UpdateKind::Snapshot {
             on_hand,
             safety_stock,
+            reorder_point,
         } => above("quantity", *on_hand)
-            .or_else(|| safety_stock.and_then(|s| above("safety_stock", s))),
+            .or_else(|| safety_stock.and_then(|s| above("safety_stock", s)))
+            .or_else(|| match reorder_point {
+                ReorderPoint::Set(n) => above("reorder_point", *n),
+                _ => None,
+            }),
         UpdateKind::Delta { change } => (change.unsigned_abs() > MAX_STOCK_UNITS).then(|| {
             format!("quantity: a delta of {change} is larger than the limit of {MAX_STOCK_UNITS}")
         }),
@@ -135,6 +140,10 @@ pub struct StockLevel {
     pub safety_stock: u64,
     /// The last feed sequence applied (0 if none).
     pub last_sequence: u64,
+    /// The feed's reorder point for this node and sku: a low-stock alert when the node's ATS
+    /// falls to or below it, in place of the thresholds of `alerts.toml`. Set by snapshots.
+    #[serde(default)]
+    pub reorder_point: Option<u64>,
 }
 
 impl StockLevel {
@@ -172,15 +181,38 @@ pub fn seed_view(rows: &[StockSeed]) -> StockView {
 /// What a feed update does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UpdateKind {
-    /// Absolute on hand, and the safety stock when given.
+    /// Absolute on hand, and the safety stock and reorder point when given.
     Snapshot {
         on_hand: u64,
         safety_stock: Option<u64>,
+        reorder_point: ReorderPoint,
     },
     /// On hand goes up or down by this much.
     Delta { change: i64 },
     /// Units of an order left the node: on hand and the order's allocation both go down.
     Shipment { order_id: String, quantity: u64 },
+}
+
+/// What a snapshot does to the node's reorder point for the sku.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReorderPoint {
+    /// Leaves it as it is.
+    #[default]
+    Keep,
+    Set(u64),
+    /// Removes it: the thresholds of `alerts.toml` apply again.
+    Clear,
+}
+
+impl ReorderPoint {
+    /// The reorder point after this, from the one before.
+    pub fn apply(self, before: Option<u64>) -> Option<u64> {
+        match self {
+            Self::Keep => before,
+            Self::Set(n) => Some(n),
+            Self::Clear => None,
+        }
+    }
 }
 
 /// One feed update, already checked for shape (ids non-empty, sequence at least 1).

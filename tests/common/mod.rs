@@ -149,6 +149,7 @@ impl TestServer {
                 sequence: seq,
                 order_id: String::new(),
                 safety_stock: Some(*safety),
+                reorder_point: None,
             })
             .collect();
         let summary = self
@@ -188,7 +189,7 @@ impl Drop for TestServer {
     }
 }
 
-fn next_sequence() -> u64 {
+pub fn next_sequence() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(1_000);
     SEQ.fetch_add(1, Ordering::SeqCst)
@@ -260,6 +261,7 @@ pub fn plus_one(node: &str, sku: &str, sequence: u64) -> pb::StockUpdate {
         sequence,
         order_id: String::new(),
         safety_stock: None,
+        reorder_point: None,
     }
 }
 

@@ -239,6 +239,7 @@ impl Harness {
                 sequence: 1,
                 order_id: String::new(),
                 safety_stock: Some(*safety),
+                reorder_point: None,
             })
             .collect();
         let rows = updates.len() as u64;
@@ -283,6 +284,7 @@ impl Harness {
                         sequence: *sequence,
                         order_id,
                         safety_stock: None,
+                        reorder_point: None,
                     }],
                 })
             }
@@ -599,8 +601,8 @@ fn localized(mut call: Call, ns: &str) -> Call {
 /// A feed call whose updates each name a different level, judged against the levels before
 /// and after it: an update listed as rejected changed nothing; one whose sequence is not above
 /// its level's last is stale and changed nothing; any other applied, leaving its sequence as
-/// the level's last (and a snapshot's on hand and safety stock, a delta's sum). The counts
-/// agree.
+/// the level's last (and a snapshot's on hand, safety stock and reorder point, a delta's sum).
+/// The counts agree.
 fn check_feed(
     updates: &[pb::StockUpdate],
     summary: &pb::PushStockResponse,
@@ -651,9 +653,17 @@ fn check_feed(
             (1, Some(s)) => s,
             _ => was.safety_stock,
         };
+        // a reorder point a snapshot sets is the node's threshold; one a snapshot leaves, or
+        // an update of another kind, stays as it was
+        let threshold_kept = match (u.kind, u.reorder_point) {
+            (1, Some(r)) if r >= 0 => now.low_stock_threshold == Some(r),
+            (1, Some(_)) => true,
+            _ => was.last_sequence == 0 || now.low_stock_threshold == was.low_stock_threshold,
+        };
         if now.last_sequence != u.sequence
             || expected_on_hand.is_some_and(|o| o != i128::from(now.on_hand))
             || (u.kind != 3 && now.safety_stock != expected_safety)
+            || !threshold_kept
         {
             return Err(format!(
                 "{}, sequence {} above the last {last}, was taken, yet its level went from \

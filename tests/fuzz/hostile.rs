@@ -394,10 +394,16 @@ pub fn update() -> BoxedStrategy<pb::StockUpdate> {
             prop::bool::weighted(0.4),
             prop::bool::weighted(0.1),
         ),
+        (
+            prop_oneof![3 => stock_quantity(), 1 => Just(-1i64)],
+            prop::bool::weighted(0.3),
+            prop::bool::weighted(0.1),
+        ),
     )
         .prop_map(
-            |(node_id, sku, kind, quantity, sequence, order_id, safety_stock)| {
-                // an order id belongs with shipments and a safety stock with snapshots, but
+            |(node_id, sku, kind, quantity, sequence, order_id, safety_stock, reorder)| {
+                // an order id belongs with shipments, a safety stock and a reorder point with
+                // snapshots, but
                 // not always
                 let (order_id, anyway) = order_id;
                 let order_id = if kind == 3 || anyway {
@@ -407,6 +413,8 @@ pub fn update() -> BoxedStrategy<pb::StockUpdate> {
                 };
                 let (safety, given, anyway) = safety_stock;
                 let safety_stock = (given && (kind == 1 || anyway)).then_some(safety);
+                let (point, given, anyway) = reorder;
+                let reorder_point = (given && (kind == 1 || anyway)).then_some(point);
                 pb::StockUpdate {
                     node_id,
                     sku,
@@ -415,6 +423,7 @@ pub fn update() -> BoxedStrategy<pb::StockUpdate> {
                     sequence,
                     order_id,
                     safety_stock,
+                    reorder_point,
                 }
             },
         )

@@ -18,7 +18,7 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 const MAX_ID_BYTES: usize = 128;
 const MAX_LINE_QUANTITY: i64 = 1_000_000;
 /// The fields a rejected feed update may be blamed on.
-const UPDATE_FIELDS: [&str; 7] = [
+const UPDATE_FIELDS: [&str; 8] = [
     "node_id",
     "sku",
     "kind",
@@ -26,6 +26,7 @@ const UPDATE_FIELDS: [&str; 7] = [
     "sequence",
     "order_id",
     "safety_stock",
+    "reorder_point",
 ];
 
 /// The server's limits and network, as the running server has them.
@@ -222,6 +223,12 @@ pub fn must_reject(u: &pb::StockUpdate, world: &World) -> Option<String> {
         Some(_) if !snapshot => return Some("safety_stock on an update not a snapshot".into()),
         Some(s) if s < 0 => return Some(format!("safety_stock {s}")),
         Some(s) if s > MAX_STOCK => return Some(format!("safety_stock {s} beyond 10^12")),
+        _ => {}
+    }
+    match u.reorder_point {
+        Some(_) if !snapshot => return Some("reorder_point on an update not a snapshot".into()),
+        Some(r) if r < -1 => return Some(format!("reorder_point {r}")),
+        Some(r) if r > MAX_STOCK => return Some(format!("reorder_point {r} beyond 10^12")),
         _ => {}
     }
     bound("quantity", u.quantity)

@@ -7,7 +7,7 @@ use crate::events::{Change, CursorError, Event, EventId, EventKind};
 
 /// The log from the start, once it holds at least `n` events (a cluster moves outboxes to the
 /// stream a moment after the change), within two seconds.
-async fn log_of(store: &dyn StockStore, n: usize) -> Vec<Arc<Event>> {
+pub(super) async fn log_of(store: &dyn StockStore, n: usize) -> Vec<Arc<Event>> {
     let mut events = Vec::new();
     for _ in 0..200 {
         events = store.read_events(None, 1000).await.unwrap().events;

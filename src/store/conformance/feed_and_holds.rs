@@ -28,6 +28,78 @@ pub async fn snapshot_sets_levels(store: Arc<dyn StockStore>) {
     assert!(view["NONE"].is_empty());
 }
 
+pub async fn snapshots_set_keep_and_clear_the_reorder_point(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    let with = |seq, on_hand, rp| StockUpdate {
+        kind: UpdateKind::Snapshot {
+            on_hand,
+            safety_stock: None,
+            reorder_point: rp,
+        },
+        ..snapshot("n1", "A", seq, on_hand, None)
+    };
+    seed(s, "n1", "A", 10, 0).await;
+    assert_eq!(level(s, "n1", "A", T0).await.reorder_point, None);
+    let r = s
+        .apply_updates(&[with(2, 9, ReorderPoint::Set(4))], T0)
+        .await
+        .unwrap();
+    assert_eq!(r, vec![UpdateResult::Applied]);
+    let l = level(s, "n1", "A", T0).await;
+    assert_eq!((l.on_hand, l.reorder_point), (9, Some(4)));
+    // holds, releases, shipments and deltas rewrite the level and keep it
+    created(s, hold("o1", vec![alloc("l1", "A", "n1", 3)], T0 + 1000)).await;
+    s.commit("o1", T0).await.unwrap();
+    let r = s
+        .apply_updates(
+            &[shipment("n1", "A", 3, "o1", 1), delta("n1", "A", 4, -1)],
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, vec![UpdateResult::Applied, UpdateResult::Applied]);
+    s.release("o1", &[], T0).await.unwrap();
+    let l = level(s, "n1", "A", T0).await;
+    assert_eq!((l.on_hand, l.reserved, l.reorder_point), (7, 0, Some(4)));
+    // a snapshot that does not name it keeps it; a stale one changes nothing
+    let r = s
+        .apply_updates(
+            &[
+                with(5, 8, ReorderPoint::Keep),
+                with(5, 1, ReorderPoint::Set(99)),
+            ],
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, vec![UpdateResult::Applied, UpdateResult::Stale]);
+    let l = level(s, "n1", "A", T0).await;
+    assert_eq!((l.on_hand, l.reorder_point), (8, Some(4)));
+    // 0 is a reorder point like any other; clearing removes it
+    s.apply_updates(&[with(6, 8, ReorderPoint::Set(0))], T0)
+        .await
+        .unwrap();
+    assert_eq!(level(s, "n1", "A", T0).await.reorder_point, Some(0));
+    s.apply_updates(&[with(7, 8, ReorderPoint::Clear)], T0)
+        .await
+        .unwrap();
+    let l = level(s, "n1", "A", T0).await;
+    assert_eq!((l.on_hand, l.reorder_point, l.last_sequence), (8, None, 7));
+    // each stock event carries the level as it stood, reorder point and all
+    let events = super::events::log_of(s, 7 + 3).await;
+    let points: Vec<Option<u64>> = events
+        .iter()
+        .filter_map(|e| match &e.change {
+            crate::events::Change::Stock(c) => Some(c.level.reorder_point),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        points,
+        vec![None, Some(4), Some(4), Some(4), Some(4), Some(0), None]
+    );
+}
+
 pub async fn stale_and_repeated_updates_are_ignored(store: Arc<dyn StockStore>) {
     let s = store.as_ref();
     let r = s

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use super::{
-    Allocation, HoldRequest, MAX_STOCK_UNITS, ReservationState, ReserveOutcome, StockStore,
-    StockUpdate, StoreError, UpdateKind, UpdateResult,
+    Allocation, HoldRequest, MAX_STOCK_UNITS, ReorderPoint, ReservationState, ReserveOutcome,
+    StockStore, StockUpdate, StoreError, UpdateKind, UpdateResult,
 };
 use crate::clock::Millis;
 use crate::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
@@ -31,6 +31,7 @@ macro_rules! store_conformance_tests {
     ($make:expr) => {
         $crate::store_conformance_tests!(@cases $make;
             snapshot_sets_levels,
+            snapshots_set_keep_and_clear_the_reorder_point,
             stale_and_repeated_updates_are_ignored,
             delta_below_zero_is_rejected_and_changes_nothing,
             reserve_holds_stock,
@@ -84,6 +85,7 @@ fn snapshot(node: &str, sku: &str, seq: u64, on_hand: u64, safety: Option<u64>) 
         kind: UpdateKind::Snapshot {
             on_hand,
             safety_stock: safety,
+            reorder_point: ReorderPoint::Keep,
         },
     }
 }

@@ -1,28 +1,31 @@
 -- Feed snapshots and deltas for the skus of one slot, in order.
 -- KEYS: per sku, its level hash then its holds hash; then the log. Each applied update is
 -- reported as a stock event.
--- ARGV: per update six values: sku number n (keys 2n-1 and 2n), node, sequence, kind (s|d),
--- value (on hand, or the change with its sign), safety stock ('' to keep).
+-- ARGV: per update seven values: sku number n (keys 2n-1 and 2n), node, sequence, kind (s|d),
+-- value (on hand, or the change with its sign), safety stock ('' to keep), reorder point ('' to
+-- keep, '-' to remove).
 -- Returns per update: 1 applied, 0 stale, {'below', on hand} or {'above', on hand} for a delta
 -- that would take on hand below zero or above the limit, {'bad'} for a figure out of bounds
 -- (the caller checks those first), or {'corrupt', stored text} for a delta on a level that
 -- cannot be read. A snapshot of such a level repairs it: a sequence that can still be read
 -- keeps older snapshots out as ever; one that cannot is replaced by the snapshot's.
 local out = {}
-for i = 1, #ARGV, 6 do
+for i = 1, #ARGV, 7 do
   local n = tonumber(ARGV[i])
   local lv, ho = KEYS[2 * n - 1], KEYS[2 * n]
   local node, seq, kind, value, safety = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local reorder = ARGV[i + 6]
   local l, bad, partial = level_read(lv, node)
   if kind == 's' then
     local oh, ss = units(value), nil
     if safety ~= '' then ss = units(safety) end
-    if not oh or (safety ~= '' and not ss) or not sequence(seq) then
+    local rp_ok = reorder == '' or reorder == '-' or units(reorder)
+    if not oh or (safety ~= '' and not ss) or not rp_ok or not sequence(seq) then
       out[#out + 1] = {'bad'}
     elseif bad and partial.sq and not seq_gt(seq, partial.sq) then
       out[#out + 1] = 0
     elseif bad then
-      level_repair(lv, ho, node, oh, ss, seq, partial)
+      level_repair(lv, ho, node, oh, ss, reorder, seq, partial)
       emit_level(lv, node)
       out[#out + 1] = 1
     elseif l and not seq_gt(seq, l.sq) then
@@ -31,6 +34,7 @@ for i = 1, #ARGV, 6 do
       l = l or level_new()
       l.oh = oh
       if ss then l.ss = ss end
+      l.rp = reorder_apply(reorder, l.rp)
       l.sq = seq
       level_put(lv, node, l)
       emit_level(lv, node)

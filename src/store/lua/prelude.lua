@@ -29,25 +29,35 @@ end
 local function fmt(n)
   return string.format('%.0f', n)
 end
--- A node's level of a sku is one hash field, "on hand,reserved,safety,sequence,pending", so a
--- read of every node is one HGETALL of one field per node.
+-- A node's level of a sku is one hash field, "on hand,reserved,safety,sequence,pending", with
+-- ",reorder point" after it when the feed set one, so a read of every node is one HGETALL of
+-- one field per node.
 -- Returns the level; or nil when the node has none; or nil, the stored text and what of it
 -- could be read, when a part does not parse or is out of bounds (written by something else):
 -- every caller must handle that, since a script must never fail on data it did not write.
 local function level_read(key, node)
   local v = redis.call('HGET', key, node)
   if not v then return nil end
-  local a, b, c, d, e = string.match(v, '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
+  local a, b, c, d, e, f = string.match(v, '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
+  if not a then
+    a, b, c, d, e = string.match(v, '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
+  end
   local l = {oh = units(a), rs = units(b), ss = units(c), sq = sequence(d), pd = units(e)}
-  if l.oh and l.rs and l.ss and l.sq and l.pd then return l end
+  local rp_ok = true
+  if f then
+    l.rp = units(f)
+    rp_ok = l.rp ~= nil
+  end
+  if l.oh and l.rs and l.ss and l.sq and l.pd and rp_ok then return l end
   return nil, v, l
 end
 local function level_new()
   return {oh = 0, rs = 0, ss = 0, sq = '0', pd = 0}
 end
 local function level_put(key, node, l)
-  redis.call('HSET', key, node,
-    fmt(l.oh) .. ',' .. fmt(l.rs) .. ',' .. fmt(l.ss) .. ',' .. l.sq .. ',' .. fmt(l.pd))
+  local v = fmt(l.oh) .. ',' .. fmt(l.rs) .. ',' .. fmt(l.ss) .. ',' .. l.sq .. ',' .. fmt(l.pd)
+  if l.rp then v = v .. ',' .. fmt(l.rp) end
+  redis.call('HSET', key, node, v)
 end
 -- A hold as stored in a sku's holds hash, or nil if it does not decode.
 local function hold_decode(v)
@@ -62,10 +72,18 @@ local function hold_part_ok(e)
   return type(e) == 'table' and type(e[1]) == 'string' and type(e[2]) == 'string'
     and type(e[3]) == 'number' and e[3] >= 0 and e[3] <= MAX_UNITS and e[3] == math.floor(e[3])
 end
--- Rewrites an unreadable level from a snapshot: on hand and safety stock as given (safety: the
--- readable old one, else 0, when not given), the snapshot's sequence, and reserved and pending
--- recounted from the sku's holds, which list every order's units held at each node.
-local function level_repair(lv, ho, node, oh, ss, seq, partial)
+-- A snapshot's reorder point ('' keeps the one before, '-' removes it, else the new one)
+-- applied to the one before.
+local function reorder_apply(rp, before)
+  if rp == '' then return before end
+  if rp == '-' then return nil end
+  return units(rp)
+end
+-- Rewrites an unreadable level from a snapshot: on hand, safety stock and reorder point as
+-- given (safety: the readable old one, else 0, when not given; reorder point: the readable old
+-- one when kept), the snapshot's sequence, and reserved and pending recounted from the sku's
+-- holds, which list every order's units held at each node.
+local function level_repair(lv, ho, node, oh, ss, rp, seq, partial)
   local rs, pd = 0, 0
   for _, v in ipairs(redis.call('HVALS', ho)) do
     local h = hold_decode(v)
@@ -79,7 +97,7 @@ local function level_repair(lv, ho, node, oh, ss, seq, partial)
     end
   end
   local l = {oh = oh, rs = math.min(rs, MAX_UNITS), ss = ss or partial.ss or 0, sq = seq,
-    pd = math.min(pd, MAX_UNITS)}
+    pd = math.min(pd, MAX_UNITS), rp = reorder_apply(rp, partial.rp)}
   level_put(lv, node, l)
 end
 -- A reservation record as the caller decodes it.

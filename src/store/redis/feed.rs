@@ -12,7 +12,7 @@ use super::connection::Conn;
 use super::level::unreadable_level_update;
 use super::record::{corrupt, int, items, text};
 use crate::clock::Millis;
-use crate::store::{StockUpdate, StoreError, UpdateKind, UpdateResult};
+use crate::store::{ReorderPoint, StockUpdate, StoreError, UpdateKind, UpdateResult};
 
 /// Updates sent to Redis in one script call. It bounds how long one call holds Redis (and so
 /// what a feed adds to the latency of reserves): at 1,024 the reserve p99 under a 5,000
@@ -98,7 +98,7 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let mut skus: Vec<&str> = Vec::new();
         let mut keys: Vec<String> = Vec::new();
-        let mut args = Vec::with_capacity(updates.len() * 6);
+        let mut args = Vec::with_capacity(updates.len() * 7);
         for (_, u) in updates {
             let index = match skus.iter().position(|s| *s == u.sku) {
                 Some(i) => i,
@@ -111,16 +111,24 @@ impl RedisStore {
                     skus.len() - 1
                 }
             };
-            let (kind, value, safety) = match &u.kind {
+            let (kind, value, safety, reorder) = match &u.kind {
                 UpdateKind::Snapshot {
                     on_hand,
                     safety_stock,
+                    reorder_point,
                 } => (
                     "s",
                     on_hand.to_string(),
                     safety_stock.map(|s| s.to_string()).unwrap_or_default(),
+                    match reorder_point {
+                        ReorderPoint::Keep => String::new(),
+                        ReorderPoint::Set(n) => n.to_string(),
+                        ReorderPoint::Clear => "-".to_owned(),
+                    },
                 ),
-                UpdateKind::Delta { change } => ("d", change.to_string(), String::new()),
+                UpdateKind::Delta { change } => {
+                    ("d", change.to_string(), String::new(), String::new())
+                }
                 UpdateKind::Shipment { .. } => {
                     return Err(corrupt("a shipment in a batch of snapshots and deltas"));
                 }
@@ -132,6 +140,7 @@ impl RedisStore {
                 kind.to_owned(),
                 value,
                 safety,
+                reorder,
             ]);
         }
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();

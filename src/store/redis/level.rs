@@ -1,4 +1,5 @@
-//! A stock level as a sku's levels hash stores it, "on hand,reserved,safety,sequence,pending",
+//! A stock level as a sku's levels hash stores it, "on hand,reserved,safety,sequence,pending"
+//! (then ",reorder point" when the feed set one),
 //! read strictly: a level in a form no script writes is reported, never computed with.
 
 use std::collections::HashMap;
@@ -35,11 +36,18 @@ fn stored_figure(part: &str, max: u64) -> Option<u64> {
     part.parse::<u64>().ok().filter(|n| *n <= max)
 }
 
-/// One level as stored: "on hand,reserved,safety,sequence,pending".
+/// One level as stored: "on hand,reserved,safety,sequence,pending", and ",reorder point" when
+/// the feed set one.
 pub(super) fn parse_level(packed: &str) -> Option<StockLevel> {
     let parts: Vec<&str> = packed.split(',').collect();
-    let [on_hand, reserved, safety, sequence, pending] = parts[..] else {
-        return None;
+    let (on_hand, reserved, safety, sequence, pending, reorder) = match parts[..] {
+        [a, b, c, d, e] => (a, b, c, d, e, None),
+        [a, b, c, d, e, f] => (a, b, c, d, e, Some(f)),
+        _ => return None,
+    };
+    let reorder_point = match reorder {
+        Some(part) => Some(stored_figure(part, MAX_STOCK_UNITS)?),
+        None => None,
     };
     // the fifth part, units of attempts in flight, is counted in reserved already
     stored_figure(pending, MAX_STOCK_UNITS)?;
@@ -48,6 +56,7 @@ pub(super) fn parse_level(packed: &str) -> Option<StockLevel> {
         reserved: stored_figure(reserved, MAX_STOCK_UNITS)?,
         safety_stock: stored_figure(safety, MAX_STOCK_UNITS)?,
         last_sequence: stored_figure(sequence, u64::MAX)?,
+        reorder_point,
     })
 }
 

@@ -6,7 +6,7 @@
 //!
 //! | key | type | what |
 //! | --- | --- | --- |
-//! | `P:{s:SKU}:lv` | hash | levels: `NODE` → "on hand,reserved,safety stock,last feed sequence,pending" |
+//! | `P:{s:SKU}:lv` | hash | levels: `NODE` → "on hand,reserved,safety stock,last feed sequence,pending[,reorder point]" |
 //! | `P:{s:SKU}:ho` | hash | holds: `ORDER` → the attempt token and the line, node and units it holds of this sku |
 //! | `P:{s:SKU}:void:TOKEN` | string | an aborted attempt, so that a late hold of it is refused |
 //! | `P:{o:ORDER}` | hash | the reservation record: state, token, expiry, deadline, day, body, allocations |
