@@ -6,20 +6,18 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::redis::{Audit, RedisCluster, RedisServer, command, free_port};
+use common::replica::{Replica, Setup, wait_for_health};
 use common::{InventoryClient, SourcingClient, TestServer, demo_config, line, order};
 use dom_router::api::pb;
 use dom_router::config::{Config, StoreKind};
 use tonic::Code;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 static NEXT_PREFIX: AtomicU64 = AtomicU64::new(0);
 
@@ -37,26 +35,6 @@ fn redis_config(urls: Vec<String>, cluster: bool, prefix: &str) -> Config {
     store.redis.op_timeout_ms = 300;
     store.redis.connect_timeout_ms = 200;
     config
-}
-
-async fn health(channel: &Channel) -> Option<ServingStatus> {
-    let reply = HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .ok()?;
-    ServingStatus::try_from(reply.into_inner().status).ok()
-}
-
-async fn wait_for_health(channel: &Channel, want: ServingStatus) {
-    for _ in 0..400 {
-        if health(channel).await == Some(want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("health did not become {want:?} within 20 s");
 }
 
 /// Snapshots at a sequence above any sent before by this test run.
@@ -315,74 +293,6 @@ async fn redis_restarting_under_load_is_survived() {
 }
 
 /// A `dom-router serve` process on Redis Cluster.
-struct Replica {
-    child: Child,
-    channel: Channel,
-}
-
-impl Replica {
-    async fn start(cluster: &RedisCluster, prefix: &str, dir: &std::path::Path) -> Self {
-        let port = free_port();
-        let log = std::fs::File::create(dir.join(format!("replica-{port}.log"))).unwrap();
-        let urls = format!(
-            "[{}]",
-            cluster
-                .urls()
-                .iter()
-                .map(|u| format!("\"{u}\""))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        let child = Command::new(env!("CARGO_BIN_EXE_dom-router"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("DOM_ROUTER__STORE__KIND", "redis")
-            .env("DOM_ROUTER__METRICS__LISTEN", "127.0.0.1:0")
-            .env("DOM_ROUTER__STORE__SEED_STOCK", "false")
-            .env("DOM_ROUTER__STORE__REDIS__URLS", urls)
-            .env("DOM_ROUTER__STORE__REDIS__CLUSTER", "true")
-            .env("DOM_ROUTER__STORE__REDIS__KEY_PREFIX", prefix)
-            .env("DOM_ROUTER__STORE__REDIS__PENDING_TIMEOUT_MS", "1000")
-            .env("DOM_ROUTER__HOLDS__SWEEP_INTERVAL_MS", "50")
-            .env("DOM_ROUTER__SERVER__HEALTH_CHECK_INTERVAL_MS", "100")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let endpoint = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
-        let started = Instant::now();
-        let channel = loop {
-            if let Ok(channel) = endpoint.connect().await {
-                break channel;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "replica on port {port} did not start; see {}",
-                dir.display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        wait_for_health(&channel, ServingStatus::Serving).await;
-        Self { child, channel }
-    }
-
-    fn sourcing(&self) -> SourcingClient<Channel> {
-        SourcingClient::new(self.channel.clone())
-    }
-
-    fn inventory(&self) -> InventoryClient<Channel> {
-        InventoryClient::new(self.channel.clone())
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 const SCARCE: [&str; 3] = ["SKU-0001", "SKU-0002", "SKU-0003"];
 
 fn scarce_stock() -> Vec<(&'static str, &'static str, i64)> {
@@ -450,7 +360,14 @@ async fn replicas_on_a_cluster() -> (RedisCluster, tempfile::TempDir, String, Ve
     let p = prefix();
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        replicas.push(Replica::start(&cluster, &p, logs.path()).await);
+        let setup = Setup {
+            urls: &cluster.urls(),
+            cluster: true,
+            prefix: &p,
+            logs: logs.path(),
+            config: None,
+        };
+        replicas.push(Replica::start(&setup).await);
     }
     (cluster, logs, p, replicas)
 }
@@ -524,8 +441,7 @@ async fn a_replica_killed_mid_reservation_leaves_nothing_held() {
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
     // SIGKILL: no drain, attempts cut off wherever they were
-    replicas[0].child.kill().unwrap();
-    replicas[0].child.wait().unwrap();
+    replicas[0].kill();
     load.await.unwrap();
     // the survivors' sweeps roll back what the dead replica left unfinished
     let audit = settled_audit(&cluster_ports(&cluster), &p).await;
@@ -830,8 +746,7 @@ async fn every_acknowledged_change_has_its_event_on_every_replica_even_with_one_
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // SIGKILL: whatever its scripts wrote to their outboxes, another replica moves
-    replicas[0].child.kill().unwrap();
-    replicas[0].child.wait().unwrap();
+    replicas[0].kill();
     let acknowledged: std::collections::HashSet<String> = load.await.unwrap().into_iter().collect();
     assert!(acknowledged.len() > 100, "{}", acknowledged.len());
     let events = watched(&mut live, Duration::from_secs(30), |events| {
@@ -873,4 +788,58 @@ async fn every_acknowledged_change_has_its_event_on_every_replica_even_with_one_
         !keys.contains(&events[cut].key),
         "the cursor's own event came again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_alert_crossing_is_reported_once_by_replicas_that_all_see_it() {
+    use pb::events_client::EventsClient;
+    // the demo thresholds: 20 at a warehouse, hysteresis 2; every replica follows the log and
+    // looks at every sku it names
+    let (_cluster, _logs, _p, replicas) = replicas_on_a_cluster().await;
+    let skus: Vec<String> = (0..12).map(|n| format!("LOW-{n:02}")).collect();
+    let mut watch = EventsClient::new(replicas[2].channel.clone())
+        .watch(pb::WatchRequest {
+            skus: skus.clone(),
+            node_ids: vec!["wh-getafe".into()],
+            kinds: vec![
+                pb::EventKind::LowStock as i32,
+                pb::EventKind::StockRecovered as i32,
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let low = pb::EventKind::LowStock as i32;
+    let up = pb::EventKind::StockRecovered as i32;
+    // each step moves every sku through another replica, and waits for what it must report
+    let steps = [(100, None), (10, Some(low)), (30, Some(up)), (5, Some(low))];
+    let mut events = Vec::new();
+    for (n, (on_hand, reports)) in steps.into_iter().enumerate() {
+        let rows: Vec<_> = skus
+            .iter()
+            .map(|s| ("wh-getafe", s.as_str(), on_hand))
+            .collect();
+        push_stock(&mut replicas[n % 3].inventory(), &rows).await;
+        let expected = if reports.is_some() { skus.len() } else { 0 };
+        let step = watched(&mut watch, Duration::from_secs(10), |got| {
+            got.len() >= expected
+        })
+        .await;
+        assert_eq!(step.len(), expected, "step {n}: {step:?}");
+        events.extend(step);
+    }
+    // and nothing more comes: three replicas saw each crossing, one reported it
+    let more = watched(&mut watch, Duration::from_secs(2), |got| !got.is_empty()).await;
+    assert_eq!(more.len(), 0, "reported twice: {more:?}");
+    for sku in &skus {
+        let kinds: Vec<(i32, i64)> = events
+            .iter()
+            .filter_map(|e| match &e.change {
+                Some(pb::event::Change::Alert(a)) if &a.sku == sku => Some((e.kind, a.ats)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, [(low, 10), (up, 30), (low, 5)], "{sku}");
+    }
 }

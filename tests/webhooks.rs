@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::redis::RedisServer;
+use common::redis::{RedisServer, command};
 use common::*;
 use dom_router::api::pb;
 use dom_router::config::{Config, StoreKind, WebhookSettings};
@@ -218,8 +218,10 @@ async fn failed_posts_are_tried_again_and_nothing_is_lost_or_reordered() {
     ])
     .await;
     let mut config = quiet(demo_config());
-    config.settings.webhook = vec![hook(addr, &["reservation_created"])];
-    let server = TestServer::start_with(config).await;
+    let mut h = hook(addr, &["reservation_created"]);
+    h.name = "retried".into();
+    config.settings.webhook = vec![h];
+    let (server, ports) = TestServer::serve(config, None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.stock(&[("wh-getafe", "HOOK-1", 50, 0)]).await;
     for n in 0..4 {
@@ -234,6 +236,22 @@ async fn failed_posts_are_tried_again_and_nothing_is_lost_or_reordered() {
     let attempts = got.got.lock().clone();
     let first = &attempts[0].key;
     assert_eq!(attempts.iter().filter(|r| &r.key == first).count(), 5);
+    // counted by result; the lag is of the last event delivery went past
+    let text = scrape(ports.metrics).await;
+    let deliveries = |result| {
+        sample(
+            &text,
+            "dom_router_webhook_deliveries_total",
+            &[("webhook", "retried"), ("result", result)],
+        )
+    };
+    assert_eq!((deliveries("delivered"), deliveries("failed")), (4.0, 4.0));
+    let lag = sample(
+        &text,
+        "dom_router_webhook_lag_seconds",
+        &[("webhook", "retried")],
+    );
+    assert!((0.0..60.0).contains(&lag), "{lag}");
     server.shutdown().await;
 }
 
@@ -241,8 +259,10 @@ async fn failed_posts_are_tried_again_and_nothing_is_lost_or_reordered() {
 async fn a_receiver_refusing_an_event_does_not_hold_up_the_rest() {
     let (addr, got) = receiver(vec![Answer::Status(400)]).await;
     let mut config = quiet(demo_config());
-    config.settings.webhook = vec![hook(addr, &["reservation_created"])];
-    let server = TestServer::start_with(config).await;
+    let mut h = hook(addr, &["reservation_created"]);
+    h.name = "refusing".into();
+    config.settings.webhook = vec![h];
+    let (server, ports) = TestServer::serve(config, None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.stock(&[("wh-getafe", "HOOK-1", 50, 0)]).await;
     for n in 0..3 {
@@ -254,6 +274,22 @@ async fn a_receiver_refusing_an_event_does_not_hold_up_the_rest() {
         got.got.lock().len(),
         3,
         "the refused event is not sent again"
+    );
+    let text = scrape(ports.metrics).await;
+    let deliveries = |result| {
+        sample(
+            &text,
+            "dom_router_webhook_deliveries_total",
+            &[("webhook", "refusing"), ("result", result)],
+        )
+    };
+    assert_eq!(
+        (
+            deliveries("delivered"),
+            deliveries("rejected"),
+            deliveries("failed")
+        ),
+        (2.0, 1.0, 0.0)
     );
     server.shutdown().await;
 }
@@ -270,17 +306,26 @@ async fn one_replica_delivers_at_a_time_and_another_goes_on_from_the_cursor() {
         config.settings.webhook = vec![hook(addr, &["reservation_created"])];
         config
     };
+    let lease_holder = || command(redis.port, &["GET", "hooks:{w:webhook:oms}:lease"]).unwrap();
+    // the first replica alone takes the lease
     let first = TestServer::start_with(replica()).await;
-    let second = TestServer::start_with(replica()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     first.stock(&[("wh-getafe", "HOOK-1", 500, 0)]).await;
-    for n in 0..10 {
+    reserve(&first, "a-0").await;
+    until(&got, Duration::from_secs(10), |d| d.len() >= 1).await;
+    let holder = lease_holder();
+    assert!(!holder.is_empty(), "the lease is held");
+    let second = TestServer::start_with(replica()).await;
+    for n in 1..10 {
         let through = if n % 2 == 0 { &first } else { &second };
         reserve(through, &format!("a-{n}")).await;
     }
     until(&got, Duration::from_secs(10), |d| d.len() >= 10).await;
-    // the replica holding the lease stops; the other takes over from where it got to
+    // the replica holding the lease stops, and lets the lease go as it does; the other takes
+    // over from where it got to
     first.shutdown().await;
+    // gone, or already the other replica's
+    assert_ne!(lease_holder(), holder, "a stopped holder lets its lease go");
     for n in 10..20 {
         reserve(&second, &format!("a-{n}")).await;
     }
@@ -290,6 +335,89 @@ async fn one_replica_delivers_at_a_time_and_another_goes_on_from_the_cursor() {
     // each once, in order: the handover loses nothing and repeats nothing
     assert_eq!(ids, want);
     second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_holder_s_webhook_is_taken_over_once_its_lease_runs_out() {
+    use common::replica::{Replica, Setup};
+    let redis = RedisServer::start();
+    let (addr, got) = receiver(Vec::new()).await;
+    // the demo network and segments, no thresholds, and the webhook in server.toml
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["network.toml", "segments.toml"] {
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/").to_owned() + file,
+            dir.path().join(file),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("alerts.toml"), "").unwrap();
+    std::fs::write(
+        dir.path().join("server.toml"),
+        format!(
+            "[[webhook]]\nname = \"oms\"\nurl = \"http://{addr}/dom/events\"\n\
+             kinds = [\"reservation_created\"]\nsecret = \"{SECRET}\"\ntimeout_ms = 300\n"
+        ),
+    )
+    .unwrap();
+    let urls = [redis.url()];
+    let setup = Setup {
+        urls: &urls,
+        cluster: false,
+        prefix: "killed",
+        logs: dir.path(),
+        config: Some(dir.path()),
+    };
+    let mut first = Replica::start(&setup).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stock = pb::StockUpdate {
+        node_id: "wh-getafe".into(),
+        sku: "HOOK-1".into(),
+        kind: pb::StockUpdateKind::Snapshot as i32,
+        quantity: 500,
+        sequence: 1,
+        ..Default::default()
+    };
+    first
+        .inventory()
+        .set_stock(pb::SetStockRequest {
+            updates: vec![stock],
+        })
+        .await
+        .unwrap();
+    let place = |replica: &Replica, id: String| {
+        let mut sourcing = replica.sourcing();
+        async move {
+            sourcing
+                .reserve(reserve_request(order(
+                    &id,
+                    "standard",
+                    vec![line("1", "HOOK-1", 1)],
+                )))
+                .await
+                .unwrap();
+        }
+    };
+    for n in 0..5 {
+        place(&first, format!("k-{n}")).await;
+    }
+    // the only replica so far delivers, so it holds the lease
+    until(&got, Duration::from_secs(10), |d| d.len() >= 5).await;
+    let second = Replica::start(&setup).await;
+    first.kill();
+    let killed = Instant::now();
+    for n in 5..10 {
+        place(&second, format!("k-{n}")).await;
+    }
+    until(&got, Duration::from_secs(30), |d| d.len() >= 10).await;
+    // the lease of a killed holder is never let go: the other replica waits it out
+    assert!(
+        killed.elapsed() >= Duration::from_secs(3),
+        "delivered {:?} after the kill, within the lease",
+        killed.elapsed()
+    );
+    let want: Vec<String> = (0..10).map(|n| format!("k-{n}")).collect();
+    assert_eq!(order_ids(&got.delivered.lock()), want);
 }
 
 #[tokio::test]

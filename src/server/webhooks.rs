@@ -321,7 +321,7 @@ impl Delivery {
         if self.renewed.take().is_some() {
             let _ = self
                 .store
-                .take_lease(&self.lease, &self.holder, 1, self.clock.now_millis())
+                .take_lease(&self.lease, &self.holder, 0, self.clock.now_millis())
                 .await;
         }
     }

@@ -546,7 +546,9 @@ impl StockStore for MemoryStore {
             .leases
             .get(name)
             .is_none_or(|(h, until)| h == holder || *until <= now);
-        if free {
+        if free && ttl_ms == 0 {
+            state.leases.remove(name);
+        } else if free {
             let until = now.saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
             state
                 .leases

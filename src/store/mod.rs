@@ -495,6 +495,8 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
 
     /// Takes the lease `name` for `holder` for `ttl_ms`, or renews it if `holder` has it; false
     /// while another holder has it. A holder that stops renewing loses it once `ttl_ms` pass.
+    /// A `ttl_ms` of 0 lets the lease go at once if `holder` has it (true), so the next holder
+    /// need not wait; it changes nothing when another holder has it (false).
     async fn take_lease(
         &self,
         name: &str,

@@ -3,6 +3,7 @@
 
 pub mod raw;
 pub mod redis;
+pub mod replica;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

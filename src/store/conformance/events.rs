@@ -236,9 +236,10 @@ pub async fn one_holder_has_a_lease_and_only_it_saves_the_cursor(store: Arc<dyn 
             .unwrap()
     );
     assert_eq!(s.cursor("hook").await.unwrap(), Some(at));
-    // a lease let go (renewed for a moment) passes to the next holder
-    assert!(s.take_lease("hook", "a", 1, T0).await.unwrap());
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // only its holder lets a lease go; let go, it passes to the next holder at once
+    assert!(!s.take_lease("hook", "b", 0, T0).await.unwrap());
+    assert!(!s.take_lease("hook", "b", 60_000, T0).await.unwrap());
+    assert!(s.take_lease("hook", "a", 0, T0).await.unwrap());
     assert!(s.take_lease("hook", "b", 60_000, T0 + 20).await.unwrap());
     assert!(
         !s.save_cursor("hook", "a", EventId { ms: 7, seq: 0 }, T0 + 20)
@@ -248,4 +249,8 @@ pub async fn one_holder_has_a_lease_and_only_it_saves_the_cursor(store: Arc<dyn 
     assert_eq!(s.cursor("hook").await.unwrap(), Some(at));
     // leases are by name
     assert!(s.take_lease("other", "a", 60_000, T0 + 20).await.unwrap());
+    // a lease not renewed passes to the next holder once it runs out
+    assert!(s.take_lease("brief", "a", 1, T0).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(s.take_lease("brief", "b", 60_000, T0 + 20).await.unwrap());
 }

@@ -8,8 +8,10 @@ use crate::events::EventId;
 use crate::store::StoreError;
 
 const TAKE: &str = "local h = redis.call('GET', KEYS[1]) \
-    if h == false or h == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
-    return 0";
+    if h ~= false and h ~= ARGV[1] then return 0 end \
+    if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) \
+    else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end \
+    return 1";
 
 const SAVE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     redis.call('SET', KEYS[2], ARGV[2]) return 1 end return 0";
@@ -35,7 +37,7 @@ impl RedisStore {
             .arg(1)
             .arg(self.lease_key(name))
             .arg(holder)
-            .arg(ttl_ms.max(1));
+            .arg(ttl_ms);
         Ok(self.query::<i64>(&conn, &take).await? == 1)
     }
 
