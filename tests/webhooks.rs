@@ -312,7 +312,7 @@ async fn one_replica_delivers_at_a_time_and_another_goes_on_from_the_cursor() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     first.stock(&[("wh-getafe", "HOOK-1", 500, 0)]).await;
     reserve(&first, "a-0").await;
-    until(&got, Duration::from_secs(10), |d| d.len() >= 1).await;
+    until(&got, Duration::from_secs(10), |d| !d.is_empty()).await;
     let holder = lease_holder();
     assert!(!holder.is_empty(), "the lease is held");
     let second = TestServer::start_with(replica()).await;
