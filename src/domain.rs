@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
+use crate::store::{Protection, StockLevel};
 use chrono::NaiveDate;
 use geo::{Distance, Haversine, Point};
 use serde::{Deserialize, Serialize};
@@ -253,9 +254,42 @@ pub struct SegmentRules {
     pub lateness_penalty: f64,
     pub allow_transfer: bool,
     pub transfer_per_unit: f64,
+    /// What this segment keeps of every node's stock of every sku from segments of a worse
+    /// priority.
+    pub protect: Protection,
+    /// The protections of the segments of a better priority, by name: what they keep from this
+    /// one. Filled in by [`Segments::new`].
+    pub closed_by: Vec<(String, Protection)>,
 }
 
 impl SegmentRules {
+    /// What better segments keep from this one, as the store checks it.
+    pub fn closed(&self) -> Vec<Protection> {
+        self.closed_by.iter().map(|(_, p)| *p).collect()
+    }
+
+    /// A node's ATS of a sku as this segment sees it: its use of safety stock, less what
+    /// better segments keep.
+    pub fn ats(&self, level: &StockLevel) -> u64 {
+        let kept = self.closed_by.iter().fold(0u64, |sum, (_, p)| {
+            sum.saturating_add(p.kept(level.on_hand))
+        });
+        level.ats(self.use_safety_stock).saturating_sub(kept)
+    }
+
+    /// Units of `level` better segments keep from this one, and their names.
+    pub fn kept(&self, level: &StockLevel) -> (u64, Vec<&str>) {
+        let mut units = 0u64;
+        let mut names = Vec::new();
+        for (name, p) in &self.closed_by {
+            let k = p.kept(level.on_hand);
+            if k > 0 {
+                units = units.saturating_add(k);
+                names.push(name.as_str());
+            }
+        }
+        (units, names)
+    }
     /// Why the segment may not use `node` at all, if it may not.
     pub fn exclusion(&self, node: &Node) -> Option<String> {
         if !self.node_kinds.contains(&node.kind) {
@@ -295,9 +329,27 @@ pub struct Segments {
 }
 
 impl Segments {
+    /// The segments, each told what the segments of a better (lower) priority keep from it.
     pub fn new(segments: impl IntoIterator<Item = SegmentRules>) -> Self {
+        let segments: Vec<SegmentRules> = segments.into_iter().collect();
+        let mut protecting: Vec<(i32, String, Protection)> = segments
+            .iter()
+            .filter(|s| !s.protect.is_none())
+            .map(|s| (s.priority, s.name.clone(), s.protect))
+            .collect();
+        protecting.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         Self {
-            by_name: segments.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            by_name: segments
+                .into_iter()
+                .map(|mut s| {
+                    s.closed_by = protecting
+                        .iter()
+                        .filter(|(priority, _, _)| *priority < s.priority)
+                        .map(|(_, name, p)| (name.clone(), *p))
+                        .collect();
+                    (s.name.clone(), s)
+                })
+                .collect(),
         }
     }
 

@@ -327,6 +327,7 @@ impl Engine {
                 expires_at: now + ttl_ms,
                 capacity_day: now.div_euclid(MILLIS_PER_DAY),
                 capacity_limits,
+                closed: admitted.segment().closed(),
             };
             let outcome = self
                 .after_in_flight(|at| {
@@ -519,10 +520,11 @@ impl Engine {
                 if rules.is_some() && !usable {
                     continue;
                 }
-                let ats = if usable {
-                    level.ats(rules.is_some_and(|r| r.use_safety_stock))
-                } else {
-                    0
+                // asked for a segment: as it sees it, safety stock and protection included
+                let ats = match rules {
+                    _ if !usable => 0,
+                    Some(r) => r.ats(level),
+                    None => level.ats(false),
                 };
                 sku_out.on_hand = sku_out.on_hand.saturating_add(level.on_hand);
                 sku_out.reserved = sku_out.reserved.saturating_add(level.reserved);

@@ -305,6 +305,8 @@ pub fn standard_segment() -> SegmentRules {
         lateness_penalty: 2.0,
         allow_transfer: false,
         transfer_per_unit: 1.0,
+        closed_by: Vec::new(),
+        protect: crate::store::Protection::default(),
     }
 }
 

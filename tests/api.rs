@@ -686,3 +686,137 @@ async fn oversized_messages_are_refused() {
     assert_eq!(server.level("wh-getafe", "SIZE-1").await, (0, 0, 0));
     server.shutdown().await;
 }
+
+/// The demo with vip keeping 3 units of every node's stock from worse segments, and standard
+/// keeping a quarter of on hand from marketplace.
+fn protected_config() -> dom_router::config::Config {
+    use dom_router::store::Protection;
+    let mut config = demo_config();
+    let segments = config.segments.names().into_iter().map(|name| {
+        let mut s = config.segments.get(&name).unwrap().clone();
+        s.protect = match name.as_str() {
+            "vip" => Protection {
+                units: 3,
+                share: 0.0,
+            },
+            "standard" => Protection {
+                units: 0,
+                share: 0.25,
+            },
+            _ => Protection::default(),
+        };
+        s
+    });
+    config.segments = dom_router::domain::Segments::new(segments.collect::<Vec<_>>());
+    config
+}
+
+#[tokio::test]
+async fn better_segments_keep_their_protected_units_from_worse_ones() {
+    let server = TestServer::start_with(protected_config()).await;
+    server.stock(&[("wh-getafe", "PROT-1", 8, 0)]).await;
+    let ats = |segment: &str| {
+        let mut inventory = server.inventory();
+        let segment = segment.to_owned();
+        async move {
+            let a = inventory
+                .get_availability(pb::GetAvailabilityRequest {
+                    skus: vec!["PROT-1".into()],
+                    segment,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (a.skus[0].ats, a.skus[0].nodes[0].ats)
+        }
+    };
+    // vip sees all 8; standard all but vip's 3; marketplace also less a quarter for standard
+    assert_eq!(ats("vip").await, (8, 8));
+    assert_eq!(ats("standard").await, (5, 5));
+    assert_eq!(ats("marketplace").await, (3, 3));
+    // a marketplace order for 4 gets 3, and its plan says what bound it
+    let reserved = server
+        .sourcing()
+        .reserve(reserve_request(order(
+            "prot-m",
+            "marketplace",
+            vec![line("1", "PROT-1", 4)],
+        )))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    let plan = reserved.plan.unwrap();
+    assert_eq!(plan.shipments[0].lines[0].quantity, 3);
+    assert!(
+        plan.binding.iter().any(|b| b
+            == "stock of PROT-1 at wh-getafe used up (3 of 3 available; 5 more kept for segments vip, standard)"),
+        "{:?}",
+        plan.binding
+    );
+    // every segment's holds count against the same free stock
+    assert_eq!(ats("vip").await, (5, 5));
+    assert_eq!(ats("standard").await, (2, 2));
+    assert_eq!(ats("marketplace").await, (0, 0));
+    // a node with nothing left but kept units says so
+    let unused = server
+        .sourcing()
+        .quote(pb::QuoteRequest {
+            order: Some(order(
+                "prot-m2",
+                "marketplace",
+                vec![line("1", "PROT-1", 1)],
+            )),
+            strategy: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    assert_eq!(unused.unfilled[0].quantity, 1);
+    let getafe = unused
+        .unused_nodes
+        .iter()
+        .find(|n| n.node_id == "wh-getafe")
+        .unwrap();
+    assert_eq!(
+        (getafe.reason, getafe.detail.as_str()),
+        (
+            pb::NodeReason::NoStock as i32,
+            "no stock of PROT-1 available to segment marketplace: 5 unit(s) kept for segments vip, standard"
+        )
+    );
+    // a standard order for 3 cannot dig into vip's units: it waits for one
+    let standard = server
+        .sourcing()
+        .quote(pb::QuoteRequest {
+            order: Some(order("prot-s", "standard", vec![line("1", "PROT-1", 3)])),
+            strategy: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    let shipped: i64 = standard
+        .shipments
+        .iter()
+        .flat_map(|s| &s.lines)
+        .map(|l| l.quantity)
+        .sum();
+    assert_eq!(shipped, 2);
+    // vip takes everything left, protected units included
+    server
+        .sourcing()
+        .reserve(reserve_request(order(
+            "prot-v",
+            "vip",
+            vec![line("1", "PROT-1", 5)],
+        )))
+        .await
+        .unwrap();
+    assert_eq!(ats("vip").await, (0, 0));
+    server.shutdown().await;
+}

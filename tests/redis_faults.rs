@@ -156,6 +156,7 @@ impl Fixture {
             expires_at,
             capacity_day: layout().day,
             capacity_limits: vec![(NODE.into(), 1_000)],
+            closed: Vec::new(),
         }
     }
 

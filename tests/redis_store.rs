@@ -169,6 +169,7 @@ mod unreadable {
             expires_at: T0 + 600_000,
             capacity_day: 20_000,
             capacity_limits: vec![(node.into(), 1_000)],
+            closed: Vec::new(),
         }
     }
 
@@ -420,6 +421,7 @@ async fn reads_leave_expired_holds_out_and_sweepers_share_the_work() {
         expires_at,
         capacity_day: 20_000,
         capacity_limits: Vec::new(),
+        closed: Vec::new(),
     };
     for i in 0..HOLDS {
         let outcome = store
@@ -526,6 +528,7 @@ async fn concurrent_partial_releases(urls: Vec<String>, cluster: bool, ports: &[
             expires_at: T0 + 600_000,
             capacity_day: DAY,
             capacity_limits: vec![("n1".into(), 1_000)],
+            closed: Vec::new(),
         };
         let outcome = store.reserve(request, T0).await.unwrap();
         assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
@@ -620,6 +623,7 @@ mod bad_data {
             expires_at,
             capacity_day: DAY,
             capacity_limits: Vec::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -841,6 +845,7 @@ mod round_trips {
             expires_at,
             capacity_day: DAY,
             capacity_limits: Vec::new(),
+            closed: Vec::new(),
         }
     }
 

@@ -46,6 +46,10 @@ struct SegmentEntry {
     allow_transfer: bool,
     #[serde(default = "default_transfer_per_unit")]
     transfer_per_unit: f64,
+    #[serde(default)]
+    protect_units: u64,
+    #[serde(default)]
+    protect_share: f64,
 }
 
 fn default_segment_priority() -> i32 {
@@ -145,6 +149,24 @@ pub fn parse_segments(
                 format!("{d} must be above 0 (leave it out for no limit)"),
             ));
         }
+        if e.protect_units > crate::store::MAX_STOCK_UNITS {
+            return Err(ConfigError::new(
+                source,
+                at("protect_units"),
+                format!(
+                    "{} is above the limit of {}",
+                    e.protect_units,
+                    crate::store::MAX_STOCK_UNITS
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&e.protect_share) {
+            return Err(ConfigError::new(
+                source,
+                at("protect_share"),
+                format!("{} must be from 0 to 1", e.protect_share),
+            ));
+        }
         let rules = SegmentRules {
             name: name.clone(),
             priority: e.priority,
@@ -161,6 +183,11 @@ pub fn parse_segments(
             lateness_penalty: e.lateness_penalty,
             allow_transfer: e.allow_transfer,
             transfer_per_unit: e.transfer_per_unit,
+            protect: crate::store::Protection {
+                units: e.protect_units,
+                share: e.protect_share,
+            },
+            closed_by: Vec::new(),
         };
         if !network
             .nodes()
@@ -206,6 +233,77 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "segment.x");
+    }
+
+    #[test]
+    fn protection_nests_by_priority_and_is_checked() {
+        use crate::store::{Protection, StockLevel};
+        let network = parse_network("net.toml", NODE).unwrap();
+        let text = "[segment.vip]\npriority = 10\nprotect_units = 3\n\
+                    [segment.gold]\npriority = 10\n\
+                    [segment.standard]\npriority = 50\nprotect_share = 0.25\n\
+                    [segment.marketplace]\npriority = 80\nprotect_units = 9\n";
+        let segments = parse_segments("seg.toml", text, &network).unwrap();
+        let closed = |name: &str| -> Vec<String> {
+            segments
+                .get(name)
+                .unwrap()
+                .closed_by
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        // better priorities only: not an equal one, and not the segment's own
+        assert!(closed("vip").is_empty());
+        assert!(closed("gold").is_empty());
+        assert_eq!(closed("standard"), ["vip"]);
+        assert_eq!(closed("marketplace"), ["vip", "standard"]);
+        let level = StockLevel {
+            on_hand: 10,
+            reserved: 1,
+            ..StockLevel::default()
+        };
+        // 9 free; vip keeps 3, standard ceil(2.5) = 3
+        assert_eq!(segments.get("vip").unwrap().ats(&level), 9);
+        assert_eq!(segments.get("standard").unwrap().ats(&level), 6);
+        assert_eq!(segments.get("marketplace").unwrap().ats(&level), 3);
+        assert_eq!(
+            segments.get("marketplace").unwrap().kept(&level),
+            (6, vec!["vip", "standard"])
+        );
+        // the larger of units and share; a share rounds up
+        let p = Protection {
+            units: 2,
+            share: 0.1,
+        };
+        assert_eq!(
+            (p.kept(0), p.kept(20), p.kept(21), p.kept(100)),
+            (2, 2, 3, 10)
+        );
+        for (field, value, problem) in [
+            ("protect_share", "1.5", "1.5 must be from 0 to 1"),
+            ("protect_share", "-0.1", "-0.1 must be from 0 to 1"),
+            (
+                "protect_units",
+                "1000000000001",
+                "1000000000001 is above the limit of 1000000000000",
+            ),
+        ] {
+            let e = parse_segments(
+                "seg.toml",
+                &format!("[segment.x]\n{field} = {value}\n"),
+                &network,
+            )
+            .unwrap_err();
+            assert_eq!(e.field, format!("segment.x.{field}"));
+            assert_eq!(e.problem, problem);
+        }
+        let e =
+            parse_segments("seg.toml", "[segment.x]\nprotect_units = -1\n", &network).unwrap_err();
+        assert!(
+            e.problem.contains("protect_units") || e.field.contains("protect_units"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - a node's ATS against a node threshold: the reorder point the feed set for the node and sku,
 //!   else the most specific rule (one naming the node, then one naming its kind, then one for
 //!   every node; among rules as specific, the first);
-//! - the network's ATS as a segment sees it (its nodes, its use of safety stock) against a
+//! - the network's ATS as a segment sees it (its nodes, its use of safety stock, what better
+//!   segments keep from it) against a
 //!   network threshold;
 //! - out of stock: the network's ATS for a segment at 0, for every segment, with no rule.
 //!
@@ -286,9 +287,7 @@ pub fn assess(
             .iter()
             .filter(|n| n.enabled && segment.exclusion(n).is_none())
             .filter_map(|n| levels.get(&n.id))
-            .fold(0u64, |sum, l| {
-                sum.saturating_add(l.ats(segment.use_safety_stock))
-            });
+            .fold(0u64, |sum, l| sum.saturating_add(segment.ats(l)));
         if let Some(threshold) = rules.network_threshold(sku, &name) {
             checks.push(AlertCheck::network(&name, ats, threshold, rules.hysteresis));
         }

@@ -26,7 +26,7 @@ use crate::domain::{
     ShipmentLine, Shortage, SolveStatus, StrategyKind, UnfilledLine, UnfilledPolicy, UnusedNode,
 };
 use crate::error::Error;
-use crate::store::StockView;
+use crate::store::{StockLevel, StockView};
 
 mod admission;
 mod greedy;
@@ -47,6 +47,8 @@ pub struct Candidate<'a> {
     pub distance_km: f64,
     /// Units the segment may take, per sku of [`Problem::skus`].
     pub ats: Vec<u64>,
+    /// Units segments of a better priority keep from this one, per sku, beyond `ats`.
+    pub kept: Vec<u64>,
     /// Units the node may still ship today.
     pub capacity: u64,
     pub handling_per_unit: f64,
@@ -246,23 +248,33 @@ impl<'a> Problem<'a> {
                 ));
                 continue;
             }
-            let ats: Vec<u64> = skus
+            let levels: Vec<Option<&StockLevel>> = skus
                 .iter()
-                .map(|sku| {
-                    stock
-                        .get(sku)
-                        .and_then(|m| m.get(&node.id))
-                        .map(|l| l.ats(rules.use_safety_stock))
-                        .unwrap_or(0)
-                })
+                .map(|sku| stock.get(sku).and_then(|m| m.get(&node.id)))
+                .collect();
+            let ats: Vec<u64> = levels
+                .iter()
+                .map(|l| l.map_or(0, |l| rules.ats(l)))
+                .collect();
+            // what protection takes from what the segment would see without it
+            let kept: Vec<u64> = levels
+                .iter()
+                .zip(&ats)
+                .map(|(l, &a)| l.map_or(0, |l| l.ats(rules.use_safety_stock) - a))
                 .collect();
             if ats.iter().all(|&a| a == 0) {
+                let units: u64 = kept.iter().sum();
                 excluded.push(out(
                     NodeReason::NoStock,
                     format!(
-                        "no stock of {} available to segment {}",
+                        "no stock of {} available to segment {}{}",
                         skus.join(", "),
-                        rules.name
+                        rules.name,
+                        if units > 0 {
+                            format!(": {units} unit(s) kept for {}", protecting(rules))
+                        } else {
+                            String::new()
+                        }
                     ),
                 ));
                 continue;
@@ -285,6 +297,7 @@ impl<'a> Problem<'a> {
                 node,
                 distance_km,
                 ats,
+                kept,
                 capacity,
                 handling_per_unit: node.cost.handling_per_unit,
                 shipping_per_unit: node.cost.per_unit_km * distance_km,
@@ -479,9 +492,16 @@ impl<'a> Problem<'a> {
             }
             for (s, &q) in per_sku.iter().enumerate() {
                 if q > 0 && q == cand.ats[s] {
+                    let kept = cand.kept[s];
                     out.push(format!(
-                        "stock of {} at {} used up ({q} of {q} available)",
-                        self.skus[s], cand.node.id
+                        "stock of {} at {} used up ({q} of {q} available{})",
+                        self.skus[s],
+                        cand.node.id,
+                        if kept > 0 {
+                            format!("; {kept} more kept for {}", protecting(self.rules))
+                        } else {
+                            String::new()
+                        }
                     ));
                 }
             }
@@ -512,6 +532,16 @@ impl<'a> Problem<'a> {
             }
         }
         out
+    }
+}
+
+/// The segments whose protection closes stock to `rules`' segment, for explanations.
+fn protecting(rules: &SegmentRules) -> String {
+    let names: Vec<&str> = rules.closed_by.iter().map(|(n, _)| n.as_str()).collect();
+    if names.len() == 1 {
+        format!("segment {}", names[0])
+    } else {
+        format!("segments {}", names.join(", "))
     }
 }
 
@@ -630,6 +660,8 @@ pub(crate) mod tests {
             lateness_penalty: 0.0,
             allow_transfer: false,
             transfer_per_unit: 1.0,
+            closed_by: Vec::new(),
+            protect: crate::store::Protection::default(),
         }
     }
 

@@ -321,7 +321,7 @@ impl StockStore for MemoryStore {
                 .stock
                 .get(&sku)
                 .and_then(|m| m.get(&node_id))
-                .map(|l| l.ats(request.use_safety_stock))
+                .map(|l| request.ats(l))
                 .unwrap_or(0);
             return Ok(ReserveOutcome::Insufficient {
                 sku,
@@ -342,7 +342,7 @@ impl StockStore for MemoryStore {
                 .stock
                 .get(*sku)
                 .and_then(|m| m.get(*node_id))
-                .map(|l| l.ats(request.use_safety_stock))
+                .map(|l| request.ats(l))
                 .unwrap_or(0);
             if *units > available {
                 return Ok(ReserveOutcome::Insufficient {

@@ -159,6 +159,51 @@ impl StockLevel {
     }
 }
 
+/// What a segment keeps of a node's stock of a sku from every segment of a worse priority: the
+/// larger of `units` and `share` of on hand, rounded up. Kept units count against the worse
+/// segments' ATS alone, like nested booking limits: every segment's holds count against the
+/// same free stock, so a worse segment may take only what is free beyond the kept units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Protection {
+    pub units: u64,
+    /// From 0 to 1.
+    pub share: f64,
+}
+
+impl Protection {
+    pub fn is_none(&self) -> bool {
+        self.units == 0 && self.share <= 0.0
+    }
+
+    /// Units kept of `on_hand`.
+    pub fn kept(&self, on_hand: u64) -> u64 {
+        // exact: on hand is below 2^53, and Redis's scripts compute the same doubles
+        let by_share = (self.share * on_hand as f64).ceil();
+        self.units.max(by_share as u64)
+    }
+
+    /// As the scripts read it: `|units:share`.
+    pub fn to_arg(&self) -> String {
+        format!("|{}:{}", self.units, self.share)
+    }
+}
+
+impl StockLevel {
+    /// Units kept from a segment by the protections of better segments (`closed`).
+    pub fn kept_from(&self, closed: &[Protection]) -> u64 {
+        closed
+            .iter()
+            .fold(0u64, |sum, p| sum.saturating_add(p.kept(self.on_hand)))
+    }
+
+    /// ATS as a segment sees it: with or without safety stock, less the units better segments
+    /// keep from it (`closed`).
+    pub fn ats_for(&self, use_safety_stock: bool, closed: &[Protection]) -> u64 {
+        self.ats(use_safety_stock)
+            .saturating_sub(self.kept_from(closed))
+    }
+}
+
 /// Stock by sku, then by node. Nodes that never had a level for the sku are absent.
 pub type StockView = HashMap<String, HashMap<String, StockLevel>>;
 
@@ -313,6 +358,9 @@ pub struct HoldRequest {
     pub segment: String,
     /// Whether the segment may draw down safety stock.
     pub use_safety_stock: bool,
+    /// What segments of a better priority keep from this one at every node and sku.
+    #[serde(default)]
+    pub closed: Vec<Protection>,
     pub plan: Plan,
     /// What to hold; every quantity above zero.
     pub allocations: Vec<Allocation>,
@@ -324,6 +372,21 @@ pub struct HoldRequest {
 }
 
 impl HoldRequest {
+    /// A node's ATS of a sku as this request may take it.
+    pub fn ats(&self, level: &StockLevel) -> u64 {
+        level.ats_for(self.use_safety_stock, &self.closed)
+    }
+
+    /// What the request may take, as the scripts read it: `1` or `0` for the use of safety
+    /// stock, then `|units:share` for each protection closed to it.
+    pub(crate) fn access_arg(&self) -> String {
+        let mut arg = if self.use_safety_stock { "1" } else { "0" }.to_owned();
+        for p in &self.closed {
+            arg.push_str(&p.to_arg());
+        }
+        arg
+    }
+
     /// The reservation this request makes once its stock is held at `now`.
     pub fn into_held(self, now: Millis) -> Reservation {
         Reservation {

@@ -173,6 +173,66 @@ pub async fn reserve_holds_stock(store: Arc<dyn StockStore>) {
     assert_eq!(got, r);
 }
 
+pub async fn reserve_respects_protection(store: Arc<dyn StockStore>) {
+    use super::super::Protection;
+    let s = store.as_ref();
+    seed(s, "n1", "A", 10, 1).await;
+    seed(s, "n1", "B", 10, 0).await;
+    // kept from this request: 3 units, and the larger of 1 unit and 15% of on hand (2)
+    let closed = vec![
+        Protection {
+            units: 3,
+            share: 0.0,
+        },
+        Protection {
+            units: 1,
+            share: 0.15,
+        },
+    ];
+    let guarded = |order: &str, lines| HoldRequest {
+        closed: closed.clone(),
+        ..hold(order, lines, T0 + 60_000)
+    };
+    // 10 on hand, 1 safety stock, 5 kept: 4 may be taken, and a hold of 5 changes nothing
+    let outcome = s
+        .reserve(
+            guarded(
+                "o1",
+                vec![alloc("l1", "B", "n1", 1), alloc("l2", "A", "n1", 5)],
+            ),
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        ReserveOutcome::Insufficient {
+            sku: "A".into(),
+            node_id: "n1".into(),
+            wanted: 5,
+            available: 4,
+        }
+    );
+    assert_eq!(level(s, "n1", "B", T0).await.reserved, 0);
+    created(s, guarded("o1", vec![alloc("l1", "A", "n1", 4)])).await;
+    // the kept units count against every segment's holds alike: none is left to this one
+    let outcome = s
+        .reserve(guarded("o2", vec![alloc("l1", "A", "n1", 1)]), T0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, ReserveOutcome::Insufficient { available: 0, .. }),
+        "{outcome:?}"
+    );
+    // a request they are not closed to takes them
+    created(s, hold("o3", vec![alloc("l1", "A", "n1", 5)], T0 + 60_000)).await;
+    let l = level(s, "n1", "A", T0).await;
+    assert_eq!(
+        (l.on_hand, l.reserved, l.ats_for(false, &closed)),
+        (10, 9, 0)
+    );
+}
+
 pub async fn reserve_is_all_or_nothing(store: Arc<dyn StockStore>) {
     let s = store.as_ref();
     seed(s, "n1", "A", 10, 0).await;

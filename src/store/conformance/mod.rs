@@ -37,6 +37,7 @@ macro_rules! store_conformance_tests {
             reserve_holds_stock,
             reserve_is_all_or_nothing,
             reserve_respects_safety_stock,
+            reserve_respects_protection,
             reserve_is_idempotent_by_order_id,
             commit_and_release_are_idempotent,
             release_of_some_lines,
@@ -149,6 +150,7 @@ fn hold(order: &str, allocations: Vec<Allocation>, expires_at: Millis) -> HoldRe
         expires_at,
         capacity_day: 20_000,
         capacity_limits: Vec::new(),
+        closed: Vec::new(),
     }
 }
 

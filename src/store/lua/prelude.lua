@@ -145,10 +145,20 @@ local function sku_lines(args, first, last)
   table.sort(nodes)
   return want, nodes, entries
 end
+-- What a hold may take (see `HoldRequest::access_arg`): whether it may use safety stock, and
+-- the protections closed to it, each {units, share}.
+local function access_read(a)
+  local closed = {}
+  for u, s in string.gmatch(a, '|(%d+):([%d%.]+)') do
+    closed[#closed + 1] = {tonumber(u), tonumber(s)}
+  end
+  return string.sub(a, 1, 1) == '1', closed
+end
 -- Whether a sku's levels have the units: the levels, or nil and {'short'|'busy', node, wanted,
 -- available} ('busy': there if holds of attempts in flight were given back), or nil and
 -- {'corrupt', node, stored text} for a level that cannot be read.
-local function sku_check(lv, want, nodes, use_safety)
+local function sku_check(lv, want, nodes, access)
+  local use_safety, closed = access_read(access)
   local levels = {}
   for _, node in ipairs(nodes) do
     local l, bad = level_read(lv, node)
@@ -156,6 +166,9 @@ local function sku_check(lv, want, nodes, use_safety)
     l = l or level_new()
     local free = l.oh - l.rs
     if not use_safety then free = free - l.ss end
+    for _, p in ipairs(closed) do
+      free = free - math.max(p[1], math.ceil(p[2] * l.oh))
+    end
     if free < 0 then free = 0 end
     if want[node] > free then
       if want[node] <= free + l.pd then return nil, {'busy', node, want[node], free} end

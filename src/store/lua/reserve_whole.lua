@@ -2,7 +2,7 @@
 -- record, every sku and the day's capacity, all or nothing.
 -- KEYS: the order's record, the expiry set, the day's capacity used and by-order hashes, then
 -- the level and holds hashes of each sku, then the log (reports 'created').
--- ARGV: order id, token, expires at, capacity day, body, allocations, use safety stock (1|0),
+-- ARGV: order id, token, expires at, capacity day, body, allocations, what it may take (use of safety stock 1|0, then |units:share per protection closed to it),
 -- capacity key TTL, expiry member, segment, count of capacity entries and node/units/line triples, count of
 -- limits and node/limit pairs, then per sku: count of lines and line id/node/units triples.
 -- Returns the record coded 'exists', {'short', sku number, node, wanted, available},
@@ -23,7 +23,7 @@ while i <= #ARGV do
   local count = tonumber(ARGV[i])
   local want, nodes, entries = sku_lines(ARGV, i + 1, i + 3 * count)
   i = i + 1 + 3 * count
-  local levels, refusal = sku_check(KEYS[k], want, nodes, ARGV[7] == '1')
+  local levels, refusal = sku_check(KEYS[k], want, nodes, ARGV[7])
   if refusal then
     if refusal[1] == 'corrupt' then return {'corrupt', #skus + 1, refusal[2], refusal[3]} end
     return {'short', #skus + 1, refusal[2], refusal[3], refusal[4]}

@@ -147,11 +147,10 @@ impl RedisStore {
     ) -> Result<Value, StoreError> {
         let keys = &self.inner.keys;
         let (lv, ho, v) = (keys.levels(sku), keys.holds(sku), keys.sku_void(sku, token));
-        let use_safety = if request.use_safety_stock { "1" } else { "0" };
         let mut args = vec![
             request.order_id.clone(),
             token.to_owned(),
-            use_safety.to_owned(),
+            request.access_arg(),
         ];
         for a in request.allocations.iter().filter(|a| a.sku == sku) {
             args.extend([a.line_id.clone(), a.node_id.clone(), a.quantity.to_string()]);

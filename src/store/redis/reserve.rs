@@ -156,7 +156,7 @@ impl RedisStore {
             day_arg.clone(),
             body.clone(),
             allocations.clone(),
-            if request.use_safety_stock { "1" } else { "0" }.to_owned(),
+            request.access_arg(),
             ((day + 2) * MILLIS_PER_DAY - now)
                 .max(request.expires_at - now)
                 .max(1)
@@ -253,7 +253,7 @@ impl RedisStore {
         let available = stock
             .get(&sku)
             .and_then(|m| m.get(&node_id))
-            .map(|l| l.ats(request.use_safety_stock))
+            .map(|l| request.ats(l))
             .unwrap_or(0);
         Ok(ReserveOutcome::Insufficient {
             sku,
