@@ -15,7 +15,8 @@
 //! in-memory store, to tell what Redis costs. `--watchers N` keeps N `Events.Watch` streams (no
 //! filter, from now) reading everything during the checkouts, plus a probe: every 20 ms a
 //! snapshot of a sku of its own, timed from its acknowledgement to its event's arrival at a
-//! watcher filtering that sku.
+//! watcher filtering that sku. `--protect` has `vip` keep 2 units and `standard` 10% of on
+//! hand of every node's stock from worse segments, to tell what protection costs.
 
 #[path = "../tests/common/redis.rs"]
 mod redis_harness;
@@ -31,6 +32,7 @@ use dom_router::api::pb::sourcing_client::SourcingClient;
 use dom_router::clock::SystemClock;
 use dom_router::config::{Config, ConfigSource, StoreKind};
 use dom_router::synth;
+use dom_router::store::Protection;
 use tonic::transport::Channel;
 
 /// The allocator of the `dom-router` binary, so the server measured here allocates as it does
@@ -51,6 +53,8 @@ struct Options {
     memory: bool,
     client_threads: usize,
     watchers: usize,
+    /// vip keeps 2 units and standard 10% of on hand from worse segments.
+    protect: bool,
 }
 
 fn options() -> Options {
@@ -72,6 +76,7 @@ fn options() -> Options {
         memory: args.iter().any(|a| a == "--memory"),
         client_threads: value("--client-threads", 1) as usize,
         watchers: value("--watchers", 0) as usize,
+        protect: args.iter().any(|a| a == "--protect"),
     }
 }
 
@@ -481,6 +486,29 @@ fn main() {
     }
     config.settings.store.seed_stock = false;
     config.settings.store.redis.urls = vec![redis.url()];
+    if opts.protect {
+        let segments: Vec<_> = config
+            .segments
+            .names()
+            .into_iter()
+            .filter_map(|name| config.segments.get(&name).cloned())
+            .map(|mut s| {
+                s.protect = match s.name.as_str() {
+                    "vip" => Protection {
+                        units: 2,
+                        share: 0.0,
+                    },
+                    "standard" => Protection {
+                        units: 0,
+                        share: 0.1,
+                    },
+                    _ => Protection::default(),
+                };
+                s
+            })
+            .collect();
+        config.segments = dom_router::domain::Segments::new(segments);
+    }
     let nodes: Arc<Vec<String>> = Arc::new(
         config
             .network
