@@ -31,8 +31,8 @@ use dom_router::api::pb::inventory_client::InventoryClient;
 use dom_router::api::pb::sourcing_client::SourcingClient;
 use dom_router::clock::SystemClock;
 use dom_router::config::{Config, ConfigSource, StoreKind};
-use dom_router::synth;
 use dom_router::store::Protection;
+use dom_router::synth;
 use tonic::transport::Channel;
 
 /// The allocator of the `dom-router` binary, so the server measured here allocates as it does

@@ -818,5 +818,20 @@ async fn better_segments_keep_their_protected_units_from_worse_ones() {
         .await
         .unwrap();
     assert_eq!(ats("vip").await, (0, 0));
+    // and what the marketplace order holds stays its own
+    let kept = server
+        .sourcing()
+        .get_reservation(pb::GetReservationRequest {
+            order_id: "prot-m".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    assert_eq!(
+        (kept.state, kept.allocations[0].quantity),
+        (pb::ReservationState::Held as i32, 3)
+    );
     server.shutdown().await;
 }
