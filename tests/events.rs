@@ -251,7 +251,8 @@ fn alert(e: &pb::Event) -> (i32, String, String, String, i64, i64) {
             a.node_id.clone(),
             a.segment.clone(),
             a.ats,
-            a.threshold,
+            // none: a state ended as no threshold applies any more
+            a.threshold.unwrap_or(-1),
         ),
         other => panic!("not an alert: {other:?}"),
     }
@@ -648,5 +649,13 @@ async fn a_reorder_point_from_the_feed_raises_alerts_in_place_of_the_rules() {
         "{summary:?}"
     );
     assert_eq!(threshold("TOY-9").await, (Some(6), true));
+    // removed where no rule applies: the low state ends, reported with no threshold
+    set(vec![snapshot("TOY-9", 6, Some(-1))]).await;
+    let ended = alert(&next(&mut low).await);
+    assert_eq!(
+        (ended.0, ended.1.as_str(), ended.4, ended.5),
+        (pb::EventKind::StockRecovered as i32, "TOY-9", 6, -1)
+    );
+    assert_eq!(threshold("TOY-9").await, (None, false));
     server.shutdown().await;
 }

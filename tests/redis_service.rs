@@ -37,6 +37,14 @@ fn redis_config(urls: Vec<String>, cluster: bool, prefix: &str) -> Config {
     config
 }
 
+/// Timeouts for a test of what Redis answers, not of how fast: the short ones of the failure
+/// tests would fail it on a machine busy with the rest of the suite.
+fn patient(mut config: Config) -> Config {
+    config.settings.store.redis.op_timeout_ms = 5_000;
+    config.settings.store.redis.connect_timeout_ms = 5_000;
+    config
+}
+
 /// Snapshots at a sequence above any sent before by this test run.
 async fn push_stock(inventory: &mut InventoryClient<Channel>, rows: &[(&str, &str, i64)]) {
     static SEQ: AtomicU64 = AtomicU64::new(1);
@@ -558,7 +566,7 @@ async fn feed_updates_beyond_the_limit_leave_the_sku_readable() {
     let cluster = RedisCluster::start(3);
     for (urls, is_cluster) in [(vec![single.url()], false), (cluster.urls(), true)] {
         let p = prefix();
-        let server = TestServer::start_with(redis_config(urls, is_cluster, &p)).await;
+        let server = TestServer::start_with(patient(redis_config(urls, is_cluster, &p))).await;
         wait_for_health(&server.channel, ServingStatus::Serving).await;
         let mut inventory = server.inventory();
         push_stock(&mut inventory, &[("wh-getafe", "SKU-0001", 10)]).await;
@@ -621,7 +629,7 @@ async fn a_reserve_of_an_order_in_flight_waits_for_its_outcome() {
     // half-way through the first: it gets the first one's reservation, not UNAVAILABLE
     let cluster = RedisCluster::start(3);
     let p = prefix();
-    let server = TestServer::start_with(redis_config(cluster.urls(), true, &p)).await;
+    let server = TestServer::start_with(patient(redis_config(cluster.urls(), true, &p))).await;
     wait_for_health(&server.channel, ServingStatus::Serving).await;
     push_stock(
         &mut server.inventory(),

@@ -451,7 +451,7 @@ fn the_proto_json_of_an_event_names_every_field_in_camel_case() {
             node_id: "n".into(),
             segment: String::new(),
             ats: 3,
-            threshold: 5,
+            threshold: Some(5),
         })),
     };
     let json = dom_router::api::events::event_json(&e);

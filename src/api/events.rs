@@ -142,7 +142,7 @@ pub fn event(e: &Event) -> pb::Event {
             node_id: a.node_id.clone(),
             segment: a.segment.clone(),
             ats: i64::try_from(a.ats).unwrap_or(i64::MAX),
-            threshold: i64::try_from(a.threshold).unwrap_or(i64::MAX),
+            threshold: a.threshold.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
         }),
     };
     pb::Event {
@@ -367,16 +367,18 @@ pub fn event_json(e: &pb::Event) -> serde_json::Value {
             });
             ("stock", json!({ "sku": s.sku, "level": level }))
         }
-        Some(pb::event::Change::Alert(a)) => (
-            "alert",
-            json!({
+        Some(pb::event::Change::Alert(a)) => ("alert", {
+            let mut alert = json!({
                 "sku": a.sku,
                 "nodeId": a.node_id,
                 "segment": a.segment,
                 "ats": int(a.ats),
-                "threshold": int(a.threshold),
-            }),
-        ),
+            });
+            if let Some(t) = a.threshold {
+                alert["threshold"] = json!(int(t));
+            }
+            alert
+        }),
         None => return out,
     };
     out[change.0] = change.1;

@@ -185,7 +185,12 @@ pub fn parse_segments(
             transfer_per_unit: e.transfer_per_unit,
             protect: crate::store::Protection {
                 units: e.protect_units,
-                share: e.protect_share,
+                // -0.0 is 0
+                share: if e.protect_share == 0.0 {
+                    0.0
+                } else {
+                    e.protect_share
+                },
             },
             closed_by: Vec::new(),
         };

@@ -145,7 +145,9 @@ pub struct AlertCheck {
     /// The segment of a network threshold or of out of stock, else empty.
     pub segment: String,
     pub ats: u64,
-    pub threshold: u64,
+    /// None: no threshold applies any more (a reorder point removed, a rule changed), so a low
+    /// state ends, and none begins.
+    pub threshold: Option<u64>,
     pub hysteresis: u64,
     /// Reported when the state turns low, and when it ends.
     pub low: EventKind,
@@ -160,10 +162,18 @@ impl AlertCheck {
             node_id: node_id.to_owned(),
             segment: String::new(),
             ats,
-            threshold,
+            threshold: Some(threshold),
             hysteresis,
             low: EventKind::LowStock,
             recovered: EventKind::StockRecovered,
+        }
+    }
+
+    /// A node's ATS where no threshold applies: ends a low state left from one that did.
+    pub fn unwatched_node(node_id: &str, ats: u64) -> Self {
+        Self {
+            threshold: None,
+            ..Self::node(node_id, ats, 0, 0)
         }
     }
 
@@ -174,7 +184,7 @@ impl AlertCheck {
             node_id: String::new(),
             segment: segment.to_owned(),
             ats,
-            threshold,
+            threshold: Some(threshold),
             hysteresis,
             low: EventKind::LowStock,
             recovered: EventKind::StockRecovered,
@@ -188,7 +198,7 @@ impl AlertCheck {
             node_id: String::new(),
             segment: segment.to_owned(),
             ats,
-            threshold: 0,
+            threshold: Some(0),
             hysteresis: 0,
             low: EventKind::OutOfStock,
             recovered: EventKind::BackInStock,
@@ -199,9 +209,16 @@ impl AlertCheck {
     /// low), and what to report of the change.
     pub fn next(&self, low_before: Option<bool>) -> (bool, Option<EventKind>) {
         let was_low = low_before.unwrap_or(false);
-        if !was_low && self.ats <= self.threshold {
+        let Some(threshold) = self.threshold else {
+            return if was_low {
+                (false, Some(self.recovered))
+            } else {
+                (false, None)
+            };
+        };
+        if !was_low && self.ats <= threshold {
             (true, Some(self.low))
-        } else if was_low && self.ats > self.threshold.saturating_add(self.hysteresis) {
+        } else if was_low && self.ats > threshold.saturating_add(self.hysteresis) {
             (false, Some(self.recovered))
         } else {
             (was_low, None)
@@ -268,15 +285,21 @@ pub fn assess(
 ) -> Vec<AlertCheck> {
     let mut checks = Vec::new();
     for node in network.nodes() {
-        let Some(threshold) = rules.threshold_at(sku, node, levels.get(&node.id)) else {
-            continue;
-        };
+        let level = levels.get(&node.id);
         let ats = if node.enabled {
-            levels.get(&node.id).map_or(0, |l| l.ats(false))
+            level.map_or(0, |l| l.ats(false))
         } else {
             0
         };
-        checks.push(AlertCheck::node(&node.id, ats, threshold, rules.hysteresis));
+        match rules.threshold_at(sku, node, level) {
+            Some(threshold) => {
+                checks.push(AlertCheck::node(&node.id, ats, threshold, rules.hysteresis));
+            }
+            // a node with stock of the sku and no threshold now may have had one: a low state
+            // it left ends (the state cache keeps this from reaching the store every time)
+            None if level.is_some() => checks.push(AlertCheck::unwatched_node(&node.id, ats)),
+            None => {}
+        }
     }
     for name in segments.names() {
         let Some(segment) = segments.get(&name) else {

@@ -167,7 +167,8 @@ pub struct AlertChange {
     pub segment: String,
     /// The ATS that crossed.
     pub ats: u64,
-    pub threshold: u64,
+    /// None: the state ended because no threshold applies any more.
+    pub threshold: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

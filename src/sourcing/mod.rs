@@ -49,6 +49,8 @@ pub struct Candidate<'a> {
     pub ats: Vec<u64>,
     /// Units segments of a better priority keep from this one, per sku, beyond `ats`.
     pub kept: Vec<u64>,
+    /// Which segments keep them, per sku, for explanations.
+    pub kept_for: Vec<String>,
     /// Units the node may still ship today.
     pub capacity: u64,
     pub handling_per_unit: f64,
@@ -256,14 +258,26 @@ impl<'a> Problem<'a> {
                 .iter()
                 .map(|l| l.map_or(0, |l| rules.ats(l)))
                 .collect();
-            // what protection takes from what the segment would see without it
+            // what protection takes from what the segment would see without it, and for whom
             let kept: Vec<u64> = levels
                 .iter()
                 .zip(&ats)
                 .map(|(l, &a)| l.map_or(0, |l| l.ats(rules.use_safety_stock) - a))
                 .collect();
+            let kept_for: Vec<String> = levels
+                .iter()
+                .map(|l| l.map_or_else(String::new, |l| protecting(&rules.kept(l).1)))
+                .collect();
             if ats.iter().all(|&a| a == 0) {
                 let units: u64 = kept.iter().sum();
+                let mut names: Vec<&str> = Vec::new();
+                for l in levels.iter().flatten() {
+                    for n in rules.kept(l).1 {
+                        if !names.contains(&n) {
+                            names.push(n);
+                        }
+                    }
+                }
                 excluded.push(out(
                     NodeReason::NoStock,
                     format!(
@@ -271,7 +285,7 @@ impl<'a> Problem<'a> {
                         skus.join(", "),
                         rules.name,
                         if units > 0 {
-                            format!(": {units} unit(s) kept for {}", protecting(rules))
+                            format!(": {units} unit(s) kept for {}", protecting(&names))
                         } else {
                             String::new()
                         }
@@ -298,6 +312,7 @@ impl<'a> Problem<'a> {
                 distance_km,
                 ats,
                 kept,
+                kept_for,
                 capacity,
                 handling_per_unit: node.cost.handling_per_unit,
                 shipping_per_unit: node.cost.per_unit_km * distance_km,
@@ -498,7 +513,7 @@ impl<'a> Problem<'a> {
                         self.skus[s],
                         cand.node.id,
                         if kept > 0 {
-                            format!("; {kept} more kept for {}", protecting(self.rules))
+                            format!("; {kept} more kept for {}", cand.kept_for[s])
                         } else {
                             String::new()
                         }
@@ -535,9 +550,8 @@ impl<'a> Problem<'a> {
     }
 }
 
-/// The segments whose protection closes stock to `rules`' segment, for explanations.
-fn protecting(rules: &SegmentRules) -> String {
-    let names: Vec<&str> = rules.closed_by.iter().map(|(n, _)| n.as_str()).collect();
+/// The segments whose protection keeps stock from a segment, for explanations.
+fn protecting(names: &[&str]) -> String {
     if names.len() == 1 {
         format!("segment {}", names[0])
     } else {

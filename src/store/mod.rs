@@ -182,9 +182,11 @@ impl Protection {
         self.units.max(by_share as u64)
     }
 
-    /// As the scripts read it: `|units:share`.
+    /// As the scripts read it: `|units:share`, the share in plain decimals (Rust never writes
+    /// an exponent), and -0 written as 0.
     pub fn to_arg(&self) -> String {
-        format!("|{}:{}", self.units, self.share)
+        let share = if self.share > 0.0 { self.share } else { 0.0 };
+        format!("|{}:{share}", self.units)
     }
 }
 

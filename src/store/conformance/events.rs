@@ -195,9 +195,21 @@ pub async fn each_alert_crossing_is_reported_once(store: Arc<dyn StockStore>) {
         s.record_alerts("B", &[check(0)], T0).await.unwrap(),
         vec![(true, Some(EventKind::LowStock))]
     );
-    let events = log_of(s, 3).await;
+    // with no threshold any more, a low state ends whatever the ATS, and none begins
+    let unwatched = AlertCheck::unwatched_node("n1", 0);
+    assert_eq!(
+        s.record_alerts("B", std::slice::from_ref(&unwatched), T0)
+            .await
+            .unwrap(),
+        vec![(false, Some(EventKind::StockRecovered))]
+    );
+    assert_eq!(
+        s.record_alerts("B", &[unwatched], T0).await.unwrap(),
+        vec![(false, None)]
+    );
+    let events = log_of(s, 4).await;
     // in order per sku (a cluster keeps no order between skus)
-    let of = |sku: &str| -> Vec<(EventKind, u64, String, u64)> {
+    let of = |sku: &str| -> Vec<(EventKind, u64, String, Option<u64>)> {
         events
             .iter()
             .filter_map(|e| match &e.change {
@@ -211,11 +223,17 @@ pub async fn each_alert_crossing_is_reported_once(store: Arc<dyn StockStore>) {
     assert_eq!(
         of("A"),
         vec![
-            (EventKind::LowStock, 3, "n1".to_owned(), 5),
-            (EventKind::StockRecovered, 8, "n1".to_owned(), 5),
+            (EventKind::LowStock, 3, "n1".to_owned(), Some(5)),
+            (EventKind::StockRecovered, 8, "n1".to_owned(), Some(5)),
         ]
     );
-    assert_eq!(of("B"), vec![(EventKind::LowStock, 0, "n1".to_owned(), 5)]);
+    assert_eq!(
+        of("B"),
+        vec![
+            (EventKind::LowStock, 0, "n1".to_owned(), Some(5)),
+            (EventKind::StockRecovered, 0, "n1".to_owned(), None),
+        ]
+    );
 }
 
 pub async fn one_holder_has_a_lease_and_only_it_saves_the_cursor(store: Arc<dyn StockStore>) {
@@ -240,7 +258,7 @@ pub async fn one_holder_has_a_lease_and_only_it_saves_the_cursor(store: Arc<dyn 
     assert!(!s.take_lease("hook", "b", 0, T0).await.unwrap());
     assert!(!s.take_lease("hook", "b", 60_000, T0).await.unwrap());
     assert!(s.take_lease("hook", "a", 0, T0).await.unwrap());
-    assert!(s.take_lease("hook", "b", 60_000, T0 + 20).await.unwrap());
+    assert!(s.take_lease("hook", "b", 60_000, T0).await.unwrap());
     assert!(
         !s.save_cursor("hook", "a", EventId { ms: 7, seq: 0 }, T0 + 20)
             .await

@@ -124,7 +124,10 @@ fn event(id: &str, fields: Vec<(String, String)>) -> Result<Event, String> {
             node_id: get("n").to_owned(),
             segment: get("sg").to_owned(),
             ats: figure("ats")?,
-            threshold: figure("th")?,
+            threshold: match get("th") {
+                "" => None,
+                _ => Some(figure("th")?),
+            },
         })
     } else if kind == EventKind::StockChanged {
         let level = parse_level(get("lv")).ok_or_else(|| format!("level {:?}", get("lv")))?;
@@ -277,7 +280,7 @@ impl RedisStore {
             args.extend([
                 c.field.clone(),
                 c.ats.to_string(),
-                c.threshold.to_string(),
+                c.threshold.map(|t| t.to_string()).unwrap_or_default(),
                 c.hysteresis.to_string(),
                 c.low.as_str().to_owned(),
                 c.recovered.as_str().to_owned(),
