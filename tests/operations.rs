@@ -281,6 +281,11 @@ token = "feed-0123456789abcdef"
 name = "planning"
 role = "planner"
 token = "planner-0123456789abcdef"
+
+[[client]]
+name = "storefront"
+role = "watcher"
+token = "watcher-0123456789abcdef"
 "#;
 
 fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
@@ -648,6 +653,69 @@ async fn tls_with_client_certificates_admits_only_clients_the_ca_signed() {
     }
     // and nothing else is served there
     assert!(list_nodes(health).await.is_err());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn watching_needs_a_watcher_token_and_goes_over_tls_like_every_call() {
+    use pb::events_client::EventsClient;
+    use tokio_stream::StreamExt;
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let mut config = tokens_config(dir.path());
+    config.settings.tls.cert_file = Some(write("tls.crt", &pki.server_cert));
+    config.settings.tls.key_file = Some(write("tls.key", &pki.server_key));
+    let (server, _) = TestServer::serve(config, None).await;
+    let channel = tls_channel(server.addr, &pki.ca, None).await.unwrap();
+    let watch = || pb::WatchRequest {
+        skus: vec!["TLS-1".into()],
+        ..Default::default()
+    };
+    let mut events = EventsClient::new(channel.clone());
+    let mut stream = events
+        .watch(with_token(watch(), "watcher-0123456789abcdef"))
+        .await
+        .unwrap()
+        .into_inner();
+    InventoryClient::new(channel.clone())
+        .set_stock(with_token(
+            snapshot("wh-getafe", "TLS-1", 7, 1),
+            "feed-0123456789abcdef",
+        ))
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.kind, pb::EventKind::StockChanged as i32);
+    // other roles may not watch, and a watcher may do nothing else
+    let denied = events
+        .watch(with_token(watch(), "checkout-0123456789abcdef"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = NetworkClient::new(channel)
+        .list_nodes(with_token(
+            pb::ListNodesRequest { kind: 0 },
+            "watcher-0123456789abcdef",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    // and nothing is served in plaintext
+    assert!(
+        EventsClient::new(server.channel.clone())
+            .watch(with_token(watch(), "watcher-0123456789abcdef"))
+            .await
+            .is_err()
+    );
     server.shutdown().await;
 }
 
