@@ -564,6 +564,20 @@ fn pki() -> Pki {
     }
 }
 
+/// `text` written to `dir/name`; its path.
+fn written(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `config` serving TLS with the server certificate of `pki`, its files in `dir`.
+fn with_tls(mut config: Config, pki: &Pki, dir: &Path) -> Config {
+    config.settings.tls.cert_file = Some(written(dir, "tls.crt", &pki.server_cert));
+    config.settings.tls.key_file = Some(written(dir, "tls.key", &pki.server_key));
+    config
+}
+
 async fn tls_channel(
     addr: SocketAddr,
     ca: &str,
@@ -597,15 +611,8 @@ async fn list_nodes(channel: Channel) -> Result<usize, tonic::Status> {
 async fn tls_with_client_certificates_admits_only_clients_the_ca_signed() {
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let mut config = demo_config();
-    config.settings.tls.cert_file = Some(write("tls.crt", &pki.server_cert));
-    config.settings.tls.key_file = Some(write("tls.key", &pki.server_key));
-    config.settings.tls.client_ca_file = Some(write("ca.crt", &pki.ca));
+    let mut config = with_tls(demo_config(), &pki, dir.path());
+    config.settings.tls.client_ca_file = Some(written(dir.path(), "ca.crt", &pki.ca));
     let (server, ports) = TestServer::serve(config, None).await;
 
     let admitted = tls_channel(
@@ -662,14 +669,7 @@ async fn watching_needs_a_watcher_token_and_goes_over_tls_like_every_call() {
     use tokio_stream::StreamExt;
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let mut config = tokens_config(dir.path());
-    config.settings.tls.cert_file = Some(write("tls.crt", &pki.server_cert));
-    config.settings.tls.key_file = Some(write("tls.key", &pki.server_key));
+    let config = with_tls(tokens_config(dir.path()), &pki, dir.path());
     let (server, _) = TestServer::serve(config, None).await;
     let channel = tls_channel(server.addr, &pki.ca, None).await.unwrap();
     let watch = || pb::WatchRequest {
