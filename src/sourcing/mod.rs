@@ -254,28 +254,26 @@ impl<'a> Problem<'a> {
                 .iter()
                 .map(|sku| stock.get(sku).and_then(|m| m.get(&node.id)))
                 .collect();
-            let ats: Vec<u64> = levels
-                .iter()
-                .map(|l| l.map_or(0, |l| rules.ats(l)))
-                .collect();
-            // what protection takes from what the segment would see without it, and for whom
-            let kept: Vec<u64> = levels
-                .iter()
-                .zip(&ats)
-                .map(|(l, &a)| l.map_or(0, |l| l.ats(rules.use_safety_stock) - a))
-                .collect();
-            let kept_for: Vec<String> = levels
-                .iter()
-                .map(|l| l.map_or_else(String::new, |l| protecting(&rules.kept(l).1)))
-                .collect();
+            // per sku: what the segment may take, what better segments keep from it beyond
+            // that, and which of them keep it, from one look at the protections
+            let mut ats = Vec::with_capacity(skus.len());
+            let mut kept = Vec::with_capacity(skus.len());
+            let mut kept_by: Vec<Vec<&str>> = Vec::with_capacity(skus.len());
+            for level in &levels {
+                let (free, (units, names)) = level.map_or((0, (0, Vec::new())), |l| {
+                    (l.ats(rules.use_safety_stock), rules.kept(l))
+                });
+                let a = free.saturating_sub(units);
+                ats.push(a);
+                kept.push(free - a);
+                kept_by.push(names);
+            }
             if ats.iter().all(|&a| a == 0) {
                 let units: u64 = kept.iter().sum();
                 let mut names: Vec<&str> = Vec::new();
-                for l in levels.iter().flatten() {
-                    for n in rules.kept(l).1 {
-                        if !names.contains(&n) {
-                            names.push(n);
-                        }
+                for n in kept_by.iter().flatten() {
+                    if !names.contains(n) {
+                        names.push(n);
                     }
                 }
                 excluded.push(out(
@@ -312,7 +310,17 @@ impl<'a> Problem<'a> {
                 distance_km,
                 ats,
                 kept,
-                kept_for,
+                // only built where a segment keeps units, for the binding explanations
+                kept_for: kept_by
+                    .iter()
+                    .map(|names| {
+                        if names.is_empty() {
+                            String::new()
+                        } else {
+                            protecting(names)
+                        }
+                    })
+                    .collect(),
                 capacity,
                 handling_per_unit: node.cost.handling_per_unit,
                 shipping_per_unit: node.cost.per_unit_km * distance_km,
