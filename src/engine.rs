@@ -65,6 +65,10 @@ impl From<&Settings> for EngineSettings {
     }
 }
 
+/// How many times a sku's alert states are looked at when its levels keep changing under
+/// the look.
+const ALERT_LOOKS: u32 = 3;
+
 #[derive(Debug)]
 pub struct Engine {
     /// Swapped whole when planners change the rules; each call works with one snapshot.
@@ -558,32 +562,53 @@ impl Engine {
 
     /// Looks at the alert states of these skus against their levels now, and reports every
     /// threshold crossed (once, whichever replica looks first); how many were reported.
+    ///
+    /// A sku whose levels change between the read and the look is read again, up to
+    /// [`ALERT_LOOKS`] times; one still changing is left to the look its next change brings
+    /// (every change names its skus in the log).
     pub async fn evaluate_alerts(&self, skus: &[String]) -> Result<u64, Error> {
         if skus.is_empty() {
             return Ok(0);
         }
         let rules = self.rules();
-        let now = self.clock.now_millis();
-        let view = self.store.read_stock(skus, now).await?;
+        let mut view = self.store.read_stock(skus, self.clock.now_millis()).await?;
         let mut reported = 0;
         for sku in skus {
-            let levels = view.get(sku).cloned().unwrap_or_default();
-            let checks = crate::events::alerts::assess(
-                sku,
-                &levels,
-                &rules.network,
-                &rules.segments,
-                &rules.alerts,
-            );
-            let checks = self.alerts.worth_asking(sku, checks);
-            if checks.is_empty() {
-                continue;
-            }
-            let states = self.store.record_alerts(sku, &checks, now).await?;
-            self.alerts.learn(sku, &checks, &states);
-            for kind in states.iter().filter_map(|(_, k)| *k) {
-                crate::metrics::alert(kind);
-                reported += 1;
+            let mut levels = view.remove(sku).unwrap_or_default();
+            for look in 1..=ALERT_LOOKS {
+                let checks = crate::events::alerts::assess(
+                    sku,
+                    &levels,
+                    &rules.network,
+                    &rules.segments,
+                    &rules.alerts,
+                );
+                let checks = self.alerts.worth_asking(sku, checks);
+                if checks.is_empty() {
+                    break;
+                }
+                let now = self.clock.now_millis();
+                match self.store.record_alerts(sku, &levels, &checks, now).await? {
+                    Some(states) => {
+                        self.alerts.learn(sku, &checks, &states);
+                        for kind in states.iter().filter_map(|(_, k)| *k) {
+                            crate::metrics::alert(kind);
+                            reported += 1;
+                        }
+                        break;
+                    }
+                    None if look < ALERT_LOOKS => {
+                        let sku = std::slice::from_ref(sku);
+                        levels = self
+                            .store
+                            .read_stock(sku, now)
+                            .await?
+                            .into_values()
+                            .next()
+                            .unwrap_or_default();
+                    }
+                    None => debug!(sku, "alert states left to the sku's next change"),
+                }
             }
         }
         Ok(reported)

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    HoldRequest, MAX_STOCK_UNITS, Reservation, ReservationState, ReserveOutcome, StockLevel,
-    StockStore, StockUpdate, StockView, StoreError, UpdateKind, UpdateResult,
+    AlertTurns, HoldRequest, MAX_STOCK_UNITS, Reservation, ReservationState, ReserveOutcome,
+    StockLevel, StockStore, StockUpdate, StockView, StoreError, UpdateKind, UpdateResult,
 };
 use crate::clock::Millis;
 use crate::config::StockSeed;
@@ -510,10 +510,15 @@ impl StockStore for MemoryStore {
     async fn record_alerts(
         &self,
         sku: &str,
+        seen: &HashMap<String, StockLevel>,
         checks: &[AlertCheck],
         now: Millis,
-    ) -> Result<Vec<(bool, Option<EventKind>)>, StoreError> {
+    ) -> Result<Option<AlertTurns>, StoreError> {
         let mut state = self.state.lock();
+        let empty = HashMap::new();
+        if state.stock.get(sku).unwrap_or(&empty) != seen {
+            return Ok(None);
+        }
         let mut reported = Vec::new();
         for c in checks {
             let key = (sku.to_owned(), c.field.clone());
@@ -531,7 +536,7 @@ impl StockStore for MemoryStore {
             }
             reported.push((low, turned));
         }
-        Ok(reported)
+        Ok(Some(reported))
     }
 
     async fn take_lease(

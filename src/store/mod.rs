@@ -159,6 +159,9 @@ impl StockLevel {
     }
 }
 
+/// Per alert check, its state after a look (low or not) and what was reported of it.
+pub type AlertTurns = Vec<(bool, Option<EventKind>)>;
+
 /// What a segment keeps of a node's stock of a sku from every segment of a worse priority: the
 /// larger of `units` and `share` of on hand, rounded up. Kept units count against the worse
 /// segments' ATS alone, like nested booking limits: every segment's holds count against the
@@ -551,12 +554,19 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
     /// an event for each turn, in one atomic step, so that a crossing is reported once however
     /// many replicas look at it at once. Returns, for each check, its state after (low or not)
     /// and what was reported of it.
+    ///
+    /// `seen` are the sku's levels the checks were made from (every node that has one). If
+    /// they are not the sku's levels any more, nothing is turned and `None` is returned: a
+    /// replica that read the levels before a change must not report after one that read them
+    /// after it (say, a recovery from a level already gone). The change names the sku in the
+    /// log, so it is looked at again.
     async fn record_alerts(
         &self,
         sku: &str,
+        seen: &HashMap<String, StockLevel>,
         checks: &[AlertCheck],
         now: Millis,
-    ) -> Result<Vec<(bool, Option<EventKind>)>, StoreError>;
+    ) -> Result<Option<AlertTurns>, StoreError>;
 
     /// Takes the lease `name` for `holder` for `ttl_ms`, or renews it if `holder` has it; false
     /// while another holder has it. A holder that stops renewing loses it once `ttl_ms` pass.

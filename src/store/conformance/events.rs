@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::clock::Clock;
+use crate::events::alerts::AlertCheck;
 use crate::events::{Change, CursorError, Event, EventId, EventKind};
+use crate::store::AlertTurns;
 
 /// The log from the start, once it holds at least `n` events (a cluster moves outboxes to the
 /// stream a moment after the change), within two seconds.
@@ -155,14 +157,28 @@ pub async fn a_cursor_before_what_is_kept_is_refused(store: Arc<dyn StockStore>)
     assert_eq!(page.last, Some(all[1].id));
 }
 
+/// A look at the alert states of `sku` from its levels as they are now.
+async fn looked(store: &dyn StockStore, sku: &str, checks: &[AlertCheck]) -> AlertTurns {
+    let levels = store
+        .read_stock(&[sku.to_owned()], T0)
+        .await
+        .unwrap()
+        .remove(sku)
+        .unwrap_or_default();
+    store
+        .record_alerts(sku, &levels, checks, T0)
+        .await
+        .unwrap()
+        .expect("nothing changed the levels since they were read")
+}
+
 pub async fn each_alert_crossing_is_reported_once(store: Arc<dyn StockStore>) {
-    use crate::events::alerts::AlertCheck;
     let check = |ats: u64| AlertCheck::node("n1", ats, 5, 2);
     // many replicas looking at once at the same fall: one report
     let calls: Vec<_> = (0..8)
         .map(|_| {
             let store = store.clone();
-            tokio::spawn(async move { store.record_alerts("A", &[check(3)], T0).await.unwrap() })
+            tokio::spawn(async move { looked(store.as_ref(), "A", &[check(3)]).await })
         })
         .collect();
     let mut reported = Vec::new();
@@ -177,36 +193,28 @@ pub async fn each_alert_crossing_is_reported_once(store: Arc<dyn StockStore>) {
     // within the hysteresis: nothing, still low; above it: recovered, once
     for ats in [6, 7, 4, 7] {
         assert_eq!(
-            s.record_alerts("A", &[check(ats)], T0).await.unwrap(),
+            looked(s, "A", &[check(ats)]).await,
             vec![(true, None)],
             "{ats}"
         );
     }
     assert_eq!(
-        s.record_alerts("A", &[check(8)], T0).await.unwrap(),
+        looked(s, "A", &[check(8)]).await,
         vec![(false, Some(EventKind::StockRecovered))]
     );
-    assert_eq!(
-        s.record_alerts("A", &[check(9)], T0).await.unwrap(),
-        vec![(false, None)]
-    );
+    assert_eq!(looked(s, "A", &[check(9)]).await, vec![(false, None)]);
     // states are per sku
     assert_eq!(
-        s.record_alerts("B", &[check(0)], T0).await.unwrap(),
+        looked(s, "B", &[check(0)]).await,
         vec![(true, Some(EventKind::LowStock))]
     );
     // with no threshold any more, a low state ends whatever the ATS, and none begins
     let unwatched = AlertCheck::unwatched_node("n1", 0);
     assert_eq!(
-        s.record_alerts("B", std::slice::from_ref(&unwatched), T0)
-            .await
-            .unwrap(),
+        looked(s, "B", std::slice::from_ref(&unwatched)).await,
         vec![(false, Some(EventKind::StockRecovered))]
     );
-    assert_eq!(
-        s.record_alerts("B", &[unwatched], T0).await.unwrap(),
-        vec![(false, None)]
-    );
+    assert_eq!(looked(s, "B", &[unwatched]).await, vec![(false, None)]);
     let events = log_of(s, 4).await;
     // in order per sku (a cluster keeps no order between skus)
     let of = |sku: &str| -> Vec<(EventKind, u64, String, Option<u64>)> {
@@ -234,6 +242,69 @@ pub async fn each_alert_crossing_is_reported_once(store: Arc<dyn StockStore>) {
             (EventKind::StockRecovered, 0, "n1".to_owned(), None),
         ]
     );
+}
+
+pub async fn an_alert_look_from_levels_since_changed_turns_nothing(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    s.apply_updates(&[snapshot("n1", "A", 1, 10, None)], T0)
+        .await
+        .unwrap();
+    let before = s
+        .read_stock(&["A".to_owned()], T0)
+        .await
+        .unwrap()
+        .remove("A")
+        .unwrap();
+    // the level falls to 3 (one replica reports it low), while another replica still holds a
+    // read from before: its look, of a recovery at 10, must turn nothing
+    s.apply_updates(&[snapshot("n1", "A", 2, 3, None)], T0)
+        .await
+        .unwrap();
+    let check = |ats: u64| AlertCheck::node("n1", ats, 5, 2);
+    assert_eq!(
+        looked(s, "A", &[check(3)]).await,
+        vec![(true, Some(EventKind::LowStock))]
+    );
+    assert_eq!(
+        s.record_alerts("A", &before, &[check(10)], T0)
+            .await
+            .unwrap(),
+        None
+    );
+    // nor does a read that misses a node the sku has since gained
+    s.apply_updates(&[snapshot("n2", "A", 1, 4, None)], T0)
+        .await
+        .unwrap();
+    let mut one_node = before.clone();
+    one_node.get_mut("n1").unwrap().on_hand = 3;
+    one_node.get_mut("n1").unwrap().last_sequence = 2;
+    assert_eq!(
+        s.record_alerts("A", &one_node, &[check(10)], T0)
+            .await
+            .unwrap(),
+        None
+    );
+    // a hold moves the levels too
+    let held = s
+        .read_stock(&["A".to_owned()], T0)
+        .await
+        .unwrap()
+        .remove("A")
+        .unwrap();
+    created(s, hold("o1", vec![alloc("l1", "A", "n2", 1)], T0 + 60_000)).await;
+    assert_eq!(
+        s.record_alerts("A", &held, &[check(10)], T0).await.unwrap(),
+        None
+    );
+    // the state stays as the up-to-date look left it, and only its turn is reported
+    assert_eq!(looked(s, "A", &[check(3)]).await, vec![(true, None)]);
+    let alerts: Vec<_> = log_of(s, 3)
+        .await
+        .iter()
+        .filter(|e| e.kind.is_alert())
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(alerts, vec![EventKind::LowStock]);
 }
 
 pub async fn one_holder_has_a_lease_and_only_it_saves_the_cursor(store: Arc<dyn StockStore>) {

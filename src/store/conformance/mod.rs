@@ -62,6 +62,7 @@ macro_rules! store_conformance_tests {
             the_log_reads_on_from_any_cursor,
             a_cursor_before_what_is_kept_is_refused,
             each_alert_crossing_is_reported_once,
+            an_alert_look_from_levels_since_changed_turns_nothing,
             one_holder_has_a_lease_and_only_it_saves_the_cursor,
         );
     };

@@ -32,7 +32,7 @@ use crate::events::{
     AlertChange, Change, Event, EventId, EventKind, Page, ReservationChange, StockChange,
     check_cursor,
 };
-use crate::store::{Allocation, ReservationState, StoreError};
+use crate::store::{AlertTurns, Allocation, ReservationState, StockLevel, StoreError};
 
 /// Entries a reader or a mover takes in one step.
 const BATCH: usize = 256;
@@ -268,14 +268,25 @@ impl RedisStore {
     pub(super) async fn record_alerts_on(
         &self,
         sku: &str,
+        seen: &HashMap<String, StockLevel>,
         checks: &[AlertCheck],
-    ) -> Result<Vec<(bool, Option<EventKind>)>, StoreError> {
+    ) -> Result<Option<AlertTurns>, StoreError> {
         if checks.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let conn = self.conn().await?;
-        let key = self.inner.keys.alerts(sku);
-        let mut args = vec![sku.to_owned()];
+        let keys = [self.inner.keys.alerts(sku), self.inner.keys.levels(sku)];
+        let mut args = vec![sku.to_owned(), seen.len().to_string()];
+        for (node, l) in seen {
+            args.extend([
+                node.clone(),
+                l.on_hand.to_string(),
+                l.reserved.to_string(),
+                l.safety_stock.to_string(),
+                l.last_sequence.to_string(),
+                l.reorder_point.map(|r| r.to_string()).unwrap_or_default(),
+            ]);
+        }
         for c in checks {
             args.extend([
                 c.field.clone(),
@@ -289,8 +300,21 @@ impl RedisStore {
             ]);
         }
         let reply = self
-            .eval(&conn, &self.inner.scripts.alerts, &[&key], &args)
+            .eval(
+                &conn,
+                &self.inner.scripts.alerts,
+                &[&keys[0], &keys[1]],
+                &args,
+            )
             .await?;
+        let moved = match &reply {
+            Value::BulkString(s) => s.as_slice() == b"moved",
+            Value::SimpleString(s) => s == "moved",
+            _ => false,
+        };
+        if moved {
+            return Ok(None);
+        }
         let states: Vec<(i64, String)> = redis::from_redis_value(reply)
             .map_err(|e| StoreError::Corrupt(format!("the alerts script answered: {e}")))?;
         if states.len() != checks.len() {
@@ -300,10 +324,12 @@ impl RedisStore {
                 checks.len()
             )));
         }
-        Ok(states
-            .iter()
-            .map(|(low, kind)| (*low == 1, EventKind::parse(kind)))
-            .collect())
+        Ok(Some(
+            states
+                .iter()
+                .map(|(low, kind)| (*low == 1, EventKind::parse(kind)))
+                .collect(),
+        ))
     }
 
     /// A receiver of every event from now on; starts this replica's reader when none runs.

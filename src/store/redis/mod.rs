@@ -259,10 +259,11 @@ impl StockStore for RedisStore {
     async fn record_alerts(
         &self,
         sku: &str,
+        seen: &HashMap<String, crate::store::StockLevel>,
         checks: &[crate::events::alerts::AlertCheck],
         _now: Millis,
-    ) -> Result<Vec<(bool, Option<crate::events::EventKind>)>, StoreError> {
-        self.record_alerts_on(sku, checks).await
+    ) -> Result<Option<crate::store::AlertTurns>, StoreError> {
+        self.record_alerts_on(sku, seen, checks).await
     }
 
     async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError> {
