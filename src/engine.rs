@@ -13,6 +13,8 @@ use parking_lot::RwLock;
 use tracing::{Instrument, debug, info_span};
 
 use crate::clock::Clock;
+
+mod reroute;
 use crate::config::{HoldSettings, Settings, SourcingSettings};
 use crate::domain::{Order, Plan, Rules, StrategyKind};
 use crate::error::Error;
@@ -22,6 +24,7 @@ use crate::store::{
     Allocation, HoldRequest, Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore,
     StockUpdate, StoreError, UpdateResult,
 };
+pub use reroute::{RerouteCall, Rerouted};
 
 /// Stock of one sku at one node, as reported to callers.
 #[derive(Debug, Clone, PartialEq)]
@@ -317,6 +320,7 @@ impl Engine {
                         quantity: l.quantity,
                         shipped: 0,
                         released: 0,
+                        rejected: 0,
                     })
                 })
                 .collect();
@@ -332,6 +336,7 @@ impl Engine {
                 capacity_day: now.div_euclid(MILLIS_PER_DAY),
                 capacity_limits,
                 closed: admitted.segment().closed(),
+                order: Some(order.clone()),
             };
             let outcome = self
                 .after_in_flight(|at| {

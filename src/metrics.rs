@@ -112,6 +112,10 @@ fn describe() {
         "dom_router_decision_unfilled_units_total",
         "units decisions left unfilled"
     );
+    describe_counter!(
+        "dom_router_rerouted_units_total",
+        "units nodes could not ship, by reason and by what became of them (rerouted, waiting, cancelled)"
+    );
     describe_gauge!(
         "dom_router_holds_active",
         "holds not yet committed, released or expired, across every replica (as this replica last read them)"
@@ -229,6 +233,19 @@ pub fn planned(candidates: usize, plan: &Plan) {
         counter!("dom_router_decisions_split_total").increment(1);
     }
     counter!("dom_router_decision_unfilled_units_total").increment(plan.unfilled_units());
+}
+
+/// The units of a reroute applied, by its reason and by what became of them.
+pub fn rerouted(reason: crate::store::RerouteReason, fates: &[crate::store::UnitFate]) {
+    for f in fates {
+        let fate = match f.fate {
+            crate::store::Fate::Rerouted { .. } => "rerouted",
+            crate::store::Fate::Waiting => "waiting",
+            crate::store::Fate::Cancelled => "cancelled",
+        };
+        counter!("dom_router_rerouted_units_total", "reason" => reason.as_str(), "fate" => fate)
+            .increment(f.units);
+    }
 }
 
 pub fn alert(kind: crate::events::EventKind) {

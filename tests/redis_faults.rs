@@ -151,12 +151,14 @@ impl Fixture {
                     quantity: *units,
                     shipped: 0,
                     released: 0,
+                    rejected: 0,
                 })
                 .collect(),
             expires_at,
             capacity_day: layout().day,
             capacity_limits: vec![(NODE.into(), 1_000)],
             closed: Vec::new(),
+            order: None,
         }
     }
 

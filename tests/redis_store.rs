@@ -165,11 +165,13 @@ mod unreadable {
                 quantity,
                 shipped: 0,
                 released: 0,
+                rejected: 0,
             }],
             expires_at: T0 + 600_000,
             capacity_day: 20_000,
             capacity_limits: vec![(node.into(), 1_000)],
             closed: Vec::new(),
+            order: None,
         }
     }
 
@@ -417,11 +419,13 @@ async fn reads_leave_expired_holds_out_and_sweepers_share_the_work() {
             quantity: units,
             shipped: 0,
             released: 0,
+            rejected: 0,
         }],
         expires_at,
         capacity_day: 20_000,
         capacity_limits: Vec::new(),
         closed: Vec::new(),
+        order: None,
     };
     for i in 0..HOLDS {
         let outcome = store
@@ -515,6 +519,7 @@ async fn concurrent_partial_releases(urls: Vec<String>, cluster: bool, ports: &[
         quantity: units,
         shipped: 0,
         released: 0,
+        rejected: 0,
     };
     for round in 0..ROUNDS {
         let order = format!("both-{round}");
@@ -529,6 +534,7 @@ async fn concurrent_partial_releases(urls: Vec<String>, cluster: bool, ports: &[
             capacity_day: DAY,
             capacity_limits: vec![("n1".into(), 1_000)],
             closed: Vec::new(),
+            order: None,
         };
         let outcome = store.reserve(request, T0).await.unwrap();
         assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
@@ -618,12 +624,14 @@ mod bad_data {
                     quantity: *units,
                     shipped: 0,
                     released: 0,
+                    rejected: 0,
                 })
                 .collect(),
             expires_at,
             capacity_day: DAY,
             capacity_limits: Vec::new(),
             closed: Vec::new(),
+            order: None,
         }
     }
 
@@ -841,11 +849,13 @@ mod round_trips {
                 quantity: units,
                 shipped: 0,
                 released: 0,
+                rejected: 0,
             }],
             expires_at,
             capacity_day: DAY,
             capacity_limits: Vec::new(),
             closed: Vec::new(),
+            order: None,
         }
     }
 

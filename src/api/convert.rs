@@ -13,10 +13,11 @@ use crate::clock::Millis;
 use crate::domain::{
     DeliveryMode, GeoPoint, NodeKind, NodeReason, Order, OrderLine, Plan, SolveStatus, StrategyKind,
 };
+use crate::engine::RerouteCall;
 use crate::error::Error;
 use crate::store::{
-    Allocation, ReorderPoint, Reservation, ReservationState, StockLevel, StockUpdate, UpdateKind,
-    shown,
+    Allocation, Decision, Fate, ReorderPoint, RerouteReason, Reservation, ReservationState,
+    StockLevel, StockUpdate, UnitFate, UpdateKind, shown,
 };
 
 /// The most units one order line may ask for.
@@ -486,6 +487,7 @@ pub fn allocation(a: &Allocation) -> pb::Allocation {
         quantity: a.quantity as i64,
         shipped: a.shipped as i64,
         released: a.released as i64,
+        rejected: a.rejected as i64,
     }
 }
 
@@ -512,7 +514,146 @@ pub fn reservation(r: &Reservation) -> pb::Reservation {
         allocations: r.allocations.iter().map(allocation).collect(),
         created_at: Some(timestamp(r.created_at)),
         expires_at: r.expires_at.map(timestamp),
+        history: std::iter::once(first_decision(r))
+            .chain(r.history.iter().map(decision))
+            .collect(),
+        waiting: r
+            .waiting
+            .iter()
+            .map(|w| pb::WaitingLine {
+                line_id: w.line_id.clone(),
+                sku: w.sku.clone(),
+                units: w.units as i64,
+                since: Some(timestamp(w.since)),
+            })
+            .collect(),
     }
+}
+
+/// The first decision of a reservation: its plan.
+fn first_decision(r: &Reservation) -> pb::Decision {
+    let units: u64 = r
+        .plan
+        .shipments
+        .iter()
+        .flat_map(|s| &s.lines)
+        .map(|l| l.quantity)
+        .sum();
+    let nodes: Vec<&str> = r
+        .plan
+        .shipments
+        .iter()
+        .map(|s| s.node_id.as_str())
+        .collect();
+    let summary = if nodes.is_empty() {
+        "nothing planned".to_owned()
+    } else {
+        format!("{units} units planned from {}", nodes.join(", "))
+    };
+    pb::Decision {
+        at: Some(timestamp(r.created_at)),
+        kind: pb::decision::Kind::Reserved as i32,
+        reroute_id: String::new(),
+        node_id: String::new(),
+        reason: pb::RerouteReason::Unspecified as i32,
+        rules_version: r.plan.rules_version.clone(),
+        strategy: strategy_out(r.plan.strategy) as i32,
+        summary,
+        outcomes: Vec::new(),
+    }
+}
+
+pub fn reroute_reason(reason: RerouteReason) -> pb::RerouteReason {
+    match reason {
+        RerouteReason::ShortPick => pb::RerouteReason::ShortPick,
+        RerouteReason::Damaged => pb::RerouteReason::Damaged,
+        RerouteReason::NodeUnavailable => pb::RerouteReason::NodeUnavailable,
+        RerouteReason::StoreRejected => pb::RerouteReason::StoreRejected,
+        RerouteReason::Other => pb::RerouteReason::Other,
+    }
+}
+
+pub fn unit_outcome(f: &UnitFate) -> pb::UnitOutcome {
+    let (fate, node_id) = match &f.fate {
+        Fate::Rerouted { node_id } => (pb::UnitFate::Rerouted, node_id.clone()),
+        Fate::Waiting => (pb::UnitFate::Waiting, String::new()),
+        Fate::Cancelled => (pb::UnitFate::Cancelled, String::new()),
+    };
+    pb::UnitOutcome {
+        line_id: f.line_id.clone(),
+        sku: f.sku.clone(),
+        units: f.units as i64,
+        fate: fate as i32,
+        node_id,
+    }
+}
+
+pub fn decision(d: &Decision) -> pb::Decision {
+    pb::Decision {
+        at: Some(timestamp(d.at)),
+        kind: pb::decision::Kind::Rerouted as i32,
+        reroute_id: d.reroute_id.clone(),
+        node_id: d.node_id.clone(),
+        reason: reroute_reason(d.reason) as i32,
+        rules_version: d.rules_version.clone(),
+        strategy: strategy_out(d.strategy) as i32,
+        summary: d.summary(),
+        outcomes: d.fates.iter().map(unit_outcome).collect(),
+    }
+}
+
+/// A reroute request, every field checked.
+pub fn reroute(r: &pb::RerouteRequest) -> Result<RerouteCall, Error> {
+    let order_id = id("order_id", &r.order_id)?;
+    let node_id = id("node_id", &r.node_id)?;
+    let reroute_id = id("reroute_id", &r.reroute_id)?;
+    let reason = match pb::RerouteReason::try_from(r.reason) {
+        Ok(pb::RerouteReason::ShortPick) => RerouteReason::ShortPick,
+        Ok(pb::RerouteReason::Damaged) => RerouteReason::Damaged,
+        Ok(pb::RerouteReason::NodeUnavailable) => RerouteReason::NodeUnavailable,
+        Ok(pb::RerouteReason::StoreRejected) => RerouteReason::StoreRejected,
+        Ok(pb::RerouteReason::Other) => RerouteReason::Other,
+        Ok(pb::RerouteReason::Unspecified) => {
+            return Err(Error::invalid(
+                "reason",
+                "must be given: SHORT_PICK, DAMAGED, NODE_UNAVAILABLE, STORE_REJECTED or OTHER",
+            ));
+        }
+        Err(_) => {
+            return Err(Error::invalid(
+                "reason",
+                format!("unknown reason {}", r.reason),
+            ));
+        }
+    };
+    let mut lines = Vec::with_capacity(r.lines.len());
+    for (i, l) in r.lines.iter().enumerate() {
+        let line_id = id(&format!("lines[{i}].line_id"), &l.line_id)?;
+        if lines.iter().any(|(seen, _)| seen == &line_id) {
+            return Err(Error::invalid(
+                format!("lines[{i}].line_id"),
+                format!("line {line_id:?} is listed twice"),
+            ));
+        }
+        if l.quantity < 1 || l.quantity as u64 > crate::store::MAX_STOCK_UNITS {
+            return Err(Error::invalid(
+                format!("lines[{i}].quantity"),
+                format!(
+                    "{} is out of range: at least 1, at most {}",
+                    l.quantity,
+                    crate::store::MAX_STOCK_UNITS
+                ),
+            ));
+        }
+        lines.push((line_id, l.quantity as u64));
+    }
+    Ok(RerouteCall {
+        order_id,
+        node_id,
+        lines,
+        reason,
+        reroute_id,
+    })
 }
 
 #[cfg(test)]

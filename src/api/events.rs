@@ -70,6 +70,8 @@ fn event_kind(kind: EventKind) -> pb::EventKind {
         EventKind::ReservationReleased => pb::EventKind::ReservationReleased,
         EventKind::ReservationExpired => pb::EventKind::ReservationExpired,
         EventKind::ReservationFulfilled => pb::EventKind::ReservationFulfilled,
+        EventKind::ReservationRerouted => pb::EventKind::ReservationRerouted,
+        EventKind::UnitsCancelled => pb::EventKind::UnitsCancelled,
         EventKind::StockChanged => pb::EventKind::StockChanged,
         EventKind::LowStock => pb::EventKind::LowStock,
         EventKind::StockRecovered => pb::EventKind::StockRecovered,

@@ -152,6 +152,28 @@ impl pb::sourcing_server::Sourcing for SourcingApi {
         }))
     }
 
+    #[instrument(name = "reroute", skip_all, fields(order_id))]
+    async fn reroute(
+        &self,
+        request: Request<pb::RerouteRequest>,
+    ) -> Result<Response<pb::RerouteResponse>, Status> {
+        let r = request.into_inner();
+        let call = convert::reroute(&r)?;
+        Span::current().record("order_id", call.order_id.as_str());
+        let done = self.engine.reroute(&call).await?;
+        Ok(Response::new(pb::RerouteResponse {
+            reservation: Some(convert::reservation(&done.reservation)),
+            outcomes: done
+                .decision
+                .fates
+                .iter()
+                .map(convert::unit_outcome)
+                .collect(),
+            plan: Some(convert::plan(&done.decision.plan)),
+            rerouted: done.rerouted,
+        }))
+    }
+
     #[instrument(name = "get_reservation", skip_all, fields(order_id))]
     async fn get_reservation(
         &self,

@@ -73,6 +73,8 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::ReservationReleased => "reservation_released",
         EventKind::ReservationExpired => "reservation_expired",
         EventKind::ReservationFulfilled => "reservation_fulfilled",
+        EventKind::ReservationRerouted => "reservation_rerouted",
+        EventKind::UnitsCancelled => "units_cancelled",
         EventKind::StockChanged => "stock_changed",
         EventKind::LowStock => "low_stock",
         EventKind::StockRecovered => "stock_recovered",

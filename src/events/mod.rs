@@ -81,6 +81,11 @@ pub enum EventKind {
     ReservationExpired,
     /// Every unit of the reservation shipped or given back, some shipped.
     ReservationFulfilled,
+    /// A node could not ship units it was given; they went to another node, or wait, or were
+    /// cancelled (the reservation after it; `lines` the lines moved).
+    ReservationRerouted,
+    /// Units of a reservation were dropped as no node could ship them (after a reroute).
+    UnitsCancelled,
     /// A feed update changed a level: the level after it.
     StockChanged,
     /// A node's ATS, or the network's as a segment sees it, fell to or below its threshold.
@@ -94,12 +99,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::ReservationCreated,
         EventKind::ReservationCommitted,
         EventKind::ReservationReleased,
         EventKind::ReservationExpired,
         EventKind::ReservationFulfilled,
+        EventKind::ReservationRerouted,
+        EventKind::UnitsCancelled,
         EventKind::StockChanged,
         EventKind::LowStock,
         EventKind::StockRecovered,
@@ -115,6 +122,8 @@ impl EventKind {
             EventKind::ReservationReleased => "released",
             EventKind::ReservationExpired => "expired",
             EventKind::ReservationFulfilled => "fulfilled",
+            EventKind::ReservationRerouted => "rerouted",
+            EventKind::UnitsCancelled => "cancelled",
             EventKind::StockChanged => "stock",
             EventKind::LowStock => "low",
             EventKind::StockRecovered => "recovered",

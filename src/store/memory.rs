@@ -2,14 +2,15 @@
 //! operation is trivially atomic. Correct under any concurrency within the process; it does not
 //! share stock with other replicas.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    AlertTurns, HoldRequest, MAX_STOCK_UNITS, Reservation, ReservationState, ReserveOutcome,
-    StockLevel, StockStore, StockUpdate, StockView, StoreError, UpdateKind, UpdateResult,
+    AlertTurns, HoldRequest, MAX_STOCK_UNITS, RerouteHold, RerouteOutcome, Reservation,
+    ReservationState, ReserveOutcome, StockLevel, StockStore, StockUpdate, StockView, StoreError,
+    UpdateKind, UpdateResult,
 };
 use crate::clock::Millis;
 use crate::config::StockSeed;
@@ -475,6 +476,102 @@ impl StockStore for MemoryStore {
             }
         }
         Ok(state.reservations[order_id].clone())
+    }
+
+    async fn reroute(&self, hold: RerouteHold, now: Millis) -> Result<RerouteOutcome, StoreError> {
+        let mut state = self.state.lock();
+        state.sweep(now);
+        let Some(r) = state.reservations.get(&hold.order_id) else {
+            return Ok(RerouteOutcome::Changed);
+        };
+        if r.history
+            .iter()
+            .any(|d| d.reroute_id == hold.decision.reroute_id)
+        {
+            return Ok(RerouteOutcome::Repeat(r.clone()));
+        }
+        if !matches!(
+            r.state,
+            ReservationState::Held | ReservationState::Committed
+        ) {
+            return Ok(RerouteOutcome::Changed);
+        }
+        let mut allocations = r.allocations.clone();
+        if !super::reroute::apply_to_allocations(&mut allocations, &hold) {
+            return Ok(RerouteOutcome::Changed);
+        }
+        let day = r.capacity_day;
+        let mut want: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for a in &hold.new {
+            *want.entry((&a.sku, &a.node_id)).or_default() += a.quantity;
+        }
+        for (&(sku, node), &units) in &want {
+            let level = state
+                .stock
+                .get(sku)
+                .and_then(|m| m.get(node))
+                .copied()
+                .unwrap_or_default();
+            let available = level.ats_for(hold.use_safety_stock, &hold.closed);
+            if units > available {
+                return Ok(RerouteOutcome::Insufficient {
+                    sku: sku.to_owned(),
+                    node_id: node.to_owned(),
+                    wanted: units,
+                    available,
+                });
+            }
+        }
+        for g in &hold.gone {
+            if let Some(level) = state.level_mut(&g.sku, &hold.node_id) {
+                level.reserved = level.reserved.saturating_sub(g.units);
+                if hold.removes_stock {
+                    level.on_hand = level.on_hand.saturating_sub(g.units);
+                }
+            }
+            if let Some(used) = state.capacity.get_mut(&(day, hold.node_id.clone())) {
+                *used = used.saturating_sub(g.units);
+            }
+        }
+        for a in &hold.new {
+            let level = state
+                .stock
+                .entry(a.sku.clone())
+                .or_default()
+                .entry(a.node_id.clone())
+                .or_default();
+            level.reserved += a.quantity;
+            *state.capacity.entry((day, a.node_id.clone())).or_default() += a.quantity;
+        }
+        if hold.removes_stock {
+            let skus: BTreeSet<&str> = hold.gone.iter().map(|g| g.sku.as_str()).collect();
+            for sku in skus {
+                if let Some(level) = state.stock.get(sku).and_then(|m| m.get(&hold.node_id)) {
+                    let change = Change::Stock(StockChange {
+                        sku: sku.to_owned(),
+                        node_id: hold.node_id.clone(),
+                        level: *level,
+                    });
+                    state.log.append(now, EventKind::StockChanged, change);
+                }
+            }
+        }
+        let r = state
+            .reservations
+            .get_mut(&hold.order_id)
+            .expect("looked up above");
+        r.allocations = allocations;
+        r.waiting.extend(hold.waiting.iter().cloned());
+        r.history.push(hold.decision.clone());
+        state.settle(&hold.order_id);
+        let lines: Vec<String> = hold.gone.iter().map(|g| g.line_id.clone()).collect();
+        state.report(&hold.order_id, EventKind::ReservationRerouted, &lines, now);
+        if hold.cancelled > 0 {
+            state.report(&hold.order_id, EventKind::UnitsCancelled, &lines, now);
+        }
+        Ok(RerouteOutcome::Done(
+            state.reservations[&hold.order_id].clone(),
+        ))
     }
 
     async fn get_reservation(

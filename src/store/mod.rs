@@ -23,9 +23,13 @@ use crate::events::{CursorError, Event, EventId, EventKind, Page};
 pub mod conformance;
 mod memory;
 pub mod redis;
+pub mod reroute;
 
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
+pub use reroute::{
+    Decision, Fate, Gone, RerouteHold, RerouteOutcome, RerouteReason, UnitFate, WaitingUnits,
+};
 
 /// The most units any one stock figure may be: on hand, safety stock, the size of a delta or a
 /// shipment, and on hand after a delta. Far above any node's real stock, and low enough that
@@ -328,6 +332,13 @@ pub struct Allocation {
     pub quantity: u64,
     pub shipped: u64,
     pub released: u64,
+    /// Units the node could not ship and that left it by a reroute (no longer in `quantity`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rejected: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Allocation {
@@ -353,6 +364,13 @@ pub struct Reservation {
     pub expires_at: Option<Millis>,
     /// The day (since the Unix epoch) whose node capacity the order consumes.
     pub capacity_day: i64,
+    /// The order as reserved, to plan its units again (absent in records made before it was
+    /// kept).
+    pub order: Option<crate::domain::Order>,
+    /// Every decision after the first (the plan), oldest first.
+    pub history: Vec<Decision>,
+    /// Units no node could ship, waiting for supply.
+    pub waiting: Vec<WaitingUnits>,
 }
 
 /// A request to hold stock for an order.
@@ -374,6 +392,9 @@ pub struct HoldRequest {
     pub capacity_day: i64,
     /// Daily capacity in units of each node the allocations use.
     pub capacity_limits: Vec<(String, u64)>,
+    /// The order, kept with the reservation.
+    #[serde(default)]
+    pub order: Option<crate::domain::Order>,
 }
 
 impl HoldRequest {
@@ -404,6 +425,9 @@ impl HoldRequest {
             created_at: now,
             expires_at: Some(self.expires_at),
             capacity_day: self.capacity_day,
+            order: self.order,
+            history: Vec::new(),
+            waiting: Vec::new(),
         }
     }
 }
@@ -526,6 +550,14 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
         line_ids: &[String],
         now: Millis,
     ) -> Result<Reservation, StoreError>;
+
+    /// Applies a reroute (see [`RerouteHold`]) all or nothing: the gone units leave the node,
+    /// the new ones are held, the decision joins the history, and the change is reported
+    /// (`rerouted`, and `units_cancelled` when units were dropped). A held order stays held
+    /// with the same expiry; a committed one stays committed. A reroute id seen before changes
+    /// nothing ([`RerouteOutcome::Repeat`]). A replica stopping half-way leaves the reroute
+    /// done or undone by a later call or sweep, never half.
+    async fn reroute(&self, hold: RerouteHold, now: Millis) -> Result<RerouteOutcome, StoreError>;
 
     /// A reservation by order id; a hold past its expiry is expired first.
     async fn get_reservation(

@@ -3,8 +3,8 @@
 //! expression that makes a fresh, empty store.
 //!
 //! The cases are grouped by what they exercise: feeds and holds (`feed_and_holds`), capacity
-//! and expiry (`capacity_and_expiry`), the bounds on stock figures (`limits`), and the event
-//! log (`events`).
+//! and expiry (`capacity_and_expiry`), the bounds on stock figures (`limits`), the event log
+//! (`events`), and reroutes (`reroute`).
 
 use std::sync::Arc;
 
@@ -19,11 +19,13 @@ mod capacity_and_expiry;
 mod events;
 mod feed_and_holds;
 mod limits;
+mod reroute;
 
 pub use capacity_and_expiry::*;
 pub use events::*;
 pub use feed_and_holds::*;
 pub use limits::*;
+pub use reroute::*;
 
 /// Generates one `#[tokio::test]` per conformance case for the store made by `$make`.
 #[macro_export]
@@ -64,6 +66,11 @@ macro_rules! store_conformance_tests {
             each_alert_crossing_is_reported_once,
             an_alert_look_from_levels_since_changed_turns_nothing,
             one_holder_has_a_lease_and_only_it_saves_the_cursor,
+            a_reroute_moves_units_to_another_node_once,
+            short_picked_units_leave_on_hand,
+            a_reroute_that_cannot_hold_changes_nothing,
+            units_no_node_ships_are_cancelled_or_wait,
+            rerouted_units_of_a_hold_expire_with_it,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -121,6 +128,7 @@ fn alloc(line: &str, sku: &str, node: &str, quantity: u64) -> Allocation {
         quantity,
         shipped: 0,
         released: 0,
+        rejected: 0,
     }
 }
 
@@ -152,6 +160,7 @@ fn hold(order: &str, allocations: Vec<Allocation>, expires_at: Millis) -> HoldRe
         capacity_day: 20_000,
         capacity_limits: Vec::new(),
         closed: Vec::new(),
+        order: None,
     }
 }
 

@@ -94,6 +94,15 @@ local function level_repair(lv, ho, node, oh, ss, rp, seq, partial)
           if h.p == 1 then pd = pd + e[3] end
         end
       end
+      -- the new units of a reroute under way are held pending
+      if type(h.n) == 'table' and type(h.n.a) == 'table' then
+        for _, e in ipairs(h.n.a) do
+          if type(e) == 'table' and e[2] == node and type(e[3]) == 'number' and e[3] > 0 then
+            rs = rs + e[3]
+            pd = pd + e[3]
+          end
+        end
+      end
     end
   end
   local l = {oh = oh, rs = math.min(rs, MAX_UNITS), ss = ss or partial.ss or 0, sq = seq,
@@ -101,7 +110,8 @@ local function level_repair(lv, ho, node, oh, ss, rp, seq, partial)
   level_put(lv, node, l)
 end
 -- A reservation record as the caller decodes it.
-local record_fields = {'st', 'tok', 'exp', 'dl', 'day', 'body', 'al', 'rel', 'rdl'}
+local record_fields = {'st', 'tok', 'exp', 'dl', 'day', 'body', 'al', 'rel', 'rdl', 'rr', 'rrdl',
+  'rrd', 'hist', 'wt'}
 local function record(key, code)
   local r = redis.call('HMGET', key, unpack(record_fields))
   table.insert(r, 1, code)

@@ -2,11 +2,13 @@
 -- sweep should finish the release if the replica doing it stops. Releases begun at once each
 -- add their lines (none named: all), so a retry or the sweep finishes every one of them.
 -- KEYS: the order's record. ARGV: token, line ids as a JSON list (empty: all), deadline.
--- Returns the record, coded 'ok' or 'same' (nothing to release).
+-- Returns the record, coded 'ok', 'same' (nothing to release) or 'busy' (a reroute is under
+-- way: it is finished or undone first).
 local v = redis.call('HMGET', KEYS[1], 'st', 'tok', 'rel', 'rdl')
 if v[2] ~= ARGV[1] or (v[1] ~= 'held' and v[1] ~= 'committed') then
   return record(KEYS[1], 'same')
 end
+if redis.call('HEXISTS', KEYS[1], 'rr') == 1 then return record(KEYS[1], 'busy') end
 local lines, deadline = ARGV[2], ARGV[3]
 if v[3] then
   local ok, had = pcall(cjson.decode, v[3])

@@ -62,6 +62,7 @@ mod level;
 mod read;
 mod record;
 mod release;
+mod reroute;
 mod reserve;
 mod scripts;
 mod sweep;
@@ -264,6 +265,15 @@ impl StockStore for RedisStore {
         _now: Millis,
     ) -> Result<Option<crate::store::AlertTurns>, StoreError> {
         self.record_alerts_on(sku, seen, checks).await
+    }
+
+    async fn reroute(
+        &self,
+        hold: crate::store::RerouteHold,
+        now: Millis,
+    ) -> Result<crate::store::RerouteOutcome, StoreError> {
+        let conn = self.conn().await?;
+        self.reroute_on(&conn, hold, now).await
     }
 
     async fn commit(&self, order_id: &str, now: Millis) -> Result<Reservation, StoreError> {

@@ -9,7 +9,9 @@ use super::RedisStore;
 use super::connection::Conn;
 use crate::clock::Millis;
 use crate::domain::Plan;
-use crate::store::{Allocation, Reservation, ReservationState, StoreError};
+use crate::store::{
+    Allocation, Decision, RerouteHold, Reservation, ReservationState, StoreError, WaitingUnits,
+};
 
 /// The part of a reservation that never changes once written.
 #[derive(Debug, Serialize, Deserialize)]
@@ -20,6 +22,17 @@ pub(super) struct Body {
     pub(super) plan: Plan,
     pub(super) created_at: Millis,
     pub(super) capacity_day: i64,
+    /// The order, to plan its units again (records made before it was kept have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) order: Option<crate::domain::Order>,
+}
+
+/// A reroute under way, as the record notes it (see `reroute.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Rerouting {
+    /// The reroute's token.
+    pub(super) t: String,
+    pub(super) hold: RerouteHold,
 }
 
 /// A reservation record as stored.
@@ -33,6 +46,11 @@ pub(super) struct Record {
     pub(super) allocations: Vec<Allocation>,
     /// Lines being given back (none named: all), and by when a sweep should finish it.
     pub(super) releasing: Option<(Vec<String>, Millis)>,
+    /// A reroute under way, by when a sweep should finish or undo it, and whether it was
+    /// decided (then it is only ever finished).
+    pub(super) rerouting: Option<(Rerouting, Millis, bool)>,
+    pub(super) history: Vec<Decision>,
+    pub(super) waiting: Vec<WaitingUnits>,
 }
 
 impl Record {
@@ -54,6 +72,9 @@ impl Record {
             created_at: b.created_at,
             expires_at: (self.expires_at > 0).then_some(self.expires_at),
             capacity_day: b.capacity_day,
+            order: b.order.clone(),
+            history: self.history.clone(),
+            waiting: self.waiting.clone(),
         })
     }
 
@@ -106,17 +127,22 @@ pub(super) fn items(value: Value) -> Vec<Value> {
     }
 }
 
-/// A script's reply `{code, st, tok, exp, dl, day, body, al, rel, rdl}`: the code, and the
-/// record if any.
+/// The fields of a record a script's reply or a read gives, in order.
+pub(super) const RECORD_FIELDS: [&str; 14] = [
+    "st", "tok", "exp", "dl", "day", "body", "al", "rel", "rdl", "rr", "rrdl", "rrd", "hist", "wt",
+];
+
+/// A script's reply `{code, st, tok, exp, dl, day, body, al, rel, rdl, rr, rrdl, rrd, hist,
+/// wt}`: the code, and the record if any.
 pub(super) fn coded_record(reply: Value) -> Result<(String, Option<Record>), StoreError> {
     let values = items(reply);
     let code = values
         .first()
         .and_then(text)
         .ok_or_else(|| corrupt("a script reply without a code"))?;
-    let record = match values.get(1..10) {
-        Some(fields) => parse_record(fields)?,
-        None => None,
+    let record = match values.get(1..) {
+        Some(fields) if fields.len() >= 9 => parse_record(fields)?,
+        _ => None,
     };
     Ok((code, record))
 }
@@ -152,6 +178,14 @@ fn parse_record(v: &[Value]) -> Result<Option<Record>, StoreError> {
         )),
         _ => None,
     };
+    let rerouting = match (v.get(9).and_then(text), v.get(10).and_then(int)) {
+        (Some(rr), Some(deadline)) => Some((
+            serde_json::from_str(&rr).map_err(|e| corrupt(format!("a reroute under way: {e}")))?,
+            deadline,
+            v.get(11).and_then(text).is_some(),
+        )),
+        _ => None,
+    };
     Ok(Some(Record {
         state,
         token: field(1, "its token")?,
@@ -160,7 +194,23 @@ fn parse_record(v: &[Value]) -> Result<Option<Record>, StoreError> {
         body,
         allocations,
         releasing,
+        rerouting,
+        history: json_list(v.get(12), "history")?,
+        waiting: json_list(v.get(13), "waiting units")?,
     }))
+}
+
+/// A list kept as JSON in a record field; empty when the field is absent.
+fn json_list<T: serde::de::DeserializeOwned>(
+    value: Option<&Value>,
+    name: &str,
+) -> Result<Vec<T>, StoreError> {
+    match value.and_then(text) {
+        Some(t) if t != "{}" => {
+            serde_json::from_str(&t).map_err(|e| corrupt(format!("a reservation's {name}: {e}")))
+        }
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// What a due attempt gives back when it is settled.
@@ -248,16 +298,20 @@ pub(super) struct StoredHold {
 }
 
 impl RedisStore {
-    async fn read_record(&self, conn: &Conn, order_id: &str) -> Result<Option<Record>, StoreError> {
+    pub(super) async fn read_record(
+        &self,
+        conn: &Conn,
+        order_id: &str,
+    ) -> Result<Option<Record>, StoreError> {
         let values: Vec<Value> = self
             .query(
                 conn,
                 redis::cmd("HMGET")
                     .arg(self.inner.keys.record(order_id))
-                    .arg(&["st", "tok", "exp", "dl", "day", "body", "al", "rel", "rdl"]),
+                    .arg(&RECORD_FIELDS),
             )
             .await?;
-        if values.len() != 9 {
+        if values.len() != RECORD_FIELDS.len() {
             return Err(corrupt("a reservation record of the wrong shape"));
         }
         parse_record(&values)
@@ -274,12 +328,17 @@ impl RedisStore {
         let Some(record) = self.read_record(conn, order_id).await? else {
             return Ok(None);
         };
-        let due = match record.state.as_str() {
-            "held" => record.expires_at <= now,
-            "pending" => record.deadline.min(record.expires_at) <= now,
-            "aborted" => true,
-            _ => false,
-        };
+        let rerouting_due = record
+            .rerouting
+            .as_ref()
+            .is_some_and(|(_, at, _)| *at <= now);
+        let due = rerouting_due
+            || match record.state.as_str() {
+                "held" => record.expires_at <= now,
+                "pending" => record.deadline.min(record.expires_at) <= now,
+                "aborted" => true,
+                _ => false,
+            };
         if !due {
             return Ok(Some(record));
         }

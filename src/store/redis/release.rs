@@ -134,6 +134,10 @@ impl RedisStore {
             .await?;
         let (code, record) = coded_record(reply)?;
         let record = record.ok_or_else(|| StoreError::NotFound(order_id.to_owned()))?;
+        if code == "busy" {
+            // a reroute under way: waited for like a reserve in flight
+            return Err(StoreError::InFlight(order_id.to_owned()));
+        }
         if code != "ok" {
             return record.reservation();
         }

@@ -60,6 +60,7 @@ impl RedisStore {
             plan: request.plan.clone(),
             created_at: now,
             capacity_day: request.capacity_day,
+            order: request.order.clone(),
         })
         .map_err(|e| corrupt(format!("a reservation body: {e}")))?;
         let allocations = serde_json::to_string(&request.allocations)

@@ -23,6 +23,13 @@ mod lua {
     pub const RECORD_RELEASE: &str = include_str!("../lua/record_release.lua");
     pub const RECORD_SHIP: &str = include_str!("../lua/record_ship.lua");
     pub const ALERTS: &str = include_str!("../lua/alerts.lua");
+    pub const RECORD_REROUTE_BEGIN: &str = include_str!("../lua/record_reroute_begin.lua");
+    pub const RECORD_REROUTE_DECIDE: &str = include_str!("../lua/record_reroute_decide.lua");
+    pub const RECORD_REROUTE_ABORT: &str = include_str!("../lua/record_reroute_abort.lua");
+    pub const RECORD_REROUTE_FINISH: &str = include_str!("../lua/record_reroute_finish.lua");
+    pub const REROUTE_HOLD: &str = include_str!("../lua/reroute_hold.lua");
+    pub const REROUTE_UNDO: &str = include_str!("../lua/reroute_undo.lua");
+    pub const REROUTE_SWAP: &str = include_str!("../lua/reroute_swap.lua");
 }
 
 /// A script with the name its round trips are measured under.
@@ -54,10 +61,19 @@ pub(super) struct Scripts {
     pub(super) record_release: Named,
     pub(super) record_ship: Named,
     pub(super) alerts: Named,
+    pub(super) record_reroute_begin: Named,
+    pub(super) record_reroute_decide: Named,
+    pub(super) record_reroute_abort: Named,
+    pub(super) record_reroute_finish: Named,
+    pub(super) reroute_hold: Named,
+    pub(super) reroute_undo: Named,
+    pub(super) reroute_swap: Named,
 }
 
 /// Scripts that report their changes to the log.
-const EMITTING: [&str; 9] = [
+const EMITTING: [&str; 11] = [
+    "record_reroute_finish",
+    "reroute_swap",
     "alerts",
     "feed",
     "ship",
@@ -100,6 +116,13 @@ impl Scripts {
             record_release: s("record_release", lua::RECORD_RELEASE),
             record_ship: s("record_ship", lua::RECORD_SHIP),
             alerts: s("alerts", lua::ALERTS),
+            record_reroute_begin: s("record_reroute_begin", lua::RECORD_REROUTE_BEGIN),
+            record_reroute_decide: s("record_reroute_decide", lua::RECORD_REROUTE_DECIDE),
+            record_reroute_abort: s("record_reroute_abort", lua::RECORD_REROUTE_ABORT),
+            record_reroute_finish: s("record_reroute_finish", lua::RECORD_REROUTE_FINISH),
+            reroute_hold: s("reroute_hold", lua::REROUTE_HOLD),
+            reroute_undo: s("reroute_undo", lua::REROUTE_UNDO),
+            reroute_swap: s("reroute_swap", lua::REROUTE_SWAP),
         }
     }
 }

@@ -162,6 +162,19 @@ impl RedisStore {
             return Ok(false);
         };
         let changed = code == "changed";
+        if let Some((rerouting, deadline, decided)) = &record.rerouting
+            && matches!(record.state.as_str(), "held" | "committed")
+        {
+            if *deadline <= now {
+                self.recover_reroute(conn, order_id, rerouting, *decided)
+                    .await?;
+                // looked at again at once: a hold that expired meanwhile expires then
+                self.zadd(conn, now, &member).await?;
+            } else {
+                self.zadd(conn, *deadline, &member).await?;
+            }
+            return Ok(false);
+        }
         if let Some((lines, deadline)) = &record.releasing
             && matches!(record.state.as_str(), "held" | "committed")
         {

@@ -1,0 +1,407 @@
+//! Reroute: a node cannot ship units it was given; they are planned again elsewhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tracing::{Instrument, debug, info_span};
+
+use super::Engine;
+use crate::clock::Millis;
+use crate::domain::{Order, OrderLine, Plan, UnfilledPolicy};
+use crate::error::Error;
+use crate::sourcing::Admitted;
+use crate::store::{
+    Allocation, Decision, Fate, Gone, RerouteHold, RerouteOutcome, RerouteReason, Reservation,
+    ReservationState, StoreError, UnitFate, WaitingUnits,
+};
+
+/// A reroute as a node asks for it, its fields well formed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RerouteCall {
+    pub order_id: String,
+    pub node_id: String,
+    /// Units per line; empty: every unit of the order outstanding at the node.
+    pub lines: Vec<(String, u64)>,
+    pub reason: RerouteReason,
+    pub reroute_id: String,
+}
+
+impl RerouteCall {
+    /// A digest of what the call asks, to tell a repeat from a different call under its id.
+    pub fn digest(&self) -> String {
+        let mut lines = self.lines.clone();
+        lines.sort();
+        let canonical = serde_json::json!({
+            "order_id": self.order_id,
+            "node_id": self.node_id,
+            "lines": lines,
+            "reason": self.reason,
+        });
+        format!(
+            "{:016x}",
+            crate::domain::fnv1a64(canonical.to_string().as_bytes())
+        )
+    }
+}
+
+/// What a reroute answers: the reservation after it, and its decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rerouted {
+    pub reservation: Reservation,
+    pub decision: Decision,
+    /// False when a reroute made before under the same id is answered.
+    pub rerouted: bool,
+}
+
+impl Engine {
+    /// Plans again the units a node cannot ship and moves them, all or nothing (see the
+    /// `Reroute` call in the proto).
+    pub async fn reroute(&self, call: &RerouteCall) -> Result<Rerouted, Error> {
+        let digest = call.digest();
+        let attempts = self.settings.sourcing.reserve_attempts;
+        for attempt in 1..=attempts {
+            let now = self.clock.now_millis();
+            let r = self.reservation(&call.order_id).await?;
+            if let Some(answer) = answered_before(&r, call, &digest)? {
+                return Ok(answer);
+            }
+            let (hold, decision) = self.plan_reroute(call, &r, &digest, now).await?;
+            let order_id = call.order_id.clone();
+            let outcome = self
+                .after_in_flight(|at| {
+                    let hold = hold.clone();
+                    let order_id = order_id.clone();
+                    async move {
+                        match self.store.reroute(hold, at.max(now)).await {
+                            // a release or another reroute of the order under way is waited
+                            // for like a reserve in flight
+                            Ok(RerouteOutcome::Busy) => Err(StoreError::InFlight(order_id)),
+                            other => other,
+                        }
+                    }
+                })
+                .instrument(info_span!("store", op = "reroute"))
+                .await?;
+            match outcome {
+                RerouteOutcome::Done(reservation) => {
+                    crate::metrics::rerouted(call.reason, &decision.fates);
+                    return Ok(Rerouted {
+                        reservation,
+                        decision,
+                        rerouted: true,
+                    });
+                }
+                RerouteOutcome::Repeat(r) => {
+                    if let Some(answer) = answered_before(&r, call, &digest)? {
+                        return Ok(answer);
+                    }
+                }
+                RerouteOutcome::Changed | RerouteOutcome::Busy => {
+                    debug!(order_id = %call.order_id, attempt, "the order changed under the reroute; planning again");
+                }
+                RerouteOutcome::Insufficient {
+                    sku,
+                    node_id,
+                    wanted,
+                    available,
+                } => {
+                    debug!(
+                        order_id = %call.order_id, attempt, %sku, %node_id, wanted, available,
+                        "stock moved under the reroute; planning again"
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
+        }
+        Err(Error::Aborted(format!(
+            "order {:?}: the stock or the order kept changing under the reroute; gave up after {attempts} attempts",
+            call.order_id
+        )))
+    }
+
+    /// The reroute of `r` that `call` asks for, planned against stock now, and its decision.
+    async fn plan_reroute(
+        &self,
+        call: &RerouteCall,
+        r: &Reservation,
+        digest: &str,
+        now: Millis,
+    ) -> Result<(RerouteHold, Decision), Error> {
+        if !matches!(
+            r.state,
+            ReservationState::Held | ReservationState::Committed
+        ) {
+            return Err(Error::FailedPrecondition(format!(
+                "order {:?} is {}; only a held or committed order is rerouted",
+                r.order_id,
+                r.state.as_str()
+            )));
+        }
+        let Some(order) = &r.order else {
+            return Err(Error::FailedPrecondition(format!(
+                "order {:?} was reserved before reservations kept their order, so it cannot be planned again; release it and reserve it anew",
+                r.order_id
+            )));
+        };
+        let gone = gone_units(call, r, order)?;
+        let rules = self.rules();
+        let Some(segment) = rules.segments.get(&r.segment) else {
+            return Err(Error::FailedPrecondition(format!(
+                "order {:?} is of segment {:?}, which the rules in force no longer have",
+                r.order_id, r.segment
+            )));
+        };
+        // never from this node or one that turned the order down before; at most the parcels
+        // the segment allows, less those still active
+        let mut rules_now = segment.clone();
+        rules_now.excluded_nodes.insert(call.node_id.clone());
+        rules_now
+            .excluded_nodes
+            .extend(r.history.iter().map(|d| d.node_id.clone()));
+        let active = active_parcels(&r.allocations, &call.node_id, &gone);
+        let parcels_left = segment.max_shipments.saturating_sub(active);
+        rules_now.max_shipments = parcels_left;
+        // an order cannot be refused after the fact: what no node ships is cancelled instead
+        if rules_now.unfilled == UnfilledPolicy::Reject {
+            rules_now.unfilled = UnfilledPolicy::Partial;
+        }
+        let group_of: BTreeMap<&str, Option<String>> = order
+            .lines
+            .iter()
+            .map(|l| (l.line_id.as_str(), l.group.clone()))
+            .collect();
+        let moved = Order {
+            lines: gone
+                .iter()
+                .map(|g| OrderLine {
+                    line_id: g.line_id.clone(),
+                    sku: g.sku.clone(),
+                    quantity: g.units,
+                    group: group_of.get(g.line_id.as_str()).cloned().flatten(),
+                })
+                .collect(),
+            ..order.clone()
+        };
+        let kind = r.plan.strategy;
+        let plan = match Admitted::under(&moved, &rules_now, &rules.network) {
+            Ok(admitted) if parcels_left > 0 => {
+                let state = self.read_state(&moved.skus(), now).await?;
+                self.plan(&rules, &admitted, kind, state).await?
+            }
+            Ok(_) => nothing_planned(
+                &moved,
+                kind,
+                &rules.version,
+                format!(
+                    "no parcel left: {active} shipments, the most segment {} allows, are still active",
+                    segment.name
+                ),
+            ),
+            // the pickup store itself is closed to the order now
+            Err(Error::Refused(refusal)) => {
+                nothing_planned(&moved, kind, &rules.version, refusal.to_string())
+            }
+            Err(e) => return Err(e),
+        };
+        let mut fates = Vec::new();
+        let mut new = Vec::new();
+        for s in &plan.shipments {
+            for l in &s.lines {
+                fates.push(UnitFate {
+                    line_id: l.line_id.clone(),
+                    sku: l.sku.clone(),
+                    units: l.quantity,
+                    fate: Fate::Rerouted {
+                        node_id: s.node_id.clone(),
+                    },
+                });
+                new.push(Allocation {
+                    line_id: l.line_id.clone(),
+                    sku: l.sku.clone(),
+                    node_id: s.node_id.clone(),
+                    quantity: l.quantity,
+                    shipped: 0,
+                    released: 0,
+                    rejected: 0,
+                });
+            }
+        }
+        let waits = segment.unfilled == UnfilledPolicy::Backorder;
+        let mut waiting = Vec::new();
+        let mut cancelled = 0;
+        for u in plan.unfilled.iter().filter(|u| u.quantity > 0) {
+            fates.push(UnitFate {
+                line_id: u.line_id.clone(),
+                sku: u.sku.clone(),
+                units: u.quantity,
+                fate: if waits {
+                    Fate::Waiting
+                } else {
+                    Fate::Cancelled
+                },
+            });
+            if waits {
+                waiting.push(WaitingUnits {
+                    line_id: u.line_id.clone(),
+                    sku: u.sku.clone(),
+                    units: u.quantity,
+                    since: now,
+                });
+            } else {
+                cancelled += u.quantity;
+            }
+        }
+        let decision = Decision {
+            at: now,
+            reroute_id: call.reroute_id.clone(),
+            digest: digest.to_owned(),
+            node_id: call.node_id.clone(),
+            reason: call.reason,
+            rules_version: rules.version.clone(),
+            strategy: kind,
+            fates,
+            plan,
+        };
+        let hold = RerouteHold {
+            order_id: r.order_id.clone(),
+            node_id: call.node_id.clone(),
+            removes_stock: call.reason.removes_stock(),
+            gone,
+            new,
+            waiting,
+            use_safety_stock: segment.use_safety_stock,
+            closed: segment.closed(),
+            decision: decision.clone(),
+            cancelled,
+        };
+        Ok((hold, decision))
+    }
+}
+
+/// The answer to a reroute made before under the call's id, or ALREADY_EXISTS if it asked
+/// something else; `None` if there was none.
+fn answered_before(
+    r: &Reservation,
+    call: &RerouteCall,
+    digest: &str,
+) -> Result<Option<Rerouted>, Error> {
+    let Some(d) = r.history.iter().find(|d| d.reroute_id == call.reroute_id) else {
+        return Ok(None);
+    };
+    if d.digest != digest {
+        return Err(Error::AlreadyExists(format!(
+            "reroute {:?} of order {:?} was made before with a different request",
+            call.reroute_id, call.order_id
+        )));
+    }
+    Ok(Some(Rerouted {
+        reservation: r.clone(),
+        decision: d.clone(),
+        rerouted: false,
+    }))
+}
+
+/// The units that leave the node: those the call names, or every unit outstanding there.
+fn gone_units(call: &RerouteCall, r: &Reservation, order: &Order) -> Result<Vec<Gone>, Error> {
+    let mut at_node: BTreeMap<&str, (&str, u64)> = BTreeMap::new();
+    for a in r.allocations.iter().filter(|a| a.node_id == call.node_id) {
+        let e = at_node.entry(&a.line_id).or_insert((&a.sku, 0));
+        e.1 += a.outstanding();
+    }
+    at_node.retain(|_, (_, units)| *units > 0);
+    if at_node.is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "node {:?} has no units of order {:?} outstanding",
+            call.node_id, r.order_id
+        )));
+    }
+    if call.lines.is_empty() {
+        return Ok(at_node
+            .into_iter()
+            .map(|(line, (sku, units))| Gone {
+                line_id: line.to_owned(),
+                sku: sku.to_owned(),
+                units,
+            })
+            .collect());
+    }
+    let mut gone = Vec::new();
+    for (i, (line, units)) in call.lines.iter().enumerate() {
+        if !order.lines.iter().any(|l| &l.line_id == line) {
+            return Err(Error::invalid(
+                format!("lines[{i}].line_id"),
+                format!("order {:?} has no line {line:?}", r.order_id),
+            ));
+        }
+        let Some((sku, outstanding)) = at_node.get(line.as_str()) else {
+            return Err(Error::FailedPrecondition(format!(
+                "lines[{i}].line_id: line {line:?} of order {:?} has no units outstanding at node {:?}",
+                r.order_id, call.node_id
+            )));
+        };
+        if units > outstanding {
+            return Err(Error::FailedPrecondition(format!(
+                "lines[{i}].quantity: {units} is more than the {outstanding} units of line {line:?} outstanding at node {:?}",
+                call.node_id
+            )));
+        }
+        gone.push(Gone {
+            line_id: line.clone(),
+            sku: (*sku).to_owned(),
+            units: *units,
+        });
+    }
+    Ok(gone)
+}
+
+/// Nodes still shipping part of the order (units outstanding or shipped) once the gone units
+/// leave `node_id`.
+fn active_parcels(allocations: &[Allocation], node_id: &str, gone: &[Gone]) -> u32 {
+    let leaving: u64 = gone.iter().map(|g| g.units).sum();
+    let mut per_node: BTreeMap<&str, u64> = BTreeMap::new();
+    for a in allocations {
+        *per_node.entry(&a.node_id).or_default() += a.quantity.saturating_sub(a.released);
+    }
+    let nodes: BTreeSet<&str> = per_node
+        .into_iter()
+        .filter(|(node, units)| {
+            let left = if *node == node_id {
+                units.saturating_sub(leaving)
+            } else {
+                *units
+            };
+            left > 0
+        })
+        .map(|(node, _)| node)
+        .collect();
+    nodes.len() as u32
+}
+
+/// The plan of an order no node may ship: every unit unfilled.
+fn nothing_planned(
+    order: &Order,
+    kind: crate::domain::StrategyKind,
+    version: &str,
+    why: String,
+) -> Plan {
+    Plan {
+        shipments: Vec::new(),
+        unfilled: order
+            .lines
+            .iter()
+            .map(|l| crate::domain::UnfilledLine {
+                line_id: l.line_id.clone(),
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+            })
+            .collect(),
+        total_cost: 0.0,
+        cost: Default::default(),
+        strategy: kind,
+        status: crate::domain::SolveStatus::Heuristic,
+        unused_nodes: Vec::new(),
+        binding: vec![why],
+        plan_micros: 0,
+        rules_version: version.to_owned(),
+    }
+}

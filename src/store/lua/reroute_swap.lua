@@ -1,0 +1,51 @@
+-- Finishes a decided reroute at one sku: the units leave the node (reserved goes down, and on
+-- hand too for units that do not exist), and the new units stop being pending and join the
+-- order's hold. Idempotent: the hold notes the reroute done.
+-- KEYS: level hash, holds hash, the log (on hand that changed is reported as a stock event).
+-- ARGV: order id, the reroute's token, node, '1' when the units leave on hand, then line id
+-- and units per line leaving the node.
+local prev = redis.call('HGET', KEYS[2], ARGV[1])
+local h = prev and hold_decode(prev)
+if h and h.rr == ARGV[2] then return 0 end
+h = h or {a = {}}
+local node = ARGV[3]
+local gone = 0
+for i = 5, #ARGV, 2 do
+  local left = tonumber(ARGV[i + 1])
+  for _, e in ipairs(h.a) do
+    if hold_part_ok(e) and e[1] == ARGV[i] and e[2] == node and left > 0 then
+      local take = math.min(left, e[3])
+      e[3] = e[3] - take
+      left = left - take
+      gone = gone + take
+    end
+  end
+end
+if gone > 0 then
+  local l = level_read(KEYS[1], node)
+  if l then
+    l.rs = l.rs - math.min(gone, l.rs)
+    if ARGV[4] == '1' then l.oh = math.max(l.oh - gone, 0) end
+    level_put(KEYS[1], node, l)
+    if ARGV[4] == '1' then emit_level(KEYS[1], node) end
+  end
+end
+local keep = {}
+for _, e in ipairs(h.a) do
+  if not hold_part_ok(e) or e[3] > 0 then keep[#keep + 1] = e end
+end
+if h.n and h.n.t == ARGV[2] then
+  for _, e in ipairs(h.n.a) do
+    local l = hold_part_ok(e) and level_read(KEYS[1], e[2])
+    if l then
+      l.pd = l.pd - math.min(e[3], l.pd)
+      level_put(KEYS[1], e[2], l)
+    end
+    keep[#keep + 1] = e
+  end
+  h.n = nil
+end
+h.a = keep
+h.rr = ARGV[2]
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(h))
+return 1

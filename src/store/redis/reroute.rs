@@ -1,0 +1,289 @@
+//! A reroute on Redis, single or Cluster, in steps like a cluster reserve, since the record
+//! and each sku sit in different slots:
+//! 1. the record notes the reroute (what leaves the node, what is held anew, the decision) and
+//!    its deadline, after the record's entry in the expiry set is filed by that deadline;
+//! 2. each sku holds its new units beside the order's hold, pending;
+//! 3. the record marks the reroute decided: from here it is only ever finished;
+//! 4. each sku gives the units back at the node (and takes them off on hand when they do not
+//!    exist) and makes the new units the order's;
+//! 5. the record takes the new allocations and the decision, and reports the change.
+//!
+//! A refusal at step 2 undoes what was held and forgets the reroute. A replica that stops
+//! before step 3 leaves a reroute that the sweep undoes once its deadline passes; one that
+//! stops after, a reroute the sweep finishes. Every step is idempotent, so nothing is held
+//! twice or lost either way.
+
+use futures_util::future::{join_all, try_join_all};
+use redis::Value;
+use tracing::warn;
+
+use super::RedisStore;
+use super::connection::Conn;
+use super::keys::member;
+use super::level::unreadable_level;
+use super::record::{Record, Rerouting, coded_record, corrupt, int, items, text};
+use crate::clock::Millis;
+use crate::store::{RerouteHold, RerouteOutcome, StoreError};
+
+impl RedisStore {
+    pub(super) async fn reroute_on(
+        &self,
+        conn: &Conn,
+        hold: RerouteHold,
+        now: Millis,
+    ) -> Result<RerouteOutcome, StoreError> {
+        let order_id = hold.order_id.clone();
+        let reroute_id = hold.decision.reroute_id.clone();
+        let Some(record) = self.current_record(conn, &order_id, now).await? else {
+            return Ok(RerouteOutcome::Changed);
+        };
+        if record.history.iter().any(|d| d.reroute_id == reroute_id) {
+            return Ok(RerouteOutcome::Repeat(record.reservation()?));
+        }
+        if record.rerouting.is_some() || record.releasing.is_some() {
+            return Ok(RerouteOutcome::Busy);
+        }
+        let token = super::keys::attempt_token();
+        let deadline = now + self.inner.settings.pending_timeout_ms as i64;
+        let record_key = self.inner.keys.record(&order_id);
+        // (1) the record's entry in the expiry set by the deadline (never later than it was),
+        // then the note: a replica stopping between the two leaves an entry the sweep finds
+        // with nothing to do
+        let entry = member(&record.token, &order_id);
+        self.query::<i64>(
+            conn,
+            redis::cmd("ZADD")
+                .arg(self.inner.keys.expiry())
+                .arg("LT")
+                .arg(deadline)
+                .arg(&entry),
+        )
+        .await?;
+        let rerouting = Rerouting {
+            t: token.clone(),
+            hold,
+        };
+        let note =
+            serde_json::to_string(&rerouting).map_err(|e| corrupt(format!("a reroute: {e}")))?;
+        let hold = &rerouting.hold;
+        let mut args = vec![reroute_id, note, deadline.to_string(), hold.node_id.clone()];
+        for g in &hold.gone {
+            args.extend([g.line_id.clone(), g.units.to_string()]);
+        }
+        let reply = self
+            .eval(
+                conn,
+                &self.inner.scripts.record_reroute_begin,
+                &[&record_key],
+                &args,
+            )
+            .await?;
+        let (code, current) = coded_record(reply)?;
+        match code.as_str() {
+            "ok" => {}
+            "repeat" => {
+                let current = current.ok_or_else(|| corrupt("a reroute without its record"))?;
+                return Ok(RerouteOutcome::Repeat(current.reservation()?));
+            }
+            "busy" => return Ok(RerouteOutcome::Busy),
+            _ => return Ok(RerouteOutcome::Changed),
+        }
+        // (2) the new units of every sku
+        let skus = new_skus(hold);
+        let held = join_all(
+            skus.iter()
+                .map(|sku| self.reroute_hold(conn, &rerouting, &record.token, sku)),
+        )
+        .await;
+        let mut refusal = None;
+        let mut failed = None;
+        for (sku, reply) in skus.iter().zip(held) {
+            match reply.and_then(|r| hold_reply(sku, r)) {
+                Ok(None) => {}
+                Ok(Some(outcome)) => {
+                    refusal.get_or_insert(outcome);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        // (3) decided, unless a sku refused
+        let decided = if refusal.is_none() && failed.is_none() {
+            let reply = self
+                .eval(
+                    conn,
+                    &self.inner.scripts.record_reroute_decide,
+                    &[&record_key],
+                    std::slice::from_ref(&token),
+                )
+                .await;
+            match reply {
+                Ok(v) => int(&v) == Some(1),
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        if !decided {
+            if let Err(e) = self.undo_reroute(conn, &order_id, &rerouting).await {
+                warn!(order_id, error = %e, "a refused reroute was not undone; the sweep will");
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            return Ok(refusal.unwrap_or(RerouteOutcome::Changed));
+        }
+        // (4) and (5)
+        let finished = self.finish_reroute(conn, &order_id, &rerouting).await?;
+        Ok(RerouteOutcome::Done(finished.reservation()?))
+    }
+
+    /// Holds the new units of a reroute at one sku.
+    async fn reroute_hold(
+        &self,
+        conn: &Conn,
+        rerouting: &Rerouting,
+        record_token: &str,
+        sku: &str,
+    ) -> Result<Value, StoreError> {
+        let hold = &rerouting.hold;
+        let keys = &self.inner.keys;
+        let (lv, ho) = (keys.levels(sku), keys.holds(sku));
+        let mut args = vec![
+            hold.order_id.clone(),
+            rerouting.t.clone(),
+            hold.access_arg(),
+            record_token.to_owned(),
+        ];
+        for a in hold.new.iter().filter(|a| a.sku == sku) {
+            args.extend([a.line_id.clone(), a.node_id.clone(), a.quantity.to_string()]);
+        }
+        self.eval(conn, &self.inner.scripts.reroute_hold, &[&lv, &ho], &args)
+            .await
+    }
+
+    /// Gives back the new units of a reroute not decided, and forgets it.
+    async fn undo_reroute(
+        &self,
+        conn: &Conn,
+        order_id: &str,
+        rerouting: &Rerouting,
+    ) -> Result<(), StoreError> {
+        let keys = &self.inner.keys;
+        let args = [order_id.to_owned(), rerouting.t.clone()];
+        try_join_all(new_skus(&rerouting.hold).iter().map(|sku| {
+            let (lv, ho) = (keys.levels(sku), keys.holds(sku));
+            let args = &args;
+            async move {
+                self.eval(conn, &self.inner.scripts.reroute_undo, &[&lv, &ho], args)
+                    .await
+            }
+        }))
+        .await?;
+        self.eval(
+            conn,
+            &self.inner.scripts.record_reroute_abort,
+            &[&keys.record(order_id)],
+            std::slice::from_ref(&rerouting.t),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Finishes a decided reroute: every sku, then the record. Idempotent.
+    async fn finish_reroute(
+        &self,
+        conn: &Conn,
+        order_id: &str,
+        rerouting: &Rerouting,
+    ) -> Result<Record, StoreError> {
+        let keys = &self.inner.keys;
+        let hold = &rerouting.hold;
+        try_join_all(hold.skus().iter().map(|sku| {
+            let (lv, ho) = (keys.levels(sku), keys.holds(sku));
+            let mut args = vec![
+                order_id.to_owned(),
+                rerouting.t.clone(),
+                hold.node_id.clone(),
+                if hold.removes_stock { "1" } else { "0" }.to_owned(),
+            ];
+            for g in hold.gone.iter().filter(|g| &g.sku == sku) {
+                args.extend([g.line_id.clone(), g.units.to_string()]);
+            }
+            async move {
+                self.eval(conn, &self.inner.scripts.reroute_swap, &[&lv, &ho], &args)
+                    .await
+            }
+        }))
+        .await?;
+        let json =
+            |v: serde_json::Result<String>| v.map_err(|e| corrupt(format!("a reroute: {e}")));
+        let decision = json(serde_json::to_string(std::slice::from_ref(&hold.decision)))?;
+        let waiting = json(serde_json::to_string(&hold.waiting))?;
+        let reply = self
+            .eval(
+                conn,
+                &self.inner.scripts.record_reroute_finish,
+                &[&keys.record(order_id)],
+                &[
+                    rerouting.t.clone(),
+                    self.retention_ms().to_string(),
+                    decision,
+                    waiting,
+                ],
+            )
+            .await?;
+        let (_, record) = coded_record(reply)?;
+        record.ok_or_else(|| StoreError::NotFound(order_id.to_owned()))
+    }
+
+    /// The sweep's part: a reroute past its deadline is finished if it was decided, else
+    /// undone.
+    pub(super) async fn recover_reroute(
+        &self,
+        conn: &Conn,
+        order_id: &str,
+        rerouting: &Rerouting,
+        decided: bool,
+    ) -> Result<(), StoreError> {
+        if decided {
+            warn!(order_id, "finishing a reroute that was cut off");
+            self.finish_reroute(conn, order_id, rerouting).await?;
+        } else {
+            warn!(order_id, "undoing a reroute that was cut off");
+            self.undo_reroute(conn, order_id, rerouting).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The skus with new units, sorted, each once.
+fn new_skus(hold: &RerouteHold) -> Vec<String> {
+    super::record::distinct_skus(&hold.new)
+}
+
+/// What a sku's hold of new units said: `None` when held.
+fn hold_reply(sku: &str, reply: Value) -> Result<Option<RerouteOutcome>, StoreError> {
+    let values = items(reply);
+    let code = values.first().and_then(text).unwrap_or_default();
+    let number = |i: usize| values.get(i).and_then(int).unwrap_or(0).max(0) as u64;
+    let node_id = values.get(1).and_then(text).unwrap_or_default();
+    match code.as_str() {
+        "ok" => Ok(None),
+        "short" | "busy" => Ok(Some(RerouteOutcome::Insufficient {
+            sku: sku.to_owned(),
+            node_id,
+            wanted: number(2),
+            available: number(3),
+        })),
+        "corrupt" => {
+            let stored = values.get(2).and_then(text).unwrap_or_default();
+            Err(unreadable_level(sku, &node_id, &stored))
+        }
+        other => Err(corrupt(format!("a reroute's hold answered {other:?}"))),
+    }
+}

@@ -1,0 +1,246 @@
+//! After the first decision: a node that cannot ship what it was given, and what became of
+//! those units. A reservation keeps every later decision in its history.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Allocation, Protection};
+use crate::clock::Millis;
+use crate::domain::{Plan, StrategyKind};
+
+/// Why a node cannot ship units it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RerouteReason {
+    /// Picking found fewer units than the node's stock said.
+    ShortPick,
+    Damaged,
+    /// The node cannot ship at all (closed, down, overloaded).
+    NodeUnavailable,
+    /// A store turned the order down.
+    StoreRejected,
+    Other,
+}
+
+impl RerouteReason {
+    /// Whether the units do not exist: they leave the node's on hand with the allocation. The
+    /// others go back to the node's stock.
+    pub fn removes_stock(self) -> bool {
+        matches!(self, RerouteReason::ShortPick | RerouteReason::Damaged)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RerouteReason::ShortPick => "short_pick",
+            RerouteReason::Damaged => "damaged",
+            RerouteReason::NodeUnavailable => "node_unavailable",
+            RerouteReason::StoreRejected => "store_rejected",
+            RerouteReason::Other => "other",
+        }
+    }
+}
+
+/// What became of units a node could not ship.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "fate")]
+pub enum Fate {
+    /// Held (or allocated, for a committed order) at another node.
+    Rerouted { node_id: String },
+    /// No node can ship them now; they wait for supply (`unfilled = "backorder"`).
+    Waiting,
+    /// No node can ship them now, and the segment lets them go (`partial`, `reject`): the
+    /// order keeps its other units and these are dropped from it.
+    Cancelled,
+}
+
+/// Units of one line and what became of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitFate {
+    pub line_id: String,
+    pub sku: String,
+    pub units: u64,
+    #[serde(flatten)]
+    pub fate: Fate,
+}
+
+/// Units of a line that no node could ship, waiting for supply since `since`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingUnits {
+    pub line_id: String,
+    pub sku: String,
+    pub units: u64,
+    pub since: Millis,
+}
+
+/// A decision made on a reservation after its first (which is its plan): when, why, under
+/// which rules and strategy, what became of the units, and the plan for the units moved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub at: Millis,
+    /// The caller's id of the reroute, its idempotency key.
+    pub reroute_id: String,
+    /// A digest of the reroute request, to tell a repeat from a different request.
+    pub digest: String,
+    /// The node that could not ship.
+    pub node_id: String,
+    pub reason: RerouteReason,
+    pub rules_version: String,
+    pub strategy: StrategyKind,
+    pub fates: Vec<UnitFate>,
+    /// The plan of the units moved (those that went to another node, and those left unfilled).
+    pub plan: Plan,
+}
+
+impl Decision {
+    /// The decision in a sentence.
+    pub fn summary(&self) -> String {
+        let (mut moved, mut waiting, mut cancelled) = (0u64, 0u64, 0u64);
+        let mut nodes: Vec<&str> = Vec::new();
+        for f in &self.fates {
+            match &f.fate {
+                Fate::Rerouted { node_id } => {
+                    moved += f.units;
+                    if !nodes.contains(&node_id.as_str()) {
+                        nodes.push(node_id);
+                    }
+                }
+                Fate::Waiting => waiting += f.units,
+                Fate::Cancelled => cancelled += f.units,
+            }
+        }
+        let mut parts = Vec::new();
+        if moved > 0 {
+            parts.push(format!("{moved} rerouted to {}", nodes.join(", ")));
+        }
+        if waiting > 0 {
+            parts.push(format!("{waiting} waiting for supply"));
+        }
+        if cancelled > 0 {
+            parts.push(format!("{cancelled} cancelled"));
+        }
+        format!(
+            "{} at {} ({}): {}",
+            units_word(moved + waiting + cancelled),
+            self.node_id,
+            self.reason.as_str(),
+            parts.join("; ")
+        )
+    }
+}
+
+fn units_word(n: u64) -> String {
+    if n == 1 {
+        "1 unit".to_owned()
+    } else {
+        format!("{n} units")
+    }
+}
+
+/// Units of one line that leave the node that could not ship them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gone {
+    pub line_id: String,
+    pub sku: String,
+    pub units: u64,
+}
+
+/// A reroute for the store to apply, all or nothing: the units `gone` leave `node_id` (and
+/// its on hand too when `removes_stock`), the allocations `new` are held at other nodes
+/// (checked like a reserve's, with the same access), and the decision joins the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RerouteHold {
+    pub order_id: String,
+    pub node_id: String,
+    pub removes_stock: bool,
+    pub gone: Vec<Gone>,
+    pub new: Vec<Allocation>,
+    pub waiting: Vec<WaitingUnits>,
+    pub use_safety_stock: bool,
+    pub closed: Vec<Protection>,
+    pub decision: Decision,
+    /// Cancelled units dropped from the order.
+    pub cancelled: u64,
+}
+
+impl RerouteHold {
+    /// What the new holds may take, as the scripts read it (see `HoldRequest::access_arg`).
+    pub(crate) fn access_arg(&self) -> String {
+        let mut arg = if self.use_safety_stock { "1" } else { "0" }.to_owned();
+        for p in &self.closed {
+            arg.push_str(&p.to_arg());
+        }
+        arg
+    }
+
+    /// The skus touched, sorted, each once.
+    pub fn skus(&self) -> Vec<String> {
+        let mut skus: Vec<String> = self
+            .gone
+            .iter()
+            .map(|g| g.sku.clone())
+            .chain(self.new.iter().map(|a| a.sku.clone()))
+            .collect();
+        skus.sort();
+        skus.dedup();
+        skus
+    }
+}
+
+/// What a reroute did in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RerouteOutcome {
+    /// Applied: the reservation after it.
+    Done(super::Reservation),
+    /// A reroute with this id was applied before; nothing changed. The reservation now.
+    Repeat(super::Reservation),
+    /// The reservation is not as the reroute was planned against (its state, or the units
+    /// outstanding at the node, changed); nothing changed.
+    Changed,
+    /// Another call is changing the order (a release, another reroute); nothing changed.
+    Busy,
+    /// A sku at a node no longer has the units; nothing changed.
+    Insufficient {
+        sku: String,
+        node_id: String,
+        wanted: u64,
+        available: u64,
+    },
+}
+
+/// Applies a reroute to an order's allocations: the gone units leave the node (the
+/// allocation's quantity goes down and `rejected` up), the new ones join (to an allocation of
+/// the same line and node if there is one). False, changing nothing, if the node does not have
+/// the gone units outstanding.
+pub fn apply_to_allocations(allocations: &mut Vec<Allocation>, hold: &RerouteHold) -> bool {
+    for g in &hold.gone {
+        let outstanding: u64 = allocations
+            .iter()
+            .filter(|a| a.line_id == g.line_id && a.node_id == hold.node_id)
+            .map(Allocation::outstanding)
+            .sum();
+        if outstanding < g.units {
+            return false;
+        }
+    }
+    for g in &hold.gone {
+        let mut left = g.units;
+        for a in allocations
+            .iter_mut()
+            .filter(|a| a.line_id == g.line_id && a.node_id == hold.node_id)
+        {
+            let take = left.min(a.outstanding());
+            a.quantity -= take;
+            a.rejected += take;
+            left -= take;
+        }
+    }
+    for n in &hold.new {
+        match allocations
+            .iter_mut()
+            .find(|a| a.line_id == n.line_id && a.node_id == n.node_id)
+        {
+            Some(a) => a.quantity += n.quantity,
+            None => allocations.push(n.clone()),
+        }
+    }
+    true
+}
