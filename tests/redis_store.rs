@@ -934,3 +934,190 @@ mod round_trips {
         assert_eq!(audit.levels[&("C".into(), "n1".into())].1, 4);
     }
 }
+
+/// Reroutes cut off half-way, as by a replica dying: the sweep undoes one cut off before it
+/// was decided and finishes one cut off after, and either way stock, holds and records agree.
+mod reroutes_cut_off {
+    use dom_router::store::conformance::empty_plan;
+    use dom_router::store::redis::RerouteCut;
+    use dom_router::store::{
+        Allocation, Decision, Fate, Gone, HoldRequest, RedisStore, RerouteHold, RerouteOutcome,
+        RerouteReason, ReserveOutcome, StockStore, StockUpdate, StoreError, UnitFate, UpdateKind,
+    };
+
+    use super::common::redis::Audit;
+
+    const T0: i64 = 1_800_000_000_000;
+
+    async fn with_an_order(urls: Vec<String>, cluster: bool) -> (RedisStore, String) {
+        let mut s = super::settings(urls, cluster);
+        s.pending_timeout_ms = 1_000;
+        let store = RedisStore::new(&s, Vec::new()).unwrap();
+        let updates: Vec<StockUpdate> = ["n1", "n2"]
+            .iter()
+            .map(|node| StockUpdate {
+                node_id: (*node).into(),
+                sku: "A".into(),
+                sequence: 1,
+                kind: UpdateKind::Snapshot {
+                    on_hand: 10,
+                    safety_stock: None,
+                    reorder_point: dom_router::store::ReorderPoint::Keep,
+                },
+            })
+            .collect();
+        store.apply_updates(&updates, T0).await.unwrap();
+        let line = Allocation {
+            line_id: "l1".into(),
+            sku: "A".into(),
+            node_id: "n1".into(),
+            quantity: 3,
+            shipped: 0,
+            released: 0,
+            rejected: 0,
+        };
+        let request = HoldRequest {
+            order_id: "o".into(),
+            fingerprint: "o".into(),
+            segment: "standard".into(),
+            use_safety_stock: false,
+            plan: empty_plan(),
+            allocations: vec![line],
+            expires_at: T0 + 600_000,
+            capacity_day: 20_000,
+            capacity_limits: Vec::new(),
+            closed: Vec::new(),
+            order: None,
+        };
+        let outcome = store.reserve(request, T0).await.unwrap();
+        assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
+        (store, s.key_prefix)
+    }
+
+    fn reroute(id: &str) -> RerouteHold {
+        RerouteHold {
+            order_id: "o".into(),
+            node_id: "n1".into(),
+            removes_stock: true,
+            gone: vec![Gone {
+                line_id: "l1".into(),
+                sku: "A".into(),
+                units: 2,
+            }],
+            new: vec![Allocation {
+                line_id: "l1".into(),
+                sku: "A".into(),
+                node_id: "n2".into(),
+                quantity: 2,
+                shipped: 0,
+                released: 0,
+                rejected: 0,
+            }],
+            waiting: Vec::new(),
+            use_safety_stock: false,
+            closed: Vec::new(),
+            decision: Decision {
+                at: T0,
+                reroute_id: id.into(),
+                digest: id.into(),
+                node_id: "n1".into(),
+                reason: RerouteReason::ShortPick,
+                rules_version: "v".into(),
+                strategy: dom_router::domain::StrategyKind::Nearest,
+                fates: vec![UnitFate {
+                    line_id: "l1".into(),
+                    sku: "A".into(),
+                    units: 2,
+                    fate: Fate::Rerouted {
+                        node_id: "n2".into(),
+                    },
+                }],
+                plan: empty_plan(),
+            },
+            cancelled: 0,
+        }
+    }
+
+    /// (on hand, reserved) at n1 and n2.
+    async fn levels(store: &RedisStore, now: i64) -> [(u64, u64); 2] {
+        let view = store.read_stock(&["A".into()], now).await.unwrap();
+        ["n1", "n2"].map(|n| {
+            let l = view["A"][n];
+            (l.on_hand, l.reserved)
+        })
+    }
+
+    async fn cut_off(urls: Vec<String>, cluster: bool, ports: &[u16]) {
+        // cut off before it was decided: undone once its deadline passes
+        let (store, prefix) = with_an_order(urls.clone(), cluster).await;
+        let cut = store
+            .reroute_cut_off(reroute("r1"), T0, RerouteCut::AfterHolds)
+            .await
+            .unwrap();
+        assert_eq!(cut, None);
+        // meanwhile the order reads as before, its new units are held, and a release waits
+        let r = store.get_reservation("o", T0).await.unwrap().unwrap();
+        assert!(r.history.is_empty());
+        assert_eq!(levels(&store, T0).await, [(10, 3), (10, 2)]);
+        let e = store.release("o", &[], T0).await.unwrap_err();
+        assert!(matches!(e, StoreError::InFlight(_)), "{e:?}");
+        assert_eq!(
+            store.reroute(reroute("r2"), T0).await.unwrap(),
+            RerouteOutcome::Busy
+        );
+        let later = T0 + 1_001;
+        store.expire_holds(later).await.unwrap();
+        assert_eq!(levels(&store, later).await, [(10, 3), (10, 0)]);
+        let r = store.get_reservation("o", later).await.unwrap().unwrap();
+        assert!(r.history.is_empty());
+        assert_eq!(r.allocations[0].quantity, 3);
+        Audit::read(ports, &prefix).assert_consistent();
+        // and the order can be rerouted again
+        let done = store.reroute(reroute("r3"), later).await.unwrap();
+        assert!(matches!(done, RerouteOutcome::Done(_)), "{done:?}");
+        assert_eq!(levels(&store, later).await, [(8, 1), (10, 2)]);
+        Audit::read(ports, &prefix).assert_consistent();
+
+        // cut off once decided: finished by the next read past its deadline
+        let (store, prefix) = with_an_order(urls, cluster).await;
+        let cut = store
+            .reroute_cut_off(reroute("r1"), T0, RerouteCut::AfterDecision)
+            .await
+            .unwrap();
+        assert_eq!(cut, None);
+        let later = T0 + 1_001;
+        let r = store.get_reservation("o", later).await.unwrap().unwrap();
+        assert_eq!(
+            r.history
+                .iter()
+                .map(|d| d.reroute_id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["r1"]
+        );
+        // the short-picked units left on hand once, the new ones are held once
+        assert_eq!(levels(&store, later).await, [(8, 1), (10, 2)]);
+        store.expire_holds(later).await.unwrap();
+        assert_eq!(levels(&store, later).await, [(8, 1), (10, 2)]);
+        Audit::read(ports, &prefix).assert_consistent();
+        // the same reroute again changes nothing
+        let again = store.reroute(reroute("r1"), later).await.unwrap();
+        assert!(matches!(again, RerouteOutcome::Repeat(_)), "{again:?}");
+        assert_eq!(levels(&store, later).await, [(8, 1), (10, 2)]);
+        // and a release then gives back everything held
+        store.release("o", &[], later).await.unwrap();
+        assert_eq!(levels(&store, later).await, [(8, 0), (10, 0)]);
+        Audit::read(ports, &prefix).assert_consistent();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn on_a_single_redis() {
+        let server = super::single();
+        cut_off(vec![server.url()], false, &[server.port]).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn on_a_cluster() {
+        let cluster = super::cluster();
+        cut_off(cluster.urls(), true, &cluster.ports()).await;
+    }
+}

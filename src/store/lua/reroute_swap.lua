@@ -1,16 +1,17 @@
 -- Finishes a decided reroute at one sku: the units leave the node (reserved goes down, and on
 -- hand too for units that do not exist), and the new units stop being pending and join the
--- order's hold. Idempotent: the hold notes the reroute done.
--- KEYS: level hash, holds hash, the log (on hand that changed is reported as a stock event).
--- ARGV: order id, the reroute's token, node, '1' when the units leave on hand, then line id
--- and units per line leaving the node.
+-- order's hold. Idempotent: a mark beside the hold notes the reroute done.
+-- KEYS: level hash, holds hash, the order's reroute mark at the sku, the log (on hand that
+-- changed is reported as a stock event).
+-- ARGV: order id, the reroute's token, node, '1' when the units leave on hand, retention in ms,
+-- then line id and units per line leaving the node.
+if redis.call('GET', KEYS[3]) == ARGV[2] then return 0 end
 local prev = redis.call('HGET', KEYS[2], ARGV[1])
 local h = prev and hold_decode(prev)
-if h and h.rr == ARGV[2] then return 0 end
 h = h or {a = {}}
 local node = ARGV[3]
 local gone = 0
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local left = tonumber(ARGV[i + 1])
   for _, e in ipairs(h.a) do
     if hold_part_ok(e) and e[1] == ARGV[i] and e[2] == node and left > 0 then
@@ -45,7 +46,11 @@ if h.n and h.n.t == ARGV[2] then
   end
   h.n = nil
 end
-h.a = keep
-h.rr = ARGV[2]
-redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(h))
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[5])
+if #keep == 0 then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  h.a = keep
+  redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(h))
+end
 return 1

@@ -71,6 +71,11 @@ impl Keys {
         format!("{}:{{s:{sku}}}:ho", self.prefix)
     }
 
+    /// The reroute last finished at a sku for an order (its token), in the sku's slot.
+    pub(super) fn reroute_mark(&self, sku: &str, order_id: &str) -> String {
+        format!("{}:{{s:{sku}}}:rr:{order_id}", self.prefix)
+    }
+
     pub(super) fn sku_void(&self, sku: &str, token: &str) -> String {
         format!("{}:{{s:{sku}}}:void:{token}", self.prefix)
     }

@@ -63,6 +63,8 @@ mod read;
 mod record;
 mod release;
 mod reroute;
+#[cfg(feature = "testkit")]
+pub use reroute::RerouteCut;
 mod reserve;
 mod scripts;
 mod sweep;

@@ -25,6 +25,15 @@ use super::record::{Record, Rerouting, coded_record, corrupt, int, items, text};
 use crate::clock::Millis;
 use crate::store::{RerouteHold, RerouteOutcome, StoreError};
 
+/// Where a reroute is cut off, as by a replica dying: after its new units are held, or after
+/// it is decided. For tests of the sweep that finishes or undoes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "testkit"), allow(dead_code))]
+pub enum RerouteCut {
+    AfterHolds,
+    AfterDecision,
+}
+
 impl RedisStore {
     pub(super) async fn reroute_on(
         &self,
@@ -32,16 +41,40 @@ impl RedisStore {
         hold: RerouteHold,
         now: Millis,
     ) -> Result<RerouteOutcome, StoreError> {
+        let outcome = self.reroute_steps(conn, hold, now, None).await?;
+        outcome.ok_or_else(|| corrupt("a reroute cut off with no cut asked for"))
+    }
+
+    /// A reroute that stops where `cut` says, leaving the rest to the sweep.
+    #[cfg(feature = "testkit")]
+    pub async fn reroute_cut_off(
+        &self,
+        hold: RerouteHold,
+        now: Millis,
+        cut: RerouteCut,
+    ) -> Result<Option<RerouteOutcome>, StoreError> {
+        let conn = self.conn().await?;
+        self.reroute_steps(&conn, hold, now, Some(cut)).await
+    }
+
+    /// The steps of a reroute (see the module docs); `None` when cut off by `cut`.
+    async fn reroute_steps(
+        &self,
+        conn: &Conn,
+        hold: RerouteHold,
+        now: Millis,
+        cut: Option<RerouteCut>,
+    ) -> Result<Option<RerouteOutcome>, StoreError> {
         let order_id = hold.order_id.clone();
         let reroute_id = hold.decision.reroute_id.clone();
         let Some(record) = self.current_record(conn, &order_id, now).await? else {
-            return Ok(RerouteOutcome::Changed);
+            return Ok(Some(RerouteOutcome::Changed));
         };
         if record.history.iter().any(|d| d.reroute_id == reroute_id) {
-            return Ok(RerouteOutcome::Repeat(record.reservation()?));
+            return Ok(Some(RerouteOutcome::Repeat(record.reservation()?)));
         }
         if record.rerouting.is_some() || record.releasing.is_some() {
-            return Ok(RerouteOutcome::Busy);
+            return Ok(Some(RerouteOutcome::Busy));
         }
         let token = super::keys::attempt_token();
         let deadline = now + self.inner.settings.pending_timeout_ms as i64;
@@ -83,10 +116,10 @@ impl RedisStore {
             "ok" => {}
             "repeat" => {
                 let current = current.ok_or_else(|| corrupt("a reroute without its record"))?;
-                return Ok(RerouteOutcome::Repeat(current.reservation()?));
+                return Ok(Some(RerouteOutcome::Repeat(current.reservation()?)));
             }
-            "busy" => return Ok(RerouteOutcome::Busy),
-            _ => return Ok(RerouteOutcome::Changed),
+            "busy" => return Ok(Some(RerouteOutcome::Busy)),
+            _ => return Ok(Some(RerouteOutcome::Changed)),
         }
         // (2) the new units of every sku
         let skus = new_skus(hold);
@@ -107,6 +140,9 @@ impl RedisStore {
                     failed.get_or_insert(e);
                 }
             }
+        }
+        if cut == Some(RerouteCut::AfterHolds) && refusal.is_none() && failed.is_none() {
+            return Ok(None);
         }
         // (3) decided, unless a sku refused
         let decided = if refusal.is_none() && failed.is_none() {
@@ -135,11 +171,14 @@ impl RedisStore {
             if let Some(e) = failed {
                 return Err(e);
             }
-            return Ok(refusal.unwrap_or(RerouteOutcome::Changed));
+            return Ok(Some(refusal.unwrap_or(RerouteOutcome::Changed)));
+        }
+        if cut == Some(RerouteCut::AfterDecision) {
+            return Ok(None);
         }
         // (4) and (5)
         let finished = self.finish_reroute(conn, &order_id, &rerouting).await?;
-        Ok(RerouteOutcome::Done(finished.reservation()?))
+        Ok(Some(RerouteOutcome::Done(finished.reservation()?)))
     }
 
     /// Holds the new units of a reroute at one sku.
@@ -152,7 +191,11 @@ impl RedisStore {
     ) -> Result<Value, StoreError> {
         let hold = &rerouting.hold;
         let keys = &self.inner.keys;
-        let (lv, ho) = (keys.levels(sku), keys.holds(sku));
+        let (lv, ho, mark) = (
+            keys.levels(sku),
+            keys.holds(sku),
+            keys.reroute_mark(sku, &hold.order_id),
+        );
         let mut args = vec![
             hold.order_id.clone(),
             rerouting.t.clone(),
@@ -162,8 +205,13 @@ impl RedisStore {
         for a in hold.new.iter().filter(|a| a.sku == sku) {
             args.extend([a.line_id.clone(), a.node_id.clone(), a.quantity.to_string()]);
         }
-        self.eval(conn, &self.inner.scripts.reroute_hold, &[&lv, &ho], &args)
-            .await
+        self.eval(
+            conn,
+            &self.inner.scripts.reroute_hold,
+            &[&lv, &ho, &mark],
+            &args,
+        )
+        .await
     }
 
     /// Gives back the new units of a reroute not decided, and forgets it.
@@ -204,19 +252,29 @@ impl RedisStore {
         let keys = &self.inner.keys;
         let hold = &rerouting.hold;
         try_join_all(hold.skus().iter().map(|sku| {
-            let (lv, ho) = (keys.levels(sku), keys.holds(sku));
+            let (lv, ho, mark) = (
+                keys.levels(sku),
+                keys.holds(sku),
+                keys.reroute_mark(sku, order_id),
+            );
             let mut args = vec![
                 order_id.to_owned(),
                 rerouting.t.clone(),
                 hold.node_id.clone(),
                 if hold.removes_stock { "1" } else { "0" }.to_owned(),
+                self.retention_ms().to_string(),
             ];
             for g in hold.gone.iter().filter(|g| &g.sku == sku) {
                 args.extend([g.line_id.clone(), g.units.to_string()]);
             }
             async move {
-                self.eval(conn, &self.inner.scripts.reroute_swap, &[&lv, &ho], &args)
-                    .await
+                self.eval(
+                    conn,
+                    &self.inner.scripts.reroute_swap,
+                    &[&lv, &ho, &mark],
+                    &args,
+                )
+                .await
             }
         }))
         .await?;
