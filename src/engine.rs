@@ -324,6 +324,21 @@ impl Engine {
                     })
                 })
                 .collect();
+            let waiting = if admitted.segment().unfilled == crate::domain::UnfilledPolicy::Backorder
+            {
+                plan.unfilled
+                    .iter()
+                    .filter(|u| u.quantity > 0)
+                    .map(|u| crate::store::WaitingUnits {
+                        line_id: u.line_id.clone(),
+                        sku: u.sku.clone(),
+                        units: u.quantity,
+                        since: now,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let request = HoldRequest {
                 order_id: order.order_id.clone(),
                 fingerprint: fingerprint.clone(),
@@ -337,6 +352,7 @@ impl Engine {
                 capacity_limits,
                 closed: admitted.segment().closed(),
                 order: Some(order.clone()),
+                waiting,
             };
             let outcome = self
                 .after_in_flight(|at| {

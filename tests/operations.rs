@@ -435,6 +435,28 @@ async fn each_role_may_call_its_methods_and_nothing_else_changes_anything() {
         .unwrap()
         .into_inner();
     assert_eq!((stock.skus[0].on_hand, stock.skus[0].reserved), (9, 4));
+    // the node's side reroutes what it cannot ship; checkout may not
+    let reroute = || pb::RerouteRequest {
+        order_id: "auth-o1".into(),
+        node_id: "wh-getafe".into(),
+        lines: Vec::new(),
+        reason: pb::RerouteReason::Damaged as i32,
+        reroute_id: "auth-r1".into(),
+    };
+    assert_eq!(
+        sourcing
+            .reroute(with_token(reroute(), checkout))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let rerouted = sourcing
+        .reroute(with_token(reroute(), feed))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rerouted.rerouted);
     let nodes = server
         .network()
         .list_nodes(with_token(pb::ListNodesRequest { kind: 0 }, planner))

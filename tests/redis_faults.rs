@@ -159,6 +159,7 @@ impl Fixture {
             capacity_limits: vec![(NODE.into(), 1_000)],
             closed: Vec::new(),
             order: None,
+            waiting: Vec::new(),
         }
     }
 

@@ -172,6 +172,7 @@ mod unreadable {
             capacity_limits: vec![(node.into(), 1_000)],
             closed: Vec::new(),
             order: None,
+            waiting: Vec::new(),
         }
     }
 
@@ -426,6 +427,7 @@ async fn reads_leave_expired_holds_out_and_sweepers_share_the_work() {
         capacity_limits: Vec::new(),
         closed: Vec::new(),
         order: None,
+        waiting: Vec::new(),
     };
     for i in 0..HOLDS {
         let outcome = store
@@ -535,6 +537,7 @@ async fn concurrent_partial_releases(urls: Vec<String>, cluster: bool, ports: &[
             capacity_limits: vec![("n1".into(), 1_000)],
             closed: Vec::new(),
             order: None,
+            waiting: Vec::new(),
         };
         let outcome = store.reserve(request, T0).await.unwrap();
         assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
@@ -632,6 +635,7 @@ mod bad_data {
             capacity_limits: Vec::new(),
             closed: Vec::new(),
             order: None,
+            waiting: Vec::new(),
         }
     }
 
@@ -856,6 +860,7 @@ mod round_trips {
             capacity_limits: Vec::new(),
             closed: Vec::new(),
             order: None,
+            waiting: Vec::new(),
         }
     }
 
@@ -988,6 +993,7 @@ mod reroutes_cut_off {
             capacity_limits: Vec::new(),
             closed: Vec::new(),
             order: None,
+            waiting: Vec::new(),
         };
         let outcome = store.reserve(request, T0).await.unwrap();
         assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");

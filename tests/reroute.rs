@@ -209,7 +209,23 @@ async fn what_no_node_can_ship_waits_or_is_cancelled_by_the_segment() {
         .stock(&[("wh-getafe", "RR-2", 10, 0), ("wh-sabadell", "RR-3", 10, 0)])
         .await;
     let mut sourcing = server.sourcing();
-    // standard backorders: the units wait
+    // standard backorders: what a reserve cannot place waits from the start
+    let r = reserve(
+        &server,
+        order("rr-2w", "standard", vec![line("1", "RR-2", 12)]),
+    )
+    .await;
+    assert_eq!(held(&r), vec![("wh-getafe".into(), 10)]);
+    assert_eq!(r.waiting.len(), 1);
+    assert_eq!((r.waiting[0].line_id.as_str(), r.waiting[0].units), ("1", 2));
+    sourcing
+        .release(pb::ReleaseRequest {
+            order_id: "rr-2w".into(),
+            line_ids: vec![],
+        })
+        .await
+        .unwrap();
+    // and so do the units of a reroute no node can take
     reserve(
         &server,
         order("rr-2a", "standard", vec![line("1", "RR-2", 4)]),
@@ -455,4 +471,63 @@ async fn bad_reroutes_name_the_problem_and_change_nothing() {
         .reservation
         .unwrap();
     assert_eq!(r.history.len(), 1);
+}
+
+/// The README's example, on the demo stock: Getafe short-picks one of web-1001's two units.
+#[tokio::test]
+async fn the_readme_example_goes_as_it_says() {
+    let mut config = demo_config();
+    config.settings.store.seed_stock = true;
+    let server = TestServer::start_with(config).await;
+    let mut sourcing = server.sourcing();
+    let mut web = order("web-1001", "vip", vec![line("1", "APP-0003", 2)]);
+    web.destination = Some(pb::Destination {
+        location: Some(pb::GeoPoint {
+            lat: 40.4168,
+            lon: -3.7038,
+        }),
+        country: "ES".into(),
+    });
+    let r = sourcing
+        .reserve(pb::ReserveRequest {
+            order: Some(web),
+            hold_ttl_seconds: 600,
+            strategy: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    assert_eq!(held(&r), vec![("wh-getafe".into(), 2)]);
+    sourcing
+        .commit(pb::CommitRequest {
+            order_id: "web-1001".into(),
+        })
+        .await
+        .unwrap();
+    let answer = sourcing
+        .reroute(reroute(
+            "web-1001",
+            "wh-getafe",
+            &[("1", 1)],
+            pb::RerouteReason::ShortPick,
+            "getafe-pick-17",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = answer.reservation.unwrap();
+    let summaries: Vec<&str> = r.history.iter().map(|d| d.summary.as_str()).collect();
+    assert_eq!(
+        summaries,
+        vec![
+            "2 units planned from wh-getafe",
+            "1 unit at wh-getafe (short_pick): 1 rerouted to 3pl-alcala"
+        ]
+    );
+    assert_eq!(
+        held(&r),
+        vec![("3pl-alcala".into(), 1), ("wh-getafe".into(), 1)]
+    );
 }

@@ -31,7 +31,7 @@ use crate::config::{AuthMode, AuthSettings, ConfigError};
 pub enum Role {
     /// Quote, Reserve, Commit, Release, GetReservation.
     Checkout,
-    /// PushStock, SetStock.
+    /// PushStock, SetStock, Reroute: the systems of the nodes (WMS, stores, 3PLs).
     Feed,
     /// GetAvailability, ListNodes.
     Planner,
@@ -82,6 +82,7 @@ const METHODS: &[(&str, Method)] = &[
         needs("PushStock", Role::Feed),
     ),
     ("/dom.v1.Inventory/SetStock", needs("SetStock", Role::Feed)),
+    ("/dom.v1.Sourcing/Reroute", needs("Reroute", Role::Feed)),
     (
         "/dom.v1.Inventory/GetAvailability",
         needs("GetAvailability", Role::Planner),

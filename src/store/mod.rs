@@ -395,6 +395,9 @@ pub struct HoldRequest {
     /// The order, kept with the reservation.
     #[serde(default)]
     pub order: Option<crate::domain::Order>,
+    /// Units no node can ship now that wait for supply (a segment that backorders).
+    #[serde(default)]
+    pub waiting: Vec<WaitingUnits>,
 }
 
 impl HoldRequest {
@@ -427,7 +430,7 @@ impl HoldRequest {
             capacity_day: self.capacity_day,
             order: self.order,
             history: Vec::new(),
-            waiting: Vec::new(),
+            waiting: self.waiting,
         }
     }
 }

@@ -161,6 +161,7 @@ fn hold(order: &str, allocations: Vec<Allocation>, expires_at: Millis) -> HoldRe
         capacity_limits: Vec::new(),
         closed: Vec::new(),
         order: None,
+        waiting: Vec::new(),
     }
 }
 

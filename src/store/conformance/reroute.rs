@@ -126,8 +126,8 @@ pub async fn a_reroute_moves_units_to_another_node_once(store: Arc<dyn StockStor
         .unwrap();
     assert_eq!(again, RerouteOutcome::Repeat(r.clone()));
     assert_eq!(levels(s).await, vec![(5, 1), (5, 2), (0, 0)]);
-    // reported once
-    let events = log_of(s, 2).await;
+    // reported once (two stock events, created, rerouted)
+    let events = log_of(s, 4).await;
     let rerouted: Vec<_> = events
         .iter()
         .filter(|e| e.kind == EventKind::ReservationRerouted)
@@ -162,8 +162,8 @@ pub async fn short_picked_units_leave_on_hand(store: Arc<dyn StockStore>) {
     assert_eq!(levels(s).await, vec![(2, 0), (5, 3), (0, 0)]);
     assert_eq!(r.state, ReservationState::Committed);
     assert_eq!(r.expires_at, None);
-    // and the stock change is reported
-    let events = log_of(s, 3).await;
+    // and the stock change is reported (after two seeds, created, committed, rerouted)
+    let events = log_of(s, 6).await;
     assert!(events.iter().any(|e| matches!(
         &e.change,
         Change::Stock(c) if c.node_id == "n1" && c.level.on_hand == 2
@@ -227,14 +227,29 @@ pub async fn a_reroute_that_cannot_hold_changes_nothing(store: Arc<dyn StockStor
         .unwrap();
     assert_eq!(outcome, RerouteOutcome::Changed);
     assert_eq!(levels(s).await, vec![(5, 0), (1, 0), (0, 0)]);
-    let log = log_of(s, 3).await;
+    // a seed, created, released, and nothing more
+    let log = log_of(s, 4).await;
     assert!(!log.iter().any(|e| e.kind == EventKind::ReservationRerouted));
 }
 
 pub async fn units_no_node_ships_are_cancelled_or_wait(store: Arc<dyn StockStore>) {
     let s = store.as_ref();
     seed(s, "n1", "A", 5, 0).await;
-    created(s, hold("o1", vec![alloc("l1", "A", "n1", 3)], T0 + 60_000)).await;
+    // the reserve left a unit of another line waiting
+    let first_wait = WaitingUnits {
+        line_id: "l0".into(),
+        sku: "A".into(),
+        units: 1,
+        since: T0 - 5,
+    };
+    let mut request = hold("o1", vec![alloc("l1", "A", "n1", 3)], T0 + 60_000);
+    request.waiting = vec![first_wait.clone()];
+    let r = created(s, request).await;
+    assert_eq!(r.waiting, vec![first_wait.clone()]);
+    assert_eq!(
+        s.get_reservation("o1", T0).await.unwrap().unwrap().waiting,
+        vec![first_wait.clone()]
+    );
     // one unit cancelled
     let r = done(
         s,
@@ -254,13 +269,15 @@ pub async fn units_no_node_ships_are_cancelled_or_wait(store: Arc<dyn StockStore
     }];
     wait.decision.fates[0].fate = Fate::Waiting;
     let r = done(s, wait).await;
-    assert_eq!(r.waiting.len(), 1);
-    assert_eq!(r.waiting[0].units, 2);
+    assert_eq!(r.waiting.len(), 2);
+    assert_eq!(r.waiting[0], first_wait);
+    assert_eq!((r.waiting[1].line_id.as_str(), r.waiting[1].units), ("l1", 2));
     assert_eq!(r.history.len(), 2);
     assert_eq!(levels(s).await, vec![(5, 0), (0, 0), (0, 0)]);
     // nothing outstanding is left: the order is settled as given back
     assert_eq!(r.state, ReservationState::Released);
-    let log = log_of(s, 4).await;
+    // a seed, created, rerouted and cancelled, rerouted
+    let log = log_of(s, 5).await;
     let kinds: Vec<EventKind> = log
         .iter()
         .map(|e| e.kind)

@@ -25,6 +25,9 @@ pub(super) struct Body {
     /// The order, to plan its units again (records made before it was kept have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) order: Option<crate::domain::Order>,
+    /// Units waiting for supply from the start (later ones are kept apart, in `wt`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) waiting: Vec<WaitingUnits>,
 }
 
 /// A reroute under way, as the record notes it (see `reroute.rs`).
@@ -74,7 +77,7 @@ impl Record {
             capacity_day: b.capacity_day,
             order: b.order.clone(),
             history: self.history.clone(),
-            waiting: self.waiting.clone(),
+            waiting: b.waiting.iter().chain(&self.waiting).cloned().collect(),
         })
     }
 

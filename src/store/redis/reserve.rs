@@ -61,6 +61,7 @@ impl RedisStore {
             created_at: now,
             capacity_day: request.capacity_day,
             order: request.order.clone(),
+            waiting: request.waiting.clone(),
         })
         .map_err(|e| corrupt(format!("a reservation body: {e}")))?;
         let allocations = serde_json::to_string(&request.allocations)
