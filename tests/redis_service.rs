@@ -1,6 +1,6 @@
 //! The service on Redis, as operators run it: started before Redis, through Redis pausing and
 //! restarting under load, and as several replica processes on one Redis Cluster racing for
-//! scarce stock, with one of them killed mid-reservation. After each, Redis is read directly
+//! scarce stock, with one of them killed mid-reservation or mid-reroute. After each, Redis is read directly
 //! and stock, holds and reservation records must agree.
 
 mod common;
@@ -850,4 +850,136 @@ async fn each_alert_crossing_is_reported_once_by_replicas_that_all_see_it() {
             .collect();
         assert_eq!(kinds, [(low, 10), (up, 30), (low, 5)], "{sku}");
     }
+}
+
+/// Units of each order: outstanding at its nodes, waiting, and cancelled by its reroutes.
+fn accounted(r: &pb::Reservation) -> i64 {
+    let outstanding: i64 = r
+        .allocations
+        .iter()
+        .map(|a| a.quantity - a.shipped - a.released)
+        .sum();
+    let waiting: i64 = r.waiting.iter().map(|w| w.units).sum();
+    let cancelled: i64 = r
+        .history
+        .iter()
+        .flat_map(|d| &d.outcomes)
+        .filter(|o| o.fate == pb::UnitFate::Cancelled as i32)
+        .map(|o| o.units)
+        .sum();
+    outstanding + waiting + cancelled
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_reroute_at_once_and_one_killed_leaves_nothing_half_done() {
+    let (cluster, _logs, p, mut replicas) = replicas_on_a_cluster().await;
+    let skus = ["RRS-A", "RRS-B"];
+    let nodes = ["wh-getafe", "wh-zaragoza", "wh-sabadell", "wh-sevilla"];
+    let rows: Vec<_> = skus
+        .iter()
+        .flat_map(|sku| nodes.iter().map(move |n| (*n, *sku, 40)))
+        .collect();
+    push_stock(&mut replicas[0].inventory(), &rows).await;
+    // 40 held orders of three units, two lines
+    let orders = 40;
+    for i in 0..orders {
+        let lines = vec![line("l0", skus[0], 2), line("l1", skus[1], 1)];
+        replicas[i % 3]
+            .sourcing()
+            .reserve(common::reserve_request(order(
+                &format!("q{i}"),
+                "standard",
+                lines,
+            )))
+            .await
+            .unwrap();
+    }
+    // every order's first node turns it down, twice over under one id, through two replicas
+    // at once; a third of the way in, one replica is killed
+    let mut firsts = Vec::new();
+    for i in 0..orders {
+        let r = replicas[1]
+            .sourcing()
+            .get_reservation(pb::GetReservationRequest {
+                order_id: format!("q{i}"),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .reservation
+            .unwrap();
+        firsts.push(r.allocations[0].node_id.clone());
+    }
+    let request = |i: usize, node: &str| pb::RerouteRequest {
+        order_id: format!("q{i}"),
+        node_id: node.to_owned(),
+        lines: Vec::new(),
+        reason: pb::RerouteReason::StoreRejected as i32,
+        reroute_id: format!("rj-{i}"),
+    };
+    let channels: Vec<Channel> = replicas.iter().map(|r| r.channel.clone()).collect();
+    let calls: Vec<_> = (0..orders)
+        .flat_map(|i| [(i, i % 3), (i, (i + 1) % 3)])
+        .map(|(i, via)| {
+            let mut sourcing = SourcingClient::new(channels[via].clone());
+            let request = request(i, &firsts[i]);
+            tokio::spawn(async move { sourcing.reroute(request).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    replicas[0].kill();
+    let mut cut_off = Vec::new();
+    for (n, call) in calls.into_iter().enumerate() {
+        if let Err(e) = call.await.unwrap() {
+            // the killed replica's calls, or a call that waited on one it cut off
+            assert!(
+                matches!(
+                    e.code(),
+                    Code::Unavailable | Code::Unknown | Code::Cancelled
+                ),
+                "{e:?}"
+            );
+            cut_off.push(n / 2);
+        }
+    }
+    // a checkout whose call was cut off sends it again to a survivor: done once either way
+    for i in cut_off {
+        let answer = replicas[1]
+            .sourcing()
+            .reroute(request(i, &firsts[i]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(answer.reservation.is_some());
+    }
+    settled_audit(&cluster_ports(&cluster), &p).await;
+    for i in 0..orders {
+        let r = replicas[2]
+            .sourcing()
+            .get_reservation(pb::GetReservationRequest {
+                order_id: format!("q{i}"),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .reservation
+            .unwrap();
+        // one reroute, whichever replica made it; no unit lost or doubled; none left at the
+        // node that turned the order down
+        let reroutes = r
+            .history
+            .iter()
+            .filter(|d| d.reroute_id == format!("rj-{i}"))
+            .count();
+        assert_eq!(reroutes, 1, "q{i}: {:?}", r.history);
+        assert_eq!(accounted(&r), 3, "q{i}: {r:?}");
+        assert!(
+            r.allocations
+                .iter()
+                .filter(|a| a.node_id == firsts[i])
+                .all(|a| a.quantity - a.shipped - a.released == 0),
+            "q{i}: {r:?}"
+        );
+    }
+    drop(replicas);
 }
