@@ -17,6 +17,9 @@
 //! snapshot of a sku of its own, timed from its acknowledgement to its event's arrival at a
 //! watcher filtering that sku. `--protect` has `vip` keep 2 units and `standard` 10% of on
 //! hand of every node's stock from worse segments, to tell what protection costs.
+//! `--reroutes N` then holds N more orders and has the first node of each turn it down
+//! (`Reroute`, STORE_REJECTED, every unit, `--clients` at a time): reroutes per second and
+//! their latency percentiles.
 
 #[path = "../tests/common/redis.rs"]
 mod redis_harness;
@@ -55,6 +58,8 @@ struct Options {
     watchers: usize,
     /// vip keeps 2 units and standard 10% of on hand from worse segments.
     protect: bool,
+    /// Orders held and then rerouted after the checkouts.
+    reroutes: usize,
 }
 
 fn options() -> Options {
@@ -77,6 +82,7 @@ fn options() -> Options {
         client_threads: value("--client-threads", 1) as usize,
         watchers: value("--watchers", 0) as usize,
         protect: args.iter().any(|a| a == "--protect"),
+        reroutes: value("--reroutes", 0) as usize,
     }
 }
 
@@ -473,6 +479,73 @@ fn watch(
     })
 }
 
+/// 3. reroutes: `--reroutes` orders held, then each turned down by the first node it holds
+/// units at, `--clients` at a time.
+async fn reroutes(sourcing: SourcingClient<Channel>, opts: &Options, skus: Vec<String>) {
+    let per_client = opts.reroutes.div_ceil(opts.clients);
+    let tasks: Vec<_> = (0..opts.clients)
+        .map(|c| {
+            let mut sourcing = sourcing.clone();
+            let mut next = order_source(1_000 + c as u64, skus.clone());
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                for n in 0..per_client as u64 {
+                    let mut order = next(n);
+                    order.order_id = format!("rr{c}-{n}");
+                    let r = sourcing
+                        .reserve(pb::ReserveRequest {
+                            order: Some(order),
+                            hold_ttl_seconds: 0,
+                            strategy: 0,
+                        })
+                        .await
+                        .expect("a reserve")
+                        .into_inner()
+                        .reservation
+                        .expect("a reservation");
+                    if let Some(a) = r.allocations.first() {
+                        held.push((r.order_id.clone(), a.node_id.clone()));
+                    }
+                }
+                let mut latencies = Latencies::default();
+                let mut errors = 0u64;
+                let started = Instant::now();
+                for (order_id, node_id) in held {
+                    let at = Instant::now();
+                    let rerouted = sourcing
+                        .reroute(pb::RerouteRequest {
+                            reroute_id: format!("{order_id}-r"),
+                            order_id,
+                            node_id,
+                            lines: Vec::new(),
+                            reason: pb::RerouteReason::StoreRejected as i32,
+                        })
+                        .await;
+                    latencies.add(at);
+                    errors += u64::from(rerouted.is_err());
+                }
+                (latencies, errors, started.elapsed())
+            })
+        })
+        .collect();
+    let mut all = Latencies::default();
+    let (mut errors, mut longest) = (0, Duration::ZERO);
+    for t in tasks {
+        let (latencies, e, took) = t.await.expect("a rerouting client");
+        all.0.extend(latencies.0);
+        errors += e;
+        longest = longest.max(took);
+    }
+    println!(
+        "reroutes, {} clients: {} in {:.2} s = {:.0} reroutes/s; {errors} errors",
+        opts.clients,
+        all.0.len(),
+        longest.as_secs_f64(),
+        all.0.len() as f64 / longest.as_secs_f64()
+    );
+    println!("{}", all.line("reroute"));
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -677,6 +750,9 @@ fn main() {
                 sent
             );
             println!("{}", probes.line("ack→event"));
+        }
+        if opts.reroutes > 0 {
+            reroutes(SourcingClient::new(channel.clone()), &opts, skus.to_vec()).await;
         }
     });
     let _ = stop_server.send(());

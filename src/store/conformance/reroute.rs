@@ -111,6 +111,11 @@ pub async fn a_reroute_moves_units_to_another_node_once(store: Arc<dyn StockStor
     assert_eq!(at("n2"), Some((2, 0)));
     assert_eq!(r.history.len(), 1);
     assert_eq!(r.history[0].reroute_id, "r1");
+    // the day's capacity moves with the units
+    let (_, used) = s.read_state(&[], 20_000, T0).await.unwrap();
+    let mut used: Vec<(String, u64)> = used.into_iter().collect();
+    used.sort();
+    assert_eq!(used, vec![("n1".to_owned(), 1), ("n2".to_owned(), 2)]);
     assert_eq!(
         s.get_reservation("o1", T0).await.unwrap().unwrap(),
         r,
@@ -145,6 +150,8 @@ pub async fn a_reroute_moves_units_to_another_node_once(store: Arc<dyn StockStor
     let released = s.release("o1", &[], T0).await.unwrap();
     assert_eq!(released.state, ReservationState::Released);
     assert_eq!(levels(s).await, vec![(5, 0), (5, 0), (0, 0)]);
+    let (_, used) = s.read_state(&[], 20_000, T0).await.unwrap();
+    assert!(used.values().all(|u| *u == 0), "{used:?}");
 }
 
 pub async fn short_picked_units_leave_on_hand(store: Arc<dyn StockStore>) {
@@ -271,7 +278,10 @@ pub async fn units_no_node_ships_are_cancelled_or_wait(store: Arc<dyn StockStore
     let r = done(s, wait).await;
     assert_eq!(r.waiting.len(), 2);
     assert_eq!(r.waiting[0], first_wait);
-    assert_eq!((r.waiting[1].line_id.as_str(), r.waiting[1].units), ("l1", 2));
+    assert_eq!(
+        (r.waiting[1].line_id.as_str(), r.waiting[1].units),
+        ("l1", 2)
+    );
     assert_eq!(r.history.len(), 2);
     assert_eq!(levels(s).await, vec![(5, 0), (0, 0), (0, 0)]);
     // nothing outstanding is left: the order is settled as given back

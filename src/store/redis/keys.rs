@@ -96,6 +96,11 @@ impl Keys {
         format!("{}:{{c:{day}}}:orders", self.prefix)
     }
 
+    /// The reroute last finished in a day's capacity for an order (its token), in that slot.
+    pub(super) fn capacity_reroute_mark(&self, day: i64, order_id: &str) -> String {
+        format!("{}:{{c:{day}}}:rr:{order_id}", self.prefix)
+    }
+
     pub(super) fn capacity_void(&self, day: i64, token: &str) -> String {
         format!("{}:{{c:{day}}}:void:{token}", self.prefix)
     }

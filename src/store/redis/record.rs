@@ -35,6 +35,8 @@ pub(super) struct Body {
 pub(super) struct Rerouting {
     /// The reroute's token.
     pub(super) t: String,
+    /// The day whose node capacity the order takes.
+    pub(super) day: i64,
     pub(super) hold: RerouteHold,
 }
 

@@ -5,7 +5,8 @@
 //! 2. each sku holds its new units beside the order's hold, pending;
 //! 3. the record marks the reroute decided: from here it is only ever finished;
 //! 4. each sku gives the units back at the node (and takes them off on hand when they do not
-//!    exist) and makes the new units the order's;
+//!    exist) and makes the new units the order's, and the day's node capacity moves with them
+//!    (the new nodes' limits are not checked);
 //! 5. the record takes the new allocations and the decision, and reports the change.
 //!
 //! A refusal at step 2 undoes what was held and forgets the reroute. A replica that stops
@@ -94,6 +95,7 @@ impl RedisStore {
         .await?;
         let rerouting = Rerouting {
             t: token.clone(),
+            day: record.body.capacity_day,
             hold,
         };
         let note =
@@ -278,6 +280,7 @@ impl RedisStore {
             }
         }))
         .await?;
+        self.move_capacity(conn, order_id, rerouting).await?;
         let json =
             |v: serde_json::Result<String>| v.map_err(|e| corrupt(format!("a reroute: {e}")));
         let decision = json(serde_json::to_string(std::slice::from_ref(&hold.decision)))?;
@@ -297,6 +300,44 @@ impl RedisStore {
             .await?;
         let (_, record) = coded_record(reply)?;
         record.ok_or_else(|| StoreError::NotFound(order_id.to_owned()))
+    }
+
+    /// Moves the order's capacity of its day with the units. Idempotent.
+    async fn move_capacity(
+        &self,
+        conn: &Conn,
+        order_id: &str,
+        rerouting: &Rerouting,
+    ) -> Result<(), StoreError> {
+        let keys = &self.inner.keys;
+        let hold = &rerouting.hold;
+        let day = rerouting.day;
+        let (used, orders, mark) = (
+            keys.capacity_used(day),
+            keys.capacity_orders(day),
+            keys.capacity_reroute_mark(day, order_id),
+        );
+        let mut args = vec![
+            order_id.to_owned(),
+            rerouting.t.clone(),
+            self.retention_ms().to_string(),
+            hold.node_id.clone(),
+            hold.gone.len().to_string(),
+        ];
+        for g in &hold.gone {
+            args.extend([g.line_id.clone(), g.units.to_string()]);
+        }
+        for a in &hold.new {
+            args.extend([a.node_id.clone(), a.quantity.to_string(), a.line_id.clone()]);
+        }
+        self.eval(
+            conn,
+            &self.inner.scripts.reroute_capacity,
+            &[&used, &orders, &mark],
+            &args,
+        )
+        .await?;
+        Ok(())
     }
 
     /// The sweep's part: a reroute past its deadline is finished if it was decided, else

@@ -30,6 +30,7 @@ mod lua {
     pub const REROUTE_HOLD: &str = include_str!("../lua/reroute_hold.lua");
     pub const REROUTE_UNDO: &str = include_str!("../lua/reroute_undo.lua");
     pub const REROUTE_SWAP: &str = include_str!("../lua/reroute_swap.lua");
+    pub const REROUTE_CAPACITY: &str = include_str!("../lua/reroute_capacity.lua");
 }
 
 /// A script with the name its round trips are measured under.
@@ -68,6 +69,7 @@ pub(super) struct Scripts {
     pub(super) reroute_hold: Named,
     pub(super) reroute_undo: Named,
     pub(super) reroute_swap: Named,
+    pub(super) reroute_capacity: Named,
 }
 
 /// Scripts that report their changes to the log.
@@ -123,6 +125,7 @@ impl Scripts {
             reroute_hold: s("reroute_hold", lua::REROUTE_HOLD),
             reroute_undo: s("reroute_undo", lua::REROUTE_UNDO),
             reroute_swap: s("reroute_swap", lua::REROUTE_SWAP),
+            reroute_capacity: s("reroute_capacity", lua::REROUTE_CAPACITY),
         }
     }
 }
