@@ -479,8 +479,8 @@ fn watch(
     })
 }
 
-/// 3. reroutes: `--reroutes` orders held, then each turned down by the first node it holds
-/// units at, `--clients` at a time.
+/// Reroutes: `--reroutes` orders held, then each turned down by the first node it holds units
+/// at, `--clients` at a time.
 async fn reroutes(sourcing: SourcingClient<Channel>, opts: &Options, skus: Vec<String>) {
     let per_client = opts.reroutes.div_ceil(opts.clients);
     let tasks: Vec<_> = (0..opts.clients)

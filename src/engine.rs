@@ -430,7 +430,7 @@ impl Engine {
         loop {
             match call(self.clock.now_millis()).await {
                 Err(StoreError::InFlight(order_id)) if Instant::now() + pause < give_up => {
-                    debug!(%order_id, "order is being reserved by another request; waiting");
+                    debug!(%order_id, "order is being changed by another request; waiting");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
@@ -592,7 +592,10 @@ impl Engine {
             return Ok(0);
         }
         let rules = self.rules();
-        let mut view = self.store.read_stock(skus, self.clock.now_millis()).await?;
+        let mut view = self
+            .store
+            .read_stored_levels(skus, self.clock.now_millis())
+            .await?;
         let mut reported = 0;
         for sku in skus {
             let mut levels = view.remove(sku).unwrap_or_default();
@@ -622,7 +625,7 @@ impl Engine {
                         let sku = std::slice::from_ref(sku);
                         levels = self
                             .store
-                            .read_stock(sku, now)
+                            .read_stored_levels(sku, now)
                             .await?
                             .into_values()
                             .next()

@@ -953,7 +953,7 @@ async fn replicas_reroute_at_once_and_one_killed_leaves_nothing_half_done() {
         assert!(answer.reservation.is_some());
     }
     settled_audit(&cluster_ports(&cluster), &p).await;
-    for i in 0..orders {
+    for (i, first) in firsts.iter().enumerate() {
         let r = replicas[2]
             .sourcing()
             .get_reservation(pb::GetReservationRequest {
@@ -976,7 +976,7 @@ async fn replicas_reroute_at_once_and_one_killed_leaves_nothing_half_done() {
         assert!(
             r.allocations
                 .iter()
-                .filter(|a| a.node_id == firsts[i])
+                .filter(|a| &a.node_id == first)
                 .all(|a| a.quantity - a.shipped - a.released == 0),
             "q{i}: {r:?}"
         );

@@ -1071,6 +1071,22 @@ mod reroutes_cut_off {
             store.reroute(reroute("r2"), T0).await.unwrap(),
             RerouteOutcome::Busy
         );
+        // so does a shipment of the order, and nothing of it is applied
+        let ship = StockUpdate {
+            node_id: "n1".into(),
+            sku: "A".into(),
+            sequence: 2,
+            kind: UpdateKind::Shipment {
+                order_id: "o".into(),
+                quantity: 1,
+            },
+        };
+        let e = store
+            .apply_updates(std::slice::from_ref(&ship), T0)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::InFlight(_)), "{e:?}");
+        assert_eq!(levels(&store, T0).await, [(10, 3), (10, 2)]);
         let later = T0 + 1_001;
         store.expire_holds(later).await.unwrap();
         assert_eq!(levels(&store, later).await, [(10, 3), (10, 0)]);

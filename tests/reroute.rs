@@ -217,7 +217,10 @@ async fn what_no_node_can_ship_waits_or_is_cancelled_by_the_segment() {
     .await;
     assert_eq!(held(&r), vec![("wh-getafe".into(), 10)]);
     assert_eq!(r.waiting.len(), 1);
-    assert_eq!((r.waiting[0].line_id.as_str(), r.waiting[0].units), ("1", 2));
+    assert_eq!(
+        (r.waiting[0].line_id.as_str(), r.waiting[0].units),
+        ("1", 2)
+    );
     sourcing
         .release(pb::ReleaseRequest {
             order_id: "rr-2w".into(),

@@ -563,7 +563,10 @@ impl StockStore for MemoryStore {
         r.allocations = allocations;
         r.waiting.extend(hold.waiting.iter().cloned());
         r.history.push(hold.decision.clone());
-        state.settle(&hold.order_id);
+        // units waiting keep the order open, even with nothing outstanding at any node
+        if r.waiting.is_empty() {
+            state.settle(&hold.order_id);
+        }
         let lines: Vec<String> = hold.gone.iter().map(|g| g.line_id.clone()).collect();
         state.report(&hold.order_id, EventKind::ReservationRerouted, &lines, now);
         if hold.cancelled > 0 {

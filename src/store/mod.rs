@@ -471,9 +471,12 @@ pub enum StoreError {
     UnknownLine { order_id: String, line_id: String },
     #[error("stock store unavailable: {0}")]
     Unavailable(String),
-    /// Another request is half-way through reserving this order (a Redis Cluster reserve goes
-    /// in steps); its outcome decides the answer, so asking again shortly gets it.
-    #[error("order {0:?} is being reserved by another request; try again")]
+    /// Another request is half-way through changing this order (a reserve on Redis Cluster, a
+    /// release or a reroute on Redis go in steps); its outcome decides the answer, so asking
+    /// again shortly gets it.
+    #[error(
+        "order {0:?} is being changed by another request (a reserve, release or reroute); try again"
+    )]
     InFlight(String),
     #[error("stock store data is inconsistent: {0}")]
     Corrupt(String),
@@ -494,6 +497,17 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
     /// sweep). A level the store cannot read fails the read with [`StoreError::Corrupt`] naming
     /// the sku and the node; a snapshot of that node and sku repairs it.
     async fn read_stock(&self, skus: &[String], now: Millis) -> Result<StockView, StoreError>;
+
+    /// The levels of these skus as stored, holds due but not yet swept counted as held: what
+    /// [`record_alerts`](StockStore::record_alerts) compares its `seen` levels with. The
+    /// sweep's give-back is a change of its own, looked at when it comes.
+    async fn read_stored_levels(
+        &self,
+        skus: &[String],
+        now: Millis,
+    ) -> Result<StockView, StoreError> {
+        self.read_stock(skus, now).await
+    }
 
     /// Applies feed updates in order; each is applied, stale or rejected on its own.
     ///

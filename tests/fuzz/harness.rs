@@ -1,7 +1,8 @@
 //! One real server per test, on the memory store or on Redis (a private `redis-server`), with a
 //! tokio runtime of its own, and the loop that plays a batch of requests at it: each request is
-//! judged by its answer, a rejected one must have changed nothing, and after the batch the
-//! stock of every sku it touched must read sound and agree with the reservations.
+//! judged by its answer, a rejected one must have changed nothing, a feed call or a reroute
+//! must have changed what it says it did, and after the batch the stock of every sku it
+//! touched must read sound and agree with the reservations.
 //!
 //! Every batch gets skus and order ids of its own (the names drawn, with a suffix for the
 //! batch) and the demo stock of `stock.csv` for its skus, so a failing batch fails the same way
@@ -20,7 +21,7 @@ use tonic::Code;
 
 use crate::common::redis::RedisServer;
 use crate::common::{TestServer, demo_config};
-use crate::hostile::{SKUS, Step, demo};
+use crate::hostile::{ORDER_IDS, SKUS, Step, demo};
 use crate::mutate::{Mangled, hex, mangle};
 use crate::oracle::{World, brief, check_availability, check_reply, shown, well_formed};
 use crate::wire::{self, Call, Method, Reply};
@@ -288,6 +289,47 @@ impl Harness {
                     }],
                 })
             }
+            Step::Reroute {
+                request,
+                allocation,
+                part,
+            } => {
+                let mut request = request.clone();
+                request.order_id = local(&request.order_id, ns);
+                // the order named first, then the batch's others
+                let others = ORDER_IDS.iter().map(|o| local(o, ns));
+                for order_id in std::iter::once(request.order_id.clone()).chain(others) {
+                    let get = Call::GetReservation(pb::GetReservationRequest {
+                        order_id: order_id.clone(),
+                    });
+                    let allocations =
+                        wire::ask::<pb::GetReservationResponse>(&self.server.channel, &get)
+                            .await
+                            .ok()
+                            .and_then(|r| r.reservation)
+                            .map(|r| r.allocations)
+                            .unwrap_or_default();
+                    let outstanding: Vec<(&pb::Allocation, i64)> = allocations
+                        .iter()
+                        .map(|a| (a, a.quantity - a.shipped - a.released))
+                        .filter(|(_, units)| *units > 0)
+                        .collect();
+                    if outstanding.is_empty() {
+                        continue;
+                    }
+                    let (a, units) = outstanding[allocation.index(outstanding.len())];
+                    request.order_id = order_id;
+                    request.node_id = a.node_id.clone();
+                    if let Some(part) = part {
+                        request.lines = vec![pb::RerouteLine {
+                            line_id: a.line_id.clone(),
+                            quantity: 1 + part.index(units as usize) as i64,
+                        }];
+                    }
+                    break;
+                }
+                Call::Reroute(request)
+            }
         };
         Exchange::of(call)
     }
@@ -295,7 +337,11 @@ impl Harness {
     /// Sends one request and judges the answer; a rejected request must leave what it names
     /// as it was.
     async fn play(&self, i: usize, exchange: Exchange, batch: &mut Batch) -> Result<(), String> {
-        let (skus, ids) = exchange.involved();
+        let (mut skus, ids) = exchange.involved();
+        if exchange.method == Method::Reroute {
+            // a reroute names no sku: the stock it moves is its order's
+            skus.extend(self.skus_held(&ids).await);
+        }
         let before = self.read(&skus, &ids).await;
         let reply = wire::send(
             &self.server.channel,
@@ -340,16 +386,30 @@ impl Harness {
             exchange.method,
             Method::Quote | Method::GetReservation | Method::GetAvailability | Method::ListNodes
         );
-        if rejected || reads {
+        let rerouted = match (&reply, &exchange.decoded) {
+            (Ok(bytes), Some(Call::Reroute(r))) => pb::RerouteResponse::decode(bytes.as_ref())
+                .ok()
+                .map(|a| (r, a)),
+            _ => None,
+        };
+        // a reroute answered as it was before changes nothing
+        let repeated = rerouted.as_ref().is_some_and(|(_, a)| !a.rerouted);
+        if rejected || reads || repeated {
             let after = self.read(&skus, &ids).await;
             if after != before {
                 return Err(fail(format!(
-                    "a request rejected or only reading changed what it names: before {} \
-                     after {}",
+                    "a request rejected, only reading or repeated changed what it names: \
+                     before {} after {}",
                     before.describe(),
                     after.describe()
                 )));
             }
+        }
+        if let Some((r, a)) = &rerouted
+            && a.rerouted
+        {
+            let after = self.read(&skus, &ids).await;
+            check_reroute(r, a, &before, &after).map_err(fail)?;
         }
         if let (Ok(bytes), Some(call)) = (&reply, &exchange.decoded)
             && matches!(call, Call::SetStock(_) | Call::PushStock(_))
@@ -366,6 +426,28 @@ impl Harness {
         batch.skus.extend(skus);
         batch.order_ids.extend(ids);
         Ok(())
+    }
+
+    /// The skus the reservations of the order ids hold, the well-formed ones.
+    async fn skus_held(&self, ids: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut skus = BTreeSet::new();
+        for id in ids {
+            let call = Call::GetReservation(pb::GetReservationRequest {
+                order_id: id.clone(),
+            });
+            if let Ok(r) =
+                wire::ask::<pb::GetReservationResponse>(&self.server.channel, &call).await
+            {
+                let allocations = r.reservation.unwrap_or_default().allocations;
+                skus.extend(
+                    allocations
+                        .into_iter()
+                        .map(|a| a.sku)
+                        .filter(|s| well_formed(s)),
+                );
+            }
+        }
+        skus
     }
 
     /// Stock of the skus and the reservations of the order ids, as their bytes.
@@ -589,6 +671,7 @@ fn localized(mut call: Call, ns: &str) -> Call {
         Call::Reserve(r) => r.order.iter_mut().for_each(order),
         Call::Commit(r) => r.order_id = local(&r.order_id, ns),
         Call::Release(r) => r.order_id = local(&r.order_id, ns),
+        Call::Reroute(r) => r.order_id = local(&r.order_id, ns),
         Call::GetReservation(r) => r.order_id = local(&r.order_id, ns),
         Call::SetStock(r) => r.updates.iter_mut().for_each(update),
         Call::PushStock(u) => u.iter_mut().for_each(update),
@@ -596,6 +679,116 @@ fn localized(mut call: Call, ns: &str) -> Call {
         Call::ListNodes(_) => {}
     }
     call
+}
+
+/// A reroute that moved units, judged against the stock and its reservation before and after
+/// it: on hand changed only at the node that could not ship, and only for a short pick or
+/// damage, by the units moved off it (the others go back to its stock); the reservation's
+/// units outstanding left that node and joined the nodes the outcomes name, and it counts them
+/// as rejected there. Reserved figures are checked after the batch, where a hold that runs out
+/// meanwhile cannot mislead.
+fn check_reroute(
+    r: &pb::RerouteRequest,
+    a: &pb::RerouteResponse,
+    before: &Reading,
+    after: &Reading,
+) -> Result<(), String> {
+    let removes = [
+        pb::RerouteReason::ShortPick as i32,
+        pb::RerouteReason::Damaged as i32,
+    ]
+    .contains(&r.reason);
+    let mut gone_by_sku: HashMap<&str, i64> = HashMap::new();
+    let mut gone_by_line: HashMap<&str, i64> = HashMap::new();
+    let mut joined: HashMap<(&str, &str), i64> = HashMap::new();
+    for o in &a.outcomes {
+        *gone_by_sku.entry(&o.sku).or_default() += o.units;
+        *gone_by_line.entry(&o.line_id).or_default() += o.units;
+        if o.fate == pb::UnitFate::Rerouted as i32 {
+            *joined.entry((&o.line_id, &o.node_id)).or_default() += o.units;
+        }
+    }
+    let readable = |r: &Reading| r.stock.iter().all(Result::is_ok);
+    if readable(before) && readable(after) {
+        let (was, now) = (before.levels(), after.levels());
+        let keys: BTreeSet<&(String, String)> = was.keys().chain(now.keys()).collect();
+        for key in keys {
+            let (sku, node) = key;
+            let on_hand = |levels: &Levels| levels.get(key).map_or(0, |l| l.on_hand);
+            let taken = if removes && *node == r.node_id {
+                gone_by_sku.get(sku.as_str()).copied().unwrap_or(0)
+            } else {
+                0
+            };
+            let want = (on_hand(&was) - taken).max(0);
+            if on_hand(&now) != want {
+                return Err(format!(
+                    "{} at {node}: on hand went from {} to {} under a reroute of reason {} at \
+                     {}, which leaves {want}",
+                    shown(sku),
+                    on_hand(&was),
+                    on_hand(&now),
+                    r.reason,
+                    shown(&r.node_id)
+                ));
+            }
+        }
+    }
+    let reservation = |reading: &Reading| {
+        let (_, bytes) = reading
+            .reservations
+            .iter()
+            .find(|(id, _)| *id == r.order_id)?;
+        pb::GetReservationResponse::decode(bytes.as_ref().ok()?.as_slice())
+            .ok()?
+            .reservation
+    };
+    let (Some(was), Some(now)) = (reservation(before), reservation(after)) else {
+        return Err(format!(
+            "the reservation of {} cannot be read around its reroute",
+            shown(&r.order_id)
+        ));
+    };
+    // a hold that ran out since gave its units back
+    if now.state == pb::ReservationState::Expired as i32 {
+        return Ok(());
+    }
+    // units outstanding and rejected, by line and node
+    let units = |r: &pb::Reservation| {
+        let mut units: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+        for a in &r.allocations {
+            let e = units
+                .entry((a.line_id.clone(), a.node_id.clone()))
+                .or_default();
+            e.0 += a.quantity - a.shipped - a.released;
+            e.1 += a.rejected;
+        }
+        units.retain(|_, u| *u != (0, 0));
+        units
+    };
+    let mut want = units(&was);
+    for (line, gone) in &gone_by_line {
+        let e = want
+            .entry(((*line).to_owned(), r.node_id.clone()))
+            .or_default();
+        e.0 -= gone;
+        e.1 += gone;
+    }
+    for ((line, node), units) in &joined {
+        want.entry(((*line).to_owned(), (*node).to_owned()))
+            .or_default()
+            .0 += units;
+    }
+    want.retain(|_, u| *u != (0, 0));
+    let got = units(&now);
+    if got != want {
+        return Err(format!(
+            "units (outstanding, rejected) by line and node went from {:?} to {got:?}, where \
+             the reroute's outcomes leave {want:?}",
+            units(&was)
+        ));
+    }
+    Ok(())
 }
 
 /// A feed call whose updates each name a different level, judged against the levels before

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use dom_router::api::pb;
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::sample::select;
+use proptest::sample::{Index, select, subsequence};
 
 use crate::wire::Call;
 
@@ -69,6 +69,9 @@ pub const SKUS: [&str; 6] = [
 pub const ORDER_IDS: [&str; 2] = ["ord-1", "ord-2"];
 const LINE_IDS: [&str; 3] = ["1", "2", "3"];
 const STORES: [&str; 3] = ["st-madrid", "st-valencia", "wh-getafe"];
+/// Few, so that a batch repeats a reroute (answered as before) and reuses an id for another
+/// (ALREADY_EXISTS).
+const REROUTE_IDS: [&str; 2] = ["rr-1", "rr-2"];
 
 /// The most units of any stock figure once the bound on stock is in (10^12).
 pub const MAX_STOCK: i64 = 1_000_000_000_000;
@@ -455,6 +458,58 @@ fn availability() -> BoxedStrategy<pb::GetAvailabilityRequest> {
         .boxed()
 }
 
+/// A reroute reason: the known ones mostly, sometimes none or an unknown one. All five are
+/// sent to calls that succeed; the harness expects the on hand that short picks and damage
+/// take off the node.
+fn reroute_reason() -> BoxedStrategy<i32> {
+    prop_oneof![
+        20 => 1i32..=5,
+        1 => Just(pb::RerouteReason::Unspecified as i32),
+        1 => select(vec![-1, 6, 1000, i32::MAX, i32::MIN]),
+    ]
+    .boxed()
+}
+
+/// The lines of a reroute: none (every unit at the node), some of the order's line ids with a
+/// few units or extreme ones (a line named twice when the pool repeats), or a thousand.
+fn reroute_lines() -> BoxedStrategy<Vec<pb::RerouteLine>> {
+    let line = (line_id(), prop_oneof![15 => 1i64..=5, 1 => extreme_i64()])
+        .prop_map(|(line_id, quantity)| pb::RerouteLine { line_id, quantity });
+    prop_oneof![
+        8 => Just(Vec::new()),
+        12 => vec(line, 1..=3),
+        1 => Just(
+            (0..1_000)
+                .map(|i| pb::RerouteLine {
+                    line_id: format!("l{i}"),
+                    quantity: 1,
+                })
+                .collect()
+        ),
+    ]
+    .boxed()
+}
+
+fn reroute() -> BoxedStrategy<pb::RerouteRequest> {
+    (
+        order_id(),
+        node_id(),
+        reroute_lines(),
+        reroute_reason(),
+        id_from(&REROUTE_IDS),
+    )
+        .prop_map(
+            |(order_id, node_id, lines, reason, reroute_id)| pb::RerouteRequest {
+                order_id,
+                node_id,
+                lines,
+                reason,
+                reroute_id,
+            },
+        )
+        .boxed()
+}
+
 /// One step of a batch.
 #[derive(Clone)]
 pub enum Step {
@@ -465,6 +520,16 @@ pub enum Step {
         order_id: String,
         quantity: i64,
         sequence: u64,
+    },
+    /// `request` from the node of one of the order's allocations with units outstanding when
+    /// the step runs (the `allocation`th), so that reroutes meet real orders: of the order it
+    /// names or, if that has none, of the first of `ORDER_IDS` that has; as it is if none has.
+    /// With a `part`, of some units of that allocation's line (one to all of those it has
+    /// outstanding) instead of the request's lines.
+    Reroute {
+        request: pb::RerouteRequest,
+        allocation: Index,
+        part: Option<Index>,
     },
 }
 
@@ -481,6 +546,17 @@ impl fmt::Debug for Step {
                 "Ship {{ order_id: {}, quantity: {quantity}, sequence: {sequence} }}",
                 crate::oracle::shown(order_id)
             ),
+            Step::Reroute {
+                request,
+                allocation,
+                part,
+            } => {
+                Call::Reroute(request.clone()).fmt(f)?;
+                write!(
+                    f,
+                    " at the node of allocation {allocation:?}, part {part:?}"
+                )
+            }
         }
     }
 }
@@ -510,6 +586,7 @@ pub fn step() -> BoxedStrategy<Step> {
         2 => order_id().prop_map(|order_id| Call::Commit(pb::CommitRequest { order_id })),
         2 => (order_id(), vec(line_id(), 0..=3))
             .prop_map(|(order_id, line_ids)| Call::Release(pb::ReleaseRequest { order_id, line_ids })),
+        1 => reroute().prop_map(Call::Reroute),
         1 => order_id()
             .prop_map(|order_id| Call::GetReservation(pb::GetReservationRequest { order_id })),
         4 => prop_oneof![
@@ -526,6 +603,13 @@ pub fn step() -> BoxedStrategy<Step> {
         1 => (order_id(), stock_quantity(), sequence()).prop_map(|(order_id, quantity, sequence)| {
             Step::Ship { order_id, quantity, sequence }
         }),
+        // mostly well formed, for the reroutes that meet an order to get past the checks
+        2 => (
+            prop_oneof![3 => plain_reroute(), 1 => reroute()],
+            any::<Index>(),
+            prop::option::weighted(0.4, any::<Index>()),
+        )
+            .prop_map(|(request, allocation, part)| Step::Reroute { request, allocation, part }),
     ]
     .boxed()
 }
@@ -575,6 +659,36 @@ fn plain_order() -> impl Strategy<Value = pb::Order> + Clone {
         )
 }
 
+/// A reroute as a well-behaved node sends it: of every unit it has of the order, or of some
+/// units of one or two of the order's lines.
+fn plain_reroute() -> BoxedStrategy<pb::RerouteRequest> {
+    (
+        select(ORDER_IDS.to_vec()),
+        select(demo().nodes.clone()),
+        subsequence(LINE_IDS.to_vec(), 0..=2),
+        vec(1i64..=5, 2),
+        1i32..=5,
+        select(REROUTE_IDS.to_vec()),
+    )
+        .prop_map(
+            |(order_id, node_id, line_ids, units, reason, reroute_id)| pb::RerouteRequest {
+                order_id: order_id.to_owned(),
+                node_id,
+                lines: line_ids
+                    .into_iter()
+                    .zip(units)
+                    .map(|(line_id, quantity)| pb::RerouteLine {
+                        line_id: line_id.to_owned(),
+                        quantity,
+                    })
+                    .collect(),
+                reason,
+                reroute_id: reroute_id.to_owned(),
+            },
+        )
+        .boxed()
+}
+
 /// Requests as a well-behaved client sends them: the material of the byte-level mutations.
 pub fn valid_call() -> BoxedStrategy<Call> {
     let order_id = || select(ORDER_IDS.to_vec()).prop_map(str::to_owned);
@@ -610,6 +724,7 @@ pub fn valid_call() -> BoxedStrategy<Call> {
                 order_id,
                 line_ids
             })),
+        plain_reroute().prop_map(Call::Reroute),
         order_id()
             .prop_map(|order_id| Call::GetReservation(pb::GetReservationRequest { order_id })),
         vec(update.clone(), 1..=4)

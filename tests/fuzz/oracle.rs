@@ -3,7 +3,7 @@
 //! can only be INVALID_ARGUMENT, and the figures of a sound answer (levels never negative, ATS
 //! within on hand, totals the sums of their nodes, plans that account for every unit).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use dom_router::api::pb;
@@ -92,6 +92,7 @@ pub fn must_be_invalid(call: &Call, world: &World) -> Option<String> {
                 .enumerate()
                 .find_map(|(i, l)| id(&format!("line_ids[{i}]"), l))
         }),
+        Call::Reroute(r) => reroute_blame(r).map(|(_, why)| why),
         Call::SetStock(r) => (r.updates.len() > world.max_updates)
             .then(|| format!("{} updates in one call", r.updates.len())),
         Call::PushStock(_) => None,
@@ -183,6 +184,62 @@ fn bad_order(order: Option<&pb::Order>, world: &World) -> Option<String> {
     None
 }
 
+/// The field a reroute's INVALID_ARGUMENT must blame and why, if the request is malformed on
+/// the wire: its fields are checked in the order the proto gives them weight (the order, the
+/// node, the reroute id, the reason, then each line's id and quantity), so only the first
+/// malformed one is named.
+fn reroute_blame(r: &pb::RerouteRequest) -> Option<(String, String)> {
+    let id = |field: String, value: &str| {
+        (!well_formed(value)).then(|| {
+            let why = format!("{field} {} is not an id", shown(value));
+            (field, why)
+        })
+    };
+    if let Some(bad) = id("order_id".into(), &r.order_id)
+        .or_else(|| id("node_id".into(), &r.node_id))
+        .or_else(|| id("reroute_id".into(), &r.reroute_id))
+    {
+        return Some(bad);
+    }
+    if !(1..=5).contains(&r.reason) {
+        return Some(("reason".into(), format!("reason {}", r.reason)));
+    }
+    let mut seen = HashSet::new();
+    r.lines.iter().enumerate().find_map(|(i, l)| {
+        let field = format!("lines[{i}].line_id");
+        id(field.clone(), &l.line_id)
+            .or_else(|| {
+                (!seen.insert(&l.line_id)).then(|| (field, format!("lines[{i}] repeats its id")))
+            })
+            .or_else(|| {
+                (!(1..=MAX_STOCK).contains(&l.quantity)).then(|| {
+                    (
+                        format!("lines[{i}].quantity"),
+                        format!("lines[{i}].quantity {}", l.quantity),
+                    )
+                })
+            })
+    })
+}
+
+/// A reroute refused as INVALID_ARGUMENT blames the first field malformed on the wire, or,
+/// when there is none, a line the order lacks (the one thing found against the order).
+fn check_reroute_blame(r: &pb::RerouteRequest, message: &str) -> Result<(), String> {
+    let path = message.split(':').next().unwrap_or_default();
+    match reroute_blame(r) {
+        Some((field, _)) if path == field => Ok(()),
+        Some((field, why)) => Err(format!(
+            "InvalidArgument blames {}, where the first malformed field is {field} ({why})",
+            shown(path)
+        )),
+        None if (0..r.lines.len()).any(|i| path == format!("lines[{i}].line_id")) => Ok(()),
+        None => Err(format!(
+            "InvalidArgument for a reroute well formed on the wire, blaming {}, not a line",
+            shown(path)
+        )),
+    }
+}
+
 /// The one malformation found against the network rather than by shape. It is found when the
 /// order is admitted, before a Reserve looks the order id up, so it is INVALID_ARGUMENT even
 /// for an order id reserved before with other contents.
@@ -242,6 +299,9 @@ fn allowed(method: Method) -> &'static [Code] {
         Method::Quote => &[InvalidArgument, FailedPrecondition],
         Method::Reserve => &[InvalidArgument, FailedPrecondition, AlreadyExists, Aborted],
         Method::Commit | Method::Release => &[InvalidArgument, NotFound, FailedPrecondition],
+        // no ABORTED: it answers a reroute that kept meeting changes made by other calls, and
+        // the harness sends one request at a time
+        Method::Reroute => &[InvalidArgument, NotFound, FailedPrecondition, AlreadyExists],
         Method::GetReservation => &[InvalidArgument, NotFound],
         Method::SetStock | Method::PushStock | Method::GetAvailability | Method::ListNodes => {
             &[InvalidArgument]
@@ -312,6 +372,11 @@ pub fn check_reply(
                      request: {}",
                     shown(message)
                 ));
+            }
+            if code == Code::InvalidArgument
+                && let Call::Reroute(r) = call
+            {
+                check_reroute_blame(r, message)?;
             }
             if code == Code::NotFound
                 && let Some(bad) = call.order_ids().into_iter().find(|id| !well_formed(id))
@@ -390,6 +455,16 @@ fn check_answer(call: &Call, bytes: &[u8], world: &World) -> Result<(), String> 
             same_order(&r.order_id, &res)?;
             check_reservation(&res, world)
         }
+        Call::Reroute(r) => {
+            let a = decode::<pb::RerouteResponse>(bytes)?;
+            let res = a
+                .reservation
+                .as_ref()
+                .ok_or("a reroute without a reservation")?;
+            same_order(&r.order_id, res)?;
+            check_reservation(res, world)?;
+            check_rerouted(r, &a, world)
+        }
         Call::GetReservation(r) => {
             let res = decode::<pb::GetReservationResponse>(bytes)?
                 .reservation
@@ -430,16 +505,110 @@ fn same_order(order_id: &str, r: &pb::Reservation) -> Result<(), String> {
 }
 
 /// Allocations account for their units: nothing negative, shipped and released within what
-/// was allocated, at real nodes.
+/// was allocated, at real nodes. An allocation whose every unit a reroute moved off its node
+/// stays, with no units and the rejected ones.
 pub fn check_reservation(r: &pb::Reservation, world: &World) -> Result<(), String> {
     for a in &r.allocations {
-        if a.quantity < 1 || a.shipped < 0 || a.released < 0 || a.shipped + a.released > a.quantity
+        if a.quantity < 0
+            || a.rejected < 0
+            || (a.quantity == 0 && a.rejected == 0)
+            || a.shipped < 0
+            || a.released < 0
+            || a.shipped + a.released > a.quantity
         {
             return Err(format!("allocation out of balance: {a:?}"));
         }
         if !world.nodes.contains(&a.node_id) {
             return Err(format!("allocation at unknown node {}", shown(&a.node_id)));
         }
+    }
+    Ok(())
+}
+
+/// A reroute's answer accounts for the units moved: each has one fate (another node, waiting
+/// or cancelled), as many units of each line as the request names (some if it names none),
+/// planned exactly as the outcomes say, and the reservation's history has the decision, for
+/// this node and reason, with these outcomes.
+fn check_rerouted(
+    r: &pb::RerouteRequest,
+    a: &pb::RerouteResponse,
+    world: &World,
+) -> Result<(), String> {
+    let res = a.reservation.as_ref().ok_or("no reservation")?;
+    if a.outcomes.is_empty() {
+        return Err("a reroute that moved no units".into());
+    }
+    let mut per_line: BTreeMap<&str, i64> = BTreeMap::new();
+    // units of each line at each node, and units of each line unfilled
+    let mut rerouted: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    let mut unfilled: BTreeMap<&str, i64> = BTreeMap::new();
+    for o in &a.outcomes {
+        if o.units < 1 {
+            return Err(format!("an outcome of {} units: {o:?}", o.units));
+        }
+        *per_line.entry(&o.line_id).or_default() += o.units;
+        match pb::UnitFate::try_from(o.fate) {
+            Ok(pb::UnitFate::Rerouted) => {
+                if !world.nodes.contains(&o.node_id) || o.node_id == r.node_id {
+                    return Err(format!(
+                        "units rerouted to {}, unknown or the node that could not ship them",
+                        shown(&o.node_id)
+                    ));
+                }
+                *rerouted.entry((&o.line_id, &o.node_id)).or_default() += o.units;
+            }
+            Ok(pb::UnitFate::Waiting | pb::UnitFate::Cancelled) if o.node_id.is_empty() => {
+                *unfilled.entry(&o.line_id).or_default() += o.units;
+            }
+            _ => return Err(format!("an outcome of no sound fate: {o:?}")),
+        }
+    }
+    if !r.lines.is_empty() {
+        let asked: BTreeMap<&str, i64> = r
+            .lines
+            .iter()
+            .map(|l| (l.line_id.as_str(), l.quantity))
+            .collect();
+        if asked != per_line {
+            return Err(format!(
+                "units asked to move per line {asked:?}, moved {per_line:?}"
+            ));
+        }
+    }
+    let plan = a.plan.as_ref().ok_or("a reroute without a plan")?;
+    let mut shipped: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for s in &plan.shipments {
+        if !s.cost.is_finite() || s.cost < 0.0 {
+            return Err(format!("a shipment costing {}", s.cost));
+        }
+        for l in s.lines.iter().filter(|l| l.quantity != 0) {
+            *shipped.entry((&l.line_id, &s.node_id)).or_default() += l.quantity;
+        }
+    }
+    let mut left: BTreeMap<&str, i64> = BTreeMap::new();
+    for u in plan.unfilled.iter().filter(|u| u.quantity != 0) {
+        *left.entry(&u.line_id).or_default() += u.quantity;
+    }
+    if shipped != rerouted || left != unfilled {
+        return Err(format!(
+            "the plan ships {shipped:?} and leaves {left:?}, the outcomes reroute {rerouted:?} \
+             and leave {unfilled:?}"
+        ));
+    }
+    let decision = res
+        .history
+        .iter()
+        .find(|d| d.reroute_id == r.reroute_id)
+        .ok_or("the reservation's history lacks the reroute")?;
+    if decision.kind != pb::decision::Kind::Rerouted as i32
+        || decision.node_id != r.node_id
+        || decision.reason != r.reason
+        || decision.outcomes != a.outcomes
+    {
+        return Err(format!(
+            "the history has the reroute as {}",
+            brief(&format!("{decision:?}"))
+        ));
     }
     Ok(())
 }
@@ -657,6 +826,7 @@ impl fmt::Debug for Call {
             Call::PushStock(u) => cut(u),
             Call::GetAvailability(r) => cut(&mut r.skus),
             Call::Release(r) => cut(&mut r.line_ids),
+            Call::Reroute(r) => cut(&mut r.lines),
             _ => String::new(),
         };
         let text = match &call {
@@ -664,6 +834,7 @@ impl fmt::Debug for Call {
             Call::Reserve(r) => format!("Reserve({r:?})"),
             Call::Commit(r) => format!("Commit({r:?})"),
             Call::Release(r) => format!("Release({r:?})"),
+            Call::Reroute(r) => format!("Reroute({r:?})"),
             Call::GetReservation(r) => format!("GetReservation({r:?})"),
             Call::SetStock(r) => format!("SetStock({r:?})"),
             Call::PushStock(u) => format!("PushStock({u:?})"),

@@ -22,6 +22,7 @@ pub enum Method {
     Reserve,
     Commit,
     Release,
+    Reroute,
     GetReservation,
     SetStock,
     PushStock,
@@ -36,6 +37,7 @@ impl Method {
             Method::Reserve => "/dom.v1.Sourcing/Reserve",
             Method::Commit => "/dom.v1.Sourcing/Commit",
             Method::Release => "/dom.v1.Sourcing/Release",
+            Method::Reroute => "/dom.v1.Sourcing/Reroute",
             Method::GetReservation => "/dom.v1.Sourcing/GetReservation",
             Method::SetStock => "/dom.v1.Inventory/SetStock",
             Method::PushStock => "/dom.v1.Inventory/PushStock",
@@ -51,6 +53,7 @@ impl Method {
             Method::Reserve => &["order", "hold_ttl_seconds", "strategy"],
             Method::Commit | Method::GetReservation => &["order_id"],
             Method::Release => &["order_id", "line_ids"],
+            Method::Reroute => &["order_id", "node_id", "lines", "reason", "reroute_id"],
             Method::SetStock | Method::PushStock => &["updates"],
             Method::GetAvailability => &["skus", "segment"],
             Method::ListNodes => &["kind"],
@@ -65,6 +68,7 @@ impl Method {
             Method::Reserve => Call::Reserve(pb::ReserveRequest::decode(one())?),
             Method::Commit => Call::Commit(pb::CommitRequest::decode(one())?),
             Method::Release => Call::Release(pb::ReleaseRequest::decode(one())?),
+            Method::Reroute => Call::Reroute(pb::RerouteRequest::decode(one())?),
             Method::GetReservation => {
                 Call::GetReservation(pb::GetReservationRequest::decode(one())?)
             }
@@ -90,6 +94,7 @@ pub enum Call {
     Reserve(pb::ReserveRequest),
     Commit(pb::CommitRequest),
     Release(pb::ReleaseRequest),
+    Reroute(pb::RerouteRequest),
     GetReservation(pb::GetReservationRequest),
     SetStock(pb::SetStockRequest),
     /// The updates of one stream, a frame each.
@@ -105,6 +110,7 @@ impl Call {
             Call::Reserve(_) => Method::Reserve,
             Call::Commit(_) => Method::Commit,
             Call::Release(_) => Method::Release,
+            Call::Reroute(_) => Method::Reroute,
             Call::GetReservation(_) => Method::GetReservation,
             Call::SetStock(_) => Method::SetStock,
             Call::PushStock(_) => Method::PushStock,
@@ -120,6 +126,7 @@ impl Call {
             Call::Reserve(r) => vec![r.encode_to_vec()],
             Call::Commit(r) => vec![r.encode_to_vec()],
             Call::Release(r) => vec![r.encode_to_vec()],
+            Call::Reroute(r) => vec![r.encode_to_vec()],
             Call::GetReservation(r) => vec![r.encode_to_vec()],
             Call::SetStock(r) => vec![r.encode_to_vec()],
             Call::PushStock(updates) => updates.iter().map(Message::encode_to_vec).collect(),
@@ -169,6 +176,7 @@ impl Call {
         match self {
             Call::Commit(r) => ids.push(&r.order_id),
             Call::Release(r) => ids.push(&r.order_id),
+            Call::Reroute(r) => ids.push(&r.order_id),
             Call::GetReservation(r) => ids.push(&r.order_id),
             _ => {}
         }

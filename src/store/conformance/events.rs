@@ -160,7 +160,7 @@ pub async fn a_cursor_before_what_is_kept_is_refused(store: Arc<dyn StockStore>)
 /// A look at the alert states of `sku` from its levels as they are now.
 async fn looked(store: &dyn StockStore, sku: &str, checks: &[AlertCheck]) -> AlertTurns {
     let levels = store
-        .read_stock(&[sku.to_owned()], T0)
+        .read_stored_levels(&[sku.to_owned()], T0)
         .await
         .unwrap()
         .remove(sku)
@@ -250,7 +250,7 @@ pub async fn an_alert_look_from_levels_since_changed_turns_nothing(store: Arc<dy
         .await
         .unwrap();
     let before = s
-        .read_stock(&["A".to_owned()], T0)
+        .read_stored_levels(&["A".to_owned()], T0)
         .await
         .unwrap()
         .remove("A")
@@ -286,7 +286,7 @@ pub async fn an_alert_look_from_levels_since_changed_turns_nothing(store: Arc<dy
     );
     // a hold moves the levels too
     let held = s
-        .read_stock(&["A".to_owned()], T0)
+        .read_stored_levels(&["A".to_owned()], T0)
         .await
         .unwrap()
         .remove("A")
@@ -298,6 +298,21 @@ pub async fn an_alert_look_from_levels_since_changed_turns_nothing(store: Arc<dy
     );
     // the state stays as the up-to-date look left it, and only its turn is reported
     assert_eq!(looked(s, "A", &[check(3)]).await, vec![(true, None)]);
+    // a hold past its expiry that no sweep has given back yet is no change: a look from the
+    // levels as stored turns states
+    let due = T0 + 60_001;
+    let stored = s
+        .read_stored_levels(&["A".to_owned()], due)
+        .await
+        .unwrap()
+        .remove("A")
+        .unwrap();
+    assert!(
+        s.record_alerts("A", &stored, &[check(3)], due)
+            .await
+            .unwrap()
+            .is_some()
+    );
     let alerts: Vec<_> = log_of(s, 3)
         .await
         .iter()

@@ -284,12 +284,17 @@ pub async fn units_no_node_ships_are_cancelled_or_wait(store: Arc<dyn StockStore
     );
     assert_eq!(r.history.len(), 2);
     assert_eq!(levels(s).await, vec![(5, 0), (0, 0), (0, 0)]);
-    // nothing outstanding is left: the order is settled as given back
-    assert_eq!(r.state, ReservationState::Released);
-    // a seed, created, rerouted and cancelled, rerouted
-    let log = log_of(s, 5).await;
+    // nothing is outstanding at any node, but units wait: the order stays open
+    assert_eq!(r.state, ReservationState::Held);
+    // a reroute that leaves nothing outstanding and nothing waiting settles the order
+    created(s, hold("o2", vec![alloc("l1", "A", "n1", 1)], T0 + 60_000)).await;
+    let gone = done(s, reroute("r9", "o2", "n1", None, 1, RerouteReason::Other)).await;
+    assert_eq!(gone.state, ReservationState::Released);
+    // a seed; o1 created, rerouted and cancelled, rerouted; o2 created, rerouted, cancelled
+    let log = log_of(s, 8).await;
     let kinds: Vec<EventKind> = log
         .iter()
+        .filter(|e| matches!(&e.change, Change::Reservation(c) if c.order_id == "o1"))
         .map(|e| e.kind)
         .filter(|k| {
             matches!(

@@ -2,11 +2,11 @@
 -- node, what is held anew, the decision) with the deadline by which a sweep finishes or undoes
 -- it if the replica doing it stops. See store/redis/reroute.rs.
 -- KEYS: the order's record. ARGV: reroute id, the reroute as JSON (its token in `t`),
--- deadline, node, then line id and units per line leaving the node.
+-- deadline, node, now, then line id and units per line leaving the node.
 -- Returns the record, coded 'ok', 'repeat' (this reroute id was applied before), 'busy' (a
 -- release or another reroute is under way) or 'changed' (not held or committed, or the node
 -- no longer has those units outstanding); or {'gone'} without a record.
-local v = redis.call('HMGET', KEYS[1], 'st', 'rel', 'rr', 'hist', 'al')
+local v = redis.call('HMGET', KEYS[1], 'st', 'rel', 'rr', 'hist', 'al', 'exp')
 if not v[1] then return {'gone'} end
 if v[4] then
   local ok, hist = pcall(cjson.decode, v[4])
@@ -17,11 +17,12 @@ if v[4] then
   end
 end
 if v[1] ~= 'held' and v[1] ~= 'committed' then return record(KEYS[1], 'changed') end
+if v[1] == 'held' and tonumber(v[6]) <= tonumber(ARGV[5]) then return record(KEYS[1], 'changed') end
 if v[2] or v[3] then return record(KEYS[1], 'busy') end
 local ok, al = pcall(cjson.decode, v[5] or '[]')
 if not ok or type(al) ~= 'table' then return record(KEYS[1], 'changed') end
 local node = ARGV[4]
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local outstanding = 0
   for _, a in ipairs(al) do
     if a.line_id == ARGV[i] and a.node_id == node then

@@ -43,9 +43,21 @@ local function append(list, items)
   if items == '[]' then return list end
   return string.sub(list, 1, -2) .. ',' .. string.sub(items, 2)
 end
-redis.call('HSET', KEYS[1], 'hist', append(v[4], ARGV[3]), 'wt', append(v[5], ARGV[4]))
+local wt = append(v[5], ARGV[4])
+redis.call('HSET', KEYS[1], 'hist', append(v[4], ARGV[3]), 'wt', wt)
 redis.call('HDEL', KEYS[1], 'rr', 'rrd', 'rrdl')
-settle(KEYS[1], al, ARGV[2])
+-- units waiting keep the order open, even with nothing outstanding at any node
+local ok_wt, waiting = pcall(cjson.decode, wt)
+local body_waiting = false
+local ok_b, b = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'body') or '')
+if ok_b and type(b) == 'table' and type(b.waiting) == 'table' and #b.waiting > 0 then
+  body_waiting = true
+end
+if body_waiting or (ok_wt and type(waiting) == 'table' and #waiting > 0) then
+  redis.call('HSET', KEYS[1], 'al', encode_list(al))
+else
+  settle(KEYS[1], al, ARGV[2])
+end
 local moved = encode_list(lines)
 emit_record(KEYS[1], 'rerouted', moved)
 if (h.cancelled or 0) > 0 then emit_record(KEYS[1], 'cancelled', moved) end

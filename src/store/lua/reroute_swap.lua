@@ -1,11 +1,11 @@
 -- Finishes a decided reroute at one sku: the units leave the node (reserved goes down, and on
 -- hand too for units that do not exist), and the new units stop being pending and join the
--- order's hold. Idempotent: a mark beside the hold notes the reroute done.
--- KEYS: level hash, holds hash, the order's reroute mark at the sku, the log (on hand that
+-- order's hold. Idempotent: a mark of the reroute beside the hold notes it done.
+-- KEYS: level hash, holds hash, the reroute's done mark at the sku, the log (on hand that
 -- changed is reported as a stock event).
 -- ARGV: order id, the reroute's token, node, '1' when the units leave on hand, retention in ms,
 -- then line id and units per line leaving the node.
-if redis.call('GET', KEYS[3]) == ARGV[2] then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local prev = redis.call('HGET', KEYS[2], ARGV[1])
 local h = prev and hold_decode(prev)
 h = h or {a = {}}
@@ -22,10 +22,13 @@ for i = 6, #ARGV, 2 do
     end
   end
 end
+-- a hold whose reserve is not yet confirmed counts its units as pending too
+local pending = h.p == 1
 if gone > 0 then
   local l = level_read(KEYS[1], node)
   if l then
     l.rs = l.rs - math.min(gone, l.rs)
+    if pending then l.pd = l.pd - math.min(gone, l.pd) end
     if ARGV[4] == '1' then l.oh = math.max(l.oh - gone, 0) end
     level_put(KEYS[1], node, l)
     if ARGV[4] == '1' then emit_level(KEYS[1], node) end
@@ -35,9 +38,10 @@ local keep = {}
 for _, e in ipairs(h.a) do
   if not hold_part_ok(e) or e[3] > 0 then keep[#keep + 1] = e end
 end
-if h.n and h.n.t == ARGV[2] then
-  for _, e in ipairs(h.n.a) do
-    local l = hold_part_ok(e) and level_read(KEYS[1], e[2])
+if type(h.n) == 'table' and h.n.t == ARGV[2] then
+  for _, e in ipairs(h.n.a or {}) do
+    -- joining a pending hold, they stay pending until it is confirmed
+    local l = not pending and hold_part_ok(e) and level_read(KEYS[1], e[2])
     if l then
       l.pd = l.pd - math.min(e[3], l.pd)
       level_put(KEYS[1], e[2], l)
@@ -46,7 +50,7 @@ if h.n and h.n.t == ARGV[2] then
   end
   h.n = nil
 end
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[5])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
 if #keep == 0 then
   redis.call('HDEL', KEYS[2], ARGV[1])
 else

@@ -2,8 +2,9 @@
 -- hold all go down.
 -- KEYS: level hash, holds hash, the log (an applied shipment is reported as a stock event). ARGV: node, sequence, order id, quantity, and '1' when the
 -- order may ship or the reason it may not.
--- Returns {'stale'}, {'bad', reason}, {'short', outstanding}, {'corrupt', stored text} when the
--- level cannot be read, or {'ok', line, units, ...}.
+-- Returns {'stale'}, {'bad', reason}, {'short', outstanding}, {'busy'} (a reroute of the order
+-- is under way here), {'corrupt', stored text} when the level cannot be read, or
+-- {'ok', line, units, ...}.
 local node, seq, order, qty = ARGV[1], ARGV[2], ARGV[3], units(ARGV[4])
 if not qty or not sequence(seq) then return {'bad', 'quantity: out of bounds'} end
 local l, bad = level_read(KEYS[1], node)
@@ -14,6 +15,8 @@ if ARGV[5] ~= '1' then return {'bad', ARGV[5]} end
 local prev = redis.call('HGET', KEYS[2], order)
 local h = {a = {}}
 if prev then h = hold_decode(prev) or {a = {}} end
+-- a reroute of the order is under way at this sku: the shipment waits for it
+if h.n then return {'busy'} end
 local outstanding = 0
 for _, e in ipairs(h.a) do
   if hold_part_ok(e) and e[2] == node then outstanding = outstanding + e[3] end

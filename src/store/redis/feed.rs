@@ -20,6 +20,9 @@ use crate::store::{ReorderPoint, StockUpdate, StoreError, UpdateKind, UpdateResu
 /// updates/s.
 const FEED_CHUNK: usize = 256;
 
+/// How long a shipment waits for a reroute of its order under way.
+const REROUTE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl RedisStore {
     /// Applies a batch of feed updates; see [`StockStore::apply_updates`](crate::store::StockStore::apply_updates).
     pub(super) async fn apply_updates_on(
@@ -157,6 +160,8 @@ impl RedisStore {
         Ok(())
     }
 
+    /// A shipment; one of an order being rerouted waits for the reroute, up to
+    /// [`REROUTE_WAIT`], then fails the call as in flight (the feed sends it again).
     async fn apply_shipment(
         &self,
         conn: &Conn,
@@ -165,7 +170,31 @@ impl RedisStore {
         quantity: u64,
         now: Millis,
     ) -> Result<UpdateResult, StoreError> {
+        let give_up = std::time::Instant::now() + REROUTE_WAIT;
+        let mut pause = std::time::Duration::from_millis(2);
+        loop {
+            match self.ship_once(conn, u, order_id, quantity, now).await {
+                Err(StoreError::InFlight(_)) if std::time::Instant::now() + pause < give_up => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn ship_once(
+        &self,
+        conn: &Conn,
+        u: &StockUpdate,
+        order_id: &str,
+        quantity: u64,
+        now: Millis,
+    ) -> Result<UpdateResult, StoreError> {
         let record = self.current_record(conn, order_id, now).await?;
+        if record.as_ref().is_some_and(|r| r.rerouting.is_some()) {
+            return Err(StoreError::InFlight(order_id.to_owned()));
+        }
         let verdict = match &record {
             None => format!("order_id: no reservation for order {order_id:?}"),
             Some(r) if r.state == "committed" => "1".to_owned(),
@@ -197,6 +226,7 @@ impl RedisStore {
         let values = items(reply);
         let code = values.first().and_then(text).unwrap_or_default();
         match code.as_str() {
+            "busy" => Err(StoreError::InFlight(order_id.to_owned())),
             "stale" => Ok(UpdateResult::Stale),
             "bad" => Ok(UpdateResult::Rejected(
                 values.get(1).and_then(text).unwrap_or_default(),

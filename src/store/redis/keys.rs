@@ -71,9 +71,14 @@ impl Keys {
         format!("{}:{{s:{sku}}}:ho", self.prefix)
     }
 
-    /// The reroute last finished at a sku for an order (its token), in the sku's slot.
-    pub(super) fn reroute_mark(&self, sku: &str, order_id: &str) -> String {
-        format!("{}:{{s:{sku}}}:rr:{order_id}", self.prefix)
+    /// Notes a reroute finished at a sku (by its token, unique to it), in the sku's slot.
+    pub(super) fn reroute_done(&self, sku: &str, token: &str) -> String {
+        format!("{}:{{s:{sku}}}:rrdone:{token}", self.prefix)
+    }
+
+    /// Notes a reroute undone at a sku, so that a hold of it arriving late is refused.
+    pub(super) fn reroute_void(&self, sku: &str, token: &str) -> String {
+        format!("{}:{{s:{sku}}}:rrvoid:{token}", self.prefix)
     }
 
     pub(super) fn sku_void(&self, sku: &str, token: &str) -> String {
@@ -96,9 +101,9 @@ impl Keys {
         format!("{}:{{c:{day}}}:orders", self.prefix)
     }
 
-    /// The reroute last finished in a day's capacity for an order (its token), in that slot.
-    pub(super) fn capacity_reroute_mark(&self, day: i64, order_id: &str) -> String {
-        format!("{}:{{c:{day}}}:rr:{order_id}", self.prefix)
+    /// Notes a reroute's capacity moved (by its token), in the day's slot.
+    pub(super) fn capacity_reroute_done(&self, day: i64, token: &str) -> String {
+        format!("{}:{{c:{day}}}:rrdone:{token}", self.prefix)
     }
 
     pub(super) fn capacity_void(&self, day: i64, token: &str) -> String {

@@ -259,6 +259,15 @@ impl StockStore for RedisStore {
         self.save_cursor_on(name, holder, cursor).await
     }
 
+    async fn read_stored_levels(
+        &self,
+        skus: &[String],
+        _now: Millis,
+    ) -> Result<crate::store::StockView, StoreError> {
+        let conn = self.conn().await?;
+        self.read_levels(&conn, skus).await
+    }
+
     async fn record_alerts(
         &self,
         sku: &str,

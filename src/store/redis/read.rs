@@ -68,7 +68,11 @@ type DueHolds = (Vec<(String, StoredHold)>, Option<StoredCapacity>);
 impl RedisStore {
     /// Every node's level of these skus: one `HGETALL` per sku (one field per node), sent
     /// together.
-    async fn read_levels(&self, conn: &Conn, skus: &[String]) -> Result<StockView, StoreError> {
+    pub(super) async fn read_levels(
+        &self,
+        conn: &Conn,
+        skus: &[String],
+    ) -> Result<StockView, StoreError> {
         let reads = skus.iter().map(|sku| {
             let read = self.levels_read(sku);
             async move {

@@ -34,6 +34,10 @@ impl RedisStore {
         let Some(record) = record else {
             return Err(StoreError::NotFound(order_id.to_owned()));
         };
+        if code == "busy" {
+            // a reroute under way: waited for like a reserve in flight
+            return Err(StoreError::InFlight(order_id.to_owned()));
+        }
         match code.as_str() {
             // "ok" on a committed record: a commit again, maybe after one cut off before this
             "committed" | "ok" if record.state == "committed" => {

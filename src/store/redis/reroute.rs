@@ -2,17 +2,20 @@
 //! and each sku sit in different slots:
 //! 1. the record notes the reroute (what leaves the node, what is held anew, the decision) and
 //!    its deadline, after the record's entry in the expiry set is filed by that deadline;
-//! 2. each sku holds its new units beside the order's hold, pending;
+//! 2. each sku it touches holds its new units beside the order's hold, pending, after checking
+//!    the units leaving are still held (a shipment of the order at that sku waits from here);
 //! 3. the record marks the reroute decided: from here it is only ever finished;
 //! 4. each sku gives the units back at the node (and takes them off on hand when they do not
 //!    exist) and makes the new units the order's, and the day's node capacity moves with them
 //!    (the new nodes' limits are not checked);
 //! 5. the record takes the new allocations and the decision, and reports the change.
 //!
-//! A refusal at step 2 undoes what was held and forgets the reroute. A replica that stops
-//! before step 3 leaves a reroute that the sweep undoes once its deadline passes; one that
-//! stops after, a reroute the sweep finishes. Every step is idempotent, so nothing is held
-//! twice or lost either way.
+//! A refusal at step 2 undoes the reroute: the record forgets it first (so it can no longer
+//! be decided), then each sku gives back what it held and refuses a hold of it arriving late.
+//! A replica that stops before step 3 leaves a reroute that the sweep undoes the same way once
+//! its deadline passes; one that stops after (or whose step 3 failed without an answer), one
+//! the sweep finishes. Every step is idempotent, and marks per reroute note what is done, so
+//! nothing is held twice or lost either way.
 
 use futures_util::future::{join_all, try_join_all};
 use redis::Value;
@@ -101,7 +104,13 @@ impl RedisStore {
         let note =
             serde_json::to_string(&rerouting).map_err(|e| corrupt(format!("a reroute: {e}")))?;
         let hold = &rerouting.hold;
-        let mut args = vec![reroute_id, note, deadline.to_string(), hold.node_id.clone()];
+        let mut args = vec![
+            reroute_id,
+            note,
+            deadline.to_string(),
+            hold.node_id.clone(),
+            now.to_string(),
+        ];
         for g in &hold.gone {
             args.extend([g.line_id.clone(), g.units.to_string()]);
         }
@@ -123,8 +132,8 @@ impl RedisStore {
             "busy" => return Ok(Some(RerouteOutcome::Busy)),
             _ => return Ok(Some(RerouteOutcome::Changed)),
         }
-        // (2) the new units of every sku
-        let skus = new_skus(hold);
+        // (2) every sku it touches: the new units held, the units leaving checked
+        let skus = hold.skus();
         let held = join_all(
             skus.iter()
                 .map(|sku| self.reroute_hold(conn, &rerouting, &record.token, sku)),
@@ -143,37 +152,33 @@ impl RedisStore {
                 }
             }
         }
-        if cut == Some(RerouteCut::AfterHolds) && refusal.is_none() && failed.is_none() {
-            return Ok(None);
-        }
-        // (3) decided, unless a sku refused
-        let decided = if refusal.is_none() && failed.is_none() {
-            let reply = self
-                .eval(
-                    conn,
-                    &self.inner.scripts.record_reroute_decide,
-                    &[&record_key],
-                    std::slice::from_ref(&token),
-                )
-                .await;
-            match reply {
-                Ok(v) => int(&v) == Some(1),
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
-            }
-        } else {
-            false
-        };
-        if !decided {
+        if refusal.is_some() || failed.is_some() {
+            // only this call decides; refused, it is undone
             if let Err(e) = self.undo_reroute(conn, &order_id, &rerouting).await {
                 warn!(order_id, error = %e, "a refused reroute was not undone; the sweep will");
             }
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            return Ok(Some(refusal.unwrap_or(RerouteOutcome::Changed)));
+            return match failed {
+                Some(e) => Err(e),
+                None => Ok(Some(refusal.unwrap_or(RerouteOutcome::Changed))),
+            };
+        }
+        if cut == Some(RerouteCut::AfterHolds) {
+            return Ok(None);
+        }
+        // (3) decided. A call that fails here may have decided or not: it is left for the
+        // sweep, which finishes it if it was and undoes it if not, never both.
+        let decided = self
+            .eval(
+                conn,
+                &self.inner.scripts.record_reroute_decide,
+                &[&record_key],
+                std::slice::from_ref(&token),
+            )
+            .await?;
+        if int(&decided) != Some(1) {
+            // a sweep found it past its deadline and forgot it: give back what it held
+            self.undo_reroute(conn, &order_id, &rerouting).await?;
+            return Ok(Some(RerouteOutcome::Changed));
         }
         if cut == Some(RerouteCut::AfterDecision) {
             return Ok(None);
@@ -183,7 +188,7 @@ impl RedisStore {
         Ok(Some(RerouteOutcome::Done(finished.reservation()?)))
     }
 
-    /// Holds the new units of a reroute at one sku.
+    /// Holds the new units of a reroute at one sku, and checks the units leaving are held.
     async fn reroute_hold(
         &self,
         conn: &Conn,
@@ -193,30 +198,39 @@ impl RedisStore {
     ) -> Result<Value, StoreError> {
         let hold = &rerouting.hold;
         let keys = &self.inner.keys;
-        let (lv, ho, mark) = (
+        let (lv, ho, done, void) = (
             keys.levels(sku),
             keys.holds(sku),
-            keys.reroute_mark(sku, &hold.order_id),
+            keys.reroute_done(sku, &rerouting.t),
+            keys.reroute_void(sku, &rerouting.t),
         );
+        let gone: Vec<_> = hold.gone.iter().filter(|g| g.sku == sku).collect();
         let mut args = vec![
             hold.order_id.clone(),
             rerouting.t.clone(),
             hold.access_arg(),
             record_token.to_owned(),
+            hold.node_id.clone(),
+            gone.len().to_string(),
         ];
+        for g in gone {
+            args.extend([g.line_id.clone(), g.units.to_string()]);
+        }
         for a in hold.new.iter().filter(|a| a.sku == sku) {
             args.extend([a.line_id.clone(), a.node_id.clone(), a.quantity.to_string()]);
         }
         self.eval(
             conn,
             &self.inner.scripts.reroute_hold,
-            &[&lv, &ho, &mark],
+            &[&lv, &ho, &done, &void],
             &args,
         )
         .await
     }
 
-    /// Gives back the new units of a reroute not decided, and forgets it.
+    /// Undoes a reroute not decided: the record forgets it first, so that it can no longer be
+    /// decided, then every sku gives back what it holds and refuses a hold of it arriving
+    /// late. A reroute found decided is finished instead.
     async fn undo_reroute(
         &self,
         conn: &Conn,
@@ -224,22 +238,40 @@ impl RedisStore {
         rerouting: &Rerouting,
     ) -> Result<(), StoreError> {
         let keys = &self.inner.keys;
-        let args = [order_id.to_owned(), rerouting.t.clone()];
-        try_join_all(new_skus(&rerouting.hold).iter().map(|sku| {
-            let (lv, ho) = (keys.levels(sku), keys.holds(sku));
+        let forgot = self
+            .eval(
+                conn,
+                &self.inner.scripts.record_reroute_abort,
+                &[&keys.record(order_id)],
+                std::slice::from_ref(&rerouting.t),
+            )
+            .await?;
+        if int(&forgot) == Some(2) {
+            self.finish_reroute(conn, order_id, rerouting).await?;
+            return Ok(());
+        }
+        let args = [
+            order_id.to_owned(),
+            rerouting.t.clone(),
+            self.retention_ms().to_string(),
+        ];
+        try_join_all(rerouting.hold.skus().iter().map(|sku| {
+            let (lv, ho, void) = (
+                keys.levels(sku),
+                keys.holds(sku),
+                keys.reroute_void(sku, &rerouting.t),
+            );
             let args = &args;
             async move {
-                self.eval(conn, &self.inner.scripts.reroute_undo, &[&lv, &ho], args)
-                    .await
+                self.eval(
+                    conn,
+                    &self.inner.scripts.reroute_undo,
+                    &[&lv, &ho, &void],
+                    args,
+                )
+                .await
             }
         }))
-        .await?;
-        self.eval(
-            conn,
-            &self.inner.scripts.record_reroute_abort,
-            &[&keys.record(order_id)],
-            std::slice::from_ref(&rerouting.t),
-        )
         .await?;
         Ok(())
     }
@@ -257,7 +289,7 @@ impl RedisStore {
             let (lv, ho, mark) = (
                 keys.levels(sku),
                 keys.holds(sku),
-                keys.reroute_mark(sku, order_id),
+                keys.reroute_done(sku, &rerouting.t),
             );
             let mut args = vec![
                 order_id.to_owned(),
@@ -315,7 +347,7 @@ impl RedisStore {
         let (used, orders, mark) = (
             keys.capacity_used(day),
             keys.capacity_orders(day),
-            keys.capacity_reroute_mark(day, order_id),
+            keys.capacity_reroute_done(day, &rerouting.t),
         );
         let mut args = vec![
             order_id.to_owned(),
@@ -360,11 +392,6 @@ impl RedisStore {
     }
 }
 
-/// The skus with new units, sorted, each once.
-fn new_skus(hold: &RerouteHold) -> Vec<String> {
-    super::record::distinct_skus(&hold.new)
-}
-
 /// What a sku's hold of new units said: `None` when held.
 fn hold_reply(sku: &str, reply: Value) -> Result<Option<RerouteOutcome>, StoreError> {
     let values = items(reply);
@@ -373,6 +400,10 @@ fn hold_reply(sku: &str, reply: Value) -> Result<Option<RerouteOutcome>, StoreEr
     let node_id = values.get(1).and_then(text).unwrap_or_default();
     match code.as_str() {
         "ok" => Ok(None),
+        "changed" | "conflict" => Ok(Some(RerouteOutcome::Changed)),
+        "void" => Err(StoreError::Unavailable(
+            "a reroute took longer than store.redis.pending_timeout_ms and was undone".into(),
+        )),
         "short" | "busy" => Ok(Some(RerouteOutcome::Insufficient {
             sku: sku.to_owned(),
             node_id,
