@@ -311,7 +311,7 @@ impl RedisStore {
         let records = join_all(held.keys().map(|(order, _)| async move {
             let mut cmd = redis::cmd("HMGET");
             cmd.arg(keys.record(order))
-                .arg(&["st", "tok", "exp", "dl", "day", "al", "rel", "rdl"]);
+                .arg(&["st", "tok", "exp", "dl", "day", "al", "rel", "rdl", "rr"]);
             let read = self.query::<Vec<Value>>(conn, &cmd);
             match tokio::time::timeout(lookup, read).await {
                 Ok(Ok(values)) => DueRecord::parse(&values),

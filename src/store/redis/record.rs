@@ -244,11 +244,13 @@ pub(super) struct DueRecord {
     pub(super) day: Option<i64>,
     pub(super) allocations: Vec<Allocation>,
     pub(super) releasing: Option<(Vec<String>, Millis)>,
+    /// A reroute is under way: the sweep finishes or undoes it before it gives anything back.
+    pub(super) rerouting: bool,
 }
 
 impl DueRecord {
-    /// From `HMGET st tok exp dl day al rel rdl`; `None` when there is no record, or it does
-    /// not read (then a read counts its units, as the sweep cannot give them back either).
+    /// From `HMGET st tok exp dl day al rel rdl rr`; `None` when there is no record, or it
+    /// does not read (then a read counts its units, as the sweep cannot give them back either).
     pub(super) fn parse(v: &[Value]) -> Option<Self> {
         let state = text(v.first()?)?;
         let number = |i: usize| v.get(i).and_then(int);
@@ -268,13 +270,14 @@ impl DueRecord {
             day: number(4),
             allocations,
             releasing,
+            rerouting: v.get(8).and_then(text).is_some(),
         })
     }
 
     /// What settling this record for attempt `token` at `now` gives back, as
     /// [`RedisStore::settle_attempt`] decides it.
     pub(super) fn gives(&self, token: &str, now: Millis) -> Option<Gives> {
-        if self.token != token {
+        if self.token != token || self.rerouting {
             return None;
         }
         match self.state.as_str() {
