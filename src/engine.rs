@@ -309,33 +309,10 @@ impl Engine {
                 .filter(|n| n.daily_capacity_units < u64::MAX)
                 .map(|n| (n.id.clone(), n.daily_capacity_units))
                 .collect();
-            let allocations = plan
-                .shipments
-                .iter()
-                .flat_map(|s| {
-                    s.lines.iter().map(|l| Allocation {
-                        line_id: l.line_id.clone(),
-                        sku: l.sku.clone(),
-                        node_id: s.node_id.clone(),
-                        quantity: l.quantity,
-                        shipped: 0,
-                        released: 0,
-                        rejected: 0,
-                    })
-                })
-                .collect();
+            let allocations = Allocation::of_plan(&plan);
             let waiting = if admitted.segment().unfilled == crate::domain::UnfilledPolicy::Backorder
             {
-                plan.unfilled
-                    .iter()
-                    .filter(|u| u.quantity > 0)
-                    .map(|u| crate::store::WaitingUnits {
-                        line_id: u.line_id.clone(),
-                        sku: u.sku.clone(),
-                        units: u.quantity,
-                        since: now,
-                    })
-                    .collect()
+                crate::store::WaitingUnits::of_plan(&plan, now)
             } else {
                 Vec::new()
             };

@@ -203,31 +203,24 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let mut fates = Vec::new();
-        let mut new = Vec::new();
-        for s in &plan.shipments {
-            for l in &s.lines {
-                fates.push(UnitFate {
-                    line_id: l.line_id.clone(),
-                    sku: l.sku.clone(),
-                    units: l.quantity,
-                    fate: Fate::Rerouted {
-                        node_id: s.node_id.clone(),
-                    },
-                });
-                new.push(Allocation {
-                    line_id: l.line_id.clone(),
-                    sku: l.sku.clone(),
-                    node_id: s.node_id.clone(),
-                    quantity: l.quantity,
-                    shipped: 0,
-                    released: 0,
-                    rejected: 0,
-                });
-            }
-        }
+        let new = Allocation::of_plan(&plan);
+        let mut fates: Vec<UnitFate> = new
+            .iter()
+            .map(|a| UnitFate {
+                line_id: a.line_id.clone(),
+                sku: a.sku.clone(),
+                units: a.quantity,
+                fate: Fate::Rerouted {
+                    node_id: a.node_id.clone(),
+                },
+            })
+            .collect();
         let waits = segment.unfilled == UnfilledPolicy::Backorder;
-        let mut waiting = Vec::new();
+        let waiting = if waits {
+            WaitingUnits::of_plan(&plan, now)
+        } else {
+            Vec::new()
+        };
         let mut cancelled = 0;
         for u in plan.unfilled.iter().filter(|u| u.quantity > 0) {
             fates.push(UnitFate {
@@ -240,14 +233,7 @@ impl Engine {
                     Fate::Cancelled
                 },
             });
-            if waits {
-                waiting.push(WaitingUnits {
-                    line_id: u.line_id.clone(),
-                    sku: u.sku.clone(),
-                    units: u.quantity,
-                    since: now,
-                });
-            } else {
+            if !waits {
                 cancelled += u.quantity;
             }
         }

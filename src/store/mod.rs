@@ -342,6 +342,24 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Allocation {
+    /// What a plan holds: one allocation per line of each shipment.
+    pub fn of_plan(plan: &Plan) -> Vec<Allocation> {
+        plan.shipments
+            .iter()
+            .flat_map(|s| {
+                s.lines.iter().map(|l| Allocation {
+                    line_id: l.line_id.clone(),
+                    sku: l.sku.clone(),
+                    node_id: s.node_id.clone(),
+                    quantity: l.quantity,
+                    shipped: 0,
+                    released: 0,
+                    rejected: 0,
+                })
+            })
+            .collect()
+    }
+
     /// Units still reserved: neither shipped nor given back.
     pub fn outstanding(&self) -> u64 {
         self.quantity
@@ -406,14 +424,9 @@ impl HoldRequest {
         level.ats_for(self.use_safety_stock, &self.closed)
     }
 
-    /// What the request may take, as the scripts read it: `1` or `0` for the use of safety
-    /// stock, then `|units:share` for each protection closed to it.
+    /// What the request may take, as the scripts read it (see [`access_arg`]).
     pub(crate) fn access_arg(&self) -> String {
-        let mut arg = if self.use_safety_stock { "1" } else { "0" }.to_owned();
-        for p in &self.closed {
-            arg.push_str(&p.to_arg());
-        }
-        arg
+        access_arg(self.use_safety_stock, &self.closed)
     }
 
     /// The reservation this request makes once its stock is held at `now`.
@@ -433,6 +446,16 @@ impl HoldRequest {
             waiting: self.waiting,
         }
     }
+}
+
+/// What a hold may take, as the scripts read it: `1` or `0` for the use of safety stock, then
+/// `|units:share` for each protection closed to it.
+pub(crate) fn access_arg(use_safety_stock: bool, closed: &[Protection]) -> String {
+    let mut arg = if use_safety_stock { "1" } else { "0" }.to_owned();
+    for p in closed {
+        arg.push_str(&p.to_arg());
+    }
+    arg
 }
 
 /// What a reserve did.

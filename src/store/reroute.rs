@@ -71,6 +71,22 @@ pub struct WaitingUnits {
     pub since: Millis,
 }
 
+impl WaitingUnits {
+    /// The units a plan left unfilled, waiting from `since`.
+    pub fn of_plan(plan: &Plan, since: Millis) -> Vec<WaitingUnits> {
+        plan.unfilled
+            .iter()
+            .filter(|u| u.quantity > 0)
+            .map(|u| WaitingUnits {
+                line_id: u.line_id.clone(),
+                sku: u.sku.clone(),
+                units: u.quantity,
+                since,
+            })
+            .collect()
+    }
+}
+
 /// A decision made on a reservation after its first (which is its plan): when, why, under
 /// which rules and strategy, what became of the units, and the plan for the units moved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,13 +178,9 @@ pub struct RerouteHold {
 }
 
 impl RerouteHold {
-    /// What the new holds may take, as the scripts read it (see `HoldRequest::access_arg`).
+    /// What the new holds may take, as the scripts read it (see [`super::access_arg`]).
     pub(crate) fn access_arg(&self) -> String {
-        let mut arg = if self.use_safety_stock { "1" } else { "0" }.to_owned();
-        for p in &self.closed {
-            arg.push_str(&p.to_arg());
-        }
-        arg
+        super::access_arg(self.use_safety_stock, &self.closed)
     }
 
     /// The skus touched, sorted, each once.

@@ -109,6 +109,21 @@ local function level_repair(lv, ho, node, oh, ss, rp, seq, partial)
     pd = math.min(pd, MAX_UNITS), rp = reorder_apply(rp, partial.rp)}
   level_put(lv, node, l)
 end
+-- Gives back the new units a reroute under way holds beside hold `h` (its `n`), and drops
+-- them from it.
+local function reroute_give_back(lv, h)
+  if type(h.n) == 'table' and type(h.n.a) == 'table' then
+    for _, e in ipairs(h.n.a) do
+      local l = hold_part_ok(e) and level_read(lv, e[2])
+      if l then
+        l.rs = l.rs - math.min(e[3], l.rs)
+        l.pd = l.pd - math.min(e[3], l.pd)
+        level_put(lv, e[2], l)
+      end
+    end
+  end
+  h.n = nil
+end
 -- A reservation record as the caller decodes it.
 local record_fields = {'st', 'tok', 'exp', 'dl', 'day', 'body', 'al', 'rel', 'rdl', 'rr', 'rrdl',
   'rrd', 'hist', 'wt'}

@@ -6,17 +6,7 @@ redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
 local prev = redis.call('HGET', KEYS[2], ARGV[1])
 local h = prev and hold_decode(prev)
 if not h or type(h.n) ~= 'table' or h.n.t ~= ARGV[2] then return 0 end
-if type(h.n.a) == 'table' then
-  for _, e in ipairs(h.n.a) do
-    local l = hold_part_ok(e) and level_read(KEYS[1], e[2])
-    if l then
-      l.rs = l.rs - math.min(e[3], l.rs)
-      l.pd = l.pd - math.min(e[3], l.pd)
-      level_put(KEYS[1], e[2], l)
-    end
-  end
-end
-h.n = nil
+reroute_give_back(KEYS[1], h)
 if #h.a == 0 then
   redis.call('HDEL', KEYS[2], ARGV[1])
 else

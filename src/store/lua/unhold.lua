@@ -36,17 +36,7 @@ for _, e in ipairs(give) do
   out[#out + 1] = e[3]
 end
 -- the new units of a reroute under way go with the whole hold
-if only == nil and h.n and type(h.n.a) == 'table' then
-  for _, e in ipairs(h.n.a) do
-    local l = hold_part_ok(e) and level_read(KEYS[1], e[2])
-    if l then
-      l.rs = l.rs - math.min(e[3], l.rs)
-      l.pd = l.pd - math.min(e[3], l.pd)
-      level_put(KEYS[1], e[2], l)
-    end
-  end
-  h.n = nil
-end
+if only == nil then reroute_give_back(KEYS[1], h) end
 if #keep == 0 and not h.n then
   redis.call('HDEL', KEYS[2], ARGV[1])
 else
