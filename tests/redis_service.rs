@@ -360,11 +360,31 @@ async fn race(replicas: &[Replica], clients: usize, orders_each: usize) -> HashM
     seen
 }
 
+/// The replicas' logs, and this test's turn: tests with replica processes run one at a time,
+/// since several clusters of three replicas at once can starve a 2-core machine past the
+/// replicas' Redis timeouts, which none of these tests is about.
+struct Logs {
+    dir: tempfile::TempDir,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Logs {
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
 /// A three-master cluster with three `dom-router` replicas on it under a key prefix of their
 /// own; the replicas' logs go to the temporary directory.
-async fn replicas_on_a_cluster() -> (RedisCluster, tempfile::TempDir, String, Vec<Replica>) {
+async fn replicas_on_a_cluster() -> (RedisCluster, Logs, String, Vec<Replica>) {
+    static TURNS: std::sync::LazyLock<Arc<tokio::sync::Mutex<()>>> =
+        std::sync::LazyLock::new(|| Arc::new(tokio::sync::Mutex::new(())));
+    let turn = TURNS.clone().lock_owned().await;
     let cluster = RedisCluster::start(3);
-    let logs = tempfile::tempdir().unwrap();
+    let logs = Logs {
+        dir: tempfile::tempdir().unwrap(),
+        _turn: turn,
+    };
     let p = prefix();
     let mut replicas = Vec::new();
     for _ in 0..3 {
