@@ -872,6 +872,19 @@ async fn each_alert_crossing_is_reported_once_by_replicas_that_all_see_it() {
     }
 }
 
+async fn reservation(replica: &Replica, order_id: &str) -> pb::Reservation {
+    replica
+        .sourcing()
+        .get_reservation(pb::GetReservationRequest {
+            order_id: order_id.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap()
+}
+
 /// Units of each order: outstanding at its nodes, waiting, and cancelled by its reroutes.
 fn accounted(r: &pb::Reservation) -> i64 {
     let outstanding: i64 = r
@@ -918,16 +931,7 @@ async fn replicas_reroute_at_once_and_one_killed_leaves_nothing_half_done() {
     // at once; a third of the way in, one replica is killed
     let mut firsts = Vec::new();
     for i in 0..orders {
-        let r = replicas[1]
-            .sourcing()
-            .get_reservation(pb::GetReservationRequest {
-                order_id: format!("q{i}"),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .reservation
-            .unwrap();
+        let r = reservation(&replicas[1], &format!("q{i}")).await;
         firsts.push(r.allocations[0].node_id.clone());
     }
     let request = |i: usize, node: &str| pb::RerouteRequest {
@@ -974,16 +978,7 @@ async fn replicas_reroute_at_once_and_one_killed_leaves_nothing_half_done() {
     }
     settled_audit(&cluster_ports(&cluster), &p).await;
     for (i, first) in firsts.iter().enumerate() {
-        let r = replicas[2]
-            .sourcing()
-            .get_reservation(pb::GetReservationRequest {
-                order_id: format!("q{i}"),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .reservation
-            .unwrap();
+        let r = reservation(&replicas[2], &format!("q{i}")).await;
         // one reroute, whichever replica made it; no unit lost or doubled; none left at the
         // node that turned the order down
         let reroutes = r

@@ -29,6 +29,14 @@ fn reroute(
     }
 }
 
+/// A reroute that must succeed, and its answer.
+async fn rerouted(
+    sourcing: &mut SourcingClient<tonic::transport::Channel>,
+    request: pb::RerouteRequest,
+) -> pb::RerouteResponse {
+    sourcing.reroute(request).await.unwrap().into_inner()
+}
+
 async fn reserve(server: &TestServer, order: pb::Order) -> pb::Reservation {
     server
         .sourcing()
@@ -97,11 +105,7 @@ async fn a_rejected_order_goes_to_the_next_node_and_keeps_its_history() {
         pb::RerouteReason::StoreRejected,
         "rj-1",
     );
-    let answer = sourcing
-        .reroute(request.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = rerouted(&mut sourcing, request.clone()).await;
     assert!(answer.rerouted);
     // nearest next: Alicante
     assert_eq!(
@@ -161,11 +165,7 @@ async fn a_rejected_order_goes_to_the_next_node_and_keeps_its_history() {
         .unwrap();
     assert_eq!(read, r);
     // the same reroute again: the same answer, nothing moved
-    let again = sourcing
-        .reroute(request.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let again = rerouted(&mut sourcing, request.clone()).await;
     assert!(!again.rerouted);
     assert_eq!(again.outcomes, answer.outcomes);
     assert_eq!(server.level("st-alicante", "RR-1").await, (2, 5, 3));
@@ -176,17 +176,17 @@ async fn a_rejected_order_goes_to_the_next_node_and_keeps_its_history() {
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
     // Alicante turns it down too: never back to Valencia, though it has the stock and is
     // nearest
-    let answer = sourcing
-        .reroute(reroute(
+    let answer = rerouted(
+        &mut sourcing,
+        reroute(
             "rr-1",
             "st-alicante",
             &[("1", 3)],
             pb::RerouteReason::Damaged,
             "rj-2",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        ),
+    )
+    .await;
     assert_eq!(
         fates(&answer.outcomes),
         vec![(
@@ -234,17 +234,17 @@ async fn what_no_node_can_ship_waits_or_is_cancelled_by_the_segment() {
         order("rr-2a", "standard", vec![line("1", "RR-2", 4)]),
     )
     .await;
-    let answer = sourcing
-        .reroute(reroute(
+    let answer = rerouted(
+        &mut sourcing,
+        reroute(
             "rr-2a",
             "wh-getafe",
             &[("1", 4)],
             pb::RerouteReason::ShortPick,
             "x",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        ),
+    )
+    .await;
     assert_eq!(
         fates(&answer.outcomes),
         vec![("1".into(), 4, pb::UnitFate::Waiting, String::new())]
@@ -267,17 +267,17 @@ async fn what_no_node_can_ship_waits_or_is_cancelled_by_the_segment() {
         ),
     )
     .await;
-    let answer = sourcing
-        .reroute(reroute(
+    let answer = rerouted(
+        &mut sourcing,
+        reroute(
             "rr-2b",
             "wh-getafe",
             &[],
             pb::RerouteReason::NodeUnavailable,
             "x",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        ),
+    )
+    .await;
     assert_eq!(
         fates(&answer.outcomes),
         vec![("1".into(), 2, pb::UnitFate::Cancelled, String::new())]
@@ -314,17 +314,17 @@ async fn parcels_still_active_count_against_max_shipments() {
     server.stock(&[("wh-zaragoza", "RR-4", 9, 0)]).await;
     let mut sourcing = server.sourcing();
     // one of Getafe's two units: Getafe still ships the other, so no parcel is left
-    let answer = sourcing
-        .reroute(reroute(
+    let answer = rerouted(
+        &mut sourcing,
+        reroute(
             "rr-4",
             "wh-getafe",
             &[("1", 1)],
             pb::RerouteReason::Damaged,
             "a",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        ),
+    )
+    .await;
     assert_eq!(
         fates(&answer.outcomes),
         vec![("1".into(), 1, pb::UnitFate::Waiting, String::new())]
@@ -334,17 +334,11 @@ async fn parcels_still_active_count_against_max_shipments() {
         "the plan says why"
     );
     // the last one: Getafe ships nothing more, its parcel is free for Zaragoza
-    let answer = sourcing
-        .reroute(reroute(
-            "rr-4",
-            "wh-getafe",
-            &[],
-            pb::RerouteReason::Damaged,
-            "b",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = rerouted(
+        &mut sourcing,
+        reroute("rr-4", "wh-getafe", &[], pb::RerouteReason::Damaged, "b"),
+    )
+    .await;
     assert_eq!(
         fates(&answer.outcomes),
         vec![(
@@ -509,17 +503,17 @@ async fn the_readme_example_goes_as_it_says() {
         })
         .await
         .unwrap();
-    let answer = sourcing
-        .reroute(reroute(
+    let answer = rerouted(
+        &mut sourcing,
+        reroute(
             "web-1001",
             "wh-getafe",
             &[("1", 1)],
             pb::RerouteReason::ShortPick,
             "getafe-pick-17",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        ),
+    )
+    .await;
     let r = answer.reservation.unwrap();
     let summaries: Vec<&str> = r.history.iter().map(|d| d.summary.as_str()).collect();
     assert_eq!(
