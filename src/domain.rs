@@ -260,6 +260,9 @@ pub struct SegmentRules {
     /// The protections of the segments of a better priority, by name: what they keep from this
     /// one. Filled in by [`Segments::new`].
     pub closed_by: Vec<(String, Protection)>,
+    /// Units waiting for supply longer than this many days are cancelled (`backorder` only;
+    /// `None`: they wait as long as the order is open).
+    pub backorder_max_days: Option<u32>,
 }
 
 impl SegmentRules {

@@ -14,6 +14,7 @@ use tracing::{Instrument, debug, info_span};
 
 use crate::clock::Clock;
 
+mod fill;
 mod reroute;
 use crate::config::{HoldSettings, Settings, SourcingSettings};
 use crate::domain::{Order, Plan, Rules, StrategyKind};
@@ -22,8 +23,9 @@ use crate::sourcing::pool::SolvePool;
 use crate::sourcing::{Admitted, Problem, Strategies};
 use crate::store::{
     Allocation, HoldRequest, Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore,
-    StockUpdate, StoreError, UpdateResult,
+    StockUpdate, StoreError, UpdateResult, WaitingEntry,
 };
+pub use fill::FillReport;
 pub use reroute::{RerouteCall, Rerouted};
 
 /// Stock of one sku at one node, as reported to callers.
@@ -50,6 +52,8 @@ pub struct SkuAvailability {
     /// Asked for a segment: the network threshold as it sees the sku, when one applies.
     pub threshold: Option<u64>,
     pub below_threshold: bool,
+    /// Units waiting for supply of the sku, by segment (every segment, whichever is asked).
+    pub waiting: Vec<(String, u64)>,
 }
 
 /// The engine's own part of the settings: how it plans and how long it holds.
@@ -331,6 +335,11 @@ impl Engine {
                 order: Some(order.clone()),
                 waiting,
             };
+            if !request.waiting.is_empty() {
+                // the index of waiting lines lists them before the reservation says they wait
+                let entries = WaitingEntry::of(&order.order_id, &order.segment, &request.waiting);
+                self.store.note_waiting(&entries).await?;
+            }
             let outcome = self
                 .after_in_flight(|at| {
                     // the hold's time runs from when it is written, not from when planning
@@ -494,11 +503,13 @@ impl Engine {
             })?),
             None => None,
         };
-        let view = self
-            .store
-            .read_stock(skus, self.clock.now_millis())
-            .instrument(info_span!("store", op = "read_stock"))
-            .await?;
+        let (view, waiting) = tokio::join!(
+            self.store
+                .read_stock(skus, self.clock.now_millis())
+                .instrument(info_span!("store", op = "read_stock")),
+            self.waiting_units(skus)
+        );
+        let (view, mut waiting) = (view?, waiting?);
         let mut out = Vec::with_capacity(skus.len());
         for sku in skus {
             let levels = view.get(sku).cloned().unwrap_or_default();
@@ -513,6 +524,11 @@ impl Engine {
                 nodes: Vec::new(),
                 threshold: None,
                 below_threshold: false,
+                waiting: waiting
+                    .remove(sku)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
             };
             for node in all_rules.network.nodes() {
                 let Some(level) = ordered.get(node.id.as_str()) else {

@@ -116,6 +116,10 @@ fn describe() {
         "dom_router_rerouted_units_total",
         "units nodes could not ship, by reason and by what became of them (rerouted, waiting, cancelled)"
     );
+    describe_counter!(
+        "dom_router_backorder_units_total",
+        "units waiting for supply that this replica filled, or cancelled after the segment's backorder_max_days, by outcome"
+    );
     describe_gauge!(
         "dom_router_holds_active",
         "holds not yet committed, released or expired, across every replica (as this replica last read them)"
@@ -235,11 +239,16 @@ pub fn planned(candidates: usize, plan: &Plan) {
     counter!("dom_router_decision_unfilled_units_total").increment(plan.unfilled_units());
 }
 
+/// Units waiting for supply that were filled or cancelled (`outcome`).
+pub fn backorder_units(outcome: &'static str, units: u64) {
+    counter!("dom_router_backorder_units_total", "outcome" => outcome).increment(units);
+}
+
 /// The units of a reroute applied, by its reason and by what became of them.
 pub fn rerouted(reason: crate::store::RerouteReason, fates: &[crate::store::UnitFate]) {
     for f in fates {
         let fate = match f.fate {
-            crate::store::Fate::Rerouted { .. } => "rerouted",
+            crate::store::Fate::Rerouted { .. } | crate::store::Fate::Filled { .. } => "rerouted",
             crate::store::Fate::Waiting => "waiting",
             crate::store::Fate::Cancelled => "cancelled",
         };

@@ -306,6 +306,7 @@ pub fn standard_segment() -> SegmentRules {
         allow_transfer: false,
         transfer_per_unit: 1.0,
         closed_by: Vec::new(),
+        backorder_max_days: None,
         protect: crate::store::Protection::default(),
     }
 }

@@ -377,6 +377,13 @@ impl Logs {
 /// A three-master cluster with three `dom-router` replicas on it under a key prefix of their
 /// own; the replicas' logs go to the temporary directory.
 async fn replicas_on_a_cluster() -> (RedisCluster, Logs, String, Vec<Replica>) {
+    replicas_on_a_cluster_with(None).await
+}
+
+/// As [`replicas_on_a_cluster`], the replicas reading the config directory `config` if given.
+async fn replicas_on_a_cluster_with(
+    config: Option<&std::path::Path>,
+) -> (RedisCluster, Logs, String, Vec<Replica>) {
     static TURNS: std::sync::LazyLock<Arc<tokio::sync::Mutex<()>>> =
         std::sync::LazyLock::new(|| Arc::new(tokio::sync::Mutex::new(())));
     let turn = TURNS.clone().lock_owned().await;
@@ -393,7 +400,7 @@ async fn replicas_on_a_cluster() -> (RedisCluster, Logs, String, Vec<Replica>) {
             cluster: true,
             prefix: &p,
             logs: logs.path(),
-            config: None,
+            config,
         };
         replicas.push(Replica::start(&setup).await);
     }
@@ -997,4 +1004,130 @@ async fn replicas_reroute_at_once_and_one_killed_leaves_nothing_half_done() {
         );
     }
     drop(replicas);
+}
+
+/// The demo config with marketplace orders backordered too (behind standard's priority), in a
+/// directory of its own.
+fn backorder_config() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    for entry in std::fs::read_dir(&demo).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let segments = dir.path().join("segments.toml");
+    let text = std::fs::read_to_string(&segments).unwrap();
+    let marketplace = text.find("[segment.marketplace]").unwrap();
+    let (head, tail) = text.split_at(marketplace);
+    let tail = tail.replacen("unfilled = \"partial\"", "unfilled = \"backorder\"", 1);
+    std::fs::write(&segments, format!("{head}{tail}")).unwrap();
+    dir
+}
+
+/// Units held (outstanding) and waiting of a reservation, and how many fills it had.
+fn held_waiting_fills(r: &pb::Reservation) -> (i64, i64, usize) {
+    let held = r
+        .allocations
+        .iter()
+        .map(|a| a.quantity - a.shipped - a.released)
+        .sum();
+    let waiting = r.waiting.iter().map(|w| w.units).sum();
+    let fills = r
+        .history
+        .iter()
+        .filter(|d| d.kind == pb::decision::Kind::Filled as i32)
+        .count();
+    (held, waiting, fills)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_fill_waiting_orders_once_in_priority_order_with_the_filler_killed() {
+    let config = backorder_config();
+    let (cluster, logs, p, mut replicas) = replicas_on_a_cluster_with(Some(config.path())).await;
+    // nothing in stock: 12 marketplace and 12 standard orders of 2 units wait, interleaved,
+    // created through every replica
+    let orders: Vec<(String, &str)> = (0..24)
+        .map(|i| {
+            let segment = if i % 2 == 0 { "marketplace" } else { "standard" };
+            (format!("bf{i:02}"), segment)
+        })
+        .collect();
+    for (i, (id, segment)) in orders.iter().enumerate() {
+        let r = replicas[i % 3]
+            .sourcing()
+            .reserve(common::reserve_request(order(
+                id,
+                segment,
+                vec![line("l1", "BF-A", 2)],
+            )))
+            .await
+            .unwrap()
+            .into_inner()
+            .reservation
+            .unwrap();
+        assert_eq!(held_waiting_fills(&r), (0, 2, 0), "{id}");
+        // each waits from a later millisecond than the one before
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    // the replica that fills: the one whose log says it took the lease
+    let mut filler = None;
+    for _ in 0..100 {
+        filler = replicas.iter().position(|r| {
+            std::fs::read_to_string(&r.log)
+                .unwrap_or_default()
+                .contains("this replica fills waiting units")
+        });
+        if filler.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let filler = filler.expect("a replica took the fill lease");
+    let other = (filler + 1) % 3;
+    // 16 units arrive, enough for 8 orders; the filler is killed as it fills
+    push_stock(&mut replicas[other].inventory(), &[("wh-zaragoza", "BF-A", 16)]).await;
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    replicas[filler].kill();
+    let survivor = &replicas[(filler + 2) % 3];
+    let read_all = || async {
+        let mut all = Vec::new();
+        for (id, segment) in &orders {
+            let r = reservation(survivor, id).await;
+            all.push((id.clone(), *segment, held_waiting_fills(&r)));
+        }
+        all
+    };
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let mut all = read_all().await;
+    while all.iter().map(|o| o.2.0).sum::<i64>() < 16 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        all = read_all().await;
+    }
+    // the first eight standard orders, oldest first, have their units, once; nothing else does
+    let standard: Vec<_> = all.iter().filter(|o| o.1 == "standard").collect();
+    for (n, (id, _, state)) in standard.iter().enumerate() {
+        let want = if n < 8 { (2, 0, 1) } else { (0, 2, 0) };
+        assert_eq!(*state, want, "{id}: {all:?}");
+    }
+    for (id, _, state) in all.iter().filter(|o| o.1 == "marketplace") {
+        assert_eq!(*state, (0, 2, 0), "{id}: {all:?}");
+    }
+    // 32 more units: every order waiting is filled, each once
+    push_stock(&mut replicas[other].inventory(), &[("wh-zaragoza", "BF-A", 48)]).await;
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let mut all = read_all().await;
+    while all.iter().map(|o| o.2.0).sum::<i64>() < 48 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        all = read_all().await;
+    }
+    for (id, _, state) in &all {
+        assert_eq!(*state, (2, 0, 1), "{id}: {all:?}");
+    }
+    let audit = settled_audit(&cluster_ports(&cluster), &p).await;
+    let reserved: i64 = audit.levels.values().map(|l| l.1).sum();
+    assert_eq!(reserved, 48, "every unit held once, none oversold");
+    drop(replicas);
+    drop(logs);
 }

@@ -1020,9 +1020,11 @@ mod reroutes_cut_off {
                 rejected: 0,
             }],
             waiting: Vec::new(),
+            from_waiting: Vec::new(),
             use_safety_stock: false,
             closed: Vec::new(),
             decision: Decision {
+                kind: dom_router::store::DecisionKind::Reroute,
                 at: T0,
                 reroute_id: id.into(),
                 digest: id.into(),

@@ -16,8 +16,8 @@ use crate::domain::{
 use crate::engine::RerouteCall;
 use crate::error::Error;
 use crate::store::{
-    Allocation, Decision, Fate, ReorderPoint, RerouteReason, Reservation, ReservationState,
-    StockLevel, StockUpdate, UnitFate, UpdateKind, shown,
+    Allocation, Decision, DecisionKind, Fate, ReorderPoint, RerouteReason, Reservation,
+    ReservationState, StockLevel, StockUpdate, UnitFate, UpdateKind, shown,
 };
 
 /// The most units one order line may ask for.
@@ -578,6 +578,7 @@ pub fn unit_outcome(f: &UnitFate) -> pb::UnitOutcome {
         Fate::Rerouted { node_id } => (pb::UnitFate::Rerouted, node_id.clone()),
         Fate::Waiting => (pb::UnitFate::Waiting, String::new()),
         Fate::Cancelled => (pb::UnitFate::Cancelled, String::new()),
+        Fate::Filled { node_id } => (pb::UnitFate::Filled, node_id.clone()),
     };
     pb::UnitOutcome {
         line_id: f.line_id.clone(),
@@ -589,12 +590,20 @@ pub fn unit_outcome(f: &UnitFate) -> pb::UnitOutcome {
 }
 
 pub fn decision(d: &Decision) -> pb::Decision {
+    let (kind, reason) = match d.kind {
+        DecisionKind::Reroute => (pb::decision::Kind::Rerouted, reroute_reason(d.reason)),
+        DecisionKind::Fill => (pb::decision::Kind::Filled, pb::RerouteReason::Unspecified),
+        DecisionKind::Expire => (
+            pb::decision::Kind::Cancelled,
+            pb::RerouteReason::Unspecified,
+        ),
+    };
     pb::Decision {
         at: Some(timestamp(d.at)),
-        kind: pb::decision::Kind::Rerouted as i32,
+        kind: kind as i32,
         reroute_id: d.reroute_id.clone(),
         node_id: d.node_id.clone(),
-        reason: reroute_reason(d.reason) as i32,
+        reason: reason as i32,
         rules_version: d.rules_version.clone(),
         strategy: strategy_out(d.strategy) as i32,
         summary: d.summary(),

@@ -72,6 +72,7 @@ fn event_kind(kind: EventKind) -> pb::EventKind {
         EventKind::ReservationFulfilled => pb::EventKind::ReservationFulfilled,
         EventKind::ReservationRerouted => pb::EventKind::ReservationRerouted,
         EventKind::UnitsCancelled => pb::EventKind::UnitsCancelled,
+        EventKind::BackorderFilled => pb::EventKind::BackorderFilled,
         EventKind::StockChanged => pb::EventKind::StockChanged,
         EventKind::LowStock => pb::EventKind::LowStock,
         EventKind::StockRecovered => pb::EventKind::StockRecovered,

@@ -401,6 +401,14 @@ impl pb::inventory_server::Inventory for InventoryApi {
                         .collect(),
                     low_stock_threshold: s.threshold.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
                     below_threshold: s.below_threshold,
+                    waiting: s
+                        .waiting
+                        .into_iter()
+                        .map(|(segment, units)| pb::SegmentWaiting {
+                            segment,
+                            units: i64::try_from(units).unwrap_or(i64::MAX),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }))

@@ -185,8 +185,12 @@ impl Config {
             .map(|name| {
                 let s = self.segments.get(&name).expect("listed segment");
                 let kinds: Vec<&str> = s.node_kinds.iter().map(NodeKind::as_str).collect();
+                let waits = s
+                    .backorder_max_days
+                    .map(|d| format!(", waiting at most {d} days"))
+                    .unwrap_or_default();
                 format!(
-                    "  {name}: priority {}, kinds [{}], max {} shipments, split penalty {}, unfilled {:?}",
+                    "  {name}: priority {}, kinds [{}], max {} shipments, split penalty {}, unfilled {:?}{waits}",
                     s.priority,
                     kinds.join(", "),
                     s.max_shipments,

@@ -50,7 +50,12 @@ struct SegmentEntry {
     protect_units: u64,
     #[serde(default)]
     protect_share: f64,
+    #[serde(default)]
+    backorder_max_days: Option<u32>,
 }
+
+/// The longest `backorder_max_days` may be: ten years.
+const MAX_BACKORDER_DAYS: u32 = 3650;
 
 fn default_segment_priority() -> i32 {
     100
@@ -160,6 +165,25 @@ pub fn parse_segments(
                 ),
             ));
         }
+        if let Some(days) = e.backorder_max_days {
+            if e.unfilled != UnfilledPolicy::Backorder {
+                return Err(ConfigError::new(
+                    source,
+                    at("backorder_max_days"),
+                    format!(
+                        "is set, but units of this segment never wait: unfilled is {:?}, not \"backorder\"",
+                        e.unfilled
+                    ),
+                ));
+            }
+            if !(1..=MAX_BACKORDER_DAYS).contains(&days) {
+                return Err(ConfigError::new(
+                    source,
+                    at("backorder_max_days"),
+                    format!("{days} must be from 1 to {MAX_BACKORDER_DAYS}"),
+                ));
+            }
+        }
         if !(0.0..=1.0).contains(&e.protect_share) {
             return Err(ConfigError::new(
                 source,
@@ -193,6 +217,7 @@ pub fn parse_segments(
                 },
             },
             closed_by: Vec::new(),
+            backorder_max_days: e.backorder_max_days,
         };
         if !network
             .nodes()
@@ -309,6 +334,42 @@ mod tests {
             e.problem.contains("protect_units") || e.field.contains("protect_units"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn backorder_max_days_is_read_and_checked() {
+        let network = parse_network("net.toml", NODE).unwrap();
+        let segments = parse_segments(
+            "seg.toml",
+            "[segment.x]\nunfilled = \"backorder\"\nbackorder_max_days = 14\n[segment.y]\n",
+            &network,
+        )
+        .unwrap();
+        assert_eq!(segments.get("x").unwrap().backorder_max_days, Some(14));
+        assert_eq!(segments.get("y").unwrap().backorder_max_days, None);
+        for (body, problem) in [
+            (
+                "unfilled = \"partial\"\nbackorder_max_days = 3",
+                "is set, but units of this segment never wait: unfilled is Partial, not \"backorder\"",
+            ),
+            (
+                "backorder_max_days = 3",
+                "is set, but units of this segment never wait: unfilled is Reject, not \"backorder\"",
+            ),
+            (
+                "unfilled = \"backorder\"\nbackorder_max_days = 0",
+                "0 must be from 1 to 3650",
+            ),
+            (
+                "unfilled = \"backorder\"\nbackorder_max_days = 3651",
+                "3651 must be from 1 to 3650",
+            ),
+        ] {
+            let e = parse_segments("seg.toml", &format!("[segment.x]\n{body}\n"), &network)
+                .unwrap_err();
+            assert_eq!(e.field, "segment.x.backorder_max_days");
+            assert_eq!(e.problem, problem);
+        }
     }
 
     #[test]

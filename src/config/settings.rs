@@ -177,6 +177,9 @@ pub struct HoldSettings {
     pub min_ttl_secs: u32,
     pub max_ttl_secs: u32,
     pub sweep_interval_ms: u64,
+    /// How often units waiting for supply are tried against stock again (besides every change
+    /// that brings supply), by the replica holding the fill lease.
+    pub fill_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -281,6 +284,7 @@ impl Settings {
             ),
             ("holds.min_ttl_secs", u64::from(self.holds.min_ttl_secs)),
             ("holds.sweep_interval_ms", self.holds.sweep_interval_ms),
+            ("holds.fill_interval_ms", self.holds.fill_interval_ms),
             (
                 "store.redis.connect_timeout_ms",
                 self.store.redis.connect_timeout_ms,

@@ -75,6 +75,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::ReservationFulfilled => "reservation_fulfilled",
         EventKind::ReservationRerouted => "reservation_rerouted",
         EventKind::UnitsCancelled => "units_cancelled",
+        EventKind::BackorderFilled => "backorder_filled",
         EventKind::StockChanged => "stock_changed",
         EventKind::LowStock => "low_stock",
         EventKind::StockRecovered => "stock_recovered",

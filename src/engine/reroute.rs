@@ -11,8 +11,8 @@ use crate::domain::{Order, OrderLine, Plan, UnfilledPolicy};
 use crate::error::Error;
 use crate::sourcing::Admitted;
 use crate::store::{
-    Allocation, Decision, Fate, Gone, RerouteHold, RerouteOutcome, RerouteReason, Reservation,
-    ReservationState, StoreError, UnitFate, WaitingUnits,
+    Allocation, Decision, DecisionKind, Fate, Gone, RerouteHold, RerouteOutcome, RerouteReason,
+    Reservation, ReservationState, StoreError, UnitFate, WaitingEntry, WaitingUnits,
 };
 
 /// A reroute as a node asks for it, its fields well formed.
@@ -66,6 +66,12 @@ impl Engine {
                 return Ok(answer);
             }
             let (hold, decision) = self.plan_reroute(call, &r, &digest, now).await?;
+            if !hold.waiting.is_empty() {
+                // the index of waiting lines lists them before the reservation says they wait
+                let all = [r.waiting.clone(), hold.waiting.clone()].concat();
+                let entries = WaitingEntry::of(&r.order_id, &r.segment, &all);
+                self.store.note_waiting(&entries).await?;
+            }
             let order_id = call.order_id.clone();
             let outcome = self
                 .after_in_flight(|at| {
@@ -145,64 +151,11 @@ impl Engine {
         };
         let gone = gone_units(call, r, order)?;
         let rules = self.rules();
-        let Some(segment) = rules.segments.get(&r.segment) else {
-            return Err(Error::FailedPrecondition(format!(
-                "order {:?} is of segment {:?}, which the rules in force no longer have",
-                r.order_id, r.segment
-            )));
-        };
-        // never from this node or one that turned the order down before; at most the parcels
-        // the segment allows, less those still active
-        let mut rules_now = segment.clone();
-        rules_now.excluded_nodes.insert(call.node_id.clone());
-        rules_now
-            .excluded_nodes
-            .extend(r.history.iter().map(|d| d.node_id.clone()));
-        let active = active_parcels(&r.allocations, &call.node_id, &gone);
-        let parcels_left = segment.max_shipments.saturating_sub(active);
-        rules_now.max_shipments = parcels_left;
-        // an order cannot be refused after the fact: what no node ships is cancelled instead
-        if rules_now.unfilled == UnfilledPolicy::Reject {
-            rules_now.unfilled = UnfilledPolicy::Partial;
-        }
-        let group_of: BTreeMap<&str, Option<String>> = order
-            .lines
-            .iter()
-            .map(|l| (l.line_id.as_str(), l.group.clone()))
-            .collect();
-        let moved = Order {
-            lines: gone
-                .iter()
-                .map(|g| OrderLine {
-                    line_id: g.line_id.clone(),
-                    sku: g.sku.clone(),
-                    quantity: g.units,
-                    group: group_of.get(g.line_id.as_str()).cloned().flatten(),
-                })
-                .collect(),
-            ..order.clone()
-        };
+        let segment = segment_of(&rules, r)?;
         let kind = r.plan.strategy;
-        let plan = match Admitted::under(&moved, &rules_now, &rules.network) {
-            Ok(admitted) if parcels_left > 0 => {
-                let state = self.read_state(&moved.skus(), now).await?;
-                self.plan(&rules, &admitted, kind, state).await?
-            }
-            Ok(_) => nothing_planned(
-                &moved,
-                kind,
-                &rules.version,
-                format!(
-                    "no parcel left: {active} shipments, the most segment {} allows, are still active",
-                    segment.name
-                ),
-            ),
-            // the pickup store itself is closed to the order now
-            Err(Error::Refused(refusal)) => {
-                nothing_planned(&moved, kind, &rules.version, refusal.to_string())
-            }
-            Err(e) => return Err(e),
-        };
+        let plan = self
+            .plan_again(&rules, r, order, &gone, Some(&call.node_id), now)
+            .await?;
         let new = Allocation::of_plan(&plan);
         let mut fates: Vec<UnitFate> = new
             .iter()
@@ -241,6 +194,7 @@ impl Engine {
             at: now,
             reroute_id: call.reroute_id.clone(),
             digest: digest.to_owned(),
+            kind: DecisionKind::Reroute,
             node_id: call.node_id.clone(),
             reason: call.reason,
             rules_version: rules.version.clone(),
@@ -255,6 +209,7 @@ impl Engine {
             gone,
             new,
             waiting,
+            from_waiting: Vec::new(),
             use_safety_stock: segment.use_safety_stock,
             closed: segment.closed(),
             decision: decision.clone(),
@@ -262,6 +217,91 @@ impl Engine {
         };
         Ok((hold, decision))
     }
+}
+
+impl Engine {
+    /// Plans again `units` of order `r` (a reroute's units leaving `leaving`, or units waiting
+    /// for supply) by the order's strategy under its segment's rules now: never from `leaving`
+    /// or a node that turned the order down before, with at most the parcels the segment
+    /// allows less those still active, and what no node can ship left unfilled (an order
+    /// cannot be refused after the fact).
+    pub(super) async fn plan_again(
+        &self,
+        rules: &std::sync::Arc<crate::domain::Rules>,
+        r: &Reservation,
+        order: &Order,
+        units: &[Gone],
+        leaving: Option<&str>,
+        now: Millis,
+    ) -> Result<Plan, Error> {
+        let segment = segment_of(rules, r)?;
+        let mut rules_now = segment.clone();
+        rules_now.excluded_nodes.extend(leaving.map(str::to_owned));
+        rules_now.excluded_nodes.extend(
+            r.history
+                .iter()
+                .filter(|d| d.kind == DecisionKind::Reroute)
+                .map(|d| d.node_id.clone()),
+        );
+        let leaving_units: &[Gone] = if leaving.is_some() { units } else { &[] };
+        let active = active_parcels(&r.allocations, leaving.unwrap_or(""), leaving_units);
+        let parcels_left = segment.max_shipments.saturating_sub(active);
+        rules_now.max_shipments = parcels_left;
+        if rules_now.unfilled == UnfilledPolicy::Reject {
+            rules_now.unfilled = UnfilledPolicy::Partial;
+        }
+        let group_of: BTreeMap<&str, Option<String>> = order
+            .lines
+            .iter()
+            .map(|l| (l.line_id.as_str(), l.group.clone()))
+            .collect();
+        let moved = Order {
+            lines: units
+                .iter()
+                .map(|g| OrderLine {
+                    line_id: g.line_id.clone(),
+                    sku: g.sku.clone(),
+                    quantity: g.units,
+                    group: group_of.get(g.line_id.as_str()).cloned().flatten(),
+                })
+                .collect(),
+            ..order.clone()
+        };
+        let kind = r.plan.strategy;
+        Ok(match Admitted::under(&moved, &rules_now, &rules.network) {
+            Ok(admitted) if parcels_left > 0 => {
+                let state = self.read_state(&moved.skus(), now).await?;
+                self.plan(rules, &admitted, kind, state).await?
+            }
+            Ok(_) => nothing_planned(
+                &moved,
+                kind,
+                &rules.version,
+                format!(
+                    "no parcel left: {active} shipments, the most segment {} allows, are still active",
+                    segment.name
+                ),
+            ),
+            // the pickup store itself is closed to the order now
+            Err(Error::Refused(refusal)) => {
+                nothing_planned(&moved, kind, &rules.version, refusal.to_string())
+            }
+            Err(e) => return Err(e),
+        })
+    }
+}
+
+/// The rules of the order's segment in force now.
+pub(super) fn segment_of<'a>(
+    rules: &'a crate::domain::Rules,
+    r: &Reservation,
+) -> Result<&'a crate::domain::SegmentRules, Error> {
+    rules.segments.get(&r.segment).ok_or_else(|| {
+        Error::FailedPrecondition(format!(
+            "order {:?} is of segment {:?}, which the rules in force no longer have",
+            r.order_id, r.segment
+        ))
+    })
 }
 
 /// The answer to a reroute made before under the call's id, or ALREADY_EXISTS if it asked

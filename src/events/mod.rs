@@ -84,8 +84,12 @@ pub enum EventKind {
     /// A node could not ship units it was given; they went to another node, or wait, or were
     /// cancelled (the reservation after it; `lines` the lines moved).
     ReservationRerouted,
-    /// Units of a reservation were dropped as no node could ship them (after a reroute).
+    /// Units of a reservation were dropped: no node could ship them after a reroute, or they
+    /// waited longer than the segment's `backorder_max_days`.
     UnitsCancelled,
+    /// Units of a reservation that waited for supply are held now (the reservation after it;
+    /// `lines` the lines filled).
+    BackorderFilled,
     /// A feed update changed a level: the level after it.
     StockChanged,
     /// A node's ATS, or the network's as a segment sees it, fell to or below its threshold.
@@ -99,7 +103,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::ReservationCreated,
         EventKind::ReservationCommitted,
         EventKind::ReservationReleased,
@@ -107,6 +111,7 @@ impl EventKind {
         EventKind::ReservationFulfilled,
         EventKind::ReservationRerouted,
         EventKind::UnitsCancelled,
+        EventKind::BackorderFilled,
         EventKind::StockChanged,
         EventKind::LowStock,
         EventKind::StockRecovered,
@@ -124,6 +129,7 @@ impl EventKind {
             EventKind::ReservationFulfilled => "fulfilled",
             EventKind::ReservationRerouted => "rerouted",
             EventKind::UnitsCancelled => "cancelled",
+            EventKind::BackorderFilled => "filled",
             EventKind::StockChanged => "stock",
             EventKind::LowStock => "low",
             EventKind::StockRecovered => "recovered",

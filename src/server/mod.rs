@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 mod access;
 mod alerts;
 mod deadline;
+mod fills;
 mod reload;
 pub mod telemetry;
 pub mod webhooks;
@@ -413,6 +414,11 @@ pub async fn serve(
             stop_rx.clone(),
         )),
         tokio::spawn(alerts::watch(engine.clone(), stop_rx.clone())),
+        tokio::spawn(fills::run(
+            engine.clone(),
+            Duration::from_millis(s.holds.fill_interval_ms),
+            stop_rx.clone(),
+        )),
     ];
     for hook in webhooks::Hook::all(&s.webhook, |var| std::env::var(var).ok())
         .map_err(ServeError::Webhook)?

@@ -683,6 +683,7 @@ pub(crate) mod tests {
             allow_transfer: false,
             transfer_per_unit: 1.0,
             closed_by: Vec::new(),
+            backorder_max_days: None,
             protect: crate::store::Protection::default(),
         }
     }

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    AlertTurns, HoldRequest, MAX_STOCK_UNITS, RerouteHold, RerouteOutcome, Reservation,
-    ReservationState, ReserveOutcome, StockLevel, StockStore, StockUpdate, StockView, StoreError,
-    UpdateKind, UpdateResult,
+    AlertTurns, DecisionKind, HoldRequest, MAX_STOCK_UNITS, RerouteHold, RerouteOutcome,
+    Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore, StockUpdate, StockView,
+    StoreError, UpdateKind, UpdateResult, WaitingEntry,
 };
 use crate::clock::Millis;
 use crate::config::StockSeed;
@@ -132,6 +132,7 @@ impl State {
                 self.return_stock(&order_id, None);
                 let r = self.reservations.get_mut(&order_id).expect("present");
                 r.state = ReservationState::Expired;
+                r.waiting.clear();
                 expired += 1;
                 self.report(&order_id, EventKind::ReservationExpired, &[], now);
             }
@@ -142,7 +143,8 @@ impl State {
 
     fn settle(&mut self, order_id: &str) {
         let r = self.reservations.get_mut(order_id).expect("present");
-        if r.allocations.iter().all(|a| a.outstanding() == 0) {
+        // units waiting keep the order open, even with nothing outstanding at any node
+        if r.waiting.is_empty() && r.allocations.iter().all(|a| a.outstanding() == 0) {
             if r.state == ReservationState::Held
                 && let Some(at) = r.expires_at
             {
@@ -454,10 +456,7 @@ impl StockStore for MemoryStore {
         let Some(r) = state.reservations.get(order_id) else {
             return Err(StoreError::NotFound(order_id.to_owned()));
         };
-        if let Some(unknown) = line_ids.iter().find(|id| {
-            !r.allocations.iter().any(|a| &a.line_id == *id)
-                && !r.plan.unfilled.iter().any(|u| &u.line_id == *id)
-        }) {
+        if let Some(unknown) = line_ids.iter().find(|id| !r.has_line(id)) {
             return Err(StoreError::UnknownLine {
                 order_id: order_id.to_owned(),
                 line_id: unknown.clone(),
@@ -469,9 +468,20 @@ impl StockStore for MemoryStore {
         ) {
             let lines = (!line_ids.is_empty()).then_some(line_ids);
             let before = r.state;
+            let waited = r.waiting.len();
             let returned = state.return_stock(order_id, lines);
-            state.settle(order_id);
-            if returned || state.reservations[order_id].state != before {
+            // units waiting on the lines given back wait no more
+            let r = state
+                .reservations
+                .get_mut(order_id)
+                .expect("looked up above");
+            r.waiting
+                .retain(|w| lines.is_some_and(|l| !l.contains(&w.line_id)));
+            let dropped = r.waiting.len() != waited;
+            if r.waiting.is_empty() {
+                state.settle(order_id);
+            }
+            if returned || dropped || state.reservations[order_id].state != before {
                 state.report(order_id, EventKind::ReservationReleased, line_ids, now);
             }
         }
@@ -500,6 +510,9 @@ impl StockStore for MemoryStore {
         if !super::reroute::apply_to_allocations(&mut allocations, &hold) {
             return Ok(RerouteOutcome::Changed);
         }
+        let Some(mut waiting) = super::reroute::take_waiting(&r.waiting, &hold.from_waiting) else {
+            return Ok(RerouteOutcome::Changed);
+        };
         let day = r.capacity_day;
         let mut want: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for a in &hold.new {
@@ -561,14 +574,23 @@ impl StockStore for MemoryStore {
             .get_mut(&hold.order_id)
             .expect("looked up above");
         r.allocations = allocations;
-        r.waiting.extend(hold.waiting.iter().cloned());
+        waiting.extend(hold.waiting.iter().cloned());
+        r.waiting = waiting;
         r.history.push(hold.decision.clone());
         // units waiting keep the order open, even with nothing outstanding at any node
         if r.waiting.is_empty() {
             state.settle(&hold.order_id);
         }
-        let lines: Vec<String> = hold.gone.iter().map(|g| g.line_id.clone()).collect();
-        state.report(&hold.order_id, EventKind::ReservationRerouted, &lines, now);
+        let lines = hold.lines_moved();
+        match hold.decision.kind {
+            DecisionKind::Reroute => {
+                state.report(&hold.order_id, EventKind::ReservationRerouted, &lines, now)
+            }
+            DecisionKind::Fill => {
+                state.report(&hold.order_id, EventKind::BackorderFilled, &lines, now)
+            }
+            DecisionKind::Expire => {}
+        }
         if hold.cancelled > 0 {
             state.report(&hold.order_id, EventKind::UnitsCancelled, &lines, now);
         }
@@ -682,6 +704,21 @@ impl StockStore for MemoryStore {
             state.cursors.insert(name.to_owned(), cursor);
         }
         Ok(held)
+    }
+
+    async fn waiting_for(&self, skus: &[String]) -> Result<Vec<WaitingEntry>, StoreError> {
+        let state = self.state.lock();
+        let mut entries: Vec<WaitingEntry> = state
+            .reservations
+            .values()
+            .filter(|r| !r.waiting.is_empty())
+            .flat_map(|r| WaitingEntry::of(&r.order_id, &r.segment, &r.waiting))
+            .filter(|e| skus.is_empty() || skus.contains(&e.sku))
+            .collect();
+        entries.sort_by(|a, b| {
+            (a.since, &a.order_id, &a.line_id).cmp(&(b.since, &b.order_id, &b.line_id))
+        });
+        Ok(entries)
     }
 
     async fn active_holds(&self, now: Millis) -> Result<u64, StoreError> {

@@ -28,7 +28,8 @@ pub mod reroute;
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 pub use reroute::{
-    Decision, Fate, Gone, RerouteHold, RerouteOutcome, RerouteReason, UnitFate, WaitingUnits,
+    Decision, DecisionKind, Fate, Gone, RerouteHold, RerouteOutcome, RerouteReason, UnitFate,
+    WaitingEntry, WaitingUnits,
 };
 
 /// The most units any one stock figure may be: on hand, safety stock, the size of a delta or a
@@ -391,6 +392,19 @@ pub struct Reservation {
     pub waiting: Vec<WaitingUnits>,
 }
 
+impl Reservation {
+    /// Whether the order has this line: held, planned, waiting, or in the order as reserved.
+    pub fn has_line(&self, line_id: &str) -> bool {
+        self.allocations.iter().any(|a| a.line_id == line_id)
+            || self.plan.unfilled.iter().any(|u| u.line_id == line_id)
+            || self.waiting.iter().any(|w| w.line_id == line_id)
+            || self
+                .order
+                .as_ref()
+                .is_some_and(|o| o.lines.iter().any(|l| l.line_id == line_id))
+    }
+}
+
 /// A request to hold stock for an order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HoldRequest {
@@ -592,12 +606,32 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Reservation, StoreError>;
 
     /// Applies a reroute (see [`RerouteHold`]) all or nothing: the gone units leave the node,
-    /// the new ones are held, the decision joins the history, and the change is reported
-    /// (`rerouted`, and `units_cancelled` when units were dropped). A held order stays held
+    /// the units `from_waiting` leave the order's waiting units (unless they are no longer
+    /// waiting: [`RerouteOutcome::Changed`]), the new ones are held, the decision joins the
+    /// history, and the change is reported (`rerouted` for a reroute, `backorder_filled` for a
+    /// fill, and `units_cancelled` when units were dropped). A held order stays held
     /// with the same expiry; a committed one stays committed. A reroute id seen before changes
     /// nothing ([`RerouteOutcome::Repeat`]). A replica stopping half-way leaves the reroute
     /// done or undone by a later call or sweep, never half.
     async fn reroute(&self, hold: RerouteHold, now: Millis) -> Result<RerouteOutcome, StoreError>;
+
+    /// Notes lines waiting for supply in the store's index of them, before the reservation
+    /// says they wait (a reserve or reroute that leaves units waiting notes them first), so
+    /// that the index lists every line that waits, and maybe some that no longer do. A store
+    /// that finds waiting lines from its reservations directly has nothing to note.
+    async fn note_waiting(&self, _entries: &[WaitingEntry]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The lines waiting for supply of these skus (of every sku if none are named), as the
+    /// index lists them.
+    async fn waiting_for(&self, skus: &[String]) -> Result<Vec<WaitingEntry>, StoreError>;
+
+    /// Drops lines from the index of waiting lines, each only if it is listed as given (the
+    /// same `since` and units): a line noted again meanwhile stays.
+    async fn forget_waiting(&self, _entries: &[WaitingEntry]) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// A reservation by order id; a hold past its expiry is expired first.
     async fn get_reservation(

@@ -47,9 +47,12 @@ pub enum Fate {
     Rerouted { node_id: String },
     /// No node can ship them now; they wait for supply (`unfilled = "backorder"`).
     Waiting,
-    /// No node can ship them now, and the segment lets them go (`partial`, `reject`): the
-    /// order keeps its other units and these are dropped from it.
+    /// No node can ship them now, and the segment lets them go (`partial`, `reject`), or they
+    /// waited longer than the segment's `backorder_max_days`: the order keeps its other units
+    /// and these are dropped from it.
     Cancelled,
+    /// Units that waited, now held (or allocated, for a committed order) at a node.
+    Filled { node_id: String },
 }
 
 /// Units of one line and what became of them.
@@ -87,17 +90,73 @@ impl WaitingUnits {
     }
 }
 
+/// What a decision after the first did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// A node could not ship units; they were planned again.
+    #[default]
+    Reroute,
+    /// Supply arrived for units waiting; some or all of them are held now.
+    Fill,
+    /// Units waited longer than the segment's `backorder_max_days` and were cancelled.
+    Expire,
+}
+
+impl DecisionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Reroute => "reroute",
+            DecisionKind::Fill => "fill",
+            DecisionKind::Expire => "expire",
+        }
+    }
+}
+
+/// A line of an order waiting for supply, as the store's index of waiting units lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingEntry {
+    pub order_id: String,
+    pub line_id: String,
+    pub sku: String,
+    pub segment: String,
+    pub units: u64,
+    /// When the line's oldest waiting units started waiting.
+    pub since: Millis,
+}
+
+impl WaitingEntry {
+    /// The entries of a reservation's waiting units, a line each.
+    pub fn of(order_id: &str, segment: &str, waiting: &[WaitingUnits]) -> Vec<WaitingEntry> {
+        waiting_by_line(waiting)
+            .into_iter()
+            .map(|(line_id, sku, units, since)| WaitingEntry {
+                order_id: order_id.to_owned(),
+                line_id,
+                sku,
+                segment: segment.to_owned(),
+                units,
+                since,
+            })
+            .collect()
+    }
+}
+
 /// A decision made on a reservation after its first (which is its plan): when, why, under
 /// which rules and strategy, what became of the units, and the plan for the units moved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
+    #[serde(default)]
+    pub kind: DecisionKind,
     pub at: Millis,
-    /// The caller's id of the reroute, its idempotency key.
+    /// The caller's id of the reroute, its idempotency key (a fill or an expiry: an id of the
+    /// service's own, unique).
     pub reroute_id: String,
     /// A digest of the reroute request, to tell a repeat from a different request.
     pub digest: String,
-    /// The node that could not ship.
+    /// The node that could not ship (empty for a fill or an expiry).
     pub node_id: String,
+    /// Why it could not (for a fill or an expiry: `Other`, and not shown).
     pub reason: RerouteReason,
     pub rules_version: String,
     pub strategy: StrategyKind,
@@ -113,7 +172,7 @@ impl Decision {
         let mut nodes: Vec<&str> = Vec::new();
         for f in &self.fates {
             match &f.fate {
-                Fate::Rerouted { node_id } => {
+                Fate::Rerouted { node_id } | Fate::Filled { node_id } => {
                     moved += f.units;
                     if !nodes.contains(&node_id.as_str()) {
                         nodes.push(node_id);
@@ -122,6 +181,22 @@ impl Decision {
                 Fate::Waiting => waiting += f.units,
                 Fate::Cancelled => cancelled += f.units,
             }
+        }
+        match self.kind {
+            DecisionKind::Fill => {
+                return format!(
+                    "{} waiting filled from {}",
+                    units_word(moved),
+                    nodes.join(", ")
+                );
+            }
+            DecisionKind::Expire => {
+                return format!(
+                    "{} cancelled after waiting longer than the segment allows",
+                    units_word(cancelled)
+                );
+            }
+            DecisionKind::Reroute => {}
         }
         let mut parts = Vec::new();
         if moved > 0 {
@@ -170,6 +245,9 @@ pub struct RerouteHold {
     pub gone: Vec<Gone>,
     pub new: Vec<Allocation>,
     pub waiting: Vec<WaitingUnits>,
+    /// Units that leave the order's waiting units: filled by `new`, or cancelled.
+    #[serde(default)]
+    pub from_waiting: Vec<Gone>,
     pub use_safety_stock: bool,
     pub closed: Vec<Protection>,
     pub decision: Decision,
@@ -183,8 +261,21 @@ impl RerouteHold {
         super::access_arg(self.use_safety_stock, &self.closed)
     }
 
+    /// The lines the decision moved: those leaving the node, or for a fill or an expiry those
+    /// leaving the waiting units; each once, in order.
+    pub fn lines_moved(&self) -> Vec<String> {
+        let mut lines: Vec<String> = Vec::new();
+        for l in self.gone.iter().chain(&self.from_waiting) {
+            if !lines.contains(&l.line_id) {
+                lines.push(l.line_id.clone());
+            }
+        }
+        lines
+    }
+
     /// The skus touched, sorted, each once.
     pub fn skus(&self) -> Vec<String> {
+        // units leaving the waiting list touch no sku's stock: only the units held for them do
         let mut skus: Vec<String> = self
             .gone
             .iter()
@@ -255,4 +346,39 @@ pub fn apply_to_allocations(allocations: &mut Vec<Allocation>, hold: &RerouteHol
         }
     }
     true
+}
+
+/// Units waiting per line, less `taken`: each line's oldest units leave first. `None`,
+/// changing nothing, when a line does not have the units waiting.
+pub fn take_waiting(waiting: &[WaitingUnits], taken: &[Gone]) -> Option<Vec<WaitingUnits>> {
+    let mut left = waiting.to_vec();
+    left.sort_by_key(|w| w.since);
+    for t in taken {
+        let mut want = t.units;
+        for w in left.iter_mut().filter(|w| w.line_id == t.line_id) {
+            let take = want.min(w.units);
+            w.units -= take;
+            want -= take;
+        }
+        if want > 0 {
+            return None;
+        }
+    }
+    left.retain(|w| w.units > 0);
+    Some(left)
+}
+
+/// Units waiting per line, each line once.
+pub fn waiting_by_line(waiting: &[WaitingUnits]) -> Vec<(String, String, u64, Millis)> {
+    let mut lines: Vec<(String, String, u64, Millis)> = Vec::new();
+    for w in waiting {
+        match lines.iter_mut().find(|l| l.0 == w.line_id) {
+            Some(l) => {
+                l.2 += w.units;
+                l.3 = l.3.min(w.since);
+            }
+            None => lines.push((w.line_id.clone(), w.sku.clone(), w.units, w.since)),
+        }
+    }
+    lines
 }

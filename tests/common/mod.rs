@@ -42,6 +42,7 @@ pub fn demo_config() -> Config {
     let mut config = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
     config.settings.store.seed_stock = false;
     config.settings.holds.sweep_interval_ms = 20;
+    config.settings.holds.fill_interval_ms = 200;
     config.settings.server.health_check_interval_ms = 50;
     config
 }

@@ -36,6 +36,8 @@ pub async fn wait_for_health(channel: &Channel, want: ServingStatus) {
 pub struct Replica {
     pub child: Child,
     pub channel: Channel,
+    /// Its log file.
+    pub log: std::path::PathBuf,
 }
 
 /// Where a replica keeps its data and reads its config.
@@ -52,7 +54,8 @@ pub struct Setup<'a> {
 impl Replica {
     pub async fn start(setup: &Setup<'_>) -> Self {
         let port = free_port();
-        let log = std::fs::File::create(setup.logs.join(format!("replica-{port}.log"))).unwrap();
+        let log_path = setup.logs.join(format!("replica-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let urls = format!(
             "[{}]",
             setup
@@ -79,6 +82,7 @@ impl Replica {
             .env("DOM_ROUTER__STORE__REDIS__KEY_PREFIX", setup.prefix)
             .env("DOM_ROUTER__STORE__REDIS__PENDING_TIMEOUT_MS", "1000")
             .env("DOM_ROUTER__HOLDS__SWEEP_INTERVAL_MS", "50")
+            .env("DOM_ROUTER__HOLDS__FILL_INTERVAL_MS", "200")
             .env("DOM_ROUTER__SERVER__HEALTH_CHECK_INTERVAL_MS", "100")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -100,7 +104,11 @@ impl Replica {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         wait_for_health(&channel, ServingStatus::Serving).await;
-        Self { child, channel }
+        Self {
+            child,
+            channel,
+            log: log_path,
+        }
     }
 
     pub fn sourcing(&self) -> SourcingClient<Channel> {

@@ -116,6 +116,7 @@ default_ttl_secs = {{ $v.holds.default_ttl_secs | int64 }}
 min_ttl_secs = {{ $v.holds.min_ttl_secs | int64 }}
 max_ttl_secs = {{ $v.holds.max_ttl_secs | int64 }}
 sweep_interval_ms = {{ $v.holds.sweep_interval_ms | int64 }}
+fill_interval_ms = {{ $v.holds.fill_interval_ms | int64 }}
 
 [events]
 retain_events = {{ $v.events.retain_events | int64 }}

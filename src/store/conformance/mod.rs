@@ -18,12 +18,14 @@ use crate::domain::{CostBreakdown, Plan, SolveStatus, StrategyKind};
 mod capacity_and_expiry;
 mod events;
 mod feed_and_holds;
+mod fill;
 mod limits;
 mod reroute;
 
 pub use capacity_and_expiry::*;
 pub use events::*;
 pub use feed_and_holds::*;
+pub use fill::*;
 pub use limits::*;
 pub use reroute::*;
 
@@ -71,6 +73,9 @@ macro_rules! store_conformance_tests {
             a_reroute_that_cannot_hold_changes_nothing,
             units_no_node_ships_are_cancelled_or_wait,
             rerouted_units_of_a_hold_expire_with_it,
+            a_fill_holds_waiting_units_once,
+            units_cancelled_or_released_wait_no_more,
+            the_index_lists_every_waiting_line,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -10,6 +10,7 @@ use crate::store::{
 
 fn decision(id: &str, node: &str, reason: RerouteReason, fates: Vec<UnitFate>) -> Decision {
     Decision {
+        kind: crate::store::DecisionKind::Reroute,
         at: T0,
         reroute_id: id.into(),
         digest: format!("d-{id}"),
@@ -56,6 +57,7 @@ fn reroute(
             .map(|node| vec![alloc("l1", "A", node, units)])
             .unwrap_or_default(),
         waiting: Vec::new(),
+        from_waiting: Vec::new(),
         use_safety_stock: false,
         closed: Vec::new(),
         decision: decision(id, from, reason, fates),

@@ -126,18 +126,56 @@ local function reroute_give_back(lv, h)
 end
 -- A reservation record as the caller decodes it.
 local record_fields = {'st', 'tok', 'exp', 'dl', 'day', 'body', 'al', 'rel', 'rdl', 'rr', 'rrdl',
-  'rrd', 'hist', 'wt'}
+  'rrd', 'hist', 'wt', 'wf'}
 local function record(key, code)
   local r = redis.call('HMGET', key, unpack(record_fields))
   table.insert(r, 1, code)
   return r
+end
+-- Units waiting per line of a record: those waiting from the start (in its body) and later
+-- (`wt`), less those that left the waiting units (`wf`: filled, cancelled, released). Returns
+-- units per line, the sku per line, and the total.
+local function net_waiting(key)
+  local v = redis.call('HMGET', key, 'body', 'wt', 'wf')
+  local per, skus, total = {}, {}, 0
+  local function add(items, sign)
+    if type(items) ~= 'table' then return end
+    for _, w in ipairs(items) do
+      if type(w) == 'table' and type(w.line_id) == 'string' and type(w.units) == 'number' then
+        per[w.line_id] = (per[w.line_id] or 0) + sign * w.units
+        if type(w.sku) == 'string' and w.sku ~= '' then skus[w.line_id] = w.sku end
+      end
+    end
+  end
+  local ok, b = pcall(cjson.decode, v[1] or '')
+  if ok and type(b) == 'table' then add(b.waiting, 1) end
+  for i, sign in ipairs({1, -1}) do
+    local ok_l, items = pcall(cjson.decode, v[i + 1] or '[]')
+    if ok_l then add(items, sign) end
+  end
+  for _, units in pairs(per) do
+    if units > 0 then total = total + units end
+  end
+  return per, skus, total
+end
+-- Appends the JSON list `items` to the JSON list in field `field` of `key`, as written: a decode
+-- and encode would turn empty lists into objects.
+local function append_list(key, field, items)
+  if items == '[]' or items == '{}' then return end
+  local list = redis.call('HGET', key, field)
+  if not list or list == '[]' or list == '{}' then
+    redis.call('HSET', key, field, items)
+  else
+    redis.call('HSET', key, field, string.sub(list, 1, -2) .. ',' .. string.sub(items, 2))
+  end
 end
 -- cjson writes an empty table as an object; allocations are a list.
 local function encode_list(t)
   if #t == 0 then return '[]' end
   return cjson.encode(t)
 end
--- An order is settled when nothing is outstanding: fulfilled if anything shipped, else released.
+-- An order is settled when nothing is outstanding and nothing waits: fulfilled if anything
+-- shipped, else released.
 local function settle(key, al, retention)
   local outstanding, shipped = 0, 0
   for _, a in ipairs(al) do
@@ -145,7 +183,8 @@ local function settle(key, al, retention)
     shipped = shipped + a.shipped
   end
   redis.call('HSET', key, 'al', encode_list(al))
-  if outstanding <= 0 then
+  local _, _, waiting = net_waiting(key)
+  if outstanding <= 0 and waiting <= 0 then
     if shipped > 0 then
       redis.call('HSET', key, 'st', 'fulfilled')
     else

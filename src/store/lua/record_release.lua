@@ -20,6 +20,19 @@ for _, a in ipairs(al) do
     changed = true
   end
 end
+-- units waiting on the lines given back wait no more
+local per, skus = net_waiting(KEYS[1])
+local dropped = {}
+for line, units in pairs(per) do
+  if units > 0 and (only == nil or only[line]) then
+    dropped[#dropped + 1] = {line_id = line, sku = skus[line] or '', units = units}
+  end
+end
+if #dropped > 0 then
+  table.sort(dropped, function(a, b) return a.line_id < b.line_id end)
+  append_list(KEYS[1], 'wf', cjson.encode(dropped))
+  changed = true
+end
 local left = {}
 if only and v[4] then
   local ok, noted = pcall(cjson.decode, v[4])

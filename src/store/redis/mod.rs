@@ -14,6 +14,7 @@
 //! | `P:{x}:claim:DUE:TOKEN:ORDER` | string | a sweeper's short claim on one due entry |
 //! | `P:{c:DAY}:used` / `:orders` | hash | node capacity used on a day, and by which order (per line and node) |
 //! | `P:{m:N}:marker` | string | one per part of the slot space, to tell when Redis lost its data |
+//! | `P:{b}:w:SKU` / `P:{b}:skus` | hash / set | the index of lines waiting for supply of a sku, and the skus that have some (see `waiting`) |
 //!
 //! On a single Redis a reserve is one script over all its keys (and a read is one pipeline,
 //! one round trip). On a cluster a reserve spans slots
@@ -47,7 +48,8 @@
 //! The store is one type, [`RedisStore`], whose methods sit by concern: `keys` (the layout
 //! above), `scripts` and `connection` (talking to Redis), `record`, `level` and `capacity`
 //! (what is stored, and how it reads back), `feed`, `read`, `reserve` (and `cluster`, a reserve
-//! in steps), `release` (and commit) and `sweep` (the expiry set).
+//! in steps), `release` (and commit), `reroute` (and fills), `waiting` (the index of lines
+//! waiting for supply) and `sweep` (the expiry set).
 //!
 //! [`MAX_STOCK_UNITS`]: crate::store::MAX_STOCK_UNITS
 
@@ -68,6 +70,7 @@ pub use reroute::RerouteCut;
 mod reserve;
 mod scripts;
 mod sweep;
+mod waiting;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,7 +84,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::{
     HoldRequest, Reservation, ReserveOutcome, StockStore, StockUpdate, StockView, StoreError,
-    UpdateResult,
+    UpdateResult, WaitingEntry,
 };
 use crate::clock::Millis;
 use crate::config::{RedisSettings, StockSeed, redact_url};
@@ -317,6 +320,18 @@ impl StockStore for RedisStore {
     /// Entries of the expiry set: held and in-flight reservations, and committed ones until
     /// their hold time passes (the sweep then drops them). Counting only holds would mean
     /// reading every record; this is one ZCARD.
+    async fn note_waiting(&self, entries: &[WaitingEntry]) -> Result<(), StoreError> {
+        self.note_waiting_on(entries).await
+    }
+
+    async fn waiting_for(&self, skus: &[String]) -> Result<Vec<WaitingEntry>, StoreError> {
+        self.waiting_for_on(skus).await
+    }
+
+    async fn forget_waiting(&self, entries: &[WaitingEntry]) -> Result<(), StoreError> {
+        self.forget_waiting_on(entries).await
+    }
+
     async fn active_holds(&self, _now: Millis) -> Result<u64, StoreError> {
         let conn = self.conn().await?;
         self.query(&conn, redis::cmd("ZCARD").arg(self.inner.keys.expiry()))

@@ -9,8 +9,10 @@ use super::RedisStore;
 use super::connection::Conn;
 use crate::clock::Millis;
 use crate::domain::Plan;
+use crate::store::reroute::take_waiting;
 use crate::store::{
-    Allocation, Decision, RerouteHold, Reservation, ReservationState, StoreError, WaitingUnits,
+    Allocation, Decision, Gone, RerouteHold, Reservation, ReservationState, StoreError,
+    WaitingUnits,
 };
 
 /// The part of a reservation that never changes once written.
@@ -55,7 +57,11 @@ pub(super) struct Record {
     /// decided (then it is only ever finished).
     pub(super) rerouting: Option<(Rerouting, Millis, bool)>,
     pub(super) history: Vec<Decision>,
+    /// Units waiting for supply after the first decision (those from the start are in the
+    /// body).
     pub(super) waiting: Vec<WaitingUnits>,
+    /// Units that left the waiting ones since: filled, cancelled, or released.
+    pub(super) taken: Vec<Gone>,
 }
 
 impl Record {
@@ -79,7 +85,30 @@ impl Record {
             capacity_day: b.capacity_day,
             order: b.order.clone(),
             history: self.history.clone(),
-            waiting: b.waiting.iter().chain(&self.waiting).cloned().collect(),
+            waiting: self.waiting_now(state)?,
+        })
+    }
+
+    /// The units waiting now: none once the reservation is released or expired.
+    fn waiting_now(&self, state: ReservationState) -> Result<Vec<WaitingUnits>, StoreError> {
+        if !matches!(
+            state,
+            ReservationState::Held | ReservationState::Committed | ReservationState::Fulfilled
+        ) {
+            return Ok(Vec::new());
+        }
+        let all: Vec<WaitingUnits> = self
+            .body
+            .waiting
+            .iter()
+            .chain(&self.waiting)
+            .cloned()
+            .collect();
+        take_waiting(&all, &self.taken).ok_or_else(|| {
+            corrupt(format!(
+                "order {:?} has taken more units from those waiting than waited",
+                self.body.order_id
+            ))
         })
     }
 
@@ -133,12 +162,13 @@ pub(super) fn items(value: Value) -> Vec<Value> {
 }
 
 /// The fields of a record a script's reply or a read gives, in order.
-pub(super) const RECORD_FIELDS: [&str; 14] = [
+pub(super) const RECORD_FIELDS: [&str; 15] = [
     "st", "tok", "exp", "dl", "day", "body", "al", "rel", "rdl", "rr", "rrdl", "rrd", "hist", "wt",
+    "wf",
 ];
 
 /// A script's reply `{code, st, tok, exp, dl, day, body, al, rel, rdl, rr, rrdl, rrd, hist,
-/// wt}`: the code, and the record if any.
+/// wt, wf}`: the code, and the record if any.
 pub(super) fn coded_record(reply: Value) -> Result<(String, Option<Record>), StoreError> {
     let values = items(reply);
     let code = values
@@ -202,6 +232,7 @@ fn parse_record(v: &[Value]) -> Result<Option<Record>, StoreError> {
         rerouting,
         history: json_list(v.get(12), "history")?,
         waiting: json_list(v.get(13), "waiting units")?,
+        taken: json_list(v.get(14), "units no longer waiting")?,
     }))
 }
 

@@ -97,10 +97,8 @@ impl RedisStore {
         if record.unfinished() {
             return Err(StoreError::InFlight(order_id.to_owned()));
         }
-        if let Some(unknown) = line_ids.iter().find(|id| {
-            !record.allocations.iter().any(|a| &a.line_id == *id)
-                && !record.body.plan.unfilled.iter().any(|u| &u.line_id == *id)
-        }) {
+        let known = record.reservation()?;
+        if let Some(unknown) = line_ids.iter().find(|id| !known.has_line(id)) {
             return Err(StoreError::UnknownLine {
                 order_id: order_id.to_owned(),
                 line_id: unknown.clone(),

@@ -317,6 +317,8 @@ impl RedisStore {
             |v: serde_json::Result<String>| v.map_err(|e| corrupt(format!("a reroute: {e}")));
         let decision = json(serde_json::to_string(std::slice::from_ref(&hold.decision)))?;
         let waiting = json(serde_json::to_string(&hold.waiting))?;
+        let taken = json(serde_json::to_string(&hold.from_waiting))?;
+        let lines = json(serde_json::to_string(&hold.lines_moved()))?;
         let reply = self
             .eval(
                 conn,
@@ -327,6 +329,8 @@ impl RedisStore {
                     self.retention_ms().to_string(),
                     decision,
                     waiting,
+                    taken,
+                    lines,
                 ],
             )
             .await?;

@@ -1,0 +1,418 @@
+//! Backorders that fill: units waiting for supply are planned again when supply arrives (a feed
+//! update, a release, an expiry, a reroute giving units back) and on a retry sweep, in order of
+//! the segment's priority (lower first), then of how long they have waited; units waiting
+//! longer than the segment's `backorder_max_days` are cancelled.
+//!
+//! A fill is a reroute with nothing leaving a node: the store holds the new units and takes
+//! them from the order's waiting units in one step, refusing if they no longer wait, so each
+//! waiting unit is filled once whichever replica fills it. One replica at a time fills (the
+//! caller holds a lease), in order, so supply goes to the orders it can serve in that order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::Engine;
+use super::reroute::segment_of;
+use crate::clock::Millis;
+use crate::error::Error;
+use crate::store::reroute::waiting_by_line;
+use crate::store::{
+    Allocation, Decision, DecisionKind, Fate, Gone, RerouteHold, RerouteOutcome, RerouteReason,
+    Reservation, ReservationState, StoreError, UnitFate, WaitingEntry,
+};
+
+/// How long a line listed in the index of waiting lines, whose reservation does not show it
+/// waiting, is left there: a reserve or reroute notes its waiting lines before it writes them,
+/// and may still be writing.
+const INDEX_GRACE_MS: Millis = 60_000;
+
+const MILLIS_PER_DAY: Millis = 86_400_000;
+
+/// What a fill run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FillReport {
+    /// Orders some of whose waiting units were filled.
+    pub orders_filled: u64,
+    pub units_filled: u64,
+    /// Units cancelled for waiting longer than their segment allows.
+    pub units_cancelled: u64,
+}
+
+/// One order's lines waiting, as the index lists them, and where it stands in the queue.
+struct Waiting {
+    priority: i32,
+    since: Millis,
+    order_id: String,
+    entries: Vec<WaitingEntry>,
+}
+
+impl Engine {
+    /// Tries the units waiting for these skus (every sku if none are named) against stock now:
+    /// the orders in the order of their segment's priority, then of their oldest waiting line;
+    /// each filled as far as stock and its segment's rules allow. Units past their segment's
+    /// `backorder_max_days` are cancelled. With no skus named, the index is also brought in
+    /// line with every order it lists. The caller runs one at a time across replicas.
+    pub async fn fill_waiting(&self, skus: &[String]) -> Result<FillReport, Error> {
+        let entries = self
+            .store
+            .waiting_for(skus)
+            .instrument(info_span!("store", op = "waiting_for"))
+            .await?;
+        let mut report = FillReport::default();
+        if entries.is_empty() {
+            return Ok(report);
+        }
+        let rules = self.rules();
+        let mut by_order: BTreeMap<String, Waiting> = BTreeMap::new();
+        for e in entries {
+            let priority = rules
+                .segments
+                .get(&e.segment)
+                .map_or(i32::MAX, |s| s.priority);
+            let w = by_order.entry(e.order_id.clone()).or_insert(Waiting {
+                priority,
+                since: e.since,
+                order_id: e.order_id.clone(),
+                entries: Vec::new(),
+            });
+            w.since = w.since.min(e.since);
+            w.entries.push(e);
+        }
+        let mut queue: Vec<Waiting> = by_order.into_values().collect();
+        queue.sort_by(|a, b| {
+            (a.priority, a.since, &a.order_id).cmp(&(b.priority, b.since, &b.order_id))
+        });
+        // skus no node has any stock of are not planned (an order waiting on them is only
+        // looked at for its age)
+        let all_skus: Vec<String> = queue
+            .iter()
+            .flat_map(|w| w.entries.iter().map(|e| e.sku.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let now = self.clock.now_millis();
+        let stock = self.store.read_stock(&all_skus, now).await?;
+        let supplied: BTreeSet<&str> = stock
+            .iter()
+            .filter(|(_, nodes)| nodes.values().any(|l| l.ats(true) > 0))
+            .map(|(sku, _)| sku.as_str())
+            .collect();
+        for w in &queue {
+            let now = self.clock.now_millis();
+            let max_days = rules
+                .segments
+                .get(&w.entries[0].segment)
+                .and_then(|s| s.backorder_max_days);
+            let overdue = max_days.is_some_and(|d| {
+                w.entries
+                    .iter()
+                    .any(|e| e.since + i64::from(d) * MILLIS_PER_DAY <= now)
+            });
+            let supply = w.entries.iter().any(|e| supplied.contains(e.sku.as_str()));
+            if !overdue && !supply {
+                // the sweep of every sku also drops lines of orders settled meanwhile (a
+                // release, an expiry), so that what the index counts stays true
+                if skus.is_empty() {
+                    let looked = match self.store.get_reservation(&w.order_id, now).await {
+                        Ok(r) => self.reconcile(w, r.as_ref(), now).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    if let Err(e) = looked {
+                        warn!(order_id = %w.order_id, error = %e, "waiting lines not looked at");
+                    }
+                }
+                continue;
+            }
+            match self.settle_waiting(w, overdue, now).await {
+                Ok((filled, cancelled)) => {
+                    if filled > 0 {
+                        report.orders_filled += 1;
+                        report.units_filled += filled;
+                    }
+                    report.units_cancelled += cancelled;
+                }
+                // one order that cannot be looked at does not hold up the others
+                Err(e) => warn!(order_id = %w.order_id, error = %e, "waiting units not tried"),
+            }
+        }
+        if report.units_filled > 0 {
+            crate::metrics::backorder_units("filled", report.units_filled);
+        }
+        if report.units_cancelled > 0 {
+            crate::metrics::backorder_units("cancelled", report.units_cancelled);
+        }
+        Ok(report)
+    }
+
+    /// Cancels the order's units past their time (when `overdue`), then fills what it can of
+    /// the rest, and brings the index in line with the reservation. Units filled and cancelled.
+    async fn settle_waiting(
+        &self,
+        w: &Waiting,
+        overdue: bool,
+        now: Millis,
+    ) -> Result<(u64, u64), Error> {
+        let (mut filled, mut cancelled) = (0, 0);
+        let attempts = self.settings.sourcing.reserve_attempts;
+        let mut expire_pending = overdue;
+        for attempt in 1..=attempts {
+            let Some(r) = self.store.get_reservation(&w.order_id, now).await? else {
+                self.reconcile(w, None, now).await?;
+                return Ok((filled, cancelled));
+            };
+            let hold = if expire_pending {
+                self.expire_hold(&r, now)?
+            } else {
+                self.fill_hold(&r, now).await?
+            };
+            let Some(hold) = hold else {
+                if expire_pending {
+                    expire_pending = false;
+                    continue;
+                }
+                self.reconcile(w, Some(&r), now).await?;
+                return Ok((filled, cancelled));
+            };
+            let order_id = r.order_id.clone();
+            let outcome = self
+                .after_in_flight(|at| {
+                    let hold = hold.clone();
+                    let order_id = order_id.clone();
+                    async move {
+                        match self.store.reroute(hold, at.max(now)).await {
+                            Ok(RerouteOutcome::Busy) => Err(StoreError::InFlight(order_id)),
+                            other => other,
+                        }
+                    }
+                })
+                .instrument(info_span!("store", op = "fill"))
+                .await?;
+            match outcome {
+                RerouteOutcome::Done(after) => {
+                    let units: u64 = hold.from_waiting.iter().map(|g| g.units).sum();
+                    if hold.decision.kind == DecisionKind::Expire {
+                        cancelled += units;
+                        expire_pending = false;
+                    } else {
+                        filled += units;
+                    }
+                    self.reconcile(w, Some(&after), now).await?;
+                    if hold.decision.kind == DecisionKind::Fill {
+                        return Ok((filled, cancelled));
+                    }
+                }
+                RerouteOutcome::Repeat(_) => {}
+                RerouteOutcome::Changed | RerouteOutcome::Busy => {
+                    debug!(order_id = %w.order_id, attempt, "the order changed under the fill; planning again");
+                }
+                RerouteOutcome::Insufficient { sku, node_id, .. } => {
+                    debug!(order_id = %w.order_id, attempt, %sku, %node_id, "stock moved under the fill; planning again");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
+        }
+        Ok((filled, cancelled))
+    }
+
+    /// The fill of what `r` has waiting, planned against stock now; `None` when nothing of it
+    /// can be held (or nothing waits).
+    async fn fill_hold(&self, r: &Reservation, now: Millis) -> Result<Option<RerouteHold>, Error> {
+        if !open(r) || r.waiting.is_empty() {
+            return Ok(None);
+        }
+        let Some(order) = &r.order else {
+            return Ok(None);
+        };
+        let rules = self.rules();
+        let segment = segment_of(&rules, r)?;
+        let units: Vec<Gone> = waiting_by_line(&r.waiting)
+            .into_iter()
+            .map(|(line_id, sku, units, _)| Gone {
+                line_id,
+                sku,
+                units,
+            })
+            .collect();
+        let plan = self.plan_again(&rules, r, order, &units, None, now).await?;
+        let new = Allocation::of_plan(&plan);
+        if new.is_empty() {
+            return Ok(None);
+        }
+        let mut from_waiting: Vec<Gone> = Vec::new();
+        for a in &new {
+            match from_waiting.iter_mut().find(|g| g.line_id == a.line_id) {
+                Some(g) => g.units += a.quantity,
+                None => from_waiting.push(Gone {
+                    line_id: a.line_id.clone(),
+                    sku: a.sku.clone(),
+                    units: a.quantity,
+                }),
+            }
+        }
+        let fates = new
+            .iter()
+            .map(|a| UnitFate {
+                line_id: a.line_id.clone(),
+                sku: a.sku.clone(),
+                units: a.quantity,
+                fate: Fate::Filled {
+                    node_id: a.node_id.clone(),
+                },
+            })
+            .collect();
+        let decision = Decision {
+            kind: DecisionKind::Fill,
+            at: now,
+            reroute_id: format!("fill-{}", crate::store::unique_token()),
+            digest: String::new(),
+            node_id: String::new(),
+            reason: RerouteReason::Other,
+            rules_version: rules.version.clone(),
+            strategy: r.plan.strategy,
+            fates,
+            plan,
+        };
+        Ok(Some(RerouteHold {
+            order_id: r.order_id.clone(),
+            node_id: String::new(),
+            removes_stock: false,
+            gone: Vec::new(),
+            new,
+            waiting: Vec::new(),
+            from_waiting,
+            use_safety_stock: segment.use_safety_stock,
+            closed: segment.closed(),
+            decision,
+            cancelled: 0,
+        }))
+    }
+
+    /// The cancelling of the units of `r` waiting longer than its segment allows; `None` when
+    /// none do.
+    fn expire_hold(&self, r: &Reservation, now: Millis) -> Result<Option<RerouteHold>, Error> {
+        if !open(r) {
+            return Ok(None);
+        }
+        let rules = self.rules();
+        let segment = segment_of(&rules, r)?;
+        let Some(days) = segment.backorder_max_days else {
+            return Ok(None);
+        };
+        let due = now - i64::from(days) * MILLIS_PER_DAY;
+        let mut from_waiting: Vec<Gone> = Vec::new();
+        for w in r.waiting.iter().filter(|w| w.since <= due) {
+            match from_waiting.iter_mut().find(|g| g.line_id == w.line_id) {
+                Some(g) => g.units += w.units,
+                None => from_waiting.push(Gone {
+                    line_id: w.line_id.clone(),
+                    sku: w.sku.clone(),
+                    units: w.units,
+                }),
+            }
+        }
+        if from_waiting.is_empty() {
+            return Ok(None);
+        }
+        let cancelled = from_waiting.iter().map(|g| g.units).sum();
+        let fates = from_waiting
+            .iter()
+            .map(|g| UnitFate {
+                line_id: g.line_id.clone(),
+                sku: g.sku.clone(),
+                units: g.units,
+                fate: Fate::Cancelled,
+            })
+            .collect();
+        let decision = Decision {
+            kind: DecisionKind::Expire,
+            at: now,
+            reroute_id: format!("expire-{}", crate::store::unique_token()),
+            digest: String::new(),
+            node_id: String::new(),
+            reason: RerouteReason::Other,
+            rules_version: rules.version.clone(),
+            strategy: r.plan.strategy,
+            fates,
+            plan: r.plan.clone(),
+        };
+        Ok(Some(RerouteHold {
+            order_id: r.order_id.clone(),
+            node_id: String::new(),
+            removes_stock: false,
+            gone: Vec::new(),
+            new: Vec::new(),
+            waiting: Vec::new(),
+            from_waiting,
+            use_safety_stock: segment.use_safety_stock,
+            closed: segment.closed(),
+            decision,
+            cancelled,
+        }))
+    }
+
+    /// Brings the index of waiting lines in line with the reservation (`None`: there is none):
+    /// lines it shows waiting are noted as they are now, and lines listed that it does not
+    /// show waiting are dropped (once past [`INDEX_GRACE_MS`] unless the reservation is
+    /// settled: a reserve or reroute may still be writing them).
+    async fn reconcile(
+        &self,
+        w: &Waiting,
+        r: Option<&Reservation>,
+        now: Millis,
+    ) -> Result<(), Error> {
+        let current = match r {
+            Some(r) if open(r) => WaitingEntry::of(&r.order_id, &r.segment, &r.waiting),
+            _ => Vec::new(),
+        };
+        let settled = r.is_some_and(|r| !open(r));
+        let note: Vec<WaitingEntry> = current
+            .iter()
+            .filter(|c| !w.entries.contains(c))
+            .cloned()
+            .collect();
+        let forget: Vec<WaitingEntry> = w
+            .entries
+            .iter()
+            .filter(|e| !current.contains(e))
+            .filter(|e| {
+                settled
+                    || current.iter().any(|c| c.line_id == e.line_id)
+                    || e.since + INDEX_GRACE_MS <= now
+            })
+            .cloned()
+            .collect();
+        // noted first: a line still waiting is never missing from the index
+        self.store.note_waiting(&note).await?;
+        self.store.forget_waiting(&forget).await?;
+        Ok(())
+    }
+
+    /// Units waiting per sku and segment, as the index lists them.
+    pub async fn waiting_units(
+        &self,
+        skus: &[String],
+    ) -> Result<HashMap<String, BTreeMap<String, u64>>, Error> {
+        let mut by_sku: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
+        if skus.is_empty() {
+            return Ok(by_sku);
+        }
+        for e in self.store.waiting_for(skus).await? {
+            *by_sku
+                .entry(e.sku)
+                .or_default()
+                .entry(e.segment)
+                .or_default() += e.units;
+        }
+        Ok(by_sku)
+    }
+}
+
+/// Whether the reservation is held or committed: only then do its units wait.
+fn open(r: &Reservation) -> bool {
+    matches!(
+        r.state,
+        ReservationState::Held | ReservationState::Committed
+    )
+}

@@ -1,0 +1,213 @@
+//! Backorders that fill, end to end: the real server on loopback (the demo network, in memory),
+//! the generated tonic client. Units no node can ship wait; supply fills them by segment
+//! priority, then by how long they have waited; units past `backorder_max_days` are cancelled.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use dom_router::api::pb;
+use dom_router::domain::{Segments, UnfilledPolicy};
+
+/// The demo config with marketplace orders backordered too (priority 80, behind standard's 50),
+/// and standard's units waiting at most `max_days` days when given.
+fn config(max_days: Option<u32>) -> dom_router::config::Config {
+    let mut config = demo_config();
+    let segments: Vec<_> = config
+        .segments
+        .names()
+        .into_iter()
+        .map(|name| {
+            let mut s = config.segments.get(&name).unwrap().clone();
+            match name.as_str() {
+                "marketplace" => s.unfilled = UnfilledPolicy::Backorder,
+                "standard" => s.backorder_max_days = max_days,
+                _ => {}
+            }
+            s
+        })
+        .collect();
+    config.segments = Segments::new(segments);
+    config
+}
+
+async fn reserve(server: &TestServer, id: &str, segment: &str, units: i64) -> pb::Reservation {
+    server
+        .sourcing()
+        .reserve(reserve_request(order(
+            id,
+            segment,
+            vec![line("l1", "BO-1", units)],
+        )))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap()
+}
+
+async fn reservation(server: &TestServer, id: &str) -> pb::Reservation {
+    server
+        .sourcing()
+        .get_reservation(pb::GetReservationRequest {
+            order_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap()
+}
+
+fn waiting(r: &pb::Reservation) -> i64 {
+    r.waiting.iter().map(|w| w.units).sum()
+}
+
+fn held(r: &pb::Reservation) -> i64 {
+    r.allocations
+        .iter()
+        .map(|a| a.quantity - a.shipped - a.released)
+        .sum()
+}
+
+/// Waits until `order` has `units` waiting, for up to five seconds; the reservation then.
+async fn until_waiting(server: &TestServer, order: &str, units: i64) -> pb::Reservation {
+    let give_up = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = reservation(server, order).await;
+        if waiting(&r) == units || Instant::now() > give_up {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn waiting_by_segment(server: &TestServer) -> Vec<(String, i64)> {
+    let a = server
+        .inventory()
+        .get_availability(pb::GetAvailabilityRequest {
+            skus: vec!["BO-1".into()],
+            segment: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    a.skus[0]
+        .waiting
+        .iter()
+        .map(|w| (w.segment.clone(), w.units))
+        .collect()
+}
+
+#[tokio::test]
+async fn supply_fills_waiting_orders_by_priority_then_age() {
+    let server = TestServer::start_with(config(None)).await;
+    // nothing in stock: every unit waits, the marketplace order first of all
+    let m1 = reserve(&server, "m1", "marketplace", 2).await;
+    assert_eq!((held(&m1), waiting(&m1)), (0, 2));
+    assert_eq!(m1.state, pb::ReservationState::Held as i32);
+    server.clock.advance_secs(1);
+    reserve(&server, "s1", "standard", 2).await;
+    server.clock.advance_secs(1);
+    reserve(&server, "s2", "standard", 2).await;
+    assert_eq!(
+        waiting_by_segment(&server).await,
+        vec![("marketplace".into(), 2), ("standard".into(), 4)]
+    );
+    // three units arrive: the standard orders go first (a better priority), the older first
+    server.stock(&[("wh-zaragoza", "BO-1", 3, 0)]).await;
+    let s1 = until_waiting(&server, "s1", 0).await;
+    let s2 = until_waiting(&server, "s2", 1).await;
+    assert_eq!((held(&s1), waiting(&s1)), (2, 0));
+    assert_eq!((held(&s2), waiting(&s2)), (1, 1));
+    let m1 = reservation(&server, "m1").await;
+    assert_eq!((held(&m1), waiting(&m1)), (0, 2), "{m1:?}");
+    assert_eq!(server.level("wh-zaragoza", "BO-1").await, (0, 3, 3));
+    // the fill is in the history, explained
+    let last = s1.history.last().unwrap();
+    assert_eq!(last.kind, pb::decision::Kind::Filled as i32);
+    assert_eq!(last.outcomes.len(), 1);
+    assert_eq!(last.outcomes[0].fate, pb::UnitFate::Filled as i32);
+    assert_eq!(last.outcomes[0].node_id, "wh-zaragoza");
+    assert_eq!(last.outcomes[0].units, 2);
+    assert!(
+        last.summary.contains("filled from wh-zaragoza"),
+        "{}",
+        last.summary
+    );
+    assert_eq!(
+        waiting_by_segment(&server).await,
+        vec![("marketplace".into(), 2), ("standard".into(), 1)]
+    );
+    // three more: the last standard unit, then the marketplace order
+    server.stock(&[("wh-zaragoza", "BO-1", 6, 0)]).await;
+    let m1 = until_waiting(&server, "m1", 0).await;
+    assert_eq!((held(&m1), waiting(&m1)), (2, 0));
+    let s2 = reservation(&server, "s2").await;
+    assert_eq!((held(&s2), waiting(&s2)), (2, 0));
+    assert_eq!(server.level("wh-zaragoza", "BO-1").await, (0, 6, 6));
+    assert!(waiting_by_segment(&server).await.is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn units_given_back_fill_an_order_waiting() {
+    let server = TestServer::start_with(config(None)).await;
+    server.stock(&[("wh-zaragoza", "BO-1", 2, 0)]).await;
+    let first = reserve(&server, "a", "standard", 2).await;
+    assert_eq!(held(&first), 2);
+    server.clock.advance_secs(1);
+    let second = reserve(&server, "b", "standard", 2).await;
+    assert_eq!(waiting(&second), 2);
+    // the first order lets its units go: they fill the second
+    server
+        .sourcing()
+        .release(pb::ReleaseRequest {
+            order_id: "a".into(),
+            line_ids: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let b = until_waiting(&server, "b", 0).await;
+    assert_eq!(held(&b), 2);
+    assert_eq!(server.level("wh-zaragoza", "BO-1").await, (0, 2, 2));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn units_waiting_past_max_days_are_cancelled_and_expire_with_their_hold() {
+    let server = TestServer::start_with(config(Some(2))).await;
+    // a committed order never expires; its units wait two days at most
+    reserve(&server, "c", "standard", 3).await;
+    server
+        .sourcing()
+        .commit(pb::CommitRequest {
+            order_id: "c".into(),
+        })
+        .await
+        .unwrap();
+    // a held order's units wait as long as its hold
+    reserve(&server, "h", "standard", 1).await;
+    server.clock.advance_secs(2 * 86_400 - 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let c = reservation(&server, "c").await;
+    assert_eq!(waiting(&c), 3, "not yet past two days");
+    let h = reservation(&server, "h").await;
+    assert_eq!(h.state, pb::ReservationState::Expired as i32);
+    assert_eq!(waiting(&h), 0, "units waiting expire with the hold");
+    server.clock.advance_secs(1);
+    let c = until_waiting(&server, "c", 0).await;
+    assert_eq!(waiting(&c), 0);
+    let last = c.history.last().unwrap();
+    assert_eq!(last.kind, pb::decision::Kind::Cancelled as i32);
+    assert_eq!(last.outcomes[0].fate, pb::UnitFate::Cancelled as i32);
+    assert_eq!(last.outcomes[0].units, 3);
+    // nothing held and nothing waiting: the order is settled
+    assert_eq!(c.state, pb::ReservationState::Released as i32);
+    // supply later fills nothing
+    server.stock(&[("wh-zaragoza", "BO-1", 5, 0)]).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(server.level("wh-zaragoza", "BO-1").await, (5, 5, 0));
+    server.shutdown().await;
+}
