@@ -127,6 +127,7 @@ fn snapshot(node: &str, sku: &str, on_hand: i64) -> pb::StockUpdate {
         order_id: String::new(),
         safety_stock: Some(0),
         reorder_point: None,
+        ..Default::default()
     }
 }
 

@@ -496,6 +496,9 @@ pub struct UnfilledLine {
     pub line_id: String,
     pub sku: String,
     pub quantity: u64,
+    /// When inbound supply is expected to cover the units (segments that backorder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promised: Option<NaiveDate>,
 }
 
 /// Why a node ships nothing for an order.

@@ -54,6 +54,8 @@ pub struct SkuAvailability {
     pub below_threshold: bool,
     /// Units waiting for supply of the sku, by segment (every segment, whichever is asked).
     pub waiting: Vec<(String, u64)>,
+    /// Units expected by day, earliest first, at the nodes listed.
+    pub inbound: Vec<(chrono::NaiveDate, u64)>,
 }
 
 /// The engine's own part of the settings: how it plans and how long it holds.
@@ -168,6 +170,11 @@ impl Engine {
         &self.settings
     }
 
+    /// The day as the service's clock has it.
+    pub fn today(&self) -> chrono::NaiveDate {
+        self.clock.today()
+    }
+
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
@@ -230,7 +237,70 @@ impl Engine {
         let kind = kind.unwrap_or(self.settings.sourcing.default_strategy);
         let now = self.clock.now_millis();
         let state = self.read_state(&order.skus(), now).await?;
-        self.plan(&rules, &admitted, kind, state).await
+        let mut plan = self.plan(&rules, &admitted, kind, state).await?;
+        self.promise(&rules, admitted.segment(), &mut plan).await?;
+        Ok(plan)
+    }
+
+    /// Dates the plan's unfilled units when the segment backorders: for each line, the first
+    /// inbound day whose expected units (at nodes the segment may use), counted in order of
+    /// day, cover the line after the units already waiting for its sku ahead of it (of the
+    /// same or a better priority) and the order's earlier lines of that sku.
+    async fn promise(
+        &self,
+        rules: &Rules,
+        segment: &crate::domain::SegmentRules,
+        plan: &mut Plan,
+    ) -> Result<(), Error> {
+        if segment.unfilled != crate::domain::UnfilledPolicy::Backorder
+            || plan.unfilled.iter().all(|u| u.quantity == 0)
+        {
+            return Ok(());
+        }
+        let mut skus: Vec<String> = plan.unfilled.iter().map(|u| u.sku.clone()).collect();
+        skus.sort();
+        skus.dedup();
+        let (inbound, waiting) = tokio::join!(
+            self.store.read_inbound(&skus),
+            self.store.waiting_for(&skus)
+        );
+        let (inbound, waiting) = (inbound?, waiting?);
+        let today = self.today();
+        for sku in &skus {
+            let expected: Vec<&crate::store::Inbound> = inbound
+                .get(sku)
+                .map(|list| {
+                    list.iter()
+                        .filter(|i| {
+                            rules
+                                .network
+                                .get(&i.node_id)
+                                .is_some_and(|n| n.enabled && segment.exclusion(n).is_none())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut ahead: u64 = waiting
+                .iter()
+                .filter(|e| &e.sku == sku)
+                .filter(|e| {
+                    rules
+                        .segments
+                        .get(&e.segment)
+                        .is_some_and(|s| s.priority <= segment.priority)
+                })
+                .map(|e| e.units)
+                .sum();
+            for line in plan.unfilled.iter_mut().filter(|u| &u.sku == sku) {
+                ahead += line.quantity;
+                let mut covered = 0u64;
+                line.promised = expected.iter().find_map(|i| {
+                    covered += i.units;
+                    (covered >= ahead).then_some(i.expected.max(today))
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The hold TTL for a request: its own (bounded by config) or the default.
@@ -305,7 +375,8 @@ impl Engine {
                     (self.read_state(&skus, now).await?, now)
                 }
             };
-            let plan = self.plan(&rules, &admitted, kind, state).await?;
+            let mut plan = self.plan(&rules, &admitted, kind, state).await?;
+            self.promise(&rules, admitted.segment(), &mut plan).await?;
             let capacity_limits = plan
                 .shipments
                 .iter()
@@ -503,13 +574,14 @@ impl Engine {
             })?),
             None => None,
         };
-        let (view, waiting) = tokio::join!(
+        let (view, waiting, inbound) = tokio::join!(
             self.store
                 .read_stock(skus, self.clock.now_millis())
                 .instrument(info_span!("store", op = "read_stock")),
-            self.waiting_units(skus)
+            self.waiting_units(skus),
+            self.store.read_inbound(skus)
         );
-        let (view, mut waiting) = (view?, waiting?);
+        let (view, mut waiting, inbound) = (view?, waiting?, inbound?);
         let mut out = Vec::with_capacity(skus.len());
         for sku in skus {
             let levels = view.get(sku).cloned().unwrap_or_default();
@@ -529,7 +601,19 @@ impl Engine {
                     .unwrap_or_default()
                     .into_iter()
                     .collect(),
+                inbound: Vec::new(),
             };
+            let mut by_day: BTreeMap<chrono::NaiveDate, u64> = BTreeMap::new();
+            for i in inbound.get(sku).into_iter().flatten() {
+                let listed = all_rules.network.get(&i.node_id).is_some_and(|node| {
+                    rules.is_none_or(|r| node.enabled && r.exclusion(node).is_none())
+                });
+                if listed {
+                    let units = by_day.entry(i.expected).or_default();
+                    *units = units.saturating_add(i.units);
+                }
+            }
+            sku_out.inbound = by_day.into_iter().collect();
             for node in all_rules.network.nodes() {
                 let Some(level) = ordered.get(node.id.as_str()) else {
                     continue;

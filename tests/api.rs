@@ -20,6 +20,7 @@ fn shipment_update(node: &str, sku: &str, seq: u64, order: &str, quantity: i64) 
         order_id: order.into(),
         safety_stock: None,
         reorder_point: None,
+        ..Default::default()
     }
 }
 
@@ -39,6 +40,7 @@ fn update(
         order_id: String::new(),
         safety_stock: None,
         reorder_point: None,
+        ..Default::default()
     }
 }
 

@@ -152,6 +152,20 @@ async fn supply_fills_waiting_orders_by_priority_then_age() {
 }
 
 #[tokio::test]
+async fn no_fills_with_the_fill_interval_at_zero() {
+    let mut config = config(None);
+    config.settings.holds.fill_interval_ms = 0;
+    let server = TestServer::start_with(config).await;
+    reserve(&server, "w", "standard", 2).await;
+    server.stock(&[("wh-zaragoza", "BO-1", 5, 0)]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let w = reservation(&server, "w").await;
+    assert_eq!((held(&w), waiting(&w)), (0, 2));
+    assert_eq!(server.level("wh-zaragoza", "BO-1").await, (5, 5, 0));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn units_given_back_fill_an_order_waiting() {
     let server = TestServer::start_with(config(None)).await;
     server.stock(&[("wh-zaragoza", "BO-1", 2, 0)]).await;
@@ -209,5 +223,144 @@ async fn units_waiting_past_max_days_are_cancelled_and_expire_with_their_hold() 
     server.stock(&[("wh-zaragoza", "BO-1", 5, 0)]).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(server.level("wh-zaragoza", "BO-1").await, (5, 5, 0));
+    server.shutdown().await;
+}
+
+fn inbound(node: &str, units: i64, date: &str, reference: &str) -> pb::StockUpdate {
+    pb::StockUpdate {
+        node_id: node.into(),
+        sku: "BO-1".into(),
+        kind: pb::StockUpdateKind::Inbound as i32,
+        quantity: units,
+        sequence: next_sequence(),
+        expected_date: date.into(),
+        reference: reference.into(),
+        ..Default::default()
+    }
+}
+
+async fn quote_promise(server: &TestServer, segment: &str, units: i64) -> Vec<String> {
+    let plan = server
+        .sourcing()
+        .quote(pb::QuoteRequest {
+            order: Some(order("q", segment, vec![line("l1", "BO-1", units)])),
+            strategy: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    plan.unfilled.into_iter().map(|u| u.promised_date).collect()
+}
+
+#[tokio::test]
+async fn inbound_supply_is_listed_and_dates_the_units_that_wait() {
+    let server = TestServer::start_with(config(None)).await;
+    // today is 2026-03-02 on the server's clock; two purchase orders are due
+    let summary = server
+        .inventory()
+        .set_stock(pb::SetStockRequest {
+            updates: vec![
+                inbound("wh-zaragoza", 3, "2026-03-07", "PO-1"),
+                inbound("wh-getafe", 4, "2026-03-12", "PO-2"),
+                // refused, each naming its field: a day gone, no reference, a bad day
+                inbound("wh-getafe", 4, "2026-03-01", "PO-3"),
+                inbound("wh-getafe", 4, "2026-03-12", ""),
+                inbound("wh-getafe", 4, "12/03/2026", "PO-4"),
+                inbound("wh-getafe", -2, "2026-03-12", "PO-5"),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.applied, 2, "{summary:?}");
+    let reasons: Vec<&str> = summary
+        .rejections
+        .iter()
+        .map(|r| r.reason.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["expected_date", "reference", "expected_date", "quantity"]
+    );
+    let availability = |segment: &str| {
+        let mut inventory = server.inventory();
+        let segment = segment.to_owned();
+        async move {
+            let a = inventory
+                .get_availability(pb::GetAvailabilityRequest {
+                    skus: vec!["BO-1".into()],
+                    segment,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            a.skus[0]
+                .inbound
+                .iter()
+                .map(|i| (i.expected_date.clone(), i.units))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        availability("").await,
+        vec![("2026-03-07".into(), 3), ("2026-03-12".into(), 4)]
+    );
+    // nothing is available yet: a standard order waits, dated by the inbound supply
+    let w = reserve(&server, "w", "standard", 2).await;
+    assert_eq!(waiting(&w), 2);
+    let promised: Vec<String> = w
+        .plan
+        .as_ref()
+        .unwrap()
+        .unfilled
+        .iter()
+        .map(|u| u.promised_date.clone())
+        .collect();
+    assert_eq!(promised, ["2026-03-07"]);
+    // behind the 2 waiting: 1 more unit comes with the first receipt, 3 more need the second,
+    // 6 more are not covered
+    assert_eq!(quote_promise(&server, "standard", 1).await, ["2026-03-07"]);
+    assert_eq!(quote_promise(&server, "standard", 3).await, ["2026-03-12"]);
+    assert_eq!(quote_promise(&server, "standard", 6).await, [""]);
+    // a marketplace order waits behind standard's units too; a segment that does not
+    // backorder is given no date
+    assert_eq!(
+        quote_promise(&server, "marketplace", 2).await,
+        ["2026-03-12"]
+    );
+    let vip = server
+        .sourcing()
+        .quote(pb::QuoteRequest {
+            order: Some(order("v", "vip", vec![line("l1", "BO-1", 1)])),
+            strategy: 0,
+        })
+        .await;
+    assert!(vip.is_err(), "vip refuses what no node ships now");
+    // the goods of PO-1 are received: the receipt is removed and the stock fills the order
+    // that waits
+    let summary = server
+        .inventory()
+        .set_stock(pb::SetStockRequest {
+            updates: vec![
+                inbound("wh-zaragoza", 0, "2026-03-07", "PO-1"),
+                pb::StockUpdate {
+                    node_id: "wh-zaragoza".into(),
+                    sku: "BO-1".into(),
+                    kind: pb::StockUpdateKind::Delta as i32,
+                    quantity: 3,
+                    sequence: next_sequence(),
+                    ..Default::default()
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.applied, 2, "{summary:?}");
+    assert_eq!(availability("").await, vec![("2026-03-12".into(), 4)]);
+    let w = until_waiting(&server, "w", 0).await;
+    assert_eq!(held(&w), 2);
     server.shutdown().await;
 }

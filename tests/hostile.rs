@@ -19,6 +19,7 @@ fn delta(node: &str, sku: &str, quantity: i64, sequence: u64) -> pb::StockUpdate
         order_id: String::new(),
         safety_stock: None,
         reorder_point: None,
+        ..Default::default()
     }
 }
 

@@ -79,6 +79,7 @@ async fn metrics_name_what_operators_watch_and_move_with_the_calls() {
         order_id: String::new(),
         safety_stock: None,
         reorder_point: None,
+        ..Default::default()
     };
     let summary = server
         .inventory()
@@ -98,6 +99,7 @@ async fn metrics_name_what_operators_watch_and_move_with_the_calls() {
         order_id: String::new(),
         safety_stock: None,
         reorder_point: None,
+        ..Default::default()
     };
     let summary = server
         .inventory()
@@ -315,6 +317,7 @@ fn snapshot(node: &str, sku: &str, quantity: i64, sequence: u64) -> pb::SetStock
             order_id: String::new(),
             safety_stock: Some(0),
             reorder_point: None,
+            ..Default::default()
         }],
     }
 }

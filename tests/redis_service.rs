@@ -60,6 +60,7 @@ async fn push_stock(inventory: &mut InventoryClient<Channel>, rows: &[(&str, &st
             order_id: String::new(),
             safety_stock: Some(0),
             reorder_point: None,
+            ..Default::default()
         })
         .collect();
     let summary = inventory
@@ -606,6 +607,7 @@ async fn feed_updates_beyond_the_limit_leave_the_sku_readable() {
             order_id: String::new(),
             safety_stock: None,
             reorder_point: None,
+            ..Default::default()
         };
         use pb::StockUpdateKind::{Delta, Snapshot};
         refused(&mut inventory, update(Delta, i64::MAX, 1_000), "quantity").await;
@@ -1050,7 +1052,11 @@ async fn replicas_fill_waiting_orders_once_in_priority_order_with_the_filler_kil
     // created through every replica
     let orders: Vec<(String, &str)> = (0..24)
         .map(|i| {
-            let segment = if i % 2 == 0 { "marketplace" } else { "standard" };
+            let segment = if i % 2 == 0 {
+                "marketplace"
+            } else {
+                "standard"
+            };
             (format!("bf{i:02}"), segment)
         })
         .collect();
@@ -1087,7 +1093,11 @@ async fn replicas_fill_waiting_orders_once_in_priority_order_with_the_filler_kil
     let filler = filler.expect("a replica took the fill lease");
     let other = (filler + 1) % 3;
     // 16 units arrive, enough for 8 orders; the filler is killed as it fills
-    push_stock(&mut replicas[other].inventory(), &[("wh-zaragoza", "BF-A", 16)]).await;
+    push_stock(
+        &mut replicas[other].inventory(),
+        &[("wh-zaragoza", "BF-A", 16)],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(15)).await;
     replicas[filler].kill();
     let survivor = &replicas[(filler + 2) % 3];
@@ -1115,7 +1125,11 @@ async fn replicas_fill_waiting_orders_once_in_priority_order_with_the_filler_kil
         assert_eq!(*state, (0, 2, 0), "{id}: {all:?}");
     }
     // 32 more units: every order waiting is filled, each once
-    push_stock(&mut replicas[other].inventory(), &[("wh-zaragoza", "BF-A", 48)]).await;
+    push_stock(
+        &mut replicas[other].inventory(),
+        &[("wh-zaragoza", "BF-A", 48)],
+    )
+    .await;
     let give_up = Instant::now() + Duration::from_secs(20);
     let mut all = read_all().await;
     while all.iter().map(|o| o.2.0).sum::<i64>() < 48 && Instant::now() < give_up {

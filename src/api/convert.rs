@@ -259,8 +259,8 @@ fn stock_figure(field: &str, value: i64) -> Result<(), String> {
     Ok(())
 }
 
-/// A feed update from the wire, or the reason it is rejected.
-pub fn stock_update(u: pb::StockUpdate) -> Result<StockUpdate, String> {
+/// A feed update from the wire, or the reason it is rejected; `today` bounds an inbound date.
+pub fn stock_update(u: pb::StockUpdate, today: chrono::NaiveDate) -> Result<StockUpdate, String> {
     let node_id = id("node_id", &u.node_id).map_err(|e| e.to_string())?;
     let sku = id("sku", &u.sku).map_err(|e| e.to_string())?;
     if u.sequence == 0 {
@@ -327,8 +327,34 @@ pub fn stock_update(u: pb::StockUpdate) -> Result<StockUpdate, String> {
                 quantity: u.quantity as u64,
             }
         }
+        Ok(pb::StockUpdateKind::Inbound) => {
+            if u.quantity < 0 {
+                return Err(format!(
+                    "quantity: inbound units must be 0 or more (0 removes the receipt), got {}",
+                    u.quantity
+                ));
+            }
+            stock_figure("quantity", u.quantity)?;
+            if u.expected_date.is_empty() {
+                return Err("expected_date: required for INBOUND".into());
+            }
+            let expected = date("expected_date", &u.expected_date).map_err(|e| e.to_string())?;
+            // a receipt removed may be late; one announced must still be to come
+            if expected < today && u.quantity > 0 {
+                return Err(format!(
+                    "expected_date: {expected} is in the past (today is {today})"
+                ));
+            }
+            let reference =
+                required_id("reference", &u.reference, "for INBOUND").map_err(|e| e.to_string())?;
+            UpdateKind::Inbound {
+                units: u.quantity as u64,
+                expected,
+                reference,
+            }
+        }
         Ok(pb::StockUpdateKind::Unspecified) => {
-            return Err("kind: must be SNAPSHOT, DELTA or SHIPMENT".into());
+            return Err("kind: must be SNAPSHOT, DELTA, SHIPMENT or INBOUND".into());
         }
         Err(_) => return Err(format!("kind: unknown kind {}", u.kind)),
     };
@@ -340,6 +366,16 @@ pub fn stock_update(u: pb::StockUpdate) -> Result<StockUpdate, String> {
     }
     if !matches!(kind, UpdateKind::Snapshot { .. }) && u.reorder_point.is_some() {
         return Err("reorder_point: is only for SNAPSHOT updates".into());
+    }
+    if !matches!(kind, UpdateKind::Inbound { .. })
+        && (!u.expected_date.is_empty() || !u.reference.is_empty())
+    {
+        let field = if u.expected_date.is_empty() {
+            "reference"
+        } else {
+            "expected_date"
+        };
+        return Err(format!("{field}: is only for INBOUND updates"));
     }
     Ok(StockUpdate {
         node_id,
@@ -431,6 +467,7 @@ pub fn plan(p: &Plan) -> pb::Plan {
                 line_id: u.line_id.clone(),
                 sku: u.sku.clone(),
                 quantity: u.quantity as i64,
+                promised_date: u.promised.map(|d| d.to_string()).unwrap_or_default(),
             })
             .collect(),
         total_cost: p.total_cost,
@@ -777,41 +814,104 @@ mod tests {
             order_id: String::new(),
             safety_stock: None,
             reorder_point: None,
+            expected_date: String::new(),
+            reference: String::new(),
         }
     }
+
+    const TODAY: chrono::NaiveDate = chrono::NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
 
     #[test]
     fn bad_stock_updates_say_why() {
         use pb::StockUpdateKind::*;
-        assert!(stock_update(update(Snapshot, 5)).is_ok());
-        assert!(stock_update(update(Delta, -5)).is_ok());
+        assert!(stock_update(update(Snapshot, 5), TODAY).is_ok());
+        assert!(stock_update(update(Delta, -5), TODAY).is_ok());
         assert!(
-            stock_update(update(Snapshot, -1))
+            stock_update(update(Snapshot, -1), TODAY)
                 .unwrap_err()
                 .starts_with("quantity")
         );
         assert!(
-            stock_update(update(Unspecified, 1))
+            stock_update(update(Unspecified, 1), TODAY)
                 .unwrap_err()
                 .starts_with("kind")
         );
         assert!(
-            stock_update(update(Shipment, 1))
+            stock_update(update(Shipment, 1), TODAY)
                 .unwrap_err()
                 .starts_with("order_id")
         );
         let mut u = update(Snapshot, 1);
         u.sequence = 0;
-        assert!(stock_update(u).unwrap_err().starts_with("sequence"));
+        assert!(stock_update(u, TODAY).unwrap_err().starts_with("sequence"));
         let mut u = update(Snapshot, 1);
         u.node_id.clear();
-        assert!(stock_update(u).unwrap_err().starts_with("node_id"));
+        assert!(stock_update(u, TODAY).unwrap_err().starts_with("node_id"));
         let mut u = update(Delta, 1);
         u.safety_stock = Some(2);
-        assert!(stock_update(u).unwrap_err().starts_with("safety_stock"));
+        assert!(
+            stock_update(u, TODAY)
+                .unwrap_err()
+                .starts_with("safety_stock")
+        );
         let mut u = update(Shipment, 0);
         u.order_id = "o".into();
-        assert!(stock_update(u).unwrap_err().starts_with("quantity"));
+        assert!(stock_update(u, TODAY).unwrap_err().starts_with("quantity"));
+    }
+
+    #[test]
+    fn inbound_updates_need_a_date_to_come_and_a_reference() {
+        use pb::StockUpdateKind::*;
+        let inbound = |quantity, date: &str, reference: &str| {
+            let mut u = update(Inbound, quantity);
+            u.expected_date = date.into();
+            u.reference = reference.into();
+            stock_update(u, TODAY)
+        };
+        let good = inbound(5, "2026-12-20", "PO-1").unwrap();
+        assert_eq!(
+            good.kind,
+            UpdateKind::Inbound {
+                units: 5,
+                expected: chrono::NaiveDate::from_ymd_opt(2026, 12, 20).unwrap(),
+                reference: "PO-1".into(),
+            }
+        );
+        assert!(inbound(5, "2026-12-02", "PO-1").is_ok(), "today is to come");
+        // a receipt removed may be late
+        assert!(inbound(0, "2026-11-30", "PO-1").is_ok());
+        for (u, field, says) in [
+            (
+                inbound(5, "2026-12-01", "PO-1"),
+                "expected_date",
+                "in the past",
+            ),
+            (
+                inbound(5, "20-12-2026", "PO-1"),
+                "expected_date",
+                "YYYY-MM-DD",
+            ),
+            (inbound(5, "", "PO-1"), "expected_date", "required"),
+            (inbound(5, "2026-12-20", ""), "reference", "required"),
+            (inbound(-1, "2026-12-20", "PO-1"), "quantity", "0 or more"),
+        ] {
+            let e = u.unwrap_err();
+            assert!(e.starts_with(field) && e.contains(says), "{e}");
+        }
+        let mut u = update(Delta, 1);
+        u.expected_date = "2026-12-20".into();
+        assert!(
+            stock_update(u, TODAY)
+                .unwrap_err()
+                .starts_with("expected_date: is only for INBOUND")
+        );
+        let mut u = update(Snapshot, 1);
+        u.reference = "PO-1".into();
+        assert!(
+            stock_update(u, TODAY)
+                .unwrap_err()
+                .starts_with("reference: is only for INBOUND")
+        );
     }
 
     #[test]
@@ -820,7 +920,7 @@ mod tests {
         let with = |kind, rp| {
             let mut u = update(kind, 1);
             u.reorder_point = rp;
-            stock_update(u)
+            stock_update(u, TODAY)
         };
         let point = |u: Result<StockUpdate, String>| match u.unwrap().kind {
             UpdateKind::Snapshot { reorder_point, .. } => reorder_point,

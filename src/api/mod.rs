@@ -210,9 +210,10 @@ impl InventoryApi {
         let mut rejected_here: Vec<(u64, String)> = Vec::new();
         let mut valid = Vec::with_capacity(batch.len());
         let mut keys = Vec::with_capacity(batch.len());
+        let today = self.engine.today();
         for (i, u) in batch.iter().enumerate() {
             let index = first_index + i as u64;
-            match convert::stock_update(u.clone()) {
+            match convert::stock_update(u.clone(), today) {
                 Ok(update) => {
                     valid.push(update);
                     keys.push(index);
@@ -401,6 +402,14 @@ impl pb::inventory_server::Inventory for InventoryApi {
                         .collect(),
                     low_stock_threshold: s.threshold.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
                     below_threshold: s.below_threshold,
+                    inbound: s
+                        .inbound
+                        .into_iter()
+                        .map(|(day, units)| pb::InboundSupply {
+                            expected_date: day.to_string(),
+                            units: i64::try_from(units).unwrap_or(i64::MAX),
+                        })
+                        .collect(),
                     waiting: s
                         .waiting
                         .into_iter()

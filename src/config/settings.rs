@@ -178,7 +178,7 @@ pub struct HoldSettings {
     pub max_ttl_secs: u32,
     pub sweep_interval_ms: u64,
     /// How often units waiting for supply are tried against stock again (besides every change
-    /// that brings supply), by the replica holding the fill lease.
+    /// that brings supply), by the replica holding the fill lease; 0 turns filling off.
     pub fill_interval_ms: u64,
 }
 
@@ -284,7 +284,6 @@ impl Settings {
             ),
             ("holds.min_ttl_secs", u64::from(self.holds.min_ttl_secs)),
             ("holds.sweep_interval_ms", self.holds.sweep_interval_ms),
-            ("holds.fill_interval_ms", self.holds.fill_interval_ms),
             (
                 "store.redis.connect_timeout_ms",
                 self.store.redis.connect_timeout_ms,

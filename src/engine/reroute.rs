@@ -419,6 +419,7 @@ fn nothing_planned(
                 line_id: l.line_id.clone(),
                 sku: l.sku.clone(),
                 quantity: l.quantity,
+                promised: None,
             })
             .collect(),
         total_cost: 0.0,

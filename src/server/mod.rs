@@ -414,12 +414,14 @@ pub async fn serve(
             stop_rx.clone(),
         )),
         tokio::spawn(alerts::watch(engine.clone(), stop_rx.clone())),
-        tokio::spawn(fills::run(
+    ];
+    if s.holds.fill_interval_ms > 0 {
+        tasks.push(tokio::spawn(fills::run(
             engine.clone(),
             Duration::from_millis(s.holds.fill_interval_ms),
             stop_rx.clone(),
-        )),
-    ];
+        )));
+    }
     for hook in webhooks::Hook::all(&s.webhook, |var| std::env::var(var).ok())
         .map_err(ServeError::Webhook)?
     {

@@ -414,6 +414,7 @@ impl<'a> Problem<'a> {
                 line_id: line.line_id.clone(),
                 sku: line.sku.clone(),
                 quantity: line.quantity - f,
+                promised: None,
             })
             .collect();
         let unfilled_units: u64 = unfilled.iter().map(|u| u.quantity).sum();
@@ -811,7 +812,8 @@ pub(crate) mod tests {
             vec![UnfilledLine {
                 line_id: "2".into(),
                 sku: "B".into(),
-                quantity: 2
+                quantity: 2,
+                promised: None,
             }]
         );
         let sum: f64 = plan.shipments.iter().map(|s| s.cost).sum();

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    AlertTurns, DecisionKind, HoldRequest, MAX_STOCK_UNITS, RerouteHold, RerouteOutcome,
-    Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore, StockUpdate, StockView,
-    StoreError, UpdateKind, UpdateResult, WaitingEntry,
+    AlertTurns, DecisionKind, HoldRequest, Inbound, InboundView, MAX_STOCK_UNITS, RerouteHold,
+    RerouteOutcome, Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore,
+    StockUpdate, StockView, StoreError, UpdateKind, UpdateResult, WaitingEntry,
 };
 use crate::clock::Millis;
 use crate::config::StockSeed;
@@ -24,6 +24,9 @@ use crate::events::{
 pub struct MemoryStore {
     state: Mutex<State>,
 }
+
+/// A sku's expected receipts by (node, reference): the day and the units.
+type ExpectedReceipts = BTreeMap<(String, String), (chrono::NaiveDate, u64)>;
 
 #[derive(Debug, Default)]
 struct State {
@@ -40,6 +43,8 @@ struct State {
     /// Leases by name: holder and until when.
     leases: HashMap<String, (String, Millis)>,
     cursors: HashMap<String, EventId>,
+    /// Expected receipts by sku, then (node, reference): the day and the units.
+    inbound: HashMap<String, ExpectedReceipts>,
 }
 
 impl MemoryStore {
@@ -165,7 +170,9 @@ impl State {
     /// Applies a feed update and reports what it changed.
     fn apply(&mut self, u: &StockUpdate, now: Millis) -> UpdateResult {
         let result = self.apply_update(u, now);
+        // an expected receipt changes no level
         if result == UpdateResult::Applied
+            && !matches!(u.kind, UpdateKind::Inbound { .. })
             && let Some(level) = self.stock.get(&u.sku).and_then(|m| m.get(&u.node_id))
         {
             let change = Change::Stock(StockChange {
@@ -269,6 +276,19 @@ impl State {
                     self.report(order_id, EventKind::ReservationFulfilled, &[], now);
                 }
                 return UpdateResult::Applied;
+            }
+            UpdateKind::Inbound {
+                units,
+                expected,
+                reference,
+            } => {
+                let expected_here = self.inbound.entry(u.sku.clone()).or_default();
+                let key = (u.node_id.clone(), reference.clone());
+                if *units == 0 {
+                    expected_here.remove(&key);
+                } else {
+                    expected_here.insert(key, (*expected, *units));
+                }
             }
         }
         self.stock
@@ -704,6 +724,30 @@ impl StockStore for MemoryStore {
             state.cursors.insert(name.to_owned(), cursor);
         }
         Ok(held)
+    }
+
+    async fn read_inbound(&self, skus: &[String]) -> Result<InboundView, StoreError> {
+        let state = self.state.lock();
+        let mut view = InboundView::new();
+        for sku in skus {
+            let Some(expected) = state.inbound.get(sku).filter(|e| !e.is_empty()) else {
+                continue;
+            };
+            let mut list: Vec<Inbound> = expected
+                .iter()
+                .map(|((node, reference), (day, units))| Inbound {
+                    node_id: node.clone(),
+                    reference: reference.clone(),
+                    expected: *day,
+                    units: *units,
+                })
+                .collect();
+            list.sort_by(|a, b| {
+                (a.expected, &a.node_id, &a.reference).cmp(&(b.expected, &b.node_id, &b.reference))
+            });
+            view.insert(sku.clone(), list);
+        }
+        Ok(view)
     }
 
     async fn waiting_for(&self, skus: &[String]) -> Result<Vec<WaitingEntry>, StoreError> {

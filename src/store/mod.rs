@@ -61,6 +61,7 @@ pub fn update_out_of_bounds(kind: &UpdateKind) -> Option<String> {
             format!("quantity: a delta of {change} is larger than the limit of {MAX_STOCK_UNITS}")
         }),
         UpdateKind::Shipment { quantity, .. } => above("quantity", *quantity),
+        UpdateKind::Inbound { units, .. } => above("quantity", *units),
     }
 }
 
@@ -246,7 +247,27 @@ pub enum UpdateKind {
     Delta { change: i64 },
     /// Units of an order left the node: on hand and the order's allocation both go down.
     Shipment { order_id: String, quantity: u64 },
+    /// Units expected at the node on a day, under a reference: replaces the expected receipt
+    /// of that reference (0 units removes it). Nothing becomes available until a snapshot or
+    /// delta receives them.
+    Inbound {
+        units: u64,
+        expected: chrono::NaiveDate,
+        reference: String,
+    },
 }
+
+/// Units expected at a node on a day, under a reference (an inbound update not yet received).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inbound {
+    pub node_id: String,
+    pub reference: String,
+    pub expected: chrono::NaiveDate,
+    pub units: u64,
+}
+
+/// Expected receipts of each sku.
+pub type InboundView = HashMap<String, Vec<Inbound>>;
 
 /// What a snapshot does to the node's reorder point for the sku.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -560,6 +581,10 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
         updates: &[StockUpdate],
         now: Millis,
     ) -> Result<Vec<UpdateResult>, StoreError>;
+
+    /// The expected receipts (inbound updates not yet received) of these skus, earliest first;
+    /// skus with none are absent.
+    async fn read_inbound(&self, skus: &[String]) -> Result<InboundView, StoreError>;
 
     /// Holds the stock for an order, all or nothing, unless the order id is known already.
     async fn reserve(

@@ -152,6 +152,7 @@ impl TestServer {
                 order_id: String::new(),
                 safety_stock: Some(*safety),
                 reorder_point: None,
+                ..Default::default()
             })
             .collect();
         let summary = self
@@ -264,6 +265,7 @@ pub fn plus_one(node: &str, sku: &str, sequence: u64) -> pb::StockUpdate {
         order_id: String::new(),
         safety_stock: None,
         reorder_point: None,
+        ..Default::default()
     }
 }
 

@@ -118,6 +118,9 @@ impl Harness {
             .build()
             .unwrap();
         let mut config = demo_config();
+        // no filling in the background: the oracle's reads of levels and reservations would
+        // race with it (fills have tests of their own)
+        config.settings.holds.fill_interval_ms = 0;
         // a slow debug build on a busy machine must not turn into a failure
         config.settings.server.request_timeout_ms = 30_000;
         let redis = (store == Store::Redis).then(RedisServer::start);
@@ -241,6 +244,7 @@ impl Harness {
                 order_id: String::new(),
                 safety_stock: Some(*safety),
                 reorder_point: None,
+                ..Default::default()
             })
             .collect();
         let rows = updates.len() as u64;
@@ -286,6 +290,7 @@ impl Harness {
                         order_id,
                         safety_stock: None,
                         reorder_point: None,
+                        ..Default::default()
                     }],
                 })
             }

@@ -388,7 +388,7 @@ pub fn update() -> BoxedStrategy<pb::StockUpdate> {
     (
         node_id(),
         sku(),
-        prop_oneof![4 => Just(1), 4 => Just(2), 1 => Just(3), 1 => enum_value(0..=3)],
+        prop_oneof![4 => Just(1), 4 => Just(2), 1 => Just(3), 1 => Just(4), 1 => enum_value(0..=4)],
         stock_quantity(),
         sequence(),
         (order_id(), prop::bool::weighted(0.1)),
@@ -402,9 +402,22 @@ pub fn update() -> BoxedStrategy<pb::StockUpdate> {
             prop::bool::weighted(0.3),
             prop::bool::weighted(0.1),
         ),
+        (
+            // the harness's day is 2026-03-02
+            select(vec![
+                "2026-03-02",
+                "2026-03-20",
+                "2027-01-01",
+                "2026-03-01",
+                "2026-3-9",
+                "",
+            ]),
+            order_id(),
+            prop::bool::weighted(0.05),
+        ),
     )
         .prop_map(
-            |(node_id, sku, kind, quantity, sequence, order_id, safety_stock, reorder)| {
+            |(node_id, sku, kind, quantity, sequence, order_id, safety_stock, reorder, inbound)| {
                 // an order id belongs with shipments, a safety stock and a reorder point with
                 // snapshots, but
                 // not always
@@ -418,6 +431,13 @@ pub fn update() -> BoxedStrategy<pb::StockUpdate> {
                 let safety_stock = (given && (kind == 1 || anyway)).then_some(safety);
                 let (point, given, anyway) = reorder;
                 let reorder_point = (given && (kind == 1 || anyway)).then_some(point);
+                // a day and a reference belong with inbound updates, but not always
+                let (date, reference, anyway) = inbound;
+                let (expected_date, reference) = if kind == 4 || anyway {
+                    (date.to_owned(), reference)
+                } else {
+                    (String::new(), String::new())
+                };
                 pb::StockUpdate {
                     node_id,
                     sku,
@@ -427,6 +447,8 @@ pub fn update() -> BoxedStrategy<pb::StockUpdate> {
                     order_id,
                     safety_stock,
                     reorder_point,
+                    expected_date,
+                    reference,
                 }
             },
         )

@@ -18,7 +18,7 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 const MAX_ID_BYTES: usize = 128;
 const MAX_LINE_QUANTITY: i64 = 1_000_000;
 /// The fields a rejected feed update may be blamed on.
-const UPDATE_FIELDS: [&str; 8] = [
+const UPDATE_FIELDS: [&str; 10] = [
     "node_id",
     "sku",
     "kind",
@@ -27,6 +27,8 @@ const UPDATE_FIELDS: [&str; 8] = [
     "order_id",
     "safety_stock",
     "reorder_point",
+    "expected_date",
+    "reference",
 ];
 
 /// The server's limits and network, as the running server has them.
@@ -261,8 +263,31 @@ pub fn must_reject(u: &pb::StockUpdate, world: &World) -> Option<String> {
     }
     let shipment = u.kind == pb::StockUpdateKind::Shipment as i32;
     let snapshot = u.kind == pb::StockUpdateKind::Snapshot as i32;
-    if !(1..=3).contains(&u.kind) {
+    if !(1..=4).contains(&u.kind) {
         return Some(format!("kind {}", u.kind));
+    }
+    let inbound = u.kind == pb::StockUpdateKind::Inbound as i32;
+    if inbound {
+        if u.quantity < 0 {
+            return Some(format!("inbound of {}", u.quantity));
+        }
+        // the harness's day
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+        let date = chrono::NaiveDate::parse_from_str(&u.expected_date, "%Y-%m-%d")
+            .ok()
+            .filter(|_| u.expected_date.len() == 10);
+        match date {
+            None => return Some(format!("inbound on {}", shown(&u.expected_date))),
+            Some(d) if d < today && u.quantity > 0 => {
+                return Some(format!("inbound on {d}, in the past"));
+            }
+            _ => {}
+        }
+        if !well_formed(&u.reference) {
+            return Some(format!("inbound reference {}", shown(&u.reference)));
+        }
+    } else if !u.expected_date.is_empty() || !u.reference.is_empty() {
+        return Some("expected_date or reference on an update not inbound".into());
     }
     if snapshot && u.quantity < 0 {
         return Some(format!("snapshot of {}", u.quantity));

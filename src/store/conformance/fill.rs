@@ -228,3 +228,97 @@ pub async fn the_index_lists_every_waiting_line(store: Arc<dyn StockStore>) {
     s.forget_waiting(std::slice::from_ref(&old)).await.unwrap();
     assert_eq!(s.waiting_for(&["A".into()]).await.unwrap(), vec![now]);
 }
+
+fn inbound(node: &str, seq: u64, units: u64, day: u32, reference: &str) -> StockUpdate {
+    StockUpdate {
+        node_id: node.into(),
+        sku: "A".into(),
+        sequence: seq,
+        kind: UpdateKind::Inbound {
+            units,
+            expected: chrono::NaiveDate::from_ymd_opt(2027, 1, day).unwrap(),
+            reference: reference.into(),
+        },
+    }
+}
+
+pub async fn expected_receipts_are_kept_replaced_and_removed(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    seed(s, "n1", "A", 5, 0).await;
+    let applied = s
+        .apply_updates(
+            &[
+                inbound("n1", 2, 4, 20, "PO-2"),
+                inbound("n1", 3, 3, 10, "PO-1"),
+                inbound("n2", 1, 6, 10, "PO-9"),
+                // a sequence not above the last is stale, as for any update
+                inbound("n1", 3, 9, 5, "PO-3"),
+            ],
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        vec![
+            UpdateResult::Applied,
+            UpdateResult::Applied,
+            UpdateResult::Applied,
+            UpdateResult::Stale
+        ]
+    );
+    let listed = |view: &crate::store::InboundView| -> Vec<(String, String, u32, u64)> {
+        use chrono::Datelike;
+        view.get("A")
+            .map(|l| {
+                l.iter()
+                    .map(|i| {
+                        (
+                            i.node_id.clone(),
+                            i.reference.clone(),
+                            i.expected.day(),
+                            i.units,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let view = s.read_inbound(&["A".into(), "B".into()]).await.unwrap();
+    assert!(!view.contains_key("B"));
+    assert_eq!(
+        listed(&view),
+        vec![
+            ("n1".into(), "PO-1".into(), 10, 3),
+            ("n2".into(), "PO-9".into(), 10, 6),
+            ("n1".into(), "PO-2".into(), 20, 4),
+        ]
+    );
+    // nothing becomes available; the sequence moves on
+    let l = level(s, "n1", "A", T0).await;
+    assert_eq!((l.on_hand, l.reserved, l.last_sequence), (5, 0, 3));
+    // a reference again replaces its receipt; 0 units removes it
+    s.apply_updates(
+        &[
+            inbound("n1", 4, 8, 12, "PO-2"),
+            inbound("n2", 2, 0, 10, "PO-9"),
+        ],
+        T0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        listed(&s.read_inbound(&["A".into()]).await.unwrap()),
+        vec![
+            ("n1".into(), "PO-1".into(), 10, 3),
+            ("n1".into(), "PO-2".into(), 12, 8),
+        ]
+    );
+    // only the seed changed a level: one stock event
+    let log = log_of(s, 1).await;
+    let stock = log
+        .iter()
+        .filter(|e| e.kind == EventKind::StockChanged)
+        .count();
+    assert_eq!(stock, 1);
+}

@@ -76,6 +76,7 @@ macro_rules! store_conformance_tests {
             a_fill_holds_waiting_units_once,
             units_cancelled_or_released_wait_no_more,
             the_index_lists_every_waiting_line,
+            expected_receipts_are_kept_replaced_and_removed,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

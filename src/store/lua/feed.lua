@@ -1,9 +1,10 @@
--- Feed snapshots and deltas for the skus of one slot, in order.
--- KEYS: per sku, its level hash then its holds hash; then the log. Each applied update is
--- reported as a stock event.
--- ARGV: per update seven values: sku number n (keys 2n-1 and 2n), node, sequence, kind (s|d),
--- value (on hand, or the change with its sign), safety stock ('' to keep), reorder point ('' to
--- keep, '-' to remove).
+-- Feed snapshots, deltas and expected receipts for the skus of one slot, in order.
+-- KEYS: per sku, its level hash, its holds hash and its expected receipts hash; then the log.
+-- Each applied snapshot or delta is reported as a stock event.
+-- ARGV: per update seven values: sku number n (keys 3n-2 to 3n), node, sequence, kind (s|d|i),
+-- value (on hand, the change with its sign, or the units expected), safety stock ('' to keep;
+-- for a receipt its day, YYYY-MM-DD), reorder point ('' to keep, '-' to remove; for a receipt
+-- its reference). A receipt of 0 units removes the one of that reference.
 -- Returns per update: 1 applied, 0 stale, {'below', on hand} or {'above', on hand} for a delta
 -- that would take on hand below zero or above the limit, {'bad'} for a figure out of bounds
 -- (the caller checks those first), or {'corrupt', stored text} for a delta on a level that
@@ -12,7 +13,7 @@
 local out = {}
 for i = 1, #ARGV, 7 do
   local n = tonumber(ARGV[i])
-  local lv, ho = KEYS[2 * n - 1], KEYS[2 * n]
+  local lv, ho, inb = KEYS[3 * n - 2], KEYS[3 * n - 1], KEYS[3 * n]
   local node, seq, kind, value, safety = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local reorder = ARGV[i + 6]
   local l, bad, partial = level_read(lv, node)
@@ -38,6 +39,26 @@ for i = 1, #ARGV, 7 do
       l.sq = seq
       level_put(lv, node, l)
       emit_level(lv, node)
+      out[#out + 1] = 1
+    end
+  elseif kind == 'i' then
+    local u = units(value)
+    if not u or not sequence(seq) or not string.match(safety, '^%d%d%d%d%-%d%d%-%d%d$') then
+      out[#out + 1] = {'bad'}
+    elseif bad then
+      out[#out + 1] = {'corrupt', bad}
+    elseif l and not seq_gt(seq, l.sq) then
+      out[#out + 1] = 0
+    else
+      l = l or level_new()
+      l.sq = seq
+      level_put(lv, node, l)
+      local field = node .. '\n' .. reorder
+      if u == 0 then
+        redis.call('HDEL', inb, field)
+      else
+        redis.call('HSET', inb, field, safety .. ',' .. fmt(u))
+      end
       out[#out + 1] = 1
     end
   else

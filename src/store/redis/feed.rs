@@ -92,6 +92,42 @@ impl RedisStore {
             .collect()
     }
 
+    /// The expected receipts of these skus; see
+    /// [`StockStore::read_inbound`](crate::store::StockStore::read_inbound).
+    pub(super) async fn read_inbound_on(
+        &self,
+        conn: &Conn,
+        skus: &[String],
+    ) -> Result<crate::store::InboundView, StoreError> {
+        let read = try_join_all(skus.iter().map(|sku| async move {
+            let mut cmd = redis::cmd("HGETALL");
+            cmd.arg(self.inner.keys.inbound(sku));
+            let fields: Vec<(String, String)> = self.query(conn, &cmd).await?;
+            let mut list = Vec::with_capacity(fields.len());
+            for (field, value) in fields {
+                let bad = || {
+                    corrupt(format!(
+                        "an expected receipt of {sku}: {field:?} = {value:?}"
+                    ))
+                };
+                let (node_id, reference) = field.split_once('\n').ok_or_else(bad)?;
+                let (day, units) = value.split_once(',').ok_or_else(bad)?;
+                list.push(crate::store::Inbound {
+                    node_id: node_id.to_owned(),
+                    reference: reference.to_owned(),
+                    expected: day.parse().map_err(|_| bad())?,
+                    units: units.parse().map_err(|_| bad())?,
+                });
+            }
+            list.sort_by(|a, b| {
+                (a.expected, &a.node_id, &a.reference).cmp(&(b.expected, &b.node_id, &b.reference))
+            });
+            Ok::<_, StoreError>((sku.clone(), list))
+        }))
+        .await?;
+        Ok(read.into_iter().filter(|(_, l)| !l.is_empty()).collect())
+    }
+
     /// One feed chunk of snapshots and deltas of skus in one group, in order.
     async fn apply_levels(
         &self,
@@ -110,6 +146,7 @@ impl RedisStore {
                     keys.extend([
                         self.inner.keys.levels(&u.sku),
                         self.inner.keys.holds(&u.sku),
+                        self.inner.keys.inbound(&u.sku),
                     ]);
                     skus.len() - 1
                 }
@@ -132,6 +169,16 @@ impl RedisStore {
                 UpdateKind::Delta { change } => {
                     ("d", change.to_string(), String::new(), String::new())
                 }
+                UpdateKind::Inbound {
+                    units,
+                    expected,
+                    reference,
+                } => (
+                    "i",
+                    units.to_string(),
+                    expected.to_string(),
+                    reference.clone(),
+                ),
                 UpdateKind::Shipment { .. } => {
                     return Err(corrupt("a shipment in a batch of snapshots and deltas"));
                 }

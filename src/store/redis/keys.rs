@@ -67,6 +67,11 @@ impl Keys {
         format!("{}:{{s:{sku}}}:lv", self.prefix)
     }
 
+    /// Expected receipts of a sku: `NODE\nREFERENCE` → "YYYY-MM-DD,units".
+    pub(super) fn inbound(&self, sku: &str) -> String {
+        format!("{}:{{s:{sku}}}:in", self.prefix)
+    }
+
     pub(super) fn holds(&self, sku: &str) -> String {
         format!("{}:{{s:{sku}}}:ho", self.prefix)
     }

@@ -8,6 +8,7 @@
 //! | --- | --- | --- |
 //! | `P:{s:SKU}:lv` | hash | levels: `NODE` → "on hand,reserved,safety stock,last feed sequence,pending[,reorder point]" |
 //! | `P:{s:SKU}:ho` | hash | holds: `ORDER` → the attempt token and the line, node and units it holds of this sku |
+//! | `P:{s:SKU}:in` | hash | expected receipts: `NODE\nREFERENCE` → "YYYY-MM-DD,units" |
 //! | `P:{s:SKU}:void:TOKEN` | string | an aborted attempt, so that a late hold of it is refused |
 //! | `P:{o:ORDER}` | hash | the reservation record: state, token, expiry, deadline, day, body, allocations |
 //! | `P:{x}:expiry` | sorted set | `TOKEN:ORDER` by the time the attempt or hold must be looked at |
@@ -320,6 +321,11 @@ impl StockStore for RedisStore {
     /// Entries of the expiry set: held and in-flight reservations, and committed ones until
     /// their hold time passes (the sweep then drops them). Counting only holds would mean
     /// reading every record; this is one ZCARD.
+    async fn read_inbound(&self, skus: &[String]) -> Result<super::InboundView, StoreError> {
+        let conn = self.conn().await?;
+        self.read_inbound_on(&conn, skus).await
+    }
+
     async fn note_waiting(&self, entries: &[WaitingEntry]) -> Result<(), StoreError> {
         self.note_waiting_on(entries).await
     }
