@@ -19,7 +19,9 @@
 //! hand of every node's stock from worse segments, to tell what protection costs.
 //! `--reroutes N` then holds N more orders and has the first node of each turn it down
 //! (`Reroute`, STORE_REJECTED, every unit, `--clients` at a time): reroutes per second and
-//! their latency percentiles.
+//! their latency percentiles. `--fills N` then has N `standard` orders of ten lines wait for
+//! skus no node has (`--clients` reserving at a time), pushes one snapshot that stocks them all
+//! at two warehouses, and times until every line is held: lines filled per second.
 
 #[path = "../tests/common/redis.rs"]
 mod redis_harness;
@@ -60,6 +62,8 @@ struct Options {
     protect: bool,
     /// Orders held and then rerouted after the checkouts.
     reroutes: usize,
+    /// Orders of ten lines left waiting, then filled by one snapshot.
+    fills: usize,
 }
 
 fn options() -> Options {
@@ -83,6 +87,7 @@ fn options() -> Options {
         watchers: value("--watchers", 0) as usize,
         protect: args.iter().any(|a| a == "--protect"),
         reroutes: value("--reroutes", 0) as usize,
+        fills: value("--fills", 0) as usize,
     }
 }
 
@@ -547,6 +552,114 @@ async fn reroutes(sourcing: SourcingClient<Channel>, opts: &Options, skus: Vec<S
     println!("{}", all.line("reroute"));
 }
 
+/// Lines per order of the fill benchmark.
+const FILL_LINES: usize = 10;
+/// Skus of the fill benchmark, none in stock until its snapshot.
+const FILL_SKUS: usize = 100;
+
+/// Backorders that fill: `--fills` orders of ten lines wait for skus no node has, then one
+/// snapshot stocks those skus at two warehouses; the time until no line waits.
+async fn fills(channel: Channel, opts: &Options) {
+    let sku = |i: usize| format!("FILL-{:04}", i % FILL_SKUS);
+    let per_client = opts.fills.div_ceil(opts.clients);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..opts.clients)
+        .map(|c| {
+            let mut sourcing = SourcingClient::new(channel.clone());
+            tokio::spawn(async move {
+                for n in 0..per_client {
+                    let k = c * per_client + n;
+                    let lines = (0..FILL_LINES)
+                        .map(|l| pb::OrderLine {
+                            line_id: format!("l{l}"),
+                            sku: sku(k * 7 + l),
+                            quantity: 1,
+                            group: String::new(),
+                        })
+                        .collect();
+                    let order = pb::Order {
+                        order_id: format!("fill{k}"),
+                        segment: "standard".into(),
+                        destination: Some(pb::Destination {
+                            location: Some(pb::GeoPoint {
+                                lat: 40.4168,
+                                lon: -3.7038,
+                            }),
+                            country: "ES".into(),
+                        }),
+                        lines,
+                        delivery_mode: pb::DeliveryMode::Ship as i32,
+                        ..Default::default()
+                    };
+                    sourcing
+                        .reserve(pb::ReserveRequest {
+                            order: Some(order),
+                            hold_ttl_seconds: 3_600,
+                            strategy: 0,
+                        })
+                        .await
+                        .expect("a reserve that waits");
+                }
+                per_client
+            })
+        })
+        .collect();
+    let mut orders = 0;
+    for t in tasks {
+        orders += t.await.expect("a reserving client");
+    }
+    let lines = orders * FILL_LINES;
+    println!(
+        "fills: {orders} orders of {FILL_LINES} lines ({lines} lines) waiting after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    // each sku at two warehouses, enough for every line
+    let per_sku = (lines / FILL_SKUS + 1) as i64;
+    let updates: Vec<pb::StockUpdate> = ["wh-getafe", "wh-zaragoza"]
+        .iter()
+        .flat_map(|n| (0..FILL_SKUS).map(move |i| snapshot(n, &sku(i), per_sku)))
+        .collect();
+    let mut inventory = InventoryClient::new(channel.clone());
+    let skus: Vec<String> = (0..FILL_SKUS).map(sku).collect();
+    let waiting = |mut inventory: InventoryClient<Channel>, skus: Vec<String>| async move {
+        let a = inventory
+            .get_availability(pb::GetAvailabilityRequest {
+                skus,
+                segment: String::new(),
+            })
+            .await
+            .expect("availability")
+            .into_inner();
+        a.skus
+            .iter()
+            .flat_map(|s| s.waiting.iter().map(|w| w.units))
+            .sum::<i64>()
+    };
+    let before = waiting(inventory.clone(), skus.clone()).await;
+    let started = Instant::now();
+    inventory
+        .set_stock(pb::SetStockRequest { updates })
+        .await
+        .expect("the snapshot");
+    let mut left = before;
+    let mut half = None;
+    while left > 0 && started.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = waiting(inventory.clone(), skus.clone()).await;
+        if half.is_none() && left * 2 <= before {
+            half = Some(started.elapsed());
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "fills: {before} units waiting; one snapshot of {} levels; all held after {took:.2} s = {:.0} lines/s ({:.0} orders/s); half after {:.2} s; {left} still waiting",
+        FILL_SKUS * 2,
+        (before - left) as f64 / took,
+        orders as f64 / took,
+        half.map_or(f64::NAN, |h| h.as_secs_f64())
+    );
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -754,6 +867,9 @@ fn main() {
         }
         if opts.reroutes > 0 {
             reroutes(SourcingClient::new(channel.clone()), &opts, skus.to_vec()).await;
+        }
+        if opts.fills > 0 {
+            fills(channel.clone(), &opts).await;
         }
     });
     let _ = stop_server.send(());
