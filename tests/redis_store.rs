@@ -1041,6 +1041,7 @@ mod reroutes_cut_off {
                     },
                 }],
                 plan: empty_plan(),
+                waited_ms: 0,
             },
             cancelled: 0,
         }

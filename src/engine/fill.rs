@@ -17,7 +17,7 @@ use super::Engine;
 use super::reroute::segment_of;
 use crate::clock::Millis;
 use crate::error::Error;
-use crate::store::reroute::waiting_by_line;
+use crate::store::reroute::{waited_ms, waiting_by_line};
 use crate::store::{
     Allocation, Decision, DecisionKind, Fate, Gone, RerouteHold, RerouteOutcome, RerouteReason,
     Reservation, ReservationState, StoreError, UnitFate, WaitingEntry,
@@ -262,6 +262,7 @@ impl Engine {
                 },
             })
             .collect();
+        let waited_ms = waited_ms(&r.waiting, &from_waiting, now);
         let decision = Decision {
             kind: DecisionKind::Fill,
             at: now,
@@ -273,6 +274,7 @@ impl Engine {
             strategy: r.plan.strategy,
             fates,
             plan,
+            waited_ms,
         };
         Ok(Some(RerouteHold {
             order_id: r.order_id.clone(),
@@ -325,6 +327,7 @@ impl Engine {
                 fate: Fate::Cancelled,
             })
             .collect();
+        let waited_ms = waited_ms(&r.waiting, &from_waiting, now);
         let decision = Decision {
             kind: DecisionKind::Expire,
             at: now,
@@ -336,6 +339,7 @@ impl Engine {
             strategy: r.plan.strategy,
             fates,
             plan: r.plan.clone(),
+            waited_ms,
         };
         Ok(Some(RerouteHold {
             order_id: r.order_id.clone(),

@@ -201,6 +201,7 @@ impl Engine {
             strategy: kind,
             fates,
             plan,
+            waited_ms: 0,
         };
         let hold = RerouteHold {
             order_id: r.order_id.clone(),

@@ -3,8 +3,9 @@
 //! `dom.v1.Order` message as JSON, plus when it was placed) is reserved and committed through
 //! the real [`Engine`](crate::engine::Engine), in file order, on a private in-memory store
 //! seeded with a starting stock, so scarce skus run short as the day goes on just as they would
-//! in the service. Two replays of the same orders from the same stock compare two configs order
-//! by order.
+//! in the service. Stock events and rejections between the orders happen where the file has
+//! them, and units waiting for supply are filled as the service fills them. Two replays of the
+//! same orders from the same stock compare two configs order by order.
 //!
 //! Orders are checked by the gRPC adapter's own conversion
 //! ([`convert::order`](crate::api::convert::order)), so an order is refused here for the same
@@ -28,8 +29,8 @@ mod fixtures;
 pub use compare::{Change, changes};
 pub use files::{Request, from_files};
 pub use orders::{
-    DestinationRecord, LineRecord, LocationRecord, OrderFileError, OrderRecord, OrdersFile,
-    ReplayOrder,
+    DestinationRecord, EventKind, EventRecord, LineRecord, LocationRecord, OrderFileError,
+    OrderRecord, OrdersFile, RejectLineRecord, ReplayEvent, ReplayOrder,
 };
 pub use report::{Labelled, Report};
 pub use run::{Decision, Options, Outcome, ReplayError, Run, refusal_reason, run};

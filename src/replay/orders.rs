@@ -128,21 +128,7 @@ impl OrderRecord {
                 )
             })?
         };
-        let placed_at = match &self.placed_at {
-            None => None,
-            Some(t) => Some(
-                DateTime::parse_from_rfc3339(t)
-                    .map_err(|_| {
-                        (
-                            "placed_at".to_owned(),
-                            format!(
-                                "{t:?} is not an RFC 3339 time such as \"2026-11-23T09:30:00Z\""
-                            ),
-                        )
-                    })?
-                    .timestamp_millis(),
-            ),
-        };
+        let placed_at = placed(self.placed_at.as_deref(), "placed_at")?;
         let message = pb::Order {
             order_id: self.order_id,
             segment: self.segment,
@@ -214,12 +200,181 @@ pub struct ReplayOrder {
     pub placed_at: Option<Millis>,
 }
 
-/// Orders to replay, in the order they are replayed.
+/// A line of an orders file that is not an order but something that happened between orders:
+/// `{"event": "stock", ...}`, a feed update (the `dom.v1.StockUpdate` message in JSON, its
+/// sequence given by the replay), or `{"event": "reject", ...}`, a node turning down units of
+/// an order (the `dom.v1.RerouteRequest` message, its id given by the replay); and optionally
+/// when it happened (`at`, RFC 3339).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventRecord {
+    /// `stock` or `reject`.
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub node_id: String,
+    // a stock update
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sku: String,
+    /// `STOCK_UPDATE_KIND_SNAPSHOT`, `STOCK_UPDATE_KIND_DELTA` or `STOCK_UPDATE_KIND_INBOUND`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    pub quantity: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safety_stock: Option<i64>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub expected_date: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reference: String,
+    // a rejection
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub order_id: String,
+    /// `REROUTE_REASON_SHORT_PICK`, ..._DAMAGED, ..._NODE_UNAVAILABLE, ..._STORE_REJECTED or
+    /// ..._OTHER.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<RejectLineRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RejectLineRecord {
+    pub line_id: String,
+    pub quantity: i64,
+}
+
+/// What happened between orders, as the replay makes it happen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// A feed update; its sequence is given when it is applied.
+    Stock(pb::StockUpdate),
+    /// A node turns down units of an order; its id is given when it is applied.
+    Reject(pb::RerouteRequest),
+}
+
+/// A stock event or a rejection of a file, where it is and when it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayEvent {
+    pub line: usize,
+    pub at: Option<Millis>,
+    /// How many orders of the file come before it.
+    pub after: usize,
+    pub kind: EventKind,
+}
+
+impl EventRecord {
+    fn into_event(self, line: usize, after: usize) -> Result<ReplayEvent, (String, String)> {
+        let at = placed(self.at.as_deref(), "at")?;
+        let kind = match self.event.as_str() {
+            "stock" => {
+                let kind = match self.kind.as_str() {
+                    "STOCK_UPDATE_KIND_SNAPSHOT" => pb::StockUpdateKind::Snapshot,
+                    "STOCK_UPDATE_KIND_DELTA" => pb::StockUpdateKind::Delta,
+                    "STOCK_UPDATE_KIND_INBOUND" => pb::StockUpdateKind::Inbound,
+                    other => {
+                        return Err((
+                            "kind".into(),
+                            format!(
+                                "{other:?} is not replayed; STOCK_UPDATE_KIND_SNAPSHOT, STOCK_UPDATE_KIND_DELTA or STOCK_UPDATE_KIND_INBOUND"
+                            ),
+                        ));
+                    }
+                };
+                if !self.order_id.is_empty() || !self.reason.is_empty() || !self.lines.is_empty() {
+                    return Err((
+                        String::new(),
+                        "a stock event has no order_id, reason or lines".into(),
+                    ));
+                }
+                EventKind::Stock(pb::StockUpdate {
+                    node_id: self.node_id,
+                    sku: self.sku,
+                    kind: kind as i32,
+                    quantity: self.quantity,
+                    safety_stock: self.safety_stock,
+                    expected_date: self.expected_date,
+                    reference: self.reference,
+                    ..Default::default()
+                })
+            }
+            "reject" => {
+                let reason = pb::RerouteReason::from_str_name(&self.reason)
+                    .filter(|r| *r != pb::RerouteReason::Unspecified)
+                    .ok_or_else(|| {
+                        (
+                            "reason".to_owned(),
+                            format!(
+                                "{:?} is not a reason; REROUTE_REASON_SHORT_PICK, REROUTE_REASON_DAMAGED, REROUTE_REASON_NODE_UNAVAILABLE, REROUTE_REASON_STORE_REJECTED or REROUTE_REASON_OTHER",
+                                self.reason
+                            ),
+                        )
+                    })?;
+                if !self.sku.is_empty()
+                    || !self.kind.is_empty()
+                    || self.quantity != 0
+                    || self.safety_stock.is_some()
+                    || !self.expected_date.is_empty()
+                    || !self.reference.is_empty()
+                {
+                    return Err((
+                        String::new(),
+                        "a reject event has no sku, kind, quantity, safety_stock, expected_date or reference".into(),
+                    ));
+                }
+                EventKind::Reject(pb::RerouteRequest {
+                    order_id: self.order_id,
+                    node_id: self.node_id,
+                    lines: self
+                        .lines
+                        .into_iter()
+                        .map(|l| pb::RerouteLine {
+                            line_id: l.line_id,
+                            quantity: l.quantity,
+                        })
+                        .collect(),
+                    reason: reason as i32,
+                    reroute_id: String::new(),
+                })
+            }
+            other => {
+                return Err((
+                    "event".into(),
+                    format!("{other:?} is not an event; \"stock\" or \"reject\""),
+                ));
+            }
+        };
+        Ok(ReplayEvent {
+            line,
+            at,
+            after,
+            kind,
+        })
+    }
+}
+
+/// A time of a file (RFC 3339) as milliseconds; the problem names `field`.
+fn placed(t: Option<&str>, field: &str) -> Result<Option<Millis>, (String, String)> {
+    let Some(t) = t else { return Ok(None) };
+    DateTime::parse_from_rfc3339(t)
+        .map(|t| Some(t.timestamp_millis()))
+        .map_err(|_| {
+            (
+                field.to_owned(),
+                format!("{t:?} is not an RFC 3339 time such as \"2026-11-23T09:30:00Z\""),
+            )
+        })
+}
+
+/// Orders to replay, in the order they are replayed, and what happened between them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrdersFile {
     /// The file as named to the user, for errors.
     pub name: String,
     pub orders: Vec<ReplayOrder>,
+    /// Stock events and rejections, in file order.
+    pub events: Vec<ReplayEvent>,
 }
 
 impl OrdersFile {
@@ -228,6 +383,7 @@ impl OrdersFile {
     /// service would answer a repeated id from its first reservation, never plan it again.
     pub fn parse(name: &str, text: &str, max_lines: usize) -> Result<Self, OrderFileError> {
         let mut orders = Vec::new();
+        let mut events = Vec::new();
         let mut first_line: HashMap<String, usize> = HashMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
@@ -240,7 +396,12 @@ impl OrdersFile {
                 field,
                 problem,
             };
-            let record = parse_line(raw).map_err(error)?;
+            if is_event(raw) {
+                let record: EventRecord = parse_line(raw).map_err(error)?;
+                events.push(record.into_event(line, orders.len()).map_err(error)?);
+                continue;
+            }
+            let record: OrderRecord = parse_line(raw).map_err(error)?;
             let (message, placed_at) = record.into_message().map_err(error)?;
             let order = convert::order(Some(message), max_lines).map_err(|e| error(invalid(e)))?;
             if let Some(first) = first_line.get(&order.order_id) {
@@ -259,6 +420,7 @@ impl OrdersFile {
         Ok(Self {
             name: name.to_owned(),
             orders,
+            events,
         })
     }
 
@@ -275,6 +437,7 @@ impl OrdersFile {
                     placed_at: None,
                 })
                 .collect(),
+            events: Vec::new(),
         }
     }
 
@@ -284,8 +447,14 @@ impl OrdersFile {
     }
 }
 
+/// Whether a line is an event: a JSON object with an `event` key.
+fn is_event(raw: &str) -> bool {
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw)
+        .is_ok_and(|m| m.contains_key("event"))
+}
+
 /// A line as a record; a problem names the field by its path in the JSON.
-fn parse_line(raw: &str) -> Result<OrderRecord, (String, String)> {
+fn parse_line<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, (String, String)> {
     let mut de = serde_json::Deserializer::from_str(raw);
     let record = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         // "." is the line itself; "?" a key the parser never finished reading

@@ -45,7 +45,7 @@ struct Metric {
     of: fn(&Totals) -> f64,
 }
 
-const METRICS: [Metric; 9] = [
+const METRICS: [Metric; 14] = [
     Metric {
         key: "orders",
         label: "orders",
@@ -99,6 +99,36 @@ const METRICS: [Metric; 9] = [
         label: "refused orders",
         unit: Unit::Count,
         of: |t| t.refused as f64,
+    },
+    Metric {
+        key: "units_waited",
+        label: "units waited for supply",
+        unit: Unit::Count,
+        of: |t| t.waited_units as f64,
+    },
+    Metric {
+        key: "units_filled",
+        label: "  filled",
+        unit: Unit::Count,
+        of: |t| t.filled_units as f64,
+    },
+    Metric {
+        key: "units_cancelled_waiting",
+        label: "  cancelled after waiting",
+        unit: Unit::Count,
+        of: |t| t.cancelled_waiting_units as f64,
+    },
+    Metric {
+        key: "units_still_waiting",
+        label: "  still waiting",
+        unit: Unit::Count,
+        of: |t| t.still_waiting_units as f64,
+    },
+    Metric {
+        key: "average_wait_hours",
+        label: "  average wait of filled (h)",
+        unit: Unit::Ratio,
+        of: Totals::average_wait_hours,
     },
 ];
 
@@ -155,25 +185,38 @@ fn percent(base: f64, against: f64) -> Option<f64> {
     }
 }
 
+/// The figures of what became of units that waited: shown only where some did.
+const BACKORDER_METRICS: [&str; 5] = [
+    "units_waited",
+    "units_filled",
+    "units_cancelled_waiting",
+    "units_still_waiting",
+    "average_wait_hours",
+];
+
 fn rows_of(base: &Totals, against: Option<&Totals>, indent: &str, reasons: bool) -> Vec<Row> {
-    let mut rows: Vec<Row> = METRICS
+    let waited = base.waited_units > 0 || against.is_some_and(|t| t.waited_units > 0);
+    let mut rows = Vec::new();
+    for m in METRICS
         .iter()
-        .map(|m| Row {
+        .filter(|m| waited || !BACKORDER_METRICS.contains(&m.key))
+    {
+        rows.push(Row {
             label: format!("{indent}{}", m.label),
             unit: m.unit,
             base: (m.of)(base),
             against: against.map(m.of),
-        })
-        .collect();
-    if reasons {
-        for (reason, kind) in reasons_of(base, against) {
-            let count = |t: &Totals| refused(t, kind) as f64;
-            rows.push(Row {
-                label: format!("{indent}  {reason}"),
-                unit: Unit::Count,
-                base: count(base),
-                against: against.map(count),
-            });
+        });
+        if reasons && m.key == "refused_orders" {
+            for (reason, kind) in reasons_of(base, against) {
+                let count = |t: &Totals| refused(t, kind) as f64;
+                rows.push(Row {
+                    label: format!("{indent}  {reason}"),
+                    unit: Unit::Count,
+                    base: count(base),
+                    against: against.map(count),
+                });
+            }
         }
     }
     rows
@@ -271,8 +314,13 @@ impl Report<'_> {
     pub fn text(&self) -> String {
         let base = &self.base.run.summary;
         let against = self.against.map(|a| &a.run.summary);
+        let events = match self.base.run.events {
+            0 => String::new(),
+            1 => " and 1 event".to_owned(),
+            n => format!(" and {n} events"),
+        };
         let mut out = format!(
-            "replay of {} orders from {}\n",
+            "replay of {} orders{events} from {}\n",
             base.all.orders, self.orders_file
         );
         let side = |l: Labelled| format!("{}, strategy {}", l.config, l.run.strategy);
@@ -329,6 +377,7 @@ impl Report<'_> {
         let against = self.against.map(|a| &a.run.summary);
         let mut out = json!({
             "orders_file": self.orders_file,
+            "events": self.base.run.events,
             "base": summary_json(self.base),
         });
         if let (Some(a), Some(against)) = (self.against, against) {

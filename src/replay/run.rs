@@ -10,7 +10,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::store::MemoryStore;
 
-use super::orders::{OrderFileError, OrdersFile, file_field};
+use super::orders::{EventKind, OrderFileError, OrdersFile, ReplayEvent, file_field};
 use super::totals::Summary;
 
 /// How a replay is made.
@@ -125,6 +125,8 @@ pub struct Run {
     pub strategy: StrategyKind,
     /// One per order, in file order.
     pub decisions: Vec<Decision>,
+    /// Stock events and rejections replayed between the orders.
+    pub events: usize,
     pub summary: Summary,
 }
 
@@ -145,8 +147,135 @@ pub enum ReplayError {
     },
 }
 
+/// The replay's sweep of units waiting, on its own clock: every `holds.fill_interval_ms` of
+/// replayed time, as the service's (none when filling is off).
+struct Sweeps {
+    every: Option<Millis>,
+    last: Millis,
+}
+
+impl Sweeps {
+    async fn when_due(
+        &mut self,
+        engine: &Engine,
+        name: &str,
+        line: usize,
+    ) -> Result<(), ReplayError> {
+        let now = engine.clock().now_millis();
+        if let Some(every) = self.every
+            && now - self.last >= every
+        {
+            self.last = now;
+            engine
+                .fill_waiting(&[])
+                .await
+                .map_err(|source| engine_error(name, line, source))?;
+        }
+        Ok(())
+    }
+}
+
+fn engine_error(file: &str, line: usize, source: Error) -> ReplayError {
+    ReplayError::Engine {
+        file: file.to_owned(),
+        line,
+        source,
+    }
+}
+
+/// An event of the file the engine refuses, named by its line (and field, where the API names
+/// one).
+fn event_error(file: &str, line: usize, e: Error) -> ReplayError {
+    let (field, problem) = match e {
+        Error::InvalidArgument { field, problem } => (field, problem),
+        other @ (Error::NotFound(_) | Error::FailedPrecondition(_) | Error::AlreadyExists(_)) => {
+            (String::new(), other.to_string())
+        }
+        other => return engine_error(file, line, other),
+    };
+    ReplayError::Order(OrderFileError {
+        file: file.to_owned(),
+        line,
+        field,
+        problem,
+    })
+}
+
+/// A stock event's update rejected: the reason names the field first (`quantity: ...`).
+fn rejected(file: &str, line: usize, reason: &str) -> ReplayError {
+    let (field, problem) = reason
+        .split_once(": ")
+        .map_or((String::new(), reason.to_owned()), |(f, p)| {
+            (f.to_owned(), p.to_owned())
+        });
+    ReplayError::Order(OrderFileError {
+        file: file.to_owned(),
+        line,
+        field,
+        problem,
+    })
+}
+
+/// Makes a stock event or a rejection happen, then tries the units waiting for the skus it
+/// touched, as the service's filler would.
+async fn happen(
+    engine: &Engine,
+    name: &str,
+    e: &ReplayEvent,
+    sequence: &mut u64,
+    fills: bool,
+) -> Result<(), ReplayError> {
+    let skus = match &e.kind {
+        EventKind::Stock(u) => {
+            *sequence += 1;
+            let mut u = u.clone();
+            u.sequence = *sequence;
+            let sku = u.sku.clone();
+            let update = crate::api::convert::stock_update(u, engine.today())
+                .map_err(|reason| rejected(name, e.line, &reason))?;
+            let results = engine
+                .apply_stock(vec![update])
+                .await
+                .map_err(|source| engine_error(name, e.line, source))?;
+            if let Some(crate::store::UpdateResult::Rejected(reason)) = results.first() {
+                return Err(rejected(name, e.line, reason));
+            }
+            vec![sku]
+        }
+        EventKind::Reject(r) => {
+            let mut r = r.clone();
+            r.reroute_id = format!("replay-line-{}", e.line);
+            let call =
+                crate::api::convert::reroute(&r).map_err(|e2| event_error(name, e.line, e2))?;
+            let done = engine
+                .reroute(&call)
+                .await
+                .map_err(|e2| event_error(name, e.line, e2))?;
+            let mut skus: Vec<String> = done
+                .reservation
+                .allocations
+                .iter()
+                .map(|a| a.sku.clone())
+                .collect();
+            skus.sort();
+            skus.dedup();
+            skus
+        }
+    };
+    if fills {
+        engine
+            .fill_waiting(&skus)
+            .await
+            .map_err(|source| engine_error(name, e.line, source))?;
+    }
+    Ok(())
+}
+
 /// Replays `orders` in file order against `config`, starting from `stock`: each order is
-/// reserved and committed exactly as the service does it, on a store of its own.
+/// reserved and committed exactly as the service does it, on a store of its own; stock events
+/// and rejections happen between them where the file has them, and units waiting are filled
+/// as the service fills them (at once for the skus an event touches, and on a sweep every
+/// `holds.fill_interval_ms` of the replay's clock).
 pub async fn run(
     config: &Config,
     stock: &[StockSeed],
@@ -165,10 +294,26 @@ pub async fn run(
         .unwrap_or(config.settings.sourcing.default_strategy);
     let mut decisions = Vec::with_capacity(orders.orders.len());
     let mut summary = Summary::default();
-    for o in &orders.orders {
+    let every = config.settings.holds.fill_interval_ms;
+    let fills = every > 0;
+    let mut sweeps = Sweeps {
+        every: fills.then_some(every as Millis),
+        last: options.start,
+    };
+    let mut sequence = 0u64;
+    let mut events = orders.events.iter().peekable();
+    for (i, o) in orders.orders.iter().enumerate() {
+        while let Some(e) = events.next_if(|e| e.after <= i) {
+            if let Some(at) = e.at {
+                clock.set(at);
+            }
+            sweeps.when_due(&engine, &orders.name, e.line).await?;
+            happen(&engine, &orders.name, e, &mut sequence, fills).await?;
+        }
         if let Some(at) = o.placed_at {
             clock.set(at);
         }
+        sweeps.when_due(&engine, &orders.name, o.line).await?;
         let failed = |source: Error| match source {
             Error::InvalidArgument { field, problem } => ReplayError::Order(OrderFileError {
                 file: orders.name.clone(),
@@ -200,7 +345,25 @@ pub async fn run(
         summary.add(&decision);
         decisions.push(decision);
     }
+    for e in events {
+        if let Some(at) = e.at {
+            clock.set(at);
+        }
+        sweeps.when_due(&engine, &orders.name, e.line).await?;
+        happen(&engine, &orders.name, e, &mut sequence, fills).await?;
+    }
+    // what became of the units that waited, as the orders stand at the end
+    for d in &decisions {
+        if matches!(d.outcome, Outcome::Planned(_)) {
+            let r = engine
+                .reservation(&d.order_id)
+                .await
+                .map_err(|source| engine_error(&orders.name, d.line, source))?;
+            summary.add_backorders(&d.segment, &r);
+        }
+    }
     Ok(Run {
+        events: orders.events.len(),
         strategy,
         decisions,
         summary,
@@ -312,6 +475,152 @@ mod tests {
                 (RefusalKind::ShipCompleteTooSpread, 1),
             ])
         );
+    }
+
+    /// A line of an orders file: a relaxed order of `units` of X to Madrid placed at `at`.
+    fn relaxed(id: &str, units: u64, at: &str) -> String {
+        format!(
+            r#"{{"order_id":"{id}","segment":"relaxed","destination":{{"location":{{"lat":40.4165,"lon":-3.70256}},"country":"ES"}},"lines":[{{"line_id":"1","sku":"X","quantity":{units}}}],"placed_at":"{at}"}}"#
+        )
+    }
+
+    async fn replay_text(config: &Config, text: &str) -> Result<Run, ReplayError> {
+        let orders = OrdersFile::parse("day.jsonl", text, 10).unwrap();
+        let options = Options {
+            strategy: None,
+            start: orders.first_placed_at().unwrap_or(NOON),
+        };
+        run(config, &config.stock, &orders, &options).await
+    }
+
+    #[tokio::test]
+    async fn stock_events_and_rejections_between_orders_fill_what_waits_in_turn() {
+        // one unit of X at wh-a, none at wh-b
+        let config = tiny(&[("wh-a", 1)], 1000);
+        let text = [
+            // 1 held at wh-a, 2 wait from 09:00
+            relaxed("o1", 3, "2026-11-23T09:00:00Z"),
+            // two units at wh-b fill them after an hour
+            r#"{"event":"stock","at":"2026-11-23T10:00:00Z","node_id":"wh-b","sku":"X","kind":"STOCK_UPDATE_KIND_DELTA","quantity":2}"#.to_owned(),
+            // nothing left: both units wait from 11:00
+            relaxed("o2", 2, "2026-11-23T11:00:00Z"),
+            // wh-a turns o1 down: its unit goes back to wh-a's stock, where o2 (waiting since
+            // 11:00) takes it; o1's unit waits, as wh-a may not ship it
+            r#"{"event":"reject","at":"2026-11-23T12:00:00Z","order_id":"o1","node_id":"wh-a","reason":"REROUTE_REASON_STORE_REJECTED"}"#.to_owned(),
+            // one more unit: o2 waited longer than o1 for it
+            r#"{"event":"stock","at":"2026-11-23T14:00:00Z","node_id":"wh-b","sku":"X","kind":"STOCK_UPDATE_KIND_DELTA","quantity":1}"#.to_owned(),
+        ]
+        .join("\n");
+        let run = replay_text(&config, &text).await.unwrap();
+        assert_eq!(run.decisions.len(), 2);
+        let t = &run.summary.segments["relaxed"];
+        assert_eq!(
+            (
+                t.waited_units,
+                t.filled_units,
+                t.cancelled_waiting_units,
+                t.still_waiting_units
+            ),
+            (5, 4, 0, 1),
+            "{t:?}"
+        );
+        // o1's two units an hour each, o2's first an hour and its second three
+        assert!((t.average_wait_hours() - 1.5).abs() < 1e-9, "{t:?}");
+        assert_eq!(run.summary.all.filled_units, 4);
+    }
+
+    #[tokio::test]
+    async fn units_waiting_past_the_segments_days_are_cancelled_on_the_replays_clock() {
+        let mut config = tiny(&[], 1000);
+        let mut segments: Vec<_> = config
+            .segments
+            .names()
+            .into_iter()
+            .map(|n| config.segments.get(&n).unwrap().clone())
+            .collect();
+        for s in &mut segments {
+            s.backorder_max_days = (s.name == "relaxed").then_some(1);
+        }
+        config.segments = crate::domain::Segments::new(segments);
+        let text = [
+            relaxed("o1", 2, "2026-11-23T09:00:00Z"),
+            relaxed("o2", 1, "2026-11-24T08:00:00Z"),
+            relaxed("o3", 1, "2026-11-24T10:00:00Z"),
+        ]
+        .join("\n");
+        let run = replay_text(&config, &text).await.unwrap();
+        let t = &run.summary.segments["relaxed"];
+        // o1's units were cancelled once a day had passed; o2's and o3's still wait
+        assert_eq!((t.cancelled_waiting_units, t.still_waiting_units), (2, 2));
+        let text = run_report(&run);
+        assert!(text.contains("cancelled after waiting"), "{text}");
+    }
+
+    fn run_report(run: &Run) -> String {
+        crate::replay::Report {
+            orders_file: "day.jsonl",
+            base: crate::replay::Labelled {
+                config: "config",
+                run,
+            },
+            against: None,
+            examples: 0,
+        }
+        .text()
+    }
+
+    #[tokio::test]
+    async fn a_bad_event_is_an_error_of_the_file_naming_the_line() {
+        let config = tiny(&[("wh-a", 1)], 1000);
+        let bad =
+            |event: &str| [relaxed("o1", 1, "2026-11-23T09:00:00Z"), event.to_owned()].join("\n");
+        let cases = [
+            (
+                r#"{"event":"reject","order_id":"nope","node_id":"wh-a","reason":"REROUTE_REASON_OTHER"}"#,
+                "",
+                "no reservation for order",
+            ),
+            (
+                r#"{"event":"reject","order_id":"o1","node_id":"wh-b","reason":"REROUTE_REASON_OTHER"}"#,
+                "",
+                "no units of order",
+            ),
+            (
+                r#"{"event":"stock","node_id":"wh-a","sku":"X","kind":"STOCK_UPDATE_KIND_DELTA","quantity":-5}"#,
+                "quantity",
+                "below zero",
+            ),
+            (
+                r#"{"event":"stock","node_id":"wh-a","sku":"X","kind":"STOCK_UPDATE_KIND_INBOUND","quantity":5,"expected_date":"2026-11-01","reference":"PO"}"#,
+                "expected_date",
+                "in the past",
+            ),
+        ];
+        for (event, field, says) in cases {
+            let e = replay_text(&config, &bad(event)).await.unwrap_err();
+            let ReplayError::Order(e) = e else {
+                panic!("{e:?}")
+            };
+            assert_eq!(e.line, 2, "{e}");
+            assert!(e.field == field && e.problem.contains(says), "{event}: {e}");
+        }
+        // a malformed event is refused as the file is read
+        for (event, field) in [
+            (r#"{"event":"restock"}"#, "event"),
+            (
+                r#"{"event":"stock","kind":"STOCK_UPDATE_KIND_SHIPMENT"}"#,
+                "kind",
+            ),
+            (r#"{"event":"reject","reason":"BAD"}"#, "reason"),
+            (
+                r#"{"event":"stock","at":"noon","kind":"STOCK_UPDATE_KIND_DELTA"}"#,
+                "at",
+            ),
+            (r#"{"event":"stock","colour":"red"}"#, "colour"),
+        ] {
+            let e = OrdersFile::parse("day.jsonl", &bad(event), 10).unwrap_err();
+            assert_eq!((e.line, e.field.as_str()), (2, field), "{e}");
+        }
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::domain::{Plan, RefusalKind};
+use crate::store::{DecisionKind, Fate, Reservation};
 
 use super::run::{Decision, Outcome};
 
@@ -25,6 +26,14 @@ pub struct Totals {
     pub refused_by_kind: BTreeMap<RefusalKind, u64>,
     /// Shipments (parcels) per node.
     pub shipments_by_node: BTreeMap<String, u64>,
+    /// Units that waited for supply (a segment that backorders): filled, cancelled after
+    /// waiting, or still waiting at the end.
+    pub waited_units: u64,
+    pub filled_units: u64,
+    pub cancelled_waiting_units: u64,
+    pub still_waiting_units: u64,
+    /// How long the filled units waited, in unit-milliseconds.
+    pub filled_wait_ms: u64,
 }
 
 impl Totals {
@@ -47,6 +56,37 @@ impl Totals {
         self.unfilled_units += units;
         self.refused += 1;
         *self.refused_by_kind.entry(kind).or_default() += 1;
+    }
+
+    /// What became of the units of `r` that waited for supply.
+    pub fn add_backorders(&mut self, r: &Reservation) {
+        for d in &r.history {
+            let units = |fate: fn(&Fate) -> bool| -> u64 {
+                d.fates
+                    .iter()
+                    .filter(|f| fate(&f.fate))
+                    .map(|f| f.units)
+                    .sum()
+            };
+            match d.kind {
+                DecisionKind::Fill => {
+                    self.filled_units += units(|f| matches!(f, Fate::Filled { .. }));
+                    self.filled_wait_ms = self.filled_wait_ms.saturating_add(d.waited_ms);
+                }
+                DecisionKind::Expire => {
+                    self.cancelled_waiting_units += units(|f| matches!(f, Fate::Cancelled));
+                }
+                DecisionKind::Reroute => {}
+            }
+        }
+        self.still_waiting_units += r.waiting.iter().map(|w| w.units).sum::<u64>();
+        self.waited_units =
+            self.filled_units + self.cancelled_waiting_units + self.still_waiting_units;
+    }
+
+    /// How long the filled units waited on average, in hours.
+    pub fn average_wait_hours(&self) -> f64 {
+        self.filled_wait_ms as f64 / self.filled_units.max(1) as f64 / 3_600_000.0
     }
 
     pub fn cost_per_planned_order(&self) -> f64 {
@@ -72,6 +112,15 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// What became of the units of `r`, an order of `segment`, that waited for supply.
+    pub fn add_backorders(&mut self, segment: &str, r: &Reservation) {
+        self.all.add_backorders(r);
+        self.segments
+            .entry(segment.to_owned())
+            .or_default()
+            .add_backorders(r);
+    }
+
     pub fn add(&mut self, d: &Decision) {
         let segment = self.segments.entry(d.segment.clone()).or_default();
         match &d.outcome {

@@ -163,6 +163,14 @@ pub struct Decision {
     pub fates: Vec<UnitFate>,
     /// The plan of the units moved (those that went to another node, and those left unfilled).
     pub plan: Plan,
+    /// For a fill or an expiry: how long the units it took from those waiting had waited, in
+    /// unit-milliseconds (each unit's wait, summed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waited_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Decision {
@@ -366,6 +374,24 @@ pub fn take_waiting(waiting: &[WaitingUnits], taken: &[Gone]) -> Option<Vec<Wait
     }
     left.retain(|w| w.units > 0);
     Some(left)
+}
+
+/// How long the units `taken` from `waiting` (each line's oldest first, as [`take_waiting`]
+/// takes them) had waited by `now`, in unit-milliseconds.
+pub fn waited_ms(waiting: &[WaitingUnits], taken: &[Gone], now: Millis) -> u64 {
+    let mut oldest_first = waiting.to_vec();
+    oldest_first.sort_by_key(|w| w.since);
+    let mut total = 0u64;
+    for t in taken {
+        let mut want = t.units;
+        for w in oldest_first.iter().filter(|w| w.line_id == t.line_id) {
+            let take = want.min(w.units);
+            let waited = u64::try_from(now - w.since).unwrap_or(0);
+            total = total.saturating_add(take.saturating_mul(waited));
+            want -= take;
+        }
+    }
+    total
 }
 
 /// Units waiting per line, each line once.

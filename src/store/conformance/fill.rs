@@ -57,6 +57,7 @@ fn fill(id: &str, order: &str, line: &str, node: Option<&str>, units: u64) -> Re
                 fate,
             }],
             plan: empty_plan(),
+            waited_ms: 0,
         },
         cancelled: if node.is_none() { units } else { 0 },
     }

@@ -20,6 +20,7 @@ fn decision(id: &str, node: &str, reason: RerouteReason, fates: Vec<UnitFate>) -
         strategy: StrategyKind::Nearest,
         fates,
         plan: empty_plan(),
+        waited_ms: 0,
     }
 }
 
