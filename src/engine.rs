@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::clock::Clock;
 
@@ -25,7 +25,7 @@ use crate::store::{
     Allocation, HoldRequest, Reservation, ReservationState, ReserveOutcome, StockLevel, StockStore,
     StockUpdate, StoreError, UpdateResult, WaitingEntry,
 };
-pub use fill::FillReport;
+pub use fill::{FillLease, FillReport};
 pub use reroute::{RerouteCall, Rerouted};
 
 /// Stock of one sku at one node, as reported to callers.
@@ -425,7 +425,17 @@ impl Engine {
                 .instrument(info_span!("store", op = "reserve"))
                 .await?;
             match outcome {
-                ReserveOutcome::Created(r) => return Ok((self.current(r).await?, true)),
+                ReserveOutcome::Created(r) => {
+                    if !r.waiting.is_empty() {
+                        // noted again once written: a filler may have dropped the first note
+                        // while the reservation was being written
+                        let entries = WaitingEntry::of(&r.order_id, &r.segment, &r.waiting);
+                        if let Err(e) = self.store.note_waiting(&entries).await {
+                            warn!(order_id = %r.order_id, error = %e, "waiting lines not noted again");
+                        }
+                    }
+                    return Ok((self.current(r).await?, true));
+                }
                 ReserveOutcome::Existing(r) => return Self::same_order(r, &fingerprint),
                 ReserveOutcome::Insufficient {
                     sku,

@@ -364,3 +364,68 @@ async fn inbound_supply_is_listed_and_dates_the_units_that_wait() {
     assert_eq!(held(&w), 2);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn metrics_count_units_rerouted_filled_and_cancelled() {
+    let (server, ports) = TestServer::serve(config(Some(1)), None).await;
+    let before = scrape(ports.metrics).await;
+    // waits, then is filled by stock arriving
+    reserve(&server, "mx", "standard", 2).await;
+    server
+        .sourcing()
+        .commit(pb::CommitRequest {
+            order_id: "mx".into(),
+        })
+        .await
+        .unwrap();
+    server.stock(&[("wh-zaragoza", "BO-1", 2, 0)]).await;
+    until_waiting(&server, "mx", 0).await;
+    // turned down by the only node with stock: the units wait again
+    let answer = server
+        .sourcing()
+        .reroute(pb::RerouteRequest {
+            order_id: "mx".into(),
+            node_id: "wh-zaragoza".into(),
+            lines: Vec::new(),
+            reason: pb::RerouteReason::StoreRejected as i32,
+            reroute_id: "mx-r".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.outcomes[0].fate, pb::UnitFate::Waiting as i32);
+    // a day later they are cancelled
+    server.clock.advance_secs(86_400);
+    let mx = until_waiting(&server, "mx", 0).await;
+    assert_eq!(
+        mx.history.last().unwrap().kind,
+        pb::decision::Kind::Cancelled as i32
+    );
+    let after = scrape(ports.metrics).await;
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        sample(&after, name, labels) - sample(&before, name, labels)
+    };
+    assert!(
+        moved("dom_router_backorder_units_total", &[("outcome", "filled")]) >= 2.0,
+        "{after}"
+    );
+    assert!(
+        moved(
+            "dom_router_backorder_units_total",
+            &[("outcome", "cancelled")]
+        ) >= 2.0,
+        "{after}"
+    );
+    assert!(
+        moved(
+            "dom_router_rerouted_units_total",
+            &[("reason", "store_rejected"), ("fate", "waiting")]
+        ) >= 2.0,
+        "{after}"
+    );
+    assert!(
+        moved("dom_router_events_total", &[("kind", "filled")]) >= 1.0,
+        "{after}"
+    );
+    server.shutdown().await;
+}

@@ -528,3 +528,82 @@ async fn the_readme_example_goes_as_it_says() {
         vec![("3pl-alcala".into(), 1), ("wh-getafe".into(), 1)]
     );
 }
+
+#[tokio::test]
+async fn kit_lines_rerouted_together_ship_together_and_a_partial_segment_cancels() {
+    let server = TestServer::start().await;
+    // the kit's two skus sit together at Zaragoza and Sevilla; one of them also at the Valencia
+    // store, nearest, which cannot ship the other
+    server
+        .stock(&[
+            ("wh-zaragoza", "KIT-A", 5, 0),
+            ("wh-zaragoza", "KIT-B", 5, 0),
+            ("wh-sevilla", "KIT-A", 5, 0),
+            ("wh-sevilla", "KIT-B", 5, 0),
+            ("st-valencia", "KIT-A", 5, 0),
+        ])
+        .await;
+    let mut kit = vec![line("1", "KIT-A", 1), line("2", "KIT-B", 1)];
+    for l in &mut kit {
+        l.group = "k".into();
+    }
+    let r = reserve(&server, order("kit-1", "standard", kit)).await;
+    let first = held(&r);
+    assert_eq!(first.len(), 1, "a kit ships from one node: {first:?}");
+    let from = first[0].0.clone();
+    let mut sourcing = server.sourcing();
+    let answer = rerouted(
+        &mut sourcing,
+        reroute(
+            "kit-1",
+            &from,
+            &[],
+            pb::RerouteReason::StoreRejected,
+            "kit-r",
+        ),
+    )
+    .await;
+    // both lines go to the one other node with both, never split by the store nearer by
+    let nodes: Vec<String> = fates(&answer.outcomes)
+        .into_iter()
+        .map(|(_, _, fate, node)| {
+            assert_eq!(fate, pb::UnitFate::Rerouted);
+            node
+        })
+        .collect();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[0], nodes[1], "{nodes:?}");
+    assert_ne!(nodes[0], from);
+    assert_ne!(nodes[0], "st-valencia");
+    // a marketplace order lets units go unfilled: what no other node ships is cancelled
+    server.stock(&[("wh-zaragoza", "MKT-1", 3, 0)]).await;
+    reserve(
+        &server,
+        order("mkt-1", "marketplace", vec![line("1", "MKT-1", 2)]),
+    )
+    .await;
+    let answer = rerouted(
+        &mut sourcing,
+        reroute(
+            "mkt-1",
+            "wh-zaragoza",
+            &[],
+            pb::RerouteReason::Damaged,
+            "mkt-r",
+        ),
+    )
+    .await;
+    assert_eq!(
+        fates(&answer.outcomes),
+        vec![("1".into(), 2, pb::UnitFate::Cancelled, String::new())]
+    );
+    let r = answer.reservation.unwrap();
+    assert!(r.waiting.is_empty());
+    assert_eq!(
+        pb::ReservationState::try_from(r.state).unwrap(),
+        pb::ReservationState::Released
+    );
+    // damaged units left on hand with the allocation
+    assert_eq!(server.level("wh-zaragoza", "MKT-1").await, (1, 1, 0));
+    server.shutdown().await;
+}

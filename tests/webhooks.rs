@@ -463,3 +463,96 @@ fn the_proto_json_of_an_event_names_every_field_in_camel_case() {
         })
     );
 }
+
+#[tokio::test]
+async fn webhooks_filter_reroutes_fills_and_cancellations_by_kind() {
+    let (addr, got) = receiver(Vec::new()).await;
+    let mut config = quiet(demo_config());
+    config.settings.webhook = vec![hook(
+        addr,
+        &[
+            "reservation_rerouted",
+            "backorder_filled",
+            "units_cancelled",
+        ],
+    )];
+    let server = TestServer::start_with(config).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.stock(&[("wh-getafe", "HOOK-2", 2, 0)]).await;
+    let mut sourcing = server.sourcing();
+    // a standard order of 3: two held, one waits
+    sourcing
+        .reserve(reserve_request(order(
+            "hk-1",
+            "standard",
+            vec![line("1", "HOOK-2", 3)],
+        )))
+        .await
+        .unwrap();
+    // more stock: the unit waiting is filled
+    server
+        .stock(&[
+            ("wh-getafe", "HOOK-2", 3, 0),
+            ("wh-zaragoza", "HOOK-2", 1, 0),
+        ])
+        .await;
+    // Getafe turns the order down: the units go to Zaragoza or wait
+    until(&got, Duration::from_secs(10), |d| !d.is_empty()).await;
+    sourcing
+        .reroute(pb::RerouteRequest {
+            order_id: "hk-1".into(),
+            node_id: "wh-getafe".into(),
+            lines: Vec::new(),
+            reason: pb::RerouteReason::StoreRejected as i32,
+            reroute_id: "hk-r".into(),
+        })
+        .await
+        .unwrap();
+    // a vip order turned down with nowhere else to go: its units are cancelled
+    server.stock(&[("wh-sevilla", "HOOK-3", 1, 0)]).await;
+    sourcing
+        .reserve(reserve_request(order(
+            "hk-2",
+            "vip",
+            vec![line("1", "HOOK-3", 1)],
+        )))
+        .await
+        .unwrap();
+    sourcing
+        .reroute(pb::RerouteRequest {
+            order_id: "hk-2".into(),
+            node_id: "wh-sevilla".into(),
+            lines: Vec::new(),
+            reason: pb::RerouteReason::Damaged as i32,
+            reroute_id: "hk-r2".into(),
+        })
+        .await
+        .unwrap();
+    until(&got, Duration::from_secs(10), |d| d.len() >= 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let delivered = got.delivered.lock().clone();
+    let kinds: Vec<(String, String)> = delivered
+        .iter()
+        .map(|r| {
+            let json = r.json();
+            (
+                json["kind"].as_str().unwrap_or("").to_owned(),
+                json["reservation"]["orderId"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    // only the kinds asked for: no creations, no stock changes
+    assert_eq!(
+        kinds,
+        [
+            ("EVENT_KIND_BACKORDER_FILLED".into(), "hk-1".into()),
+            ("EVENT_KIND_RESERVATION_REROUTED".into(), "hk-1".into()),
+            ("EVENT_KIND_RESERVATION_REROUTED".into(), "hk-2".into()),
+            ("EVENT_KIND_UNITS_CANCELLED".into(), "hk-2".into()),
+        ]
+    );
+    server.shutdown().await;
+}

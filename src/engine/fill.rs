@@ -23,9 +23,9 @@ use crate::store::{
     Reservation, ReservationState, StoreError, UnitFate, WaitingEntry,
 };
 
-/// How long a line listed in the index of waiting lines, whose reservation does not show it
-/// waiting, is left there: a reserve or reroute notes its waiting lines before it writes them,
-/// and may still be writing.
+/// How long a line listed in the index of waiting lines whose order has no reservation is left
+/// there: a reserve notes its waiting lines before it writes the reservation, and may still be
+/// writing it.
 const INDEX_GRACE_MS: Millis = 60_000;
 
 const MILLIS_PER_DAY: Millis = 86_400_000;
@@ -38,6 +38,14 @@ pub struct FillReport {
     pub units_filled: u64,
     /// Units cancelled for waiting longer than their segment allows.
     pub units_cancelled: u64,
+}
+
+/// A lease held while filling: renewed as the run goes, which stops if it is lost.
+#[derive(Debug, Clone, Copy)]
+pub struct FillLease<'a> {
+    pub name: &'a str,
+    pub holder: &'a str,
+    pub ttl_ms: u64,
 }
 
 /// One order's lines waiting, as the index lists them, and where it stands in the queue.
@@ -55,6 +63,16 @@ impl Engine {
     /// `backorder_max_days` are cancelled. With no skus named, the index is also brought in
     /// line with every order it lists. The caller runs one at a time across replicas.
     pub async fn fill_waiting(&self, skus: &[String]) -> Result<FillReport, Error> {
+        self.fill_waiting_under(skus, None).await
+    }
+
+    /// As [`fill_waiting`](Self::fill_waiting), renewing `lease` every third of its time as it
+    /// goes, and stopping where it is lost (another replica fills from there).
+    pub async fn fill_waiting_under(
+        &self,
+        skus: &[String],
+        lease: Option<FillLease<'_>>,
+    ) -> Result<FillReport, Error> {
         let entries = self
             .store
             .waiting_for(skus)
@@ -99,7 +117,22 @@ impl Engine {
             .filter(|(_, nodes)| nodes.values().any(|l| l.ats(true) > 0))
             .map(|(sku, _)| sku.as_str())
             .collect();
+        let mut renewed = std::time::Instant::now();
         for w in &queue {
+            if let Some(l) = lease
+                && renewed.elapsed() >= Duration::from_millis(l.ttl_ms / 3)
+            {
+                renewed = std::time::Instant::now();
+                let now = self.clock.now_millis();
+                if !self
+                    .store
+                    .take_lease(l.name, l.holder, l.ttl_ms, now)
+                    .await?
+                {
+                    debug!("the fill lease was lost; another replica fills from here");
+                    break;
+                }
+            }
             let now = self.clock.now_millis();
             let max_days = rules
                 .segments
@@ -357,9 +390,10 @@ impl Engine {
     }
 
     /// Brings the index of waiting lines in line with the reservation (`None`: there is none):
-    /// lines it shows waiting are noted as they are now, and lines listed that it does not
-    /// show waiting are dropped (once past [`INDEX_GRACE_MS`] unless the reservation is
-    /// settled: a reserve or reroute may still be writing them).
+    /// lines it shows waiting are noted as they are now, and lines listed as they are not are
+    /// dropped (those of an order with no reservation once past [`INDEX_GRACE_MS`], as a
+    /// reserve may still be writing it). A reserve or reroute writing waiting units notes them
+    /// again once written, so a line dropped between its note and its write is listed again.
     async fn reconcile(
         &self,
         w: &Waiting,
@@ -370,7 +404,6 @@ impl Engine {
             Some(r) if open(r) => WaitingEntry::of(&r.order_id, &r.segment, &r.waiting),
             _ => Vec::new(),
         };
-        let settled = r.is_some_and(|r| !open(r));
         let note: Vec<WaitingEntry> = current
             .iter()
             .filter(|c| !w.entries.contains(c))
@@ -380,11 +413,7 @@ impl Engine {
             .entries
             .iter()
             .filter(|e| !current.contains(e))
-            .filter(|e| {
-                settled
-                    || current.iter().any(|c| c.line_id == e.line_id)
-                    || e.since + INDEX_GRACE_MS <= now
-            })
+            .filter(|e| r.is_some() || e.since + INDEX_GRACE_MS <= now)
             .cloned()
             .collect();
         // noted first: a line still waiting is never missing from the index
@@ -398,18 +427,7 @@ impl Engine {
         &self,
         skus: &[String],
     ) -> Result<HashMap<String, BTreeMap<String, u64>>, Error> {
-        let mut by_sku: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
-        if skus.is_empty() {
-            return Ok(by_sku);
-        }
-        for e in self.store.waiting_for(skus).await? {
-            *by_sku
-                .entry(e.sku)
-                .or_default()
-                .entry(e.segment)
-                .or_default() += e.units;
-        }
-        Ok(by_sku)
+        Ok(self.store.waiting_units(skus).await?)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::Engine;
 use crate::clock::Millis;
@@ -90,6 +90,18 @@ impl Engine {
                 .await?;
             match outcome {
                 RerouteOutcome::Done(reservation) => {
+                    if !reservation.waiting.is_empty() {
+                        // noted again once written: a filler may have dropped the first note
+                        // while the reroute was being written
+                        let entries = WaitingEntry::of(
+                            &reservation.order_id,
+                            &reservation.segment,
+                            &reservation.waiting,
+                        );
+                        if let Err(e) = self.store.note_waiting(&entries).await {
+                            warn!(order_id = %call.order_id, error = %e, "waiting lines not noted again");
+                        }
+                    }
                     crate::metrics::rerouted(call.reason, &decision.fates);
                     return Ok(Rerouted {
                         reservation,

@@ -110,7 +110,12 @@ pub(super) async fn run(engine: Arc<Engine>, every: Duration, mut stop: watch::R
         } else {
             skus.into_iter().collect()
         };
-        match engine.fill_waiting(&skus).await {
+        let lease = crate::engine::FillLease {
+            name: LEASE,
+            holder: &holder,
+            ttl_ms,
+        };
+        match engine.fill_waiting_under(&skus, Some(lease)).await {
             Ok(r) if r.units_filled > 0 || r.units_cancelled > 0 => debug!(
                 orders = r.orders_filled,
                 filled = r.units_filled,

@@ -652,6 +652,26 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
     /// index lists them.
     async fn waiting_for(&self, skus: &[String]) -> Result<Vec<WaitingEntry>, StoreError>;
 
+    /// Units waiting for these skus by segment, as the index counts them; skus with none are
+    /// absent.
+    async fn waiting_units(
+        &self,
+        skus: &[String],
+    ) -> Result<HashMap<String, std::collections::BTreeMap<String, u64>>, StoreError> {
+        let mut by_sku: HashMap<String, std::collections::BTreeMap<String, u64>> = HashMap::new();
+        if skus.is_empty() {
+            return Ok(by_sku);
+        }
+        for e in self.waiting_for(skus).await? {
+            *by_sku
+                .entry(e.sku)
+                .or_default()
+                .entry(e.segment)
+                .or_default() += e.units;
+        }
+        Ok(by_sku)
+    }
+
     /// Drops lines from the index of waiting lines, each only if it is listed as given (the
     /// same `since` and units): a line noted again meanwhile stays.
     async fn forget_waiting(&self, _entries: &[WaitingEntry]) -> Result<(), StoreError> {

@@ -212,12 +212,23 @@ pub async fn the_index_lists_every_waiting_line(store: Arc<dyn StockStore>) {
         .map(|e| (e.order_id.as_str(), e.units))
         .collect();
     assert_eq!(orders, vec![("o1", 2), ("o2", 3)]);
+    let sums = |n: u64| {
+        std::collections::HashMap::from([(
+            "A".to_owned(),
+            std::collections::BTreeMap::from([("standard".to_owned(), n)]),
+        )])
+    };
+    assert_eq!(
+        s.waiting_units(&["A".into(), "B".into()]).await.unwrap(),
+        sums(5)
+    );
     // o1 filled: once its line is forgotten as listed, only o2 is
     done(s, fill("f1", "o1", "l1", Some("n1"), 2)).await;
     s.forget_waiting(&listed[..1]).await.unwrap();
     let listed = s.waiting_for(&["A".into()]).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].order_id, "o2");
+    assert_eq!(s.waiting_units(&["A".into()]).await.unwrap(), sums(3));
     // a line noted again with other units is not forgotten by its old entry
     let old = listed[0].clone();
     done(s, fill("f2", "o2", "l1", Some("n1"), 1)).await;
@@ -228,6 +239,7 @@ pub async fn the_index_lists_every_waiting_line(store: Arc<dyn StockStore>) {
     s.note_waiting(std::slice::from_ref(&now)).await.unwrap();
     s.forget_waiting(std::slice::from_ref(&old)).await.unwrap();
     assert_eq!(s.waiting_for(&["A".into()]).await.unwrap(), vec![now]);
+    assert_eq!(s.waiting_units(&["A".into()]).await.unwrap(), sums(2));
 }
 
 fn inbound(node: &str, seq: u64, units: u64, day: u32, reference: &str) -> StockUpdate {

@@ -15,7 +15,7 @@
 //! | `P:{x}:claim:DUE:TOKEN:ORDER` | string | a sweeper's short claim on one due entry |
 //! | `P:{c:DAY}:used` / `:orders` | hash | node capacity used on a day, and by which order (per line and node) |
 //! | `P:{m:N}:marker` | string | one per part of the slot space, to tell when Redis lost its data |
-//! | `P:{b}:w:SKU` / `P:{b}:skus` | hash / set | the index of lines waiting for supply of a sku, and the skus that have some (see `waiting`) |
+//! | `P:{b}:w:SKU` / `P:{b}:ws:SKU` / `P:{b}:skus` | hash / hash / set | the index of lines waiting for supply of a sku, their units by segment, and the skus that have some (see `waiting`) |
 //!
 //! On a single Redis a reserve is one script over all its keys (and a read is one pipeline,
 //! one round trip). On a cluster a reserve spans slots
@@ -332,6 +332,13 @@ impl StockStore for RedisStore {
 
     async fn waiting_for(&self, skus: &[String]) -> Result<Vec<WaitingEntry>, StoreError> {
         self.waiting_for_on(skus).await
+    }
+
+    async fn waiting_units(
+        &self,
+        skus: &[String],
+    ) -> Result<HashMap<String, std::collections::BTreeMap<String, u64>>, StoreError> {
+        self.waiting_units_on(skus).await
     }
 
     async fn forget_waiting(&self, entries: &[WaitingEntry]) -> Result<(), StoreError> {
