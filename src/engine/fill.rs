@@ -14,7 +14,7 @@ use std::time::Duration;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::Engine;
-use super::reroute::segment_of;
+use super::reroute::{plan_of_nothing, segment_of};
 use crate::clock::Millis;
 use crate::error::Error;
 use crate::store::reroute::{waited_ms, waiting_by_line};
@@ -273,17 +273,7 @@ impl Engine {
         if new.is_empty() {
             return Ok(None);
         }
-        let mut from_waiting: Vec<Gone> = Vec::new();
-        for a in &new {
-            match from_waiting.iter_mut().find(|g| g.line_id == a.line_id) {
-                Some(g) => g.units += a.quantity,
-                None => from_waiting.push(Gone {
-                    line_id: a.line_id.clone(),
-                    sku: a.sku.clone(),
-                    units: a.quantity,
-                }),
-            }
-        }
+        let from_waiting = per_line(new.iter().map(|a| (&a.line_id, &a.sku, a.quantity)));
         let fates = new
             .iter()
             .map(|a| UnitFate {
@@ -295,33 +285,14 @@ impl Engine {
                 },
             })
             .collect();
-        let waited_ms = waited_ms(&r.waiting, &from_waiting, now);
-        let decision = Decision {
+        let taken = Taken {
             kind: DecisionKind::Fill,
-            at: now,
-            reroute_id: format!("fill-{}", crate::store::unique_token()),
-            digest: String::new(),
-            node_id: String::new(),
-            reason: RerouteReason::Other,
-            rules_version: rules.version.clone(),
-            strategy: r.plan.strategy,
+            from_waiting,
+            new,
             fates,
             plan,
-            waited_ms,
         };
-        Ok(Some(RerouteHold {
-            order_id: r.order_id.clone(),
-            node_id: String::new(),
-            removes_stock: false,
-            gone: Vec::new(),
-            new,
-            waiting: Vec::new(),
-            from_waiting,
-            use_safety_stock: segment.use_safety_stock,
-            closed: segment.closed(),
-            decision,
-            cancelled: 0,
-        }))
+        Ok(Some(taken.hold(r, segment, &rules.version, now)))
     }
 
     /// The cancelling of the units of `r` waiting longer than its segment allows; `None` when
@@ -336,21 +307,15 @@ impl Engine {
             return Ok(None);
         };
         let due = now - i64::from(days) * MILLIS_PER_DAY;
-        let mut from_waiting: Vec<Gone> = Vec::new();
-        for w in r.waiting.iter().filter(|w| w.since <= due) {
-            match from_waiting.iter_mut().find(|g| g.line_id == w.line_id) {
-                Some(g) => g.units += w.units,
-                None => from_waiting.push(Gone {
-                    line_id: w.line_id.clone(),
-                    sku: w.sku.clone(),
-                    units: w.units,
-                }),
-            }
-        }
+        let from_waiting = per_line(
+            r.waiting
+                .iter()
+                .filter(|w| w.since <= due)
+                .map(|w| (&w.line_id, &w.sku, w.units)),
+        );
         if from_waiting.is_empty() {
             return Ok(None);
         }
-        let cancelled = from_waiting.iter().map(|g| g.units).sum();
         let fates = from_waiting
             .iter()
             .map(|g| UnitFate {
@@ -360,33 +325,23 @@ impl Engine {
                 fate: Fate::Cancelled,
             })
             .collect();
-        let waited_ms = waited_ms(&r.waiting, &from_waiting, now);
-        let decision = Decision {
+        let plan = plan_of_nothing(
+            &from_waiting,
+            r.plan.strategy,
+            &rules.version,
+            format!(
+                "waited longer than the {days} days segment {} allows",
+                segment.name
+            ),
+        );
+        let taken = Taken {
             kind: DecisionKind::Expire,
-            at: now,
-            reroute_id: format!("expire-{}", crate::store::unique_token()),
-            digest: String::new(),
-            node_id: String::new(),
-            reason: RerouteReason::Other,
-            rules_version: rules.version.clone(),
-            strategy: r.plan.strategy,
-            fates,
-            plan: r.plan.clone(),
-            waited_ms,
-        };
-        Ok(Some(RerouteHold {
-            order_id: r.order_id.clone(),
-            node_id: String::new(),
-            removes_stock: false,
-            gone: Vec::new(),
-            new: Vec::new(),
-            waiting: Vec::new(),
             from_waiting,
-            use_safety_stock: segment.use_safety_stock,
-            closed: segment.closed(),
-            decision,
-            cancelled,
-        }))
+            new: Vec::new(),
+            fates,
+            plan,
+        };
+        Ok(Some(taken.hold(r, segment, &rules.version, now)))
     }
 
     /// Brings the index of waiting lines in line with the reservation (`None`: there is none):
@@ -429,6 +384,73 @@ impl Engine {
     ) -> Result<HashMap<String, BTreeMap<String, u64>>, Error> {
         Ok(self.store.waiting_units(skus).await?)
     }
+}
+
+/// Units taken from an order's waiting units by a fill (held at `new`) or an expiry.
+struct Taken {
+    kind: DecisionKind,
+    from_waiting: Vec<Gone>,
+    new: Vec<Allocation>,
+    fates: Vec<UnitFate>,
+    plan: crate::domain::Plan,
+}
+
+impl Taken {
+    /// The store's step: the decision, under an id of its own, and what it holds.
+    fn hold(
+        self,
+        r: &Reservation,
+        segment: &crate::domain::SegmentRules,
+        version: &str,
+        now: Millis,
+    ) -> RerouteHold {
+        let cancelled = match self.kind {
+            DecisionKind::Expire => self.from_waiting.iter().map(|g| g.units).sum(),
+            _ => 0,
+        };
+        let decision = Decision {
+            kind: self.kind,
+            at: now,
+            reroute_id: format!("{}-{}", self.kind.as_str(), crate::store::unique_token()),
+            digest: String::new(),
+            node_id: String::new(),
+            reason: RerouteReason::Other,
+            rules_version: version.to_owned(),
+            strategy: r.plan.strategy,
+            fates: self.fates,
+            plan: self.plan,
+            waited_ms: waited_ms(&r.waiting, &self.from_waiting, now),
+        };
+        RerouteHold {
+            order_id: r.order_id.clone(),
+            node_id: String::new(),
+            removes_stock: false,
+            gone: Vec::new(),
+            new: self.new,
+            waiting: Vec::new(),
+            from_waiting: self.from_waiting,
+            use_safety_stock: segment.use_safety_stock,
+            closed: segment.closed(),
+            decision,
+            cancelled,
+        }
+    }
+}
+
+/// Units per line, each line once, in the order first seen.
+fn per_line<'a>(units: impl Iterator<Item = (&'a String, &'a String, u64)>) -> Vec<Gone> {
+    let mut lines: Vec<Gone> = Vec::new();
+    for (line_id, sku, n) in units {
+        match lines.iter_mut().find(|g| &g.line_id == line_id) {
+            Some(g) => g.units += n,
+            None => lines.push(Gone {
+                line_id: line_id.clone(),
+                sku: sku.clone(),
+                units: n,
+            }),
+        }
+    }
+    lines
 }
 
 /// Whether the reservation is held or committed: only then do its units wait.

@@ -423,15 +423,33 @@ fn nothing_planned(
     version: &str,
     why: String,
 ) -> Plan {
+    let units: Vec<Gone> = order
+        .lines
+        .iter()
+        .map(|l| Gone {
+            line_id: l.line_id.clone(),
+            sku: l.sku.clone(),
+            units: l.quantity,
+        })
+        .collect();
+    plan_of_nothing(&units, kind, version, why)
+}
+
+/// A plan that ships none of `units`, saying why.
+pub(super) fn plan_of_nothing(
+    units: &[Gone],
+    kind: crate::domain::StrategyKind,
+    version: &str,
+    why: String,
+) -> Plan {
     Plan {
         shipments: Vec::new(),
-        unfilled: order
-            .lines
+        unfilled: units
             .iter()
-            .map(|l| crate::domain::UnfilledLine {
-                line_id: l.line_id.clone(),
-                sku: l.sku.clone(),
-                quantity: l.quantity,
+            .map(|g| crate::domain::UnfilledLine {
+                line_id: g.line_id.clone(),
+                sku: g.sku.clone(),
+                quantity: g.units,
                 promised: None,
             })
             .collect(),
