@@ -39,6 +39,11 @@ fn check_config_accepts_the_shipped_config() {
         "{stdout}"
     );
     assert!(stdout.contains("threshold + 2 (hysteresis)"), "{stdout}");
+    // how long standard's units may wait for supply
+    assert!(
+        stdout.contains("unfilled Backorder, waiting at most 14 days"),
+        "{stdout}"
+    );
     assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
 }
 

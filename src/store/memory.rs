@@ -43,6 +43,8 @@ struct State {
     /// Leases by name: holder and until when.
     leases: HashMap<String, (String, Millis)>,
     cursors: HashMap<String, EventId>,
+    /// Orders with units waiting for supply, so that finding them reads only those.
+    waiting: BTreeSet<String>,
     /// Expected receipts by sku, then (node, reference): the day and the units.
     inbound: HashMap<String, ExpectedReceipts>,
 }
@@ -138,6 +140,7 @@ impl State {
                 let r = self.reservations.get_mut(&order_id).expect("present");
                 r.state = ReservationState::Expired;
                 r.waiting.clear();
+                self.waiting.remove(&order_id);
                 expired += 1;
                 self.report(&order_id, EventKind::ReservationExpired, &[], now);
             }
@@ -413,6 +416,9 @@ impl StockStore for MemoryStore {
             .insert((request.expires_at, request.order_id.clone()));
         let reservation = request.into_held(now);
         let order_id = reservation.order_id.clone();
+        if !reservation.waiting.is_empty() {
+            state.waiting.insert(order_id.clone());
+        }
         state.reservations.insert(order_id.clone(), reservation);
         state.report(&order_id, EventKind::ReservationCreated, &[], now);
         // A hold made already expired (a TTL shorter than the clock's step) returns at once.
@@ -499,6 +505,7 @@ impl StockStore for MemoryStore {
                 .retain(|w| lines.is_some_and(|l| !l.contains(&w.line_id)));
             let dropped = r.waiting.len() != waited;
             if r.waiting.is_empty() {
+                state.waiting.remove(order_id);
                 state.settle(order_id);
             }
             if returned || dropped || state.reservations[order_id].state != before {
@@ -595,10 +602,14 @@ impl StockStore for MemoryStore {
             .expect("looked up above");
         r.allocations = allocations;
         waiting.extend(hold.waiting.iter().cloned());
+        let waits = !waiting.is_empty();
         r.waiting = waiting;
         r.history.push(hold.decision.clone());
-        // units waiting keep the order open, even with nothing outstanding at any node
-        if r.waiting.is_empty() {
+        if waits {
+            state.waiting.insert(hold.order_id.clone());
+        } else {
+            state.waiting.remove(&hold.order_id);
+            // units waiting keep the order open, even with nothing outstanding at any node
             state.settle(&hold.order_id);
         }
         let lines = hold.lines_moved();
@@ -753,8 +764,9 @@ impl StockStore for MemoryStore {
     async fn waiting_for(&self, skus: &[String]) -> Result<Vec<WaitingEntry>, StoreError> {
         let state = self.state.lock();
         let mut entries: Vec<WaitingEntry> = state
-            .reservations
-            .values()
+            .waiting
+            .iter()
+            .filter_map(|id| state.reservations.get(id))
             .filter(|r| !r.waiting.is_empty())
             .flat_map(|r| WaitingEntry::of(&r.order_id, &r.segment, &r.waiting))
             .filter(|e| skus.is_empty() || skus.contains(&e.sku))
