@@ -717,19 +717,11 @@ fn protected_config() -> dom_router::config::Config {
 async fn better_segments_keep_their_protected_units_from_worse_ones() {
     let server = TestServer::start_with(protected_config()).await;
     server.stock(&[("wh-getafe", "PROT-1", 8, 0)]).await;
-    let ats = |segment: &str| {
-        let mut inventory = server.inventory();
-        let segment = segment.to_owned();
+    let ats = |segment: &'static str| {
+        let server = &server;
         async move {
-            let a = inventory
-                .get_availability(pb::GetAvailabilityRequest {
-                    skus: vec!["PROT-1".into()],
-                    segment,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            (a.skus[0].ats, a.skus[0].nodes[0].ats)
+            let a = server.availability("PROT-1", segment).await;
+            (a.ats, a.nodes[0].ats)
         }
     };
     // vip sees all 8; standard all but vip's 3; marketplace also less a quarter for standard

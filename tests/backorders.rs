@@ -84,17 +84,8 @@ async fn until_waiting(server: &TestServer, order: &str, units: i64) -> pb::Rese
 }
 
 async fn waiting_by_segment(server: &TestServer) -> Vec<(String, i64)> {
-    let a = server
-        .inventory()
-        .get_availability(pb::GetAvailabilityRequest {
-            skus: vec!["BO-1".into()],
-            segment: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    a.skus[0]
-        .waiting
+    let a = server.availability("BO-1", "").await;
+    a.waiting
         .iter()
         .map(|w| (w.segment.clone(), w.units))
         .collect()
@@ -284,20 +275,11 @@ async fn inbound_supply_is_listed_and_dates_the_units_that_wait() {
         reasons,
         ["expected_date", "reference", "expected_date", "quantity"]
     );
-    let availability = |segment: &str| {
-        let mut inventory = server.inventory();
-        let segment = segment.to_owned();
+    let availability = |segment: &'static str| {
+        let server = &server;
         async move {
-            let a = inventory
-                .get_availability(pb::GetAvailabilityRequest {
-                    skus: vec!["BO-1".into()],
-                    segment,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            a.skus[0]
-                .inbound
+            let a = server.availability("BO-1", segment).await;
+            a.inbound
                 .iter()
                 .map(|i| (i.expected_date.clone(), i.units))
                 .collect::<Vec<_>>()

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::store::reroute::{waited_ms, waiting_by_line};
 use crate::store::{
     Allocation, Decision, DecisionKind, Fate, Gone, RerouteHold, RerouteOutcome, RerouteReason,
-    Reservation, ReservationState, StoreError, UnitFate, WaitingEntry,
+    Reservation, ReservationState, UnitFate, WaitingEntry,
 };
 
 /// How long a line listed in the index of waiting lines whose order has no reservation is left
@@ -208,20 +208,7 @@ impl Engine {
                 self.reconcile(w, Some(&r), now).await?;
                 return Ok((filled, cancelled));
             };
-            let order_id = r.order_id.clone();
-            let outcome = self
-                .after_in_flight(|at| {
-                    let hold = hold.clone();
-                    let order_id = order_id.clone();
-                    async move {
-                        match self.store.reroute(hold, at.max(now)).await {
-                            Ok(RerouteOutcome::Busy) => Err(StoreError::InFlight(order_id)),
-                            other => other,
-                        }
-                    }
-                })
-                .instrument(info_span!("store", op = "fill"))
-                .await?;
+            let outcome = self.apply_reroute(&hold, now, "fill").await?;
             match outcome {
                 RerouteOutcome::Done(after) => {
                     let units: u64 = hold.from_waiting.iter().map(|g| g.units).sum();

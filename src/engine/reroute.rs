@@ -72,22 +72,7 @@ impl Engine {
                 let entries = WaitingEntry::of(&r.order_id, &r.segment, &all);
                 self.store.note_waiting(&entries).await?;
             }
-            let order_id = call.order_id.clone();
-            let outcome = self
-                .after_in_flight(|at| {
-                    let hold = hold.clone();
-                    let order_id = order_id.clone();
-                    async move {
-                        match self.store.reroute(hold, at.max(now)).await {
-                            // a release or another reroute of the order under way is waited
-                            // for like a reserve in flight
-                            Ok(RerouteOutcome::Busy) => Err(StoreError::InFlight(order_id)),
-                            other => other,
-                        }
-                    }
-                })
-                .instrument(info_span!("store", op = "reroute"))
-                .await?;
+            let outcome = self.apply_reroute(&hold, now, "reroute").await?;
             match outcome {
                 RerouteOutcome::Done(reservation) => {
                     if !reservation.waiting.is_empty() {
@@ -233,6 +218,24 @@ impl Engine {
 }
 
 impl Engine {
+    /// Applies a reroute (or a fill) in the store, waiting for a release or another reroute of
+    /// the order under way like for a reserve in flight.
+    pub(super) async fn apply_reroute(
+        &self,
+        hold: &RerouteHold,
+        now: Millis,
+        op: &'static str,
+    ) -> Result<RerouteOutcome, StoreError> {
+        self.after_in_flight(|at| async move {
+            match self.store.reroute(hold.clone(), at.max(now)).await {
+                Ok(RerouteOutcome::Busy) => Err(StoreError::InFlight(hold.order_id.clone())),
+                other => other,
+            }
+        })
+        .instrument(info_span!("store", op))
+        .await
+    }
+
     /// Plans again `units` of order `r` (a reroute's units leaving `leaving`, or units waiting
     /// for supply) by the order's strategy under its segment's rules now: never from `leaving`
     /// or a node that turned the order down before, with at most the parcels the segment

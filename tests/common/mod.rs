@@ -164,6 +164,20 @@ impl TestServer {
         assert_eq!(summary.applied as usize, rows.len(), "{summary:?}");
     }
 
+    /// A sku's availability, network-wide or as `segment` sees it (empty: none).
+    pub async fn availability(&self, sku: &str, segment: &str) -> pb::SkuAvailability {
+        let mut a = self
+            .inventory()
+            .get_availability(pb::GetAvailabilityRequest {
+                skus: vec![sku.into()],
+                segment: segment.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        a.skus.remove(0)
+    }
+
     /// ATS, on hand and reserved of a sku at a node.
     pub async fn level(&self, node: &str, sku: &str) -> (i64, i64, i64) {
         let a = self

@@ -10,6 +10,15 @@
 -- (the caller checks those first), or {'corrupt', stored text} for a delta on a level that
 -- cannot be read. A snapshot of such a level repairs it: a sequence that can still be read
 -- keeps older snapshots out as ever; one that cannot is replaced by the snapshot's.
+-- What an update of a level that must read answers before it applies: {'bad'} for a figure
+-- out of bounds, {'corrupt', stored} for a level that cannot be read, 0 for a stale sequence;
+-- nil when it applies.
+local function refused(ok, seq, bad, l)
+  if not ok or not sequence(seq) then return {'bad'} end
+  if bad then return {'corrupt', bad} end
+  if l and not seq_gt(seq, l.sq) then return 0 end
+  return nil
+end
 local out = {}
 for i = 1, #ARGV, 7 do
   local n = tonumber(ARGV[i])
@@ -43,12 +52,9 @@ for i = 1, #ARGV, 7 do
     end
   elseif kind == 'i' then
     local u = units(value)
-    if not u or not sequence(seq) or not string.match(safety, '^%d%d%d%d%-%d%d%-%d%d$') then
-      out[#out + 1] = {'bad'}
-    elseif bad then
-      out[#out + 1] = {'corrupt', bad}
-    elseif l and not seq_gt(seq, l.sq) then
-      out[#out + 1] = 0
+    local no = refused(u and string.match(safety, '^%d%d%d%d%-%d%d%-%d%d$'), seq, bad, l)
+    if no ~= nil then
+      out[#out + 1] = no
     else
       l = l or level_new()
       l.sq = seq
@@ -64,12 +70,9 @@ for i = 1, #ARGV, 7 do
   else
     local sign, digits = string.match(value, '^(-?)(%d+)$')
     local change = units(digits)
-    if not change or not sequence(seq) then
-      out[#out + 1] = {'bad'}
-    elseif bad then
-      out[#out + 1] = {'corrupt', bad}
-    elseif l and not seq_gt(seq, l.sq) then
-      out[#out + 1] = 0
+    local no = refused(change, seq, bad, l)
+    if no ~= nil then
+      out[#out + 1] = no
     else
       l = l or level_new()
       local oh = l.oh + change
