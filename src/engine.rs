@@ -28,6 +28,29 @@ use crate::store::{
 pub use fill::{FillLease, FillReport};
 pub use reroute::{RerouteCall, Rerouted};
 
+/// The skus with units waiting of a segment whose priority is as good as `segment`'s or
+/// better.
+fn waiting_ahead(
+    rules: &Rules,
+    segment: &str,
+    waiting: &HashMap<String, BTreeMap<String, u64>>,
+) -> Vec<String> {
+    let Some(mine) = rules.segments.get(segment).map(|s| s.priority) else {
+        return Vec::new();
+    };
+    let mut skus: Vec<String> = waiting
+        .iter()
+        .filter(|(_, by_segment)| {
+            by_segment.iter().any(|(s, units)| {
+                *units > 0 && rules.segments.get(s).is_some_and(|s| s.priority <= mine)
+            })
+        })
+        .map(|(sku, _)| sku.clone())
+        .collect();
+    skus.sort();
+    skus
+}
+
 /// Stock of one sku at one node, as reported to callers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeAvailability {
@@ -355,17 +378,36 @@ impl Engine {
         // a repeated reserve is answered from its reservation; the state for planning is read
         // alongside, as most reserves are new
         let now = self.clock.now_millis();
-        let (existing, state) = tokio::join!(
+        let (existing, state, waiting) = tokio::join!(
             self.store
                 .get_reservation(&order.order_id, now)
                 .instrument(info_span!("store", op = "get_reservation")),
-            self.read_state(&skus, now)
+            self.read_state(&skus, now),
+            self.store
+                .waiting_units(&skus)
+                .instrument(info_span!("store", op = "waiting_units"))
         );
         if let Some(existing) = existing? {
             return Self::same_order(existing, &fingerprint);
         }
-        let mut state = Some((state?, now));
         let admitted = admitted.map_err(Error::Refused)?;
+        let state = state?;
+        // units already waiting, of a priority as good or better, go first: supply they could
+        // take is offered to them before this order is planned
+        let ahead: Vec<String> = waiting_ahead(&rules, &order.segment, &waiting?)
+            .into_iter()
+            .filter(|sku| {
+                state
+                    .0
+                    .get(sku)
+                    .is_some_and(|nodes| nodes.values().any(|l| l.ats(true) > 0))
+            })
+            .collect();
+        let mut state = Some((state, now));
+        if !ahead.is_empty() && self.settings.holds.fill_interval_ms > 0 {
+            self.fill_waiting(&ahead).await?;
+            state = None;
+        }
         let attempts = self.settings.sourcing.reserve_attempts;
         for attempt in 1..=attempts {
             let (state, now) = match state.take() {
@@ -780,6 +822,66 @@ mod tests {
             Error::Refused(r) => r.kind,
             other => panic!("{other:?}"),
         }
+    }
+
+    fn ship(order_id: &str, segment: &str, sku: &str, units: u64) -> Order {
+        let mut o = crate::sourcing::tests::order(&[("1", sku, units, None)]);
+        o.order_id = order_id.into();
+        o.segment = segment.into();
+        o
+    }
+
+    fn feed(sku: &str, node: &str, sequence: u64, on_hand: u64) -> StockUpdate {
+        StockUpdate {
+            node_id: node.into(),
+            sku: sku.into(),
+            sequence,
+            kind: crate::store::UpdateKind::Snapshot {
+                on_hand,
+                safety_stock: None,
+                reorder_point: Default::default(),
+            },
+        }
+    }
+
+    fn units(r: &Reservation) -> (u64, u64) {
+        (
+            r.allocations.iter().map(Allocation::outstanding).sum(),
+            r.waiting.iter().map(|w| w.units).sum(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_checkout_leaves_supply_to_the_units_waiting_ahead_of_it() {
+        let engine = engine();
+        // a standard order waits for 2 units of W-1; nothing fills it in the background here
+        let (first, _) = engine
+            .reserve(&ship("first", "standard", "W-1", 2), None, None)
+            .await
+            .unwrap();
+        assert_eq!(units(&first), (0, 2));
+        engine
+            .apply_stock(vec![feed("W-1", "wh-getafe", 1, 3)])
+            .await
+            .unwrap();
+        // a later standard order for 2: the waiting order takes its 2 first, 1 is left
+        let (later, _) = engine
+            .reserve(&ship("later", "standard", "W-1", 2), None, None)
+            .await
+            .unwrap();
+        assert_eq!(units(&later), (1, 1));
+        assert_eq!(units(&engine.reservation("first").await.unwrap()), (2, 0));
+        // a vip order is not behind standard's waiting units: it takes what it finds
+        engine
+            .apply_stock(vec![feed("W-1", "wh-getafe", 2, 5)])
+            .await
+            .unwrap();
+        let (vip, _) = engine
+            .reserve(&ship("vip", "vip", "W-1", 2), None, None)
+            .await
+            .unwrap();
+        assert_eq!(units(&vip), (2, 0));
+        assert_eq!(units(&engine.reservation("later").await.unwrap()), (1, 1));
     }
 
     #[tokio::test]
