@@ -527,6 +527,21 @@ mod tests {
         // o1's two units an hour each, o2's first an hour and its second three
         assert!((t.average_wait_hours() - 1.5).abs() < 1e-9, "{t:?}");
         assert_eq!(run.summary.all.filled_units, 4);
+        // the report says so, for people and for scripts
+        let text = run_report(&run);
+        assert!(
+            text.starts_with("replay of 2 orders and 3 events from day.jsonl"),
+            "{text}"
+        );
+        assert!(text.contains("units waited for supply"), "{text}");
+        let json = report_of(&run).json();
+        assert_eq!(json["events"], 3);
+        assert_eq!(json["base"]["units_filled"], 4);
+        assert_eq!(
+            json["base"]["segments"]["relaxed"]["units_still_waiting"],
+            1
+        );
+        assert_eq!(json["base"]["average_wait_hours"], 1.5);
     }
 
     #[tokio::test]
@@ -556,7 +571,7 @@ mod tests {
         assert!(text.contains("cancelled after waiting"), "{text}");
     }
 
-    fn run_report(run: &Run) -> String {
+    fn report_of(run: &Run) -> crate::replay::Report<'_> {
         crate::replay::Report {
             orders_file: "day.jsonl",
             base: crate::replay::Labelled {
@@ -566,7 +581,10 @@ mod tests {
             against: None,
             examples: 0,
         }
-        .text()
+    }
+
+    fn run_report(run: &Run) -> String {
+        report_of(run).text()
     }
 
     #[tokio::test]

@@ -141,6 +141,13 @@ pub async fn a_fill_holds_waiting_units_once(store: Arc<dyn StockStore>) {
         }
         other => panic!("expected a reservation change, got {other:?}"),
     }
+    // the units filled expire with the hold, and the unit still waiting waits no more
+    assert_eq!(s.expire_holds(T0 + 60_000).await.unwrap(), 1);
+    assert_eq!(level(s, "n2", "A", T0 + 60_000).await.reserved, 0);
+    assert_eq!(level(s, "n1", "A", T0 + 60_000).await.reserved, 0);
+    let r = s.get_reservation("o1", T0 + 60_000).await.unwrap().unwrap();
+    assert_eq!(r.state, ReservationState::Expired);
+    assert!(r.waiting.is_empty());
 }
 
 async fn seed_more(s: &dyn StockStore, node: &str, on_hand: u64) {
