@@ -112,6 +112,8 @@ pub struct Engine {
     pool: SolvePool,
     /// Alert states as this replica last saw them.
     alerts: crate::events::alerts::Known,
+    /// Orders whose waiting units a fill found nothing for, and the on hand it found then.
+    fill_tried: fill::Tried,
 }
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
@@ -172,6 +174,7 @@ impl Engine {
             ),
             pool: SolvePool::new(settings.sourcing.solver_threads),
             alerts: Default::default(),
+            fill_tried: Default::default(),
             settings,
             store,
             clock,
@@ -405,8 +408,13 @@ impl Engine {
             .collect();
         let mut state = Some((state, now));
         if !ahead.is_empty() && self.settings.holds.fill_interval_ms > 0 {
-            self.fill_waiting(&ahead).await?;
-            state = None;
+            let before = fill::Ahead {
+                priority: admitted.segment().priority,
+            };
+            let report = self.fill_waiting_ahead(&ahead, before).await?;
+            if report.units_filled > 0 {
+                state = None;
+            }
         }
         let attempts = self.settings.sourcing.reserve_attempts;
         for attempt in 1..=attempts {
@@ -882,6 +890,148 @@ mod tests {
             .unwrap();
         assert_eq!(units(&vip), (2, 0));
         assert_eq!(units(&engine.reservation("later").await.unwrap()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_checkout_fills_only_the_units_waiting_ahead_of_it_and_once_per_supply() {
+        let mut config = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
+        // marketplace backorders too, behind standard
+        let segments: Vec<_> = config
+            .segments
+            .names()
+            .into_iter()
+            .map(|n| {
+                let mut s = config.segments.get(&n).unwrap().clone();
+                if n == "marketplace" {
+                    s.unfilled = crate::domain::UnfilledPolicy::Backorder;
+                }
+                s
+            })
+            .collect();
+        config.segments = Segments::new(segments);
+        let engine = Engine::new(
+            config.rules(),
+            (&config.settings).into(),
+            Arc::new(MemoryStore::with_stock(&[])),
+            Arc::new(ManualClock::new(NOON)),
+        );
+        let (m, _) = engine
+            .reserve(&ship("m", "marketplace", "W-2", 2), None, None)
+            .await
+            .unwrap();
+        assert_eq!(units(&m), (0, 2));
+        let (w, _) = engine
+            .reserve(&ship("w", "standard", "W-2", 1), None, None)
+            .await
+            .unwrap();
+        assert_eq!(units(&w), (0, 1));
+        engine
+            .apply_stock(vec![feed("W-2", "wh-zaragoza", 1, 2)])
+            .await
+            .unwrap();
+        // a standard checkout fills the standard unit waiting first, never marketplace's, which
+        // it is ahead of: it takes what is left
+        let (s, _) = engine
+            .reserve(&ship("s", "standard", "W-2", 1), None, None)
+            .await
+            .unwrap();
+        assert_eq!(units(&engine.reservation("w").await.unwrap()), (1, 0));
+        assert_eq!(units(&s), (1, 0));
+        assert_eq!(units(&engine.reservation("m").await.unwrap()), (0, 2));
+        // a marketplace checkout is behind them: it fills them first when stock comes
+        engine
+            .apply_stock(vec![feed("W-2", "wh-zaragoza", 2, 4)])
+            .await
+            .unwrap();
+        let (m2, _) = engine
+            .reserve(&ship("m2", "marketplace", "W-2", 1), None, None)
+            .await
+            .unwrap();
+        assert_eq!(units(&engine.reservation("m").await.unwrap()), (2, 0));
+        assert_eq!(units(&m2), (0, 1));
+        // stock marketplace may not use (the Lisbon DC): the fill finds nothing for m2, and
+        // remembers it against that on hand, so checkouts pass it over until on hand changes
+        assert!(!engine.fill_tried.knows("m2"));
+        engine
+            .apply_stock(vec![feed("W-2", "wh-amadora", 1, 3)])
+            .await
+            .unwrap();
+        let (m3, _) = engine
+            .reserve(&ship("m3", "marketplace", "W-2", 1), None, None)
+            .await
+            .unwrap();
+        assert_eq!(units(&m3), (0, 1));
+        assert_eq!(units(&engine.reservation("m2").await.unwrap()), (0, 1));
+        assert!(engine.fill_tried.knows("m2"));
+    }
+
+    #[tokio::test]
+    async fn units_planned_again_count_against_the_capacity_of_the_orders_day() {
+        let mut config = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
+        // Zaragoza ships 2 units a day
+        let nodes: Vec<_> = config
+            .network
+            .nodes()
+            .iter()
+            .cloned()
+            .map(|mut n| {
+                if n.id == "wh-zaragoza" {
+                    n.daily_capacity_units = 2;
+                }
+                n
+            })
+            .collect();
+        config.network = crate::domain::Network::new("EUR".into(), nodes);
+        let stock: Vec<StockSeed> = ["wh-zaragoza", "wh-sevilla", "wh-sabadell"]
+            .iter()
+            .map(|node| StockSeed {
+                sku: "C-1".into(),
+                node: (*node).into(),
+                on_hand: 10,
+                safety_stock: 0,
+            })
+            .collect();
+        let clock = ManualClock::new(NOON);
+        let engine = Engine::new(
+            config.rules(),
+            (&config.settings).into(),
+            Arc::new(MemoryStore::with_stock(&stock)),
+            Arc::new(clock.clone()),
+        );
+        // the first order takes Zaragoza's day; the second goes to Sevilla
+        let (a, _) = engine
+            .reserve(&ship("a", "standard", "C-1", 2), None, None)
+            .await
+            .unwrap();
+        assert_eq!(a.allocations[0].node_id, "wh-zaragoza");
+        let (b, _) = engine
+            .reserve(&ship("b", "standard", "C-1", 1), None, None)
+            .await
+            .unwrap();
+        assert_eq!(b.allocations[0].node_id, "wh-sevilla");
+        engine.commit("a").await.unwrap();
+        engine.commit("b").await.unwrap();
+        // a day later Sevilla turns b down: its unit still counts on b's day, when Zaragoza
+        // had no capacity left
+        clock.advance_secs(86_400);
+        let rerouted = engine
+            .reroute(&RerouteCall {
+                order_id: "b".into(),
+                node_id: "wh-sevilla".into(),
+                lines: Vec::new(),
+                reason: crate::store::RerouteReason::StoreRejected,
+                reroute_id: "b-r".into(),
+            })
+            .await
+            .unwrap();
+        let to: Vec<&str> = rerouted
+            .reservation
+            .allocations
+            .iter()
+            .filter(|a| a.outstanding() > 0)
+            .map(|a| a.node_id.as_str())
+            .collect();
+        assert_eq!(to, ["wh-sabadell"]);
     }
 
     #[tokio::test]

@@ -48,6 +48,69 @@ pub struct FillLease<'a> {
     pub ttl_ms: u64,
 }
 
+/// Orders a fill found nothing for, by id: a fingerprint of the on hand of their waiting skus
+/// then. A checkout's fill passes them over until on hand changes (the replica holding the
+/// fill lease tries them all, as units given back change no on hand).
+#[derive(Debug, Default)]
+pub(super) struct Tried(parking_lot::Mutex<HashMap<String, u64>>);
+
+/// Orders this many are remembered at most; past it the memory starts again.
+const TRIED_MAX: usize = 100_000;
+
+impl Tried {
+    /// Whether a fill found nothing for the order, against some on hand.
+    #[cfg(test)]
+    pub(super) fn knows(&self, order_id: &str) -> bool {
+        self.0.lock().contains_key(order_id)
+    }
+
+    fn same(&self, order_id: &str, fingerprint: u64) -> bool {
+        self.0.lock().get(order_id) == Some(&fingerprint)
+    }
+
+    fn note(&self, order_id: &str, fingerprint: Option<u64>) {
+        let mut tried = self.0.lock();
+        match fingerprint {
+            Some(fp) => {
+                if tried.len() >= TRIED_MAX {
+                    tried.clear();
+                }
+                tried.insert(order_id.to_owned(), fp);
+            }
+            None => {
+                tried.remove(order_id);
+            }
+        }
+    }
+}
+
+/// A checkout's fill: only the orders of a segment whose priority is `priority` or better, and
+/// not those found unfillable against the same on hand before.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ahead {
+    pub(super) priority: i32,
+}
+
+/// A fingerprint of the on hand of these skus at every node.
+fn on_hand_fingerprint<'a>(
+    stock: &crate::store::StockView,
+    skus: impl Iterator<Item = &'a str>,
+) -> u64 {
+    let mut text = String::new();
+    let mut skus: Vec<&str> = skus.collect();
+    skus.sort_unstable();
+    skus.dedup();
+    for sku in skus {
+        let mut nodes: Vec<(&String, u64)> = stock
+            .get(sku)
+            .map(|m| m.iter().map(|(n, l)| (n, l.on_hand)).collect())
+            .unwrap_or_default();
+        nodes.sort_unstable();
+        text.push_str(&format!("{sku}:{nodes:?};"));
+    }
+    crate::domain::fnv1a64(text.as_bytes())
+}
+
 /// One order's lines waiting, as the index lists them, and where it stands in the queue.
 struct Waiting {
     priority: i32,
@@ -66,12 +129,30 @@ impl Engine {
         self.fill_waiting_under(skus, None).await
     }
 
+    /// The fill a checkout makes before it plans: the orders of these skus ahead of it.
+    pub(super) async fn fill_waiting_ahead(
+        &self,
+        skus: &[String],
+        ahead: Ahead,
+    ) -> Result<FillReport, Error> {
+        self.fill_queue(skus, None, Some(ahead)).await
+    }
+
     /// As [`fill_waiting`](Self::fill_waiting), renewing `lease` every third of its time as it
     /// goes, and stopping where it is lost (another replica fills from there).
     pub async fn fill_waiting_under(
         &self,
         skus: &[String],
         lease: Option<FillLease<'_>>,
+    ) -> Result<FillReport, Error> {
+        self.fill_queue(skus, lease, None).await
+    }
+
+    async fn fill_queue(
+        &self,
+        skus: &[String],
+        lease: Option<FillLease<'_>>,
+        ahead: Option<Ahead>,
     ) -> Result<FillReport, Error> {
         let entries = self
             .store
@@ -143,6 +224,12 @@ impl Engine {
                     .iter()
                     .any(|e| e.since + i64::from(d) * MILLIS_PER_DAY <= now)
             });
+            let fingerprint = on_hand_fingerprint(&stock, w.entries.iter().map(|e| e.sku.as_str()));
+            if let Some(a) = ahead
+                && (w.priority > a.priority || self.fill_tried.same(&w.order_id, fingerprint))
+            {
+                continue;
+            }
             let supply = w.entries.iter().any(|e| supplied.contains(e.sku.as_str()));
             if !overdue && !supply {
                 // the sweep of every sku also drops lines of orders settled meanwhile (a
@@ -160,6 +247,10 @@ impl Engine {
             }
             match self.settle_waiting(w, overdue, now).await {
                 Ok((filled, cancelled)) => {
+                    // found nothing against this on hand: a checkout passes the order over
+                    // until on hand changes
+                    self.fill_tried
+                        .note(&w.order_id, (filled == 0).then_some(fingerprint));
                     if filled > 0 {
                         report.orders_filled += 1;
                         report.units_filled += filled;

@@ -286,7 +286,12 @@ impl Engine {
         let kind = r.plan.strategy;
         Ok(match Admitted::under(&moved, &rules_now, &rules.network) {
             Ok(admitted) if parcels_left > 0 => {
-                let state = self.read_state(&moved.skus(), now).await?;
+                // the units count against the capacity of the order's day, as its others do
+                let state = self
+                    .store
+                    .read_state(&moved.skus(), r.capacity_day, now)
+                    .instrument(info_span!("store", op = "read_state"))
+                    .await?;
                 self.plan(rules, &admitted, kind, state).await?
             }
             Ok(_) => nothing_planned(
