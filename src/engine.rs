@@ -807,11 +807,16 @@ mod tests {
             on_hand: 5,
             safety_stock: 0,
         }];
+        engine_of(&config, &stock, ManualClock::new(NOON))
+    }
+
+    /// An engine of `config` on the memory store with `stock`, on `clock`.
+    fn engine_of(config: &Config, stock: &[StockSeed], clock: ManualClock) -> Engine {
         Engine::new(
             config.rules(),
             (&config.settings).into(),
-            Arc::new(MemoryStore::with_stock(&stock)),
-            Arc::new(ManualClock::new(NOON)),
+            Arc::new(MemoryStore::with_stock(stock)),
+            Arc::new(clock),
         )
     }
 
@@ -909,12 +914,7 @@ mod tests {
             })
             .collect();
         config.segments = Segments::new(segments);
-        let engine = Engine::new(
-            config.rules(),
-            (&config.settings).into(),
-            Arc::new(MemoryStore::with_stock(&[])),
-            Arc::new(ManualClock::new(NOON)),
-        );
+        let engine = engine_of(&config, &[], ManualClock::new(NOON));
         let (m, _) = engine
             .reserve(&ship("m", "marketplace", "W-2", 2), None, None)
             .await
@@ -992,12 +992,7 @@ mod tests {
             })
             .collect();
         let clock = ManualClock::new(NOON);
-        let engine = Engine::new(
-            config.rules(),
-            (&config.settings).into(),
-            Arc::new(MemoryStore::with_stock(&stock)),
-            Arc::new(clock.clone()),
-        );
+        let engine = engine_of(&config, &stock, clock.clone());
         // the first order takes Zaragoza's day; the second goes to Sevilla
         let (a, _) = engine
             .reserve(&ship("a", "standard", "C-1", 2), None, None)

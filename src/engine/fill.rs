@@ -124,7 +124,8 @@ impl Engine {
     /// the orders in the order of their segment's priority, then of their oldest waiting line;
     /// each filled as far as stock and its segment's rules allow. Units past their segment's
     /// `backorder_max_days` are cancelled. With no skus named, the index is also brought in
-    /// line with every order it lists. The caller runs one at a time across replicas.
+    /// line with every order it lists. The service's filler runs one at a time across replicas
+    /// (a lease); a checkout's fill may run beside it, each unit still filled once.
     pub async fn fill_waiting(&self, skus: &[String]) -> Result<FillReport, Error> {
         self.fill_waiting_under(skus, None).await
     }
