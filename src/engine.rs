@@ -288,7 +288,7 @@ impl Engine {
         skus.dedup();
         let (inbound, waiting) = tokio::join!(
             self.store.read_inbound(&skus),
-            self.store.waiting_for(&skus)
+            self.store.waiting_units(&skus)
         );
         let (inbound, waiting) = (inbound?, waiting?);
         let today = self.today();
@@ -307,15 +307,16 @@ impl Engine {
                 })
                 .unwrap_or_default();
             let mut ahead: u64 = waiting
-                .iter()
-                .filter(|e| &e.sku == sku)
-                .filter(|e| {
+                .get(sku)
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| {
                     rules
                         .segments
-                        .get(&e.segment)
+                        .get(name)
                         .is_some_and(|s| s.priority <= segment.priority)
                 })
-                .map(|e| e.units)
+                .map(|(_, units)| *units)
                 .sum();
             for line in plan.unfilled.iter_mut().filter(|u| &u.sku == sku) {
                 ahead += line.quantity;
