@@ -181,6 +181,113 @@ async fn units_given_back_fill_an_order_waiting() {
 }
 
 #[tokio::test]
+async fn units_an_expiry_or_a_reroute_gives_back_fill_an_order_waiting() {
+    let server = TestServer::start_with(config(None)).await;
+    server.stock(&[("wh-zaragoza", "BO-1", 2, 0)]).await;
+    // a hold of a minute takes both units; a committed order waits for them
+    let mut short = reserve_request(order("a", "standard", vec![line("l1", "BO-1", 2)]));
+    short.hold_ttl_seconds = 60;
+    server.sourcing().reserve(short).await.unwrap();
+    reserve(&server, "b", "standard", 2).await;
+    commit(&server, "b").await;
+    server.clock.advance_secs(61);
+    let b = until_waiting(&server, "b", 0).await;
+    assert_eq!(held(&b), 2, "the expired hold's units went to b");
+    // one unit at Getafe, held by c; d waits; Getafe turns c down and gives the unit back
+    server.stock(&[("wh-getafe", "BO-2", 1, 0)]).await;
+    let c = server
+        .sourcing()
+        .reserve(reserve_request(order(
+            "c",
+            "standard",
+            vec![line("l1", "BO-2", 1)],
+        )))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    assert_eq!(held(&c), 1);
+    server.clock.advance_secs(1);
+    let d = server
+        .sourcing()
+        .reserve(reserve_request(order(
+            "d",
+            "standard",
+            vec![line("l1", "BO-2", 1)],
+        )))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    assert_eq!(waiting(&d), 1);
+    commit(&server, "d").await;
+    server
+        .sourcing()
+        .reroute(pb::RerouteRequest {
+            order_id: "c".into(),
+            node_id: "wh-getafe".into(),
+            lines: Vec::new(),
+            reason: pb::RerouteReason::StoreRejected as i32,
+            reroute_id: "c-r".into(),
+        })
+        .await
+        .unwrap();
+    let d = until_waiting(&server, "d", 0).await;
+    assert_eq!(held(&d), 1, "the unit given back went to d");
+    let c = reservation(&server, "c").await;
+    assert_eq!(
+        (held(&c), waiting(&c)),
+        (0, 1),
+        "c may not go back to Getafe"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fills_keep_what_a_better_segment_protects() {
+    // vip keeps 3 units of every node's stock from standard and marketplace
+    let mut config = config(None);
+    let segments: Vec<_> = config
+        .segments
+        .names()
+        .into_iter()
+        .map(|name| {
+            let mut s = config.segments.get(&name).unwrap().clone();
+            if name == "vip" {
+                s.protect.units = 3;
+            }
+            s
+        })
+        .collect();
+    config.segments = Segments::new(segments);
+    let server = TestServer::start_with(config).await;
+    reserve(&server, "p", "standard", 2).await;
+    // three units: all kept for vip, so nothing is filled
+    server.stock(&[("wh-zaragoza", "BO-1", 3, 0)]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let p = reservation(&server, "p").await;
+    assert_eq!((held(&p), waiting(&p)), (0, 2));
+    // five: two beyond what vip keeps
+    server.stock(&[("wh-zaragoza", "BO-1", 5, 0)]).await;
+    let p = until_waiting(&server, "p", 0).await;
+    assert_eq!(held(&p), 2);
+    assert_eq!(server.level("wh-zaragoza", "BO-1").await, (3, 5, 2));
+    server.shutdown().await;
+}
+
+async fn commit(server: &TestServer, id: &str) {
+    server
+        .sourcing()
+        .commit(pb::CommitRequest {
+            order_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn units_waiting_past_max_days_are_cancelled_and_expire_with_their_hold() {
     let server = TestServer::start_with(config(Some(2))).await;
     // a committed order never expires; its units wait two days at most
@@ -255,6 +362,8 @@ async fn inbound_supply_is_listed_and_dates_the_units_that_wait() {
             updates: vec![
                 inbound("wh-zaragoza", 3, "2026-03-07", "PO-1"),
                 inbound("wh-getafe", 4, "2026-03-12", "PO-2"),
+                // the Lisbon DC, which marketplace may not use
+                inbound("wh-amadora", 2, "2026-03-08", "PO-L"),
                 // refused, each naming its field: a day gone, no reference, a bad day
                 inbound("wh-getafe", 4, "2026-03-01", "PO-3"),
                 inbound("wh-getafe", 4, "2026-03-12", ""),
@@ -265,7 +374,7 @@ async fn inbound_supply_is_listed_and_dates_the_units_that_wait() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(summary.applied, 2, "{summary:?}");
+    assert_eq!(summary.applied, 3, "{summary:?}");
     let reasons: Vec<&str> = summary
         .rejections
         .iter()
@@ -287,6 +396,15 @@ async fn inbound_supply_is_listed_and_dates_the_units_that_wait() {
     };
     assert_eq!(
         availability("").await,
+        vec![
+            ("2026-03-07".into(), 3),
+            ("2026-03-08".into(), 2),
+            ("2026-03-12".into(), 4)
+        ]
+    );
+    // as a segment sees it: the nodes it may use
+    assert_eq!(
+        availability("marketplace").await,
         vec![("2026-03-07".into(), 3), ("2026-03-12".into(), 4)]
     );
     // nothing is available yet: a standard order waits, dated by the inbound supply
@@ -302,12 +420,13 @@ async fn inbound_supply_is_listed_and_dates_the_units_that_wait() {
         .collect();
     assert_eq!(promised, ["2026-03-07"]);
     // behind the 2 waiting: 1 more unit comes with the first receipt, 3 more need the second,
-    // 6 more are not covered
+    // 6 the third, and 8 are not covered
     assert_eq!(quote_promise(&server, "standard", 1).await, ["2026-03-07"]);
-    assert_eq!(quote_promise(&server, "standard", 3).await, ["2026-03-12"]);
-    assert_eq!(quote_promise(&server, "standard", 6).await, [""]);
-    // a marketplace order waits behind standard's units too; a segment that does not
-    // backorder is given no date
+    assert_eq!(quote_promise(&server, "standard", 3).await, ["2026-03-08"]);
+    assert_eq!(quote_promise(&server, "standard", 6).await, ["2026-03-12"]);
+    assert_eq!(quote_promise(&server, "standard", 8).await, [""]);
+    // a marketplace order waits behind standard's units too, and counts no receipt at the
+    // Lisbon DC; a segment that does not backorder is given no date
     assert_eq!(
         quote_promise(&server, "marketplace", 2).await,
         ["2026-03-12"]
@@ -341,7 +460,10 @@ async fn inbound_supply_is_listed_and_dates_the_units_that_wait() {
         .unwrap()
         .into_inner();
     assert_eq!(summary.applied, 2, "{summary:?}");
-    assert_eq!(availability("").await, vec![("2026-03-12".into(), 4)]);
+    assert_eq!(
+        availability("").await,
+        vec![("2026-03-08".into(), 2), ("2026-03-12".into(), 4)]
+    );
     let w = until_waiting(&server, "w", 0).await;
     assert_eq!(held(&w), 2);
     server.shutdown().await;

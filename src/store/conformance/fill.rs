@@ -150,6 +150,36 @@ pub async fn a_fill_holds_waiting_units_once(store: Arc<dyn StockStore>) {
     assert!(r.waiting.is_empty());
 }
 
+pub async fn a_fill_keeps_what_better_segments_protect(store: Arc<dyn StockStore>) {
+    let s = store.as_ref();
+    seed(s, "n1", "A", 1, 0).await;
+    waiting_order(s, "o1", 2, T0 - 10).await;
+    // three units at n2, all kept for a better segment: the store refuses the fill
+    seed(s, "n2", "A", 3, 0).await;
+    let mut kept = fill("f1", "o1", "l1", Some("n2"), 1);
+    kept.closed = vec![crate::store::Protection {
+        units: 3,
+        share: 0.0,
+    }];
+    let outcome = s.reroute(kept, T0).await.unwrap();
+    assert!(
+        matches!(outcome, RerouteOutcome::Insufficient { available: 0, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(level(s, "n2", "A", T0).await.reserved, 0);
+    let r = s.get_reservation("o1", T0).await.unwrap().unwrap();
+    assert_eq!(r.waiting, vec![waiting("l1", 2, T0 - 10)]);
+    // kept from it: two of the three units
+    let mut two_kept = fill("f2", "o1", "l1", Some("n2"), 1);
+    two_kept.closed = vec![crate::store::Protection {
+        units: 2,
+        share: 0.0,
+    }];
+    let r = done(s, two_kept).await;
+    assert_eq!(r.waiting, vec![waiting("l1", 1, T0 - 10)]);
+    assert_eq!(level(s, "n2", "A", T0).await.reserved, 1);
+}
+
 async fn seed_more(s: &dyn StockStore, node: &str, on_hand: u64) {
     seed(s, node, "A", on_hand, 0).await;
 }

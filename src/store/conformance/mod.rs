@@ -74,6 +74,7 @@ macro_rules! store_conformance_tests {
             units_no_node_ships_are_cancelled_or_wait,
             rerouted_units_of_a_hold_expire_with_it,
             a_fill_holds_waiting_units_once,
+            a_fill_keeps_what_better_segments_protect,
             units_cancelled_or_released_wait_no_more,
             the_index_lists_every_waiting_line,
             expected_receipts_are_kept_replaced_and_removed,
