@@ -60,9 +60,9 @@ fn main() {
     );
     println!();
     println!(
-        "| strategy | cost to serve | per planned order | shipments per order | split rate | unfilled units | refused orders | optimal saves |"
+        "| strategy | cost to serve | fulfilment | unfilled penalty | refusal penalty | per order | shipments per order | split rate | unfilled units | refused orders | optimal saves |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (kind, t) in &results {
         let saving = if *kind == StrategyKind::Optimal {
             "-".to_owned()
@@ -70,9 +70,12 @@ fn main() {
             format!("{:.1}%", 100.0 * (t.cost - optimal_cost) / t.cost)
         };
         println!(
-            "| {kind} | {:.2} | {:.2} | {:.3} | {:.1}% | {} | {} | {saving} |",
+            "| {kind} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1}% | {} | {} | {saving} |",
             t.cost,
-            t.cost_per_planned_order(),
+            t.fulfilment_cost,
+            t.unfilled_penalty,
+            t.refusal_penalty,
+            t.cost_per_order(),
             t.shipments_per_order(),
             100.0 * t.split_rate(),
             t.unfilled_units,

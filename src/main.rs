@@ -76,9 +76,14 @@ enum Command {
         #[arg(long)]
         stock: Option<PathBuf>,
         /// Strategy for every order: optimal, nearest or priority [default: the config's
-        /// sourcing.default_strategy].
+        /// sourcing.default_strategy]; with --against, for both replays unless
+        /// --against-strategy names another.
         #[arg(long, value_parser = strategy)]
         strategy: Option<StrategyKind>,
+        /// Strategy for the second replay; without --against, the same orders are replayed a
+        /// second time on the same config with this strategy, side by side.
+        #[arg(long, value_parser = strategy)]
+        against_strategy: Option<StrategyKind>,
         /// Prints one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -125,6 +130,7 @@ fn main() -> ExitCode {
             against,
             stock,
             strategy,
+            against_strategy,
             json,
             examples,
         } => {
@@ -134,6 +140,7 @@ fn main() -> ExitCode {
                 against,
                 stock,
                 strategy,
+                against_strategy,
                 json,
                 examples,
             };

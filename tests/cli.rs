@@ -158,7 +158,10 @@ fn replay_prints_the_metrics_of_the_demo_orders() {
     assert_eq!(value("units "), units.to_string());
     for label in [
         "cost to serve ",
-        "per planned order ",
+        "  fulfilment ",
+        "  unfilled units' penalty ",
+        "  refused orders' penalty ",
+        "per order ",
         "shipments per order ",
         "split rate ",
         "unfilled units ",
@@ -199,6 +202,184 @@ fn replay_prints_the_metrics_of_the_demo_orders() {
     }
     assert!(base["cost_to_serve"].as_f64().unwrap() > 0.0);
     assert!(report.get("against").is_none());
+    assert_costs_add_up(base);
+}
+
+fn money(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not an amount: {v}"))
+}
+
+/// A side of a JSON report: the headline cost is its three parts, and the sum of its orders'
+/// costs; each refused order is charged its units at its segment's unfilled penalty (the demo's:
+/// vip 50, standard 40, marketplace 25).
+fn assert_costs_add_up(side: &Value) {
+    let near = |a: f64, b: f64, what: &str| assert!((a - b).abs() < 0.05, "{what}: {a} vs {b}");
+    let cost = money(&side["cost_to_serve"]);
+    near(
+        cost,
+        money(&side["fulfilment_cost"])
+            + money(&side["unfilled_penalty"])
+            + money(&side["refusal_penalty"]),
+        "parts",
+    );
+    let decisions = side["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len() as u64, count(&side["orders"]));
+    near(
+        cost,
+        decisions.iter().map(|d| money(&d["cost_to_serve"])).sum(),
+        "orders",
+    );
+    let mut refused = 0;
+    let mut charged = 0.0;
+    for d in decisions {
+        match d["outcome"].as_str().unwrap() {
+            "refused" => {
+                refused += 1;
+                let penalty = match d["segment"].as_str().unwrap() {
+                    "vip" => 50.0,
+                    "standard" => 40.0,
+                    "marketplace" => 25.0,
+                    other => panic!("segment {other}"),
+                };
+                let due = count(&d["units"]) as f64 * penalty;
+                near(money(&d["cost_to_serve"]), due, "a refused order");
+                charged += due;
+                assert!(d["reason"].is_string() && d["refusal"].is_string(), "{d}");
+            }
+            "planned" => {
+                let shipped: u64 = d["shipments"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|s| s["lines"].as_array().unwrap())
+                    .map(|l| count(&l["quantity"]))
+                    .sum();
+                let unfilled: u64 = d["unfilled"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| count(&l["quantity"]))
+                    .sum();
+                assert_eq!(shipped + unfilled, count(&d["units"]), "{d}");
+                let parts: f64 = d["cost"].as_object().unwrap().values().map(money).sum();
+                near(money(&d["cost_to_serve"]), parts, "a plan's parts");
+            }
+            other => panic!("outcome {other}"),
+        }
+    }
+    assert_eq!(refused, count(&side["refused_orders"]));
+    near(money(&side["refusal_penalty"]), charged, "refusals");
+}
+
+#[test]
+fn a_rule_that_refuses_more_orders_never_looks_cheaper_for_it() {
+    // vip may ship only whole orders from one node: more vip orders are refused
+    let one_parcel = config_copy(|file, text| match file {
+        "segments.toml" => text.replacen("max_shipments = 3", "max_shipments = 1", 1),
+        _ => text,
+    });
+    let report = replay_json(&[
+        "--orders",
+        DEMO_ORDERS,
+        "--config",
+        CONFIG,
+        "--against",
+        one_parcel.path().to_str().unwrap(),
+    ]);
+    let (base, against) = (&report["base"], &report["against"]);
+    assert_costs_add_up(base);
+    assert_costs_add_up(against);
+    let refused = |side: &Value| count(&side["segments"]["vip"]["refused_orders"]);
+    assert!(refused(against) > refused(base), "{}", report["difference"]);
+    let cost = |side: &Value, key: &str| money(&side[key]);
+    assert!(
+        cost(against, "refusal_penalty") > cost(base, "refusal_penalty"),
+        "{}",
+        report["difference"]
+    );
+    assert!(
+        cost(against, "cost_to_serve") > cost(base, "cost_to_serve"),
+        "{}",
+        report["difference"]
+    );
+}
+
+#[test]
+fn two_strategies_compare_on_one_config_each_refusing_for_its_own_reason() {
+    let report = replay_json(&[
+        "--orders",
+        DEMO_ORDERS,
+        "--config",
+        CONFIG,
+        "--strategy",
+        "optimal",
+        "--against-strategy",
+        "nearest",
+    ]);
+    let (base, against) = (&report["base"], &report["against"]);
+    assert_eq!(base["strategy"], "optimal");
+    assert_eq!(against["strategy"], "nearest");
+    assert_eq!(base["config"], against["config"]);
+    assert_costs_add_up(base);
+    assert_costs_add_up(against);
+    assert!(
+        money(&against["cost_to_serve"]) > money(&base["cost_to_serve"]),
+        "{}",
+        report["difference"]
+    );
+    // nearest's refusals where the stock was there in all are its own, never the stock's
+    let reasons = |side: &Value| -> Vec<String> {
+        side["refused_by_reason"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let nearest = reasons(against);
+    assert!(
+        nearest
+            .iter()
+            .any(|r| r == "no partial plans: nearest found no plan within the limit"),
+        "{nearest:?}"
+    );
+    assert!(
+        !nearest.iter().any(|r| r.contains("too spread")),
+        "{nearest:?}"
+    );
+    assert!(
+        !reasons(base).iter().any(|r| r.contains("found no plan")),
+        "{:?}",
+        reasons(base)
+    );
+    // an order nearest refuses for its own reason, optimal ships in one replay or the other
+    let decisions = |side: &Value| side["decisions"].as_array().unwrap().clone();
+    let (optimal, nearest) = (decisions(base), decisions(against));
+    assert!(
+        optimal.iter().zip(&nearest).any(|(o, n)| {
+            n["reason"] == "no partial plans: nearest found no plan within the limit"
+                && o["outcome"] == "planned"
+        }),
+        "no order nearest refused was planned by optimal"
+    );
+
+    let out = replay(&[
+        "--orders",
+        DEMO_ORDERS,
+        "--strategy",
+        "optimal",
+        "--against-strategy",
+        "nearest",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("base:    embedded demo config, strategy optimal"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("against: embedded demo config, strategy nearest"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -486,7 +486,7 @@ mod tests {
     use tonic::Code;
 
     use super::*;
-    use crate::domain::{NodeKind, Refusal, RefusalKind, Shortage, UnfilledPolicy};
+    use crate::domain::{NodeKind, Refusal, RefusalKind, Shortage, StrategyKind, UnfilledPolicy};
     use crate::sourcing::tests::{node, order, rules};
 
     #[test]
@@ -507,24 +507,38 @@ mod tests {
                 "segment test may not use pickup store shop: excluded by segment test",
             ),
             (
-                Refusal::unfillable(&o, &segment, short.clone()),
+                Refusal::unfillable(&o, &segment, short.clone(), None),
                 "no plan sources order o-1 under its rules (A wants 4, 1 available to segment test): segment test does not allow partial fulfilment or backorders",
             ),
             (
-                Refusal::unfillable(&o, &segment, Vec::new()),
+                Refusal::unfillable(&o, &segment, Vec::new(), None),
                 "no plan sources order o-1 under its rules (the stock exists, but no plan of at most 2 shipment(s) within node capacity and kits covers it): segment test does not allow partial fulfilment or backorders",
             ),
             (
-                Refusal::unfillable(&whole, &segment, short),
+                Refusal::unfillable(&whole, &segment, short, None),
                 "no plan sources order o-1 under its rules (A wants 4, 1 available to segment test): the order is ship-complete: one shipment with everything, or none",
             ),
             (
-                Refusal::unfillable(&whole, &segment, Vec::new()),
+                Refusal::unfillable(&whole, &segment, Vec::new(), None),
                 "no plan sources order o-1 under its rules (the stock exists, but no plan of at most 1 shipment(s) within node capacity and kits covers it): the order is ship-complete: one shipment with everything, or none",
+            ),
+            (
+                Refusal::unfillable(&o, &segment, Vec::new(), Some(StrategyKind::Optimal)),
+                "no plan sources order o-1 under its rules (the stock exists, but strategy optimal found no plan of at most 2 shipment(s) within node capacity and kits that covers it before its solve budget ran out): segment test does not allow partial fulfilment or backorders",
             ),
         ];
         let kinds: Vec<RefusalKind> = refusals.iter().map(|(r, _)| r.kind).collect();
-        assert_eq!(kinds, RefusalKind::ALL);
+        assert_eq!(
+            kinds,
+            [
+                RefusalKind::PickupStoreNotAllowed,
+                RefusalKind::NotEnoughStock,
+                RefusalKind::StockTooSpread,
+                RefusalKind::ShipCompleteNotEnoughStock,
+                RefusalKind::ShipCompleteTooSpread,
+                RefusalKind::NoPlanFound(StrategyKind::Optimal),
+            ]
+        );
         for (refusal, message) in refusals {
             let status = Status::from(Error::from(refusal));
             assert_eq!(status.code(), Code::FailedPrecondition);

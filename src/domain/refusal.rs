@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Node, Order, SegmentRules};
+use super::{Node, Order, SegmentRules, StrategyKind};
 
 /// Which rule refused an order, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -28,17 +28,16 @@ pub enum RefusalKind {
     /// The order is ship-complete; the nodes the segment may use hold enough in all, but no
     /// one of them holds all of it with the capacity left to ship it.
     ShipCompleteTooSpread,
+    /// The segment allows neither partial fulfilment nor backorders; the nodes it may use hold
+    /// enough in all, and the strategy found no plan within its shipment limit, the nodes'
+    /// capacity and the order's kits. Unlike [`RefusalKind::StockTooSpread`] this says nothing
+    /// of whether such a plan exists: a rule-list strategy (`nearest`, `priority`) tries nodes
+    /// in its order and not every plan, and `optimal` says so when its solve budget ran out
+    /// before it proved there is none.
+    NoPlanFound(StrategyKind),
 }
 
 impl RefusalKind {
-    pub const ALL: [RefusalKind; 5] = [
-        RefusalKind::PickupStoreNotAllowed,
-        RefusalKind::NotEnoughStock,
-        RefusalKind::StockTooSpread,
-        RefusalKind::ShipCompleteNotEnoughStock,
-        RefusalKind::ShipCompleteTooSpread,
-    ];
-
     /// Whether the order was refused as ship-complete.
     pub fn ship_complete(&self) -> bool {
         matches!(
@@ -107,13 +106,22 @@ impl Refusal {
     }
 
     /// No plan fills the whole order, which `segment` requires: short of the `shortages`, or
-    /// (with none) too spread for the shipments, capacity and kits it allows.
-    pub fn unfillable(order: &Order, segment: &SegmentRules, shortages: Vec<Shortage>) -> Self {
-        let kind = match (order.ship_complete, shortages.is_empty()) {
-            (true, false) => RefusalKind::ShipCompleteNotEnoughStock,
-            (true, true) => RefusalKind::ShipCompleteTooSpread,
-            (false, false) => RefusalKind::NotEnoughStock,
-            (false, true) => RefusalKind::StockTooSpread,
+    /// (with none) too spread for the shipments, capacity and kits it allows. `unproven` names
+    /// the strategy when its search did not cover every plan (a rule-list strategy, or a solve
+    /// whose budget ran out): with no shortage, the refusal is then the strategy's, not the
+    /// stock's. A ship-complete order is looked at node by node, whatever the strategy.
+    pub fn unfillable(
+        order: &Order,
+        segment: &SegmentRules,
+        shortages: Vec<Shortage>,
+        unproven: Option<StrategyKind>,
+    ) -> Self {
+        let kind = match (order.ship_complete, shortages.is_empty(), unproven) {
+            (true, false, _) => RefusalKind::ShipCompleteNotEnoughStock,
+            (true, true, _) => RefusalKind::ShipCompleteTooSpread,
+            (false, false, _) => RefusalKind::NotEnoughStock,
+            (false, true, Some(strategy)) => RefusalKind::NoPlanFound(strategy),
+            (false, true, None) => RefusalKind::StockTooSpread,
         };
         Self {
             kind,
@@ -148,12 +156,23 @@ impl fmt::Display for Refusal {
             "no plan sources order {} under its rules (",
             self.order_id
         )?;
-        if self.shortages.is_empty() {
-            write!(
+        match self.kind {
+            RefusalKind::NoPlanFound(strategy) => write!(
+                f,
+                "the stock exists, but strategy {strategy} found no plan of at most {} shipment(s) within node capacity and kits that covers it{}",
+                self.max_shipments,
+                if strategy == StrategyKind::Optimal {
+                    " before its solve budget ran out"
+                } else {
+                    "; it tries nodes in its order, not every plan"
+                }
+            )?,
+            _ if self.shortages.is_empty() => write!(
                 f,
                 "the stock exists, but no plan of at most {} shipment(s) within node capacity and kits covers it",
                 self.max_shipments
-            )?;
+            )?,
+            _ => {}
         }
         for (i, s) in self.shortages.iter().enumerate() {
             if i > 0 {

@@ -10,8 +10,9 @@ pub struct Change {
     pub segment: String,
     pub before: String,
     pub after: String,
-    /// The change in the order's cost to serve, where both planned it.
-    pub cost_delta: Option<f64>,
+    /// The change in the order's cost to serve (a refused order's units at the segment's
+    /// unfilled penalty).
+    pub cost_delta: f64,
 }
 
 /// The orders `against` decides differently from `base`, in file order. Both must be replays
@@ -33,7 +34,7 @@ pub fn changes(base: &Run, against: &Run) -> Vec<Change> {
                 segment: b.segment.clone(),
                 before,
                 after,
-                cost_delta: b.cost().zip(a.cost()).map(|(b, a)| a - b),
+                cost_delta: a.cost() - b.cost(),
             }
         })
         .collect()

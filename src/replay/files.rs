@@ -15,7 +15,12 @@ pub struct Request {
     pub config: ConfigSource,
     pub against: Option<PathBuf>,
     pub stock: Option<PathBuf>,
+    /// The strategy of the base replay, and of the second one unless `against_strategy` names
+    /// another.
     pub strategy: Option<StrategyKind>,
+    /// The strategy of the second replay; without `against`, it replays the base config, so
+    /// two strategies compare on one config.
+    pub against_strategy: Option<StrategyKind>,
     pub json: bool,
     pub examples: usize,
 }
@@ -28,7 +33,11 @@ pub fn from_files(r: Request) -> Result<String, (u8, String)> {
         Config::load(source, std::env::vars()).map_err(|e| bad(format!("invalid config: {e}")))
     };
     let base = load(r.config)?;
-    let against = r.against.map(ConfigSource::Dir).map(load).transpose()?;
+    let against = match (r.against, r.against_strategy) {
+        (Some(dir), _) => Some(load(ConfigSource::Dir(dir))?),
+        (None, Some(_)) => Some(base.clone()),
+        (None, None) => None,
+    };
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path)
             .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))
@@ -54,13 +63,17 @@ pub fn from_files(r: Request) -> Result<String, (u8, String)> {
             .first_placed_at()
             .unwrap_or_else(|| SystemClock.now_millis()),
     };
+    let against_options = Options {
+        strategy: r.against_strategy.or(r.strategy),
+        ..options.clone()
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| (1, format!("cannot start a runtime: {e}")))?;
-    let replay_with = |config: &Config| {
+    let replay_with = |config: &Config, options: &Options| {
         runtime
-            .block_on(run(config, &stock, &orders, &options))
+            .block_on(run(config, &stock, &orders, options))
             .map_err(|e| match e {
                 ReplayError::Order(e) => {
                     bad(format!("invalid orders for config {}: {e}", config.source))
@@ -68,8 +81,11 @@ pub fn from_files(r: Request) -> Result<String, (u8, String)> {
                 e => (1, format!("replay failed: {e}")),
             })
     };
-    let base_run = replay_with(&base)?;
-    let against_run = against.as_ref().map(replay_with).transpose()?;
+    let base_run = replay_with(&base, &options)?;
+    let against_run = against
+        .as_ref()
+        .map(|c| replay_with(c, &against_options))
+        .transpose()?;
     let base_label = base.source.to_string();
     let against_label = against.as_ref().map(|c| c.source.to_string());
     let report = Report {

@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::domain::RefusalKind;
+use crate::domain::{RefusalKind, SolveStatus};
 
 use super::compare::{Change, changes};
-use super::run::{Run, refusal_reason};
+use super::run::{Decision, Outcome, Run, refusal_reason};
 use super::totals::{Summary, Totals};
 
 /// A replay and the config it was made against, as named to the user.
@@ -45,7 +45,7 @@ struct Metric {
     of: fn(&Totals) -> f64,
 }
 
-const METRICS: [Metric; 14] = [
+const METRICS: [Metric; 17] = [
     Metric {
         key: "orders",
         label: "orders",
@@ -71,10 +71,28 @@ const METRICS: [Metric; 14] = [
         of: |t| t.cost,
     },
     Metric {
-        key: "cost_per_planned_order",
-        label: "per planned order",
+        key: "fulfilment_cost",
+        label: "  fulfilment",
         unit: Unit::Money,
-        of: Totals::cost_per_planned_order,
+        of: |t| t.fulfilment_cost,
+    },
+    Metric {
+        key: "unfilled_penalty",
+        label: "  unfilled units' penalty",
+        unit: Unit::Money,
+        of: |t| t.unfilled_penalty,
+    },
+    Metric {
+        key: "refusal_penalty",
+        label: "  refused orders' penalty",
+        unit: Unit::Money,
+        of: |t| t.refusal_penalty,
+    },
+    Metric {
+        key: "cost_per_order",
+        label: "per order",
+        unit: Unit::Money,
+        of: Totals::cost_per_order,
     },
     Metric {
         key: "shipments_per_order",
@@ -352,13 +370,9 @@ impl Report<'_> {
                 base.all.orders
             ));
             for c in changes.iter().take(self.examples) {
-                let cost = match c.cost_delta {
-                    Some(d) => format!(", cost {d:+.2}"),
-                    None => String::new(),
-                };
                 out.push_str(&format!(
-                    "  {} ({}, line {}): {} -> {}{cost}\n",
-                    c.order_id, c.segment, c.line, c.before, c.after
+                    "  {} ({}, line {}): {} -> {}, cost {:+.2}\n",
+                    c.order_id, c.segment, c.line, c.before, c.after, c.cost_delta
                 ));
             }
             if changes.len() > self.examples {
@@ -405,7 +419,7 @@ impl Report<'_> {
                         "segment": c.segment,
                         "before": c.before,
                         "after": c.after,
-                        "cost_delta": c.cost_delta.map(|d| round_to(d, 2)),
+                        "cost_delta": round_to(c.cost_delta, 2),
                     })
                 })
                 .collect();
@@ -429,6 +443,59 @@ fn totals_json(t: &Totals) -> serde_json::Map<String, Value> {
     out
 }
 
+/// One order's decision, for auditing a day order by order: the plan (each parcel's node,
+/// lines and cost), its cost to serve broken down, or the refusal and what it is charged.
+fn decision_json(d: &Decision) -> Value {
+    let mut out = json!({
+        "line": d.line,
+        "order_id": d.order_id,
+        "segment": d.segment,
+        "units": d.units,
+        "cost_to_serve": round_to(d.cost(), 2),
+    });
+    match &d.outcome {
+        Outcome::Planned(plan) => {
+            out["outcome"] = json!("planned");
+            out["status"] = json!(match plan.status {
+                SolveStatus::Optimal => "optimal",
+                SolveStatus::Feasible => "feasible",
+                SolveStatus::ExactFastPath => "exact_fast_path",
+                SolveStatus::Heuristic => "heuristic",
+            });
+            out["cost"] = json!(plan.cost);
+            out["shipments"] = plan
+                .shipments
+                .iter()
+                .map(|s| {
+                    json!({
+                        "node_id": s.node_id,
+                        "cost": s.cost,
+                        "distance_km": s.distance_km,
+                        "estimated_delivery": s.estimated_delivery.to_string(),
+                        "lines": s.lines.iter().map(|l| json!({
+                            "line_id": l.line_id,
+                            "sku": l.sku,
+                            "quantity": l.quantity,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            out["unfilled"] = plan
+                .unfilled
+                .iter()
+                .map(|u| json!({"line_id": u.line_id, "sku": u.sku, "quantity": u.quantity}))
+                .collect();
+        }
+        Outcome::Refused(refusal) => {
+            out["outcome"] = json!("refused");
+            out["reason"] = json!(refusal_reason(refusal.kind));
+            out["refusal"] = json!(refusal.to_string());
+            out["refusal_penalty"] = json!(round_to(d.refusal_penalty(), 2));
+        }
+    }
+    out
+}
+
 fn summary_json(l: Labelled) -> Value {
     let s = &l.run.summary;
     let mut out = totals_json(&s.all);
@@ -440,6 +507,8 @@ fn summary_json(l: Labelled) -> Value {
         .map(|(name, t)| (name.clone(), Value::Object(totals_json(t))))
         .collect();
     out.insert("segments".into(), Value::Object(segments));
+    let decisions: Vec<Value> = l.run.decisions.iter().map(decision_json).collect();
+    out.insert("decisions".into(), Value::Array(decisions));
     Value::Object(out)
 }
 
@@ -508,7 +577,7 @@ mod tests {
         assert_eq!(moved[0].before, "wh-a 2");
         assert_eq!(moved[0].after, "wh-b 2");
         // Barcelona is farther from Madrid than wh-a
-        assert!(moved[0].cost_delta.unwrap() > 0.0, "{moved:?}");
+        assert!(moved[0].cost_delta > 0.0, "{moved:?}");
 
         let report = Report {
             orders_file: "o.jsonl",

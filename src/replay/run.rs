@@ -41,6 +41,8 @@ pub struct Decision {
     pub order_id: String,
     pub segment: String,
     pub units: u64,
+    /// The segment's cost per unfilled unit: what each unit of a refused order is charged.
+    pub unfilled_penalty: f64,
     pub outcome: Outcome,
 }
 
@@ -111,10 +113,21 @@ impl Decision {
         parts.join(" + ")
     }
 
-    pub(super) fn cost(&self) -> Option<f64> {
+    /// Cost to serve: the plan's total (its unfilled units at the segment's penalty), or for a
+    /// refused order every unit at that penalty, so that refusing an order never costs less
+    /// than leaving its units unfilled.
+    pub fn cost(&self) -> f64 {
         match &self.outcome {
-            Outcome::Planned(plan) => Some(plan.total_cost),
-            Outcome::Refused(_) => None,
+            Outcome::Planned(plan) => plan.total_cost,
+            Outcome::Refused(_) => self.refusal_penalty(),
+        }
+    }
+
+    /// What the order's units cost refused: none for a planned order.
+    pub fn refusal_penalty(&self) -> f64 {
+        match &self.outcome {
+            Outcome::Planned(_) => 0.0,
+            Outcome::Refused(_) => self.units as f64 * self.unfilled_penalty,
         }
     }
 }
@@ -283,8 +296,9 @@ pub async fn run(
     options: &Options,
 ) -> Result<Run, ReplayError> {
     let clock = ManualClock::new(options.start);
+    let rules = config.rules();
     let engine = Engine::new(
-        config.rules(),
+        rules.clone(),
         (&config.settings).into(),
         Arc::new(MemoryStore::with_stock(stock)),
         Arc::new(clock.clone()),
@@ -340,6 +354,10 @@ pub async fn run(
             order_id: o.order.order_id.clone(),
             segment: o.order.segment.clone(),
             units: o.order.lines.iter().map(|l| l.quantity).sum(),
+            unfilled_penalty: rules
+                .segments
+                .get(&o.order.segment)
+                .map_or(0.0, |s| s.unfilled_penalty),
             outcome,
         };
         summary.add(&decision);
@@ -381,6 +399,15 @@ pub fn refusal_reason(kind: RefusalKind) -> &'static str {
         RefusalKind::ShipCompleteNotEnoughStock => "ship-complete: not enough stock",
         RefusalKind::ShipCompleteTooSpread => {
             "ship-complete: stock too spread for the shipment limit, capacity or kits"
+        }
+        RefusalKind::NoPlanFound(StrategyKind::Nearest) => {
+            "no partial plans: nearest found no plan within the limit"
+        }
+        RefusalKind::NoPlanFound(StrategyKind::Priority) => {
+            "no partial plans: priority found no plan within the limit"
+        }
+        RefusalKind::NoPlanFound(StrategyKind::Optimal) => {
+            "no partial plans: optimal found no plan within its solve budget"
         }
     }
 }

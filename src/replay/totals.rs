@@ -14,9 +14,17 @@ pub struct Totals {
     pub units: u64,
     /// Orders held and committed, including those planned wholly as backorders.
     pub planned: u64,
-    /// Cost to serve of the planned orders, the segments' penalties for unfilled units
-    /// included.
+    /// Cost to serve: what the plans cost to ship, plus every unit no plan ships at its
+    /// segment's unfilled penalty, those of refused orders included, so that a rule that
+    /// refuses more orders never looks cheaper for it. The sum of the three below.
     pub cost: f64,
+    /// What the plans cost to ship: shipping, handling, parcels, transfers, split and lateness
+    /// penalties.
+    pub fulfilment_cost: f64,
+    /// The segments' penalties for the units plans leave unfilled.
+    pub unfilled_penalty: f64,
+    /// The units of refused orders at their segment's unfilled penalty.
+    pub refusal_penalty: f64,
     pub shipments: u64,
     /// Planned orders shipped in more than one parcel.
     pub split: u64,
@@ -42,6 +50,8 @@ impl Totals {
         self.units += units;
         self.planned += 1;
         self.cost += plan.total_cost;
+        self.fulfilment_cost += plan.total_cost - plan.cost.unfilled;
+        self.unfilled_penalty += plan.cost.unfilled;
         self.shipments += plan.shipments.len() as u64;
         self.split += u64::from(plan.shipments.len() > 1);
         self.unfilled_units += plan.unfilled_units();
@@ -50,9 +60,12 @@ impl Totals {
         }
     }
 
-    pub fn add_refusal(&mut self, units: u64, kind: RefusalKind) {
+    /// A refused order of `units`, charged `penalty`.
+    pub fn add_refusal(&mut self, units: u64, kind: RefusalKind, penalty: f64) {
         self.orders += 1;
         self.units += units;
+        self.cost += penalty;
+        self.refusal_penalty += penalty;
         self.unfilled_units += units;
         self.refused += 1;
         *self.refused_by_kind.entry(kind).or_default() += 1;
@@ -89,8 +102,9 @@ impl Totals {
         self.filled_wait_ms as f64 / self.filled_units.max(1) as f64 / 3_600_000.0
     }
 
-    pub fn cost_per_planned_order(&self) -> f64 {
-        self.cost / self.planned.max(1) as f64
+    /// Cost to serve per order, refused orders included.
+    pub fn cost_per_order(&self) -> f64 {
+        self.cost / self.orders.max(1) as f64
     }
 
     /// Shipments per planned order; an order planned wholly as a backorder counts as zero.
@@ -129,8 +143,9 @@ impl Summary {
                 segment.add_plan(d.units, plan);
             }
             Outcome::Refused(refusal) => {
-                self.all.add_refusal(d.units, refusal.kind);
-                segment.add_refusal(d.units, refusal.kind);
+                let penalty = d.refusal_penalty();
+                self.all.add_refusal(d.units, refusal.kind, penalty);
+                segment.add_refusal(d.units, refusal.kind, penalty);
             }
         }
     }
@@ -185,8 +200,24 @@ mod tests {
             BTreeMap::from([(RefusalKind::NotEnoughStock, 1)])
         );
         let p1 = plan(d1);
-        assert_eq!(all.cost, p1.total_cost + p3.total_cost);
-        assert!(all.cost > 0.0);
+        // o2's three units, refused, at strict's unfilled penalty
+        let strict_penalty = config.segments.get("strict").unwrap().unfilled_penalty;
+        assert!(strict_penalty > 0.0);
+        assert_eq!(all.refusal_penalty, 3.0 * strict_penalty);
+        assert_eq!(all.unfilled_penalty, p1.cost.unfilled + p3.cost.unfilled);
+        assert_eq!(
+            all.fulfilment_cost,
+            p1.total_cost - p1.cost.unfilled + p3.total_cost - p3.cost.unfilled
+        );
+        assert!(
+            (all.cost - (p1.total_cost + p3.total_cost + 3.0 * strict_penalty)).abs() < 1e-9,
+            "{all:?}"
+        );
+        assert!(
+            (all.cost - (all.fulfilment_cost + all.unfilled_penalty + all.refusal_penalty)).abs()
+                < 1e-9
+        );
+        assert_eq!(d2.cost(), 3.0 * strict_penalty);
         assert_eq!(
             all.shipments,
             (p1.shipments.len() + p3.shipments.len()) as u64
@@ -196,7 +227,7 @@ mod tests {
             u64::from(p1.shipments.len() > 1) + u64::from(p3.shipments.len() > 1)
         );
         assert_eq!(all.unfilled_units, 3 + p3.unfilled_units());
-        assert_eq!(all.cost_per_planned_order(), all.cost / 2.0);
+        assert_eq!(all.cost_per_order(), all.cost / 3.0);
         assert_eq!(
             all.shipments_by_node.get("wh-a").copied(),
             Some(1 + u64::from(p3.shipments.iter().any(|s| s.node_id == "wh-a")))
@@ -204,7 +235,8 @@ mod tests {
 
         let strict = &run.summary.segments["strict"];
         assert_eq!((strict.orders, strict.units, strict.refused), (2, 5, 1));
-        assert_eq!(strict.cost, p1.total_cost);
+        assert_eq!(strict.cost, p1.total_cost + 3.0 * strict_penalty);
+        assert_eq!(strict.refusal_penalty, 3.0 * strict_penalty);
         let relaxed = &run.summary.segments["relaxed"];
         assert_eq!((relaxed.orders, relaxed.planned), (1, 1));
         assert_eq!(relaxed.unfilled_units, p3.unfilled_units());

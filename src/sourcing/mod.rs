@@ -437,8 +437,10 @@ impl<'a> Problem<'a> {
                     })
                 })
                 .collect();
+            let unproven =
+                matches!(a.status, SolveStatus::Heuristic | SolveStatus::Feasible).then_some(kind);
             return Err(Error::from(Refusal::unfillable(
-                self.order, self.rules, shortages,
+                self.order, self.rules, shortages, unproven,
             )));
         }
         cost.split_penalty = shipments.len().saturating_sub(1) as f64 * self.rules.split_penalty;
@@ -841,7 +843,8 @@ pub(crate) mod tests {
         );
     }
 
-    /// The refusal a strategy's plan for `o` meets, the same whichever strategy plans it.
+    /// The refusal `optimal`'s plan for `o` meets. The rule-list strategies meet the same one,
+    /// except that where stock is too spread they say only that they found no plan.
     fn refusal(o: &Order, r: &SegmentRules, s: &StockView, used: &[(&str, u64)]) -> Refusal {
         let net = network();
         let used: HashMap<String, u64> = used.iter().map(|(n, q)| ((*n).into(), *q)).collect();
@@ -859,8 +862,15 @@ pub(crate) mod tests {
                 other => panic!("{}: {other:?}", st.kind()),
             })
             .collect();
-        assert!(refusals.iter().all(|r| *r == refusals[0]), "{refusals:?}");
-        refusals[0].clone()
+        let exact = refusals[2].clone();
+        for (st, r) in strategies.iter().zip(&refusals) {
+            let mut expected = exact.clone();
+            if exact.kind == RefusalKind::StockTooSpread && st.kind() != StrategyKind::Optimal {
+                expected.kind = RefusalKind::NoPlanFound(st.kind());
+            }
+            assert_eq!(*r, expected, "{}", st.kind());
+        }
+        exact
     }
 
     #[test]
@@ -941,6 +951,42 @@ pub(crate) mod tests {
         assert!(p.finish(StrategyKind::Nearest, &Nearest.assign(&p)).is_ok());
         // a pickup store the segment may not use is refused on admission, before any stock
         // is read: `admission::tests`
+    }
+
+    #[test]
+    fn a_rule_list_strategy_that_finds_no_plan_says_so_rather_than_blaming_the_stock() {
+        let net = network();
+        let mut one_parcel = rules(1, UnfilledPolicy::Reject);
+        one_parcel.name = "one-parcel".into();
+        let four = order(&[("1", "A", 4, None)]);
+        // near and mid hold half each, far all of it: nearest starts at near, priority at mid,
+        // and both run out of parcels; one parcel from far ships everything
+        let s = stock(&[("A", "near", 2, 0), ("A", "mid", 2, 0), ("A", "far", 4, 0)]);
+        let admitted = Admitted::under(&four, &one_parcel, &net).unwrap();
+        let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
+        let optimal = Optimal {
+            backend: Backend::Microlp,
+            budget: std::time::Duration::from_secs(5),
+        };
+        let plan = p
+            .finish(StrategyKind::Optimal, &optimal.assign(&p))
+            .unwrap();
+        assert_eq!(plan.shipments.len(), 1);
+        assert_eq!(plan.shipments[0].node_id, "far");
+        for st in [&Nearest as &dyn Strategy, &Priority] {
+            let Err(Error::Refused(r)) = p.finish(st.kind(), &st.assign(&p)) else {
+                panic!("{} planned it", st.kind());
+            };
+            assert_eq!(r.kind, RefusalKind::NoPlanFound(st.kind()));
+            assert!(r.shortages.is_empty());
+            assert_eq!(
+                r.to_string(),
+                format!(
+                    "no plan sources order o-1 under its rules (the stock exists, but strategy {} found no plan of at most 1 shipment(s) within node capacity and kits that covers it; it tries nodes in its order, not every plan): segment one-parcel does not allow partial fulfilment or backorders",
+                    st.kind()
+                )
+            );
+        }
     }
 
     #[test]
