@@ -321,6 +321,8 @@ pub struct Rules {
     pub segments: Segments,
     /// Low-stock alert thresholds.
     pub alerts: crate::events::alerts::AlertRules,
+    /// Look-ahead sourcing (`[lookahead]` of `segments.toml`).
+    pub lookahead: crate::lookahead::Settings,
     /// A content hash of the files the rules were read from; every plan records it.
     pub version: String,
 }
@@ -580,11 +582,19 @@ pub struct Plan {
     pub unused_nodes: Vec<UnusedNode>,
     /// Constraints that shaped the plan, for people ("stock of A at wh-x used up (5 of 5)").
     pub binding: Vec<String>,
+    /// What the units the plan takes cost the orders still to come, as look-ahead priced them
+    /// (weighted): minimised beside `total_cost`, and not part of it. 0 without look-ahead.
+    #[serde(default, skip_serializing_if = "is_zero_cost")]
+    pub opportunity_cost: f64,
     pub plan_micros: u64,
     /// The version of the rules the plan was made with (empty in records made before plans
     /// carried it).
     #[serde(default)]
     pub rules_version: String,
+}
+
+fn is_zero_cost(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Plan {

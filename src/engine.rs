@@ -19,6 +19,7 @@ mod reroute;
 use crate::config::{HoldSettings, Settings, SourcingSettings};
 use crate::domain::{Order, Plan, Rules, StrategyKind};
 use crate::error::Error;
+use crate::lookahead::Prices;
 use crate::sourcing::pool::SolvePool;
 use crate::sourcing::{Admitted, Problem, Strategies};
 use crate::store::{
@@ -112,6 +113,8 @@ pub struct Engine {
     pool: SolvePool,
     /// Alert states as this replica last saw them.
     alerts: crate::events::alerts::Known,
+    /// Look-ahead's newest price table as this replica has it.
+    prices: RwLock<Arc<Prices>>,
     /// Orders whose waiting units a fill found nothing for, and the on hand it found then.
     fill_tried: fill::Tried,
 }
@@ -130,20 +133,25 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
 /// the pool, so no solve holds up the async workers.
 const INLINE_PLAN_WORK: usize = 100;
 
-/// Builds the admitted order's problem on `network` against `(stock, capacity)`, runs the
+/// Builds the admitted order's problem on `network` against `(stock, capacity)` (with each unit
+/// priced by look-ahead's `prices`, where it is on), runs the
 /// strategy and prices the plan, inside the `plan` span.
 fn decide(
     rules: &Rules,
     strategies: &Strategies,
     admitted: &Admitted<'_>,
     kind: StrategyKind,
-    (stock, capacity): &(crate::store::StockView, HashMap<String, u64>),
+    ((stock, capacity), prices): (&(crate::store::StockView, HashMap<String, u64>), &Prices),
     today: chrono::NaiveDate,
     span: &tracing::Span,
 ) -> Result<Plan, Error> {
     let _plan = span.enter();
     let started = Instant::now();
-    let problem = Problem::build(admitted, &rules.network, stock, capacity, today);
+    let mut problem = Problem::build(admitted, &rules.network, stock, capacity, today);
+    if rules.lookahead.active() && !prices.by_sku.is_empty() {
+        let weight = rules.lookahead.weight;
+        problem.price_units(|sku, node| weight * prices.price(sku, node));
+    }
     span.record("candidates", problem.candidates.len());
     let assignment = {
         let _solve = info_span!("solve").entered();
@@ -174,6 +182,7 @@ impl Engine {
             ),
             pool: SolvePool::new(settings.sourcing.solver_threads),
             alerts: Default::default(),
+            prices: Default::default(),
             fill_tried: Default::default(),
             settings,
             store,
@@ -190,6 +199,61 @@ impl Engine {
     pub fn replace_rules(&self, rules: Rules) {
         crate::metrics::rules_in_force(&rules.version);
         *self.rules.write() = Arc::new(rules);
+    }
+
+    /// Look-ahead's price table in use (version 0 and no prices before the first).
+    pub fn prices(&self) -> Arc<Prices> {
+        self.prices.read().clone()
+    }
+
+    /// Computes look-ahead's prices from the demand learned and the stock now, publishes them
+    /// in the store for every replica, and uses them here: one replica at a time does this
+    /// (see `server::lookahead`), the replay on its own clock.
+    pub async fn refresh_prices(&self) -> Result<Arc<Prices>, Error> {
+        let rules = self.rules();
+        let settings = &rules.lookahead;
+        let now = self.clock.now_millis();
+        let started = Instant::now();
+        let window_ms = settings.window_secs as crate::clock::Millis * 1000;
+        let demand = self.store.read_demand(now, window_ms).await?;
+        let mut skus: Vec<String> = demand.units.keys().map(|k| k.sku.clone()).collect();
+        skus.sort();
+        skus.dedup();
+        let stock = self.store.read_stock(&skus, now).await?;
+        let mut prices = Prices::compute(&rules.network, &stock, &demand, settings, now);
+        prices.version = self.store.save_prices(&prices).await?;
+        crate::metrics::prices_refreshed(&prices, started.elapsed());
+        let prices = Arc::new(prices);
+        *self.prices.write() = prices.clone();
+        Ok(prices)
+    }
+
+    /// Takes up the newest price table in the store, if it is not the one in use; whether it
+    /// took one.
+    pub async fn load_prices(&self) -> Result<bool, Error> {
+        let known = self.prices.read().version;
+        match self.store.read_prices(known).await? {
+            Some(prices) => {
+                crate::metrics::prices_in_use(&prices);
+                *self.prices.write() = Arc::new(prices);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Counts what `order` asks for as look-ahead's demand, where look-ahead is on; a failure
+    /// to count is logged, and the order goes on.
+    async fn learn_demand(&self, rules: &Rules, order: &Order, now: crate::clock::Millis) {
+        let settings = &rules.lookahead;
+        if !settings.enabled {
+            return;
+        }
+        let seen = crate::lookahead::Observed::order(order, settings.region_km);
+        let window_ms = settings.window_secs as crate::clock::Millis * 1000;
+        if let Err(e) = self.store.record_demand(&seen, now, window_ms).await {
+            tracing::warn!(error = %e, order_id = %order.order_id, "demand not counted for look-ahead");
+        }
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -232,6 +296,7 @@ impl Engine {
         state: (crate::store::StockView, HashMap<String, u64>),
     ) -> Result<Plan, Error> {
         let today = self.clock.today();
+        let prices = self.prices();
         let span = info_span!("plan", strategy = %kind, candidates = tracing::field::Empty);
         if admitted.order().lines.len() * rules.network.len() <= INLINE_PLAN_WORK {
             // as on the pool, a panic in a strategy fails this order, not the worker
@@ -241,7 +306,7 @@ impl Engine {
                     &self.strategies,
                     admitted,
                     kind,
-                    &state,
+                    (&state, &prices),
                     today,
                     &span,
                 )
@@ -252,7 +317,17 @@ impl Engine {
         let strategies = self.strategies.clone();
         let admitted = admitted.clone().into_owned();
         self.pool
-            .run(move || decide(&rules, &strategies, &admitted, kind, &state, today, &span))
+            .run(move || {
+                decide(
+                    &rules,
+                    &strategies,
+                    &admitted,
+                    kind,
+                    (&state, &prices),
+                    today,
+                    &span,
+                )
+            })
             .await?
     }
 
@@ -394,6 +469,7 @@ impl Engine {
         if let Some(existing) = existing? {
             return Self::same_order(existing, &fingerprint);
         }
+        self.learn_demand(&rules, order, now).await;
         let admitted = admitted.map_err(Error::Refused)?;
         let state = state?;
         // units already waiting, of a priority as good or better, go first: supply they could

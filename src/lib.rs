@@ -29,6 +29,7 @@ pub mod domain;
 pub mod engine;
 mod error;
 pub mod events;
+pub mod lookahead;
 pub(crate) mod metrics;
 pub mod replay;
 pub mod server;

@@ -181,6 +181,23 @@ fn describe() {
         "dom_router_rules_info",
         "1 for the version of the rules in force, 0 for versions replaced"
     );
+    describe_histogram!(
+        "dom_router_lookahead_refresh_seconds",
+        metrics::Unit::Seconds,
+        "time to compute look-ahead's prices from the demand learned and the stock, on the replica that refreshed"
+    );
+    describe_gauge!(
+        "dom_router_lookahead_prices_version",
+        "version of the look-ahead price table this replica uses"
+    );
+    describe_gauge!(
+        "dom_router_lookahead_prices_computed_at_seconds",
+        "when the price table in use was computed (Unix seconds): its age is time() minus this"
+    );
+    describe_gauge!(
+        "dom_router_lookahead_priced",
+        "node and sku pairs with a price above zero in the table in use"
+    );
 }
 
 /// Counters exist from the start, at zero, so that rates and ratios (the split rate) have
@@ -353,6 +370,21 @@ pub fn redis(op: &'static str, outcome: RoundTrip, took: Duration) {
 }
 
 static RULES_VERSION: Mutex<Option<String>> = Mutex::new(None);
+
+/// Look-ahead's prices were computed in `took` and are in use here.
+pub fn prices_refreshed(prices: &crate::lookahead::Prices, took: std::time::Duration) {
+    histogram!("dom_router_lookahead_refresh_seconds").record(took.as_secs_f64());
+    prices_in_use(prices);
+}
+
+/// Look-ahead's price table now in use on this replica.
+pub fn prices_in_use(prices: &crate::lookahead::Prices) {
+    gauge!("dom_router_lookahead_prices_version").set(prices.version as f64);
+    gauge!("dom_router_lookahead_prices_computed_at_seconds")
+        .set(prices.computed_at as f64 / 1000.0);
+    let priced: usize = prices.by_sku.values().map(|m| m.len()).sum();
+    gauge!("dom_router_lookahead_priced").set(priced as f64);
+}
 
 /// The rules now in force.
 pub fn rules_in_force(version: &str) {

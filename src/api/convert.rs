@@ -485,6 +485,7 @@ pub fn plan(p: &Plan) -> pb::Plan {
             .collect(),
         plan_micros: p.plan_micros as i64,
         rules_version: p.rules_version.clone(),
+        opportunity_cost: p.opportunity_cost,
         cost: Some(pb::CostBreakdown {
             shipping: p.cost.shipping,
             handling: p.cost.handling,

@@ -118,6 +118,8 @@ pub struct Config {
     pub segments: Segments,
     /// Low-stock alert thresholds (`alerts.toml`; none without the file).
     pub alerts: crate::events::alerts::AlertRules,
+    /// Look-ahead sourcing (`[lookahead]` of `segments.toml`).
+    pub lookahead: crate::lookahead::Settings,
     /// The version of the network, segment and alert rules: see [`rules_version`].
     pub rules_version: String,
     /// Starting stock, where the source ships a `stock.csv`.
@@ -153,6 +155,7 @@ impl Config {
             network: rules.network,
             segments: rules.segments,
             alerts: rules.alerts,
+            lookahead: rules.lookahead,
             rules_version: rules.version,
             stock,
         })
@@ -164,6 +167,7 @@ impl Config {
             network: self.network.clone(),
             segments: self.segments.clone(),
             alerts: self.alerts.clone(),
+            lookahead: self.lookahead.clone(),
             version: self.rules_version.clone(),
         }
     }
@@ -212,7 +216,7 @@ impl Config {
             ),
         };
         format!(
-            "config: {}\nlisten: {} (tls {}, auth {auth})\nhealth listen: {}\nmetrics: {}\nstore: {:?}\nrules version: {}\nnodes: {} ({}; {} disabled)\nsegments: {}\n{}\nalert thresholds:\n{}\nstock: {} rows, {} skus, {} units on hand\n",
+            "config: {}\nlisten: {} (tls {}, auth {auth})\nhealth listen: {}\nmetrics: {}\nstore: {:?}\nrules version: {}\nnodes: {} ({}; {} disabled)\nsegments: {}\n{}\nlook-ahead: {}\nalert thresholds:\n{}\nstock: {} rows, {} skus, {} units on hand\n",
             self.source,
             self.settings.server.listen,
             if self.settings.tls.enabled() {
@@ -229,6 +233,7 @@ impl Config {
             disabled,
             self.segments.len(),
             segments.join("\n"),
+            self.lookahead,
             describe_alerts(&self.alerts).join("\n"),
             self.stock.len(),
             skus.len(),

@@ -4,7 +4,7 @@
 
 use super::alerts::parse_alerts;
 use super::network::parse_network;
-use super::segments::parse_segments;
+use super::segments::{parse_lookahead, parse_segments};
 use super::{ALERTS_FILE, ConfigError, ConfigSource, NETWORK_FILE, SEGMENTS_FILE, embedded, read};
 use crate::domain::Rules;
 
@@ -69,10 +69,12 @@ impl RulesFiles {
         let network = parse_network(&self.network_file, &self.network)?;
         let segments = parse_segments(&self.segments_file, &self.segments, &network)?;
         let alerts = parse_alerts(&self.alerts_file, &self.alerts, &network, &segments)?;
+        let lookahead = parse_lookahead(&self.segments_file, &self.segments)?;
         Ok(Rules {
             network,
             segments,
             alerts,
+            lookahead,
             version: self.version(),
         })
     }

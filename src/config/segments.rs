@@ -13,6 +13,75 @@ use crate::domain::{Network, NodeKind, SegmentRules, Segments, UnfilledPolicy};
 #[serde(deny_unknown_fields)]
 struct SegmentsFile {
     segment: BTreeMap<String, SegmentEntry>,
+    /// Read by [`parse_lookahead`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    lookahead: Option<toml::Value>,
+}
+
+/// The `[lookahead]` section as written; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookaheadEntry {
+    enabled: Option<bool>,
+    weight: Option<f64>,
+    horizon_secs: Option<u64>,
+    window_secs: Option<u64>,
+    refresh_secs: Option<u64>,
+    region_km: Option<f64>,
+    lost_sale_cost: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LookaheadFile {
+    #[serde(default)]
+    lookahead: Option<LookaheadEntry>,
+}
+
+/// The `[lookahead]` section of a segments file (defaults where it has none), validated: a
+/// weight of 0 to 1,000, a horizon and a window of 1 minute to 7 days, a refresh of 1 s to
+/// 1 day, cells of 1 to 5,000 km, a lost sale of 0 to 1,000,000.
+pub fn parse_lookahead(
+    source: &str,
+    text: &str,
+) -> Result<crate::lookahead::Settings, ConfigError> {
+    let file: LookaheadFile =
+        toml::from_str(text).map_err(|e| ConfigError::new(source, "", one_line(&e.to_string())))?;
+    let e = file.lookahead.unwrap_or_default();
+    let d = crate::lookahead::Settings::default();
+    let out = crate::lookahead::Settings {
+        enabled: e.enabled.unwrap_or(d.enabled),
+        weight: e.weight.unwrap_or(d.weight),
+        horizon_secs: e.horizon_secs.unwrap_or(d.horizon_secs),
+        window_secs: e.window_secs.unwrap_or(d.window_secs),
+        refresh_secs: e.refresh_secs.unwrap_or(d.refresh_secs),
+        region_km: e.region_km.unwrap_or(d.region_km),
+        lost_sale_cost: e.lost_sale_cost.unwrap_or(d.lost_sale_cost),
+    };
+    let within = |field: &str, v: f64, lo: f64, hi: f64, unit: &str| {
+        if v.is_finite() && (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(ConfigError::new(
+                source,
+                format!("lookahead.{field}"),
+                format!("must be {lo} to {hi}{unit}, got {v}"),
+            ))
+        }
+    };
+    within("weight", out.weight, 0.0, 1_000.0, "")?;
+    within(
+        "horizon_secs",
+        out.horizon_secs as f64,
+        60.0,
+        604_800.0,
+        " s",
+    )?;
+    within("window_secs", out.window_secs as f64, 60.0, 604_800.0, " s")?;
+    within("refresh_secs", out.refresh_secs as f64, 1.0, 86_400.0, " s")?;
+    within("region_km", out.region_km, 1.0, 5_000.0, " km")?;
+    within("lost_sale_cost", out.lost_sale_cost, 0.0, 1_000_000.0, "")?;
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +320,47 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field, "segment.vip.excluded_nodes");
         assert!(e.problem.contains("\"nowhere\""));
+    }
+
+    #[test]
+    fn the_lookahead_section_takes_defaults_and_names_a_bad_field() {
+        let network = parse_network("net.toml", NODE).unwrap();
+        let plain = "[segment.vip]\n";
+        assert_eq!(
+            parse_lookahead("seg.toml", plain).unwrap(),
+            crate::lookahead::Settings::default()
+        );
+        let on = format!("{plain}[lookahead]\nenabled = true\nweight = 0.5\nregion_km = 40\n");
+        // the segments parse with the section there
+        parse_segments("seg.toml", &on, &network).unwrap();
+        let s = parse_lookahead("seg.toml", &on).unwrap();
+        assert!(s.enabled && s.active());
+        assert_eq!((s.weight, s.region_km), (0.5, 40.0));
+        assert_eq!(s.horizon_secs, 3600);
+        for (text, field) in [
+            ("weight = -1.0", "lookahead.weight"),
+            ("weight = nan", "lookahead.weight"),
+            ("horizon_secs = 10", "lookahead.horizon_secs"),
+            ("window_secs = 999999999", "lookahead.window_secs"),
+            ("refresh_secs = 0", "lookahead.refresh_secs"),
+            ("region_km = 0.5", "lookahead.region_km"),
+            ("lost_sale_cost = 1e9", "lookahead.lost_sale_cost"),
+        ] {
+            let e =
+                parse_lookahead("seg.toml", &format!("{plain}[lookahead]\n{text}\n")).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+        }
+        // an unknown key is refused, naming it
+        let e =
+            parse_lookahead("seg.toml", &format!("{plain}[lookahead]\nhorizon = 5\n")).unwrap_err();
+        assert!(e.to_string().contains("horizon"), "{e}");
+        // weight 0: demand is learned, decisions are as without look-ahead
+        let off = parse_lookahead(
+            "seg.toml",
+            &format!("{plain}[lookahead]\nenabled = true\nweight = 0\n"),
+        )
+        .unwrap();
+        assert!(off.enabled && !off.active());
     }
 
     #[test]

@@ -467,6 +467,7 @@ pub(super) fn plan_of_nothing(
         status: crate::domain::SolveStatus::Heuristic,
         unused_nodes: Vec::new(),
         binding: vec![why],
+        opportunity_cost: 0.0,
         plan_micros: 0,
         rules_version: version.to_owned(),
     }

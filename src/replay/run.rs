@@ -188,6 +188,35 @@ impl Sweeps {
     }
 }
 
+/// Look-ahead's refresh on the replay's clock: every `lookahead.refresh_secs` of replayed
+/// time, from the demand of the orders replayed so far (none when look-ahead is off).
+struct Refreshes {
+    every: Option<Millis>,
+    last: Option<Millis>,
+}
+
+impl Refreshes {
+    async fn when_due(
+        &mut self,
+        engine: &Engine,
+        name: &str,
+        line: usize,
+    ) -> Result<(), ReplayError> {
+        let Some(every) = self.every else {
+            return Ok(());
+        };
+        let now = engine.clock().now_millis();
+        if self.last.is_none_or(|last| now - last >= every) {
+            self.last = Some(now);
+            engine
+                .refresh_prices()
+                .await
+                .map_err(|source| engine_error(name, line, source))?;
+        }
+        Ok(())
+    }
+}
+
 fn engine_error(file: &str, line: usize, source: Error) -> ReplayError {
     ReplayError::Engine {
         file: file.to_owned(),
@@ -314,6 +343,13 @@ pub async fn run(
         every: fills.then_some(every as Millis),
         last: options.start,
     };
+    let mut refreshes = Refreshes {
+        every: rules
+            .lookahead
+            .enabled
+            .then_some(rules.lookahead.refresh_secs as Millis * 1000),
+        last: None,
+    };
     let mut sequence = 0u64;
     let mut events = orders.events.iter().peekable();
     for (i, o) in orders.orders.iter().enumerate() {
@@ -328,6 +364,7 @@ pub async fn run(
             clock.set(at);
         }
         sweeps.when_due(&engine, &orders.name, o.line).await?;
+        refreshes.when_due(&engine, &orders.name, o.line).await?;
         let failed = |source: Error| match source {
             Error::InvalidArgument { field, problem } => ReplayError::Order(OrderFileError {
                 file: orders.name.clone(),
@@ -502,6 +539,118 @@ mod tests {
                 (RefusalKind::ShipCompleteTooSpread, 1),
             ])
         );
+    }
+
+    /// Look-ahead's world: X at Barcelona's DC (5) and, from 09:20, one unit at Madrid's;
+    /// segment `local` ships within 100 km only, so a Madrid order of it can take Madrid's unit
+    /// and nothing else. `relaxed` orders to Calatayud, between the two, cost a little less
+    /// from Madrid.
+    fn kept_for_later(lookahead: bool) -> Config {
+        let mut config = tiny(&[("wh-a", 0), ("wh-b", 5)], 1000);
+        let mut local = config.segments.get("strict").unwrap().clone();
+        local.name = "local".into();
+        local.max_distance_km = Some(100.0);
+        let others: Vec<_> = ["strict", "relaxed"]
+            .iter()
+            .map(|n| config.segments.get(n).unwrap().clone())
+            .collect();
+        config.segments = crate::domain::Segments::new(others.into_iter().chain([local]));
+        config.lookahead.enabled = lookahead;
+        config
+    }
+
+    fn line(id: &str, segment: &str, (lat, lon): (f64, f64), at: &str) -> String {
+        format!(
+            r#"{{"order_id":"{id}","segment":"{segment}","destination":{{"location":{{"lat":{lat},"lon":{lon}}},"country":"ES"}},"lines":[{{"line_id":"1","sku":"X","quantity":1}}],"placed_at":"2026-11-23T{at}:00Z"}}"#
+        )
+    }
+
+    const MADRID: (f64, f64) = (40.4165, -3.70256);
+    const CALATAYUD: (f64, f64) = (41.3536, -1.6432);
+    const MADRID_GETS_ONE: &str = r#"{"event":"stock","at":"2026-11-23T09:20:00Z","node_id":"wh-a","sku":"X","kind":"STOCK_UPDATE_KIND_DELTA","quantity":1}"#;
+
+    async fn replayed(config: &Config, lines: &[String]) -> Run {
+        let orders = OrdersFile::parse("orders.jsonl", &lines.join("\n"), 10).unwrap();
+        let options = Options {
+            strategy: None,
+            start: orders.first_placed_at().unwrap(),
+        };
+        run(config, &config.stock, &orders, &options).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn look_ahead_keeps_the_unit_a_later_order_can_get_nowhere_else() {
+        // two local orders from Madrid find nothing within 100 km (their demand is learned:
+        // four an hour, which Barcelona's five can meet at a higher cost), Madrid's DC gets one
+        // unit, then Calatayud orders, then Madrid again
+        let mut lines: Vec<String> = (0..2)
+            .map(|i| line(&format!("m{i}"), "local", MADRID, &format!("09:0{i}")))
+            .collect();
+        lines.push(MADRID_GETS_ONE.into());
+        lines.push(line("cal", "relaxed", CALATAYUD, "09:30"));
+        lines.push(line("m9", "local", MADRID, "09:40"));
+        let off = replayed(&kept_for_later(false), &lines).await;
+        let on = replayed(&kept_for_later(true), &lines).await;
+        let by_id = |r: &Run, id: &str| {
+            r.decisions
+                .iter()
+                .find(|d| d.order_id == id)
+                .unwrap()
+                .clone()
+        };
+        // without look-ahead Calatayud takes Madrid's unit, the cheapest, and Madrid's last
+        // order is refused
+        assert_eq!(by_id(&off, "cal").describe(), "wh-a 1");
+        assert!(
+            matches!(by_id(&off, "m9").outcome, Outcome::Refused(_)),
+            "{:?}",
+            by_id(&off, "m9")
+        );
+        // with it, Calatayud ships from Barcelona, its unit priced by Madrid's demand, and
+        // Madrid's order gets the unit kept for it
+        let cal = by_id(&on, "cal");
+        assert_eq!(cal.describe(), "wh-b 1");
+        let plan = plan(&cal);
+        assert_eq!(plan.opportunity_cost, 0.0);
+        let madrid = plan
+            .unused_nodes
+            .iter()
+            .find(|u| u.node_id == "wh-a")
+            .unwrap();
+        assert!(
+            madrid.detail.starts_with("kept for later demand: +"),
+            "{madrid:?}"
+        );
+        assert_eq!(by_id(&on, "m9").describe(), "wh-a 1");
+        // and the day costs less, refusals counted
+        assert!(
+            on.summary.all.cost < off.summary.all.cost,
+            "{} vs {}",
+            on.summary.all.cost,
+            off.summary.all.cost
+        );
+        // the plan's cost to serve is what shipping costs, the price beside it
+        assert!(plan.total_cost > plan_of(&off, "cal").total_cost);
+    }
+
+    fn plan_of(r: &Run, id: &str) -> Plan {
+        plan(r.decisions.iter().find(|d| d.order_id == id).unwrap()).clone()
+    }
+
+    #[tokio::test]
+    async fn look_ahead_in_a_replay_learns_only_from_orders_already_replayed() {
+        // Calatayud orders first: no demand is learned yet, so every price is zero and it
+        // takes Madrid's unit as without look-ahead, though Madrid's orders follow in the file
+        let mut lines = vec![MADRID_GETS_ONE.replace("09:20", "08:50")];
+        lines.push(line("cal", "relaxed", CALATAYUD, "09:00"));
+        lines.extend((0..4).map(|i| line(&format!("m{i}"), "local", MADRID, &format!("09:1{i}"))));
+        let on = replayed(&kept_for_later(true), &lines).await;
+        let off = replayed(&kept_for_later(false), &lines).await;
+        let (on, off) = (plan_of(&on, "cal"), plan_of(&off, "cal"));
+        assert_eq!(on.shipments, off.shipments);
+        assert_eq!(on.total_cost, off.total_cost);
+        assert_eq!(on.opportunity_cost, 0.0);
+        assert_eq!(on.shipments[0].node_id, "wh-a");
     }
 
     /// A line of an orders file: a relaxed order of `units` of X to Madrid placed at `at`.

@@ -19,6 +19,7 @@ mod access;
 mod alerts;
 mod deadline;
 mod fills;
+mod lookahead;
 mod reload;
 pub mod telemetry;
 pub mod webhooks;
@@ -414,6 +415,7 @@ pub async fn serve(
             stop_rx.clone(),
         )),
         tokio::spawn(alerts::watch(engine.clone(), stop_rx.clone())),
+        tokio::spawn(lookahead::run(engine.clone(), stop_rx.clone())),
     ];
     if s.holds.fill_interval_ms > 0 {
         tasks.push(tokio::spawn(fills::run(

@@ -109,6 +109,7 @@ mod tests {
             network: network(),
             segments: Segments::new([segment]),
             alerts: Default::default(),
+            lookahead: Default::default(),
             version: "test".into(),
         }
     }

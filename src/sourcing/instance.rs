@@ -19,6 +19,22 @@ pub struct Cand {
     pub ats: Vec<u64>,
     /// Units it may still ship today.
     pub capacity: u64,
+    /// What a unit of each sku taken from here costs the orders still to come (look-ahead's
+    /// opportunity cost, weighted), paid per unit on top of `unit`; empty for none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<f64>,
+}
+
+impl Cand {
+    /// Paid per unit of `sku` shipped: the unit cost and the opportunity cost of the unit.
+    pub fn unit_of(&self, sku: usize) -> f64 {
+        self.unit + self.kept.get(sku).copied().unwrap_or(0.0)
+    }
+
+    /// The opportunity cost of `q` units of `sku` from here.
+    pub fn kept_of(&self, sku: usize, q: u64) -> f64 {
+        self.kept.get(sku).copied().unwrap_or(0.0) * q as f64
+    }
 }
 
 /// One order line.
@@ -143,15 +159,16 @@ impl Instance {
         Ok(())
     }
 
-    /// The objective: unit costs, fixed costs of the candidates used, the split penalty per
-    /// shipment beyond the first, and the penalty per unfilled unit.
+    /// The objective: unit costs (with the opportunity cost of each unit, where look-ahead
+    /// priced it), fixed costs of the candidates used, the split penalty per shipment beyond
+    /// the first, and the penalty per unfilled unit.
     pub fn cost(&self, units: &Units) -> f64 {
         let mut used = BTreeSet::new();
         let mut cost = 0.0;
         let mut shipped = 0;
-        for &(c, _, q) in units {
+        for &(c, l, q) in units {
             used.insert(c);
-            cost += self.cands[c].unit * q as f64;
+            cost += self.cands[c].unit_of(self.lines[l].sku) * q as f64;
             shipped += q;
         }
         cost += used.iter().map(|&c| self.cands[c].fixed).sum::<f64>();
@@ -219,10 +236,14 @@ impl Instance {
             |k: usize| -> u64 { self.kits[k].iter().map(|&l| self.lines[l].quantity).sum() };
         let mut obj = Vec::with_capacity(m.x.len() + m.z.len() + m.y.len() + 4);
         for &(c, l) in m.x.keys() {
-            obj.push((self.cands[c].unit, Var::X(c, l)));
+            obj.push((self.cands[c].unit_of(self.lines[l].sku), Var::X(c, l)));
         }
         for &(c, k) in &m.z {
-            obj.push((self.cands[c].unit * kit_units(k) as f64, Var::Z(c, k)));
+            let per_kit: f64 = self.kits[k]
+                .iter()
+                .map(|&l| self.cands[c].unit_of(self.lines[l].sku) * self.lines[l].quantity as f64)
+                .sum();
+            obj.push((per_kit, Var::Z(c, k)));
         }
         for &c in &m.y {
             obj.push((self.cands[c].fixed + self.split_penalty, Var::Y(c)));

@@ -51,6 +51,9 @@ pub struct Candidate<'a> {
     pub kept: Vec<u64>,
     /// Which segments keep them, per sku, for explanations.
     pub kept_for: Vec<String>,
+    /// What a unit of each sku from here costs the orders still to come (look-ahead's price,
+    /// weighted); empty without look-ahead.
+    pub opportunity: Vec<f64>,
     /// Units the node may still ship today.
     pub capacity: u64,
     pub handling_per_unit: f64,
@@ -321,6 +324,7 @@ impl<'a> Problem<'a> {
                         }
                     })
                     .collect(),
+                opportunity: Vec::new(),
                 capacity,
                 handling_per_unit: node.cost.handling_per_unit,
                 shipping_per_unit: node.cost.per_unit_km * distance_km,
@@ -476,6 +480,14 @@ impl<'a> Problem<'a> {
             };
             unused_nodes.push(unused);
         }
+        let opportunity_cost: f64 = by_node
+            .iter()
+            .flat_map(|(&c, ship_lines)| {
+                ship_lines
+                    .iter()
+                    .map(move |(&l, &q)| self.instance.cands[c].kept_of(self.line_sku[l], q))
+            })
+            .sum();
         Ok(Plan {
             binding: self.binding(&by_node),
             shipments,
@@ -485,9 +497,26 @@ impl<'a> Problem<'a> {
             strategy: kind,
             status: a.status,
             unused_nodes,
+            opportunity_cost: round_cents(opportunity_cost),
             plan_micros: 0,
             rules_version: String::new(),
         })
+    }
+
+    /// Prices each unit the order could take by what it costs the orders still to come:
+    /// `price(sku, node)` per unit, already weighted. The optimiser then minimises cost to serve
+    /// plus these prices; the rule-list strategies ignore them.
+    pub fn price_units(&mut self, price: impl Fn(&str, &str) -> f64) {
+        for (c, cand) in self.candidates.iter_mut().enumerate() {
+            let prices: Vec<f64> = self
+                .skus
+                .iter()
+                .map(|sku| price(sku, &cand.node.id).max(0.0))
+                .collect();
+            let priced = prices.iter().any(|&p| p > 0.0);
+            self.instance.cands[c].kept = if priced { prices.clone() } else { Vec::new() };
+            cand.opportunity = if priced { prices } else { Vec::new() };
+        }
     }
 
     /// The constraints the plan runs up against, in words.
@@ -608,6 +637,7 @@ fn numbers(
                 unit: c.unit_cost(),
                 ats: c.ats.clone(),
                 capacity: c.capacity,
+                kept: c.opportunity.clone(),
             })
             .collect(),
         lines: order

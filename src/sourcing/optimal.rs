@@ -127,12 +127,13 @@ pub fn prune(inst: &Instance) -> (Vec<usize>, Vec<(usize, Vec<usize>)>) {
     let n = inst.cands.len();
     let dominates = |a: usize, b: usize| {
         let (ca, cb) = (&inst.cands[a], &inst.cands[b]);
+        let skus = 0..inst.skus;
         let weak = ca.fixed <= cb.fixed
-            && ca.unit <= cb.unit
+            && skus.clone().all(|s| ca.unit_of(s) <= cb.unit_of(s))
             && ca.capacity >= cb.capacity
             && ca.ats.iter().zip(&cb.ats).all(|(x, y)| x >= y);
         let strict = ca.fixed < cb.fixed
-            || ca.unit < cb.unit
+            || skus.clone().any(|s| ca.unit_of(s) < cb.unit_of(s))
             || ca.capacity > cb.capacity
             || ca.ats.iter().zip(&cb.ats).any(|(x, y)| x > y);
         weak && (strict || a < b)
@@ -159,7 +160,12 @@ fn single_node(inst: &Instance) -> Option<Units> {
         .iter()
         .enumerate()
         .filter(|(_, c)| c.capacity >= q && demand.iter().zip(&c.ats).all(|(d, a)| d <= a))
-        .map(|(i, c)| (i, c.fixed + c.unit * q as f64))
+        .map(|(i, c)| {
+            let units: f64 = (0..inst.skus)
+                .map(|s| c.unit_of(s) * demand[s] as f64)
+                .sum();
+            (i, c.fixed + units)
+        })
         .min_by(|a, b| a.1.total_cmp(&b.1))?;
     // lower bounds on every other kind of plan
     let mut fixed: Vec<f64> = inst.cands.iter().map(|c| c.fixed).collect();
@@ -167,7 +173,11 @@ fn single_node(inst: &Instance) -> Option<Units> {
     let min_unit = inst
         .cands
         .iter()
-        .map(|c| c.unit)
+        .flat_map(|c| {
+            (0..inst.skus)
+                .filter(|&s| demand[s] > 0)
+                .map(|s| c.unit_of(s))
+        })
         .fold(f64::INFINITY, f64::min);
     let mut bound = f64::INFINITY;
     let max = if inst.ship_complete {
@@ -207,8 +217,9 @@ fn single_line(inst: &Instance) -> Option<Units> {
         return None;
     }
     let line = &inst.lines[0];
+    let unit = |c: usize| inst.cands[c].unit_of(line.sku);
     let mut order: Vec<usize> = (0..inst.cands.len()).collect();
-    order.sort_by(|&a, &b| inst.cands[a].unit.total_cmp(&inst.cands[b].unit));
+    order.sort_by(|&a, &b| unit(a).total_cmp(&unit(b)));
     let k = inst.max_shipments.min(order.len());
     let subsets: usize = (1..=k).map(|r| binomial(order.len(), r)).sum();
     if subsets > ENUMERATION_LIMIT {
@@ -224,7 +235,7 @@ fn single_line(inst: &Instance) -> Option<Units> {
         let mut units = Vec::with_capacity(set.len());
         for &c in set {
             let cand = &inst.cands[c];
-            if inst.unfilled_penalty.is_some_and(|p| cand.unit >= p) {
+            if inst.unfilled_penalty.is_some_and(|p| unit(c) >= p) {
                 break;
             }
             let take = left.min(cand.ats[line.sku]).min(cand.capacity);
@@ -269,8 +280,15 @@ fn enumerate(
 /// cost per unit of the whole order, each taking all it can.
 fn greedy(inst: &Instance) -> Option<Units> {
     let q = inst.total_units().max(1) as f64;
+    let demand = inst.demand_by_sku();
     let mut order: Vec<usize> = (0..inst.cands.len()).collect();
-    let key = |c: usize| inst.cands[c].fixed / q + inst.cands[c].unit;
+    let key = |c: usize| {
+        let cand = &inst.cands[c];
+        let units: f64 = (0..inst.skus)
+            .map(|s| cand.unit_of(s) * demand[s] as f64)
+            .sum();
+        (cand.fixed + units) / q
+    };
     order.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
     let max = if inst.ship_complete {
         1
@@ -511,9 +529,16 @@ fn explain(
     for &(c, l, q) in &solved.units {
         shipments.entry(c).or_insert_with(|| vec![0; inst.skus])[inst.lines[l].sku] += q;
     }
+    // (cost to serve, opportunity cost) of a shipment from c
     let ship_cost = |c: usize, per_sku: &[u64]| {
+        let cand = &inst.cands[c];
         let units: u64 = per_sku.iter().sum();
-        inst.cands[c].fixed + inst.cands[c].unit * units as f64
+        let kept: f64 = per_sku
+            .iter()
+            .enumerate()
+            .map(|(s, &q)| cand.kept_of(s, q))
+            .sum();
+        (cand.fixed + cand.unit * units as f64, kept)
     };
     let dominated: HashMap<usize, &Vec<usize>> =
         solved.dominated.iter().map(|(c, by)| (*c, by)).collect();
@@ -551,16 +576,35 @@ fn explain(
                 per_sku.iter().sum::<u64>() <= cand.capacity
                     && per_sku.iter().zip(&cand.ats).all(|(q, a)| q <= a)
             })
-            .map(|(&s, per_sku)| (s, ship_cost(c, per_sku) - ship_cost(s, per_sku)))
-            .min_by(|a, b| a.1.total_cmp(&b.1));
+            .map(|(&s, per_sku)| {
+                let ((serve_c, kept_c), (serve_s, kept_s)) =
+                    (ship_cost(c, per_sku), ship_cost(s, per_sku));
+                (s, serve_c - serve_s, kept_c - kept_s)
+            })
+            .min_by(|a, b| (a.1 + a.2).total_cmp(&(b.1 + b.2)));
         let (detail, extra) = match swap {
-            Some((s, delta)) => (
+            Some((s, serve, kept)) if kept > 1e-9 && serve < 1e-9 => (
+                format!(
+                    "kept for later demand: +{kept:.2} (shipping instead of {} would cost {:.2} less to serve)",
+                    problem.candidates[s].node.id,
+                    -serve.min(0.0)
+                ),
+                (serve + kept).max(0.0),
+            ),
+            Some((s, serve, kept)) if kept > 1e-9 => (
+                format!(
+                    "shipping instead of {} would cost {serve:.2} more, and its units are kept for later demand: +{kept:.2}",
+                    problem.candidates[s].node.id,
+                ),
+                serve + kept,
+            ),
+            Some((s, serve, kept)) => (
                 format!(
                     "shipping instead of {} would cost {:.2} more",
                     problem.candidates[s].node.id,
-                    delta.max(0.0)
+                    (serve + kept).max(0.0)
                 ),
-                delta.max(0.0),
+                (serve + kept).max(0.0),
             ),
             None => (
                 "holds too little of the order to replace any shipment whole; no cheaper plan uses it"
@@ -600,12 +644,15 @@ mod tests {
             0.0..3.0f64,
             proptest::collection::vec(0u64..=3, 2),
             1u64..=6,
+            // look-ahead's opportunity cost per sku, or none
+            prop_oneof![Just(Vec::new()), proptest::collection::vec(0.0..4.0f64, 2)],
         )
-            .prop_map(|(fixed, unit, ats, capacity)| Cand {
+            .prop_map(|(fixed, unit, ats, capacity, kept)| Cand {
                 fixed: (fixed * 100.0).round() / 100.0,
                 unit: (unit * 100.0).round() / 100.0,
                 ats,
                 capacity,
+                kept: kept.iter().map(|k| (k * 100.0).round() / 100.0).collect(),
             });
         (
             proptest::collection::vec(cand, 1..=3),
@@ -706,12 +753,14 @@ mod tests {
             0.2..3.0f64,
             proptest::collection::vec(0u64..=8, 3),
             3u64..=30,
+            prop_oneof![Just(Vec::new()), proptest::collection::vec(0.0..3.0f64, 3)],
         )
-            .prop_map(|(fixed, unit, ats, capacity)| Cand {
+            .prop_map(|(fixed, unit, ats, capacity, kept)| Cand {
                 fixed,
                 unit,
                 ats,
                 capacity,
+                kept,
             });
         (
             proptest::collection::vec(cand, 10),
@@ -762,6 +811,7 @@ mod tests {
             unit: 1.0,
             ats: vec![ats],
             capacity: 10,
+            kept: Vec::new(),
         };
         let inst = Instance {
             skus: 1,
@@ -796,6 +846,7 @@ mod tests {
                 unit: 0.5 + (i % 5) as f64 * 0.11,
                 ats: (0..6).map(|s| ((i * 7 + s * 3) % 5) as u64).collect(),
                 capacity: 40,
+                kept: Vec::new(),
             })
             .collect();
         let inst = Instance {

@@ -47,6 +47,9 @@ struct State {
     waiting: BTreeSet<String>,
     /// Expected receipts by sku, then (node, reference): the day and the units.
     inbound: HashMap<String, ExpectedReceipts>,
+    /// Look-ahead: the demand learned, and the newest price table.
+    demand: crate::lookahead::DemandWindow,
+    prices: crate::lookahead::Prices,
 }
 
 impl MemoryStore {
@@ -775,6 +778,42 @@ impl StockStore for MemoryStore {
             (a.since, &a.order_id, &a.line_id).cmp(&(b.since, &b.order_id, &b.line_id))
         });
         Ok(entries)
+    }
+
+    async fn record_demand(
+        &self,
+        seen: &crate::lookahead::Observed,
+        now: Millis,
+        window_ms: Millis,
+    ) -> Result<(), StoreError> {
+        self.state.lock().demand.record(now, seen, window_ms);
+        Ok(())
+    }
+
+    async fn read_demand(
+        &self,
+        now: Millis,
+        window_ms: Millis,
+    ) -> Result<crate::lookahead::Demand, StoreError> {
+        Ok(self.state.lock().demand.read(now, window_ms))
+    }
+
+    async fn save_prices(&self, prices: &crate::lookahead::Prices) -> Result<u64, StoreError> {
+        let mut state = self.state.lock();
+        let version = state.prices.version + 1;
+        state.prices = crate::lookahead::Prices {
+            version,
+            ..prices.clone()
+        };
+        Ok(version)
+    }
+
+    async fn read_prices(
+        &self,
+        known: u64,
+    ) -> Result<Option<crate::lookahead::Prices>, StoreError> {
+        let state = self.state.lock();
+        Ok((state.prices.version != known).then(|| state.prices.clone()))
     }
 
     async fn active_holds(&self, now: Millis) -> Result<u64, StoreError> {

@@ -744,6 +744,31 @@ pub trait StockStore: Send + Sync + std::fmt::Debug {
         now: Millis,
     ) -> Result<bool, StoreError>;
 
+    /// Counts what an order asked for as demand for look-ahead, at `now`; counts older than
+    /// `window_ms` may be forgotten. Every replica adds to the same counts.
+    async fn record_demand(
+        &self,
+        seen: &crate::lookahead::Observed,
+        now: Millis,
+        window_ms: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// The demand counted over the `window_ms` before `now`, nothing after it.
+    async fn read_demand(
+        &self,
+        now: Millis,
+        window_ms: Millis,
+    ) -> Result<crate::lookahead::Demand, StoreError>;
+
+    /// Publishes `prices` as the newest look-ahead table, under the next version, which it
+    /// returns (the table's own `version` is not read).
+    async fn save_prices(&self, prices: &crate::lookahead::Prices) -> Result<u64, StoreError>;
+
+    /// The newest look-ahead table, unless its version is `known` (`None`: nothing newer). A
+    /// store with none published answers version 0 and no prices.
+    async fn read_prices(&self, known: u64)
+    -> Result<Option<crate::lookahead::Prices>, StoreError>;
+
     /// Holds still waiting for commit, release or expiry, for the `holds_active` gauge. The
     /// Redis store counts what its expiry set still tracks, which includes committed holds
     /// until their hold time passes; see its docs.

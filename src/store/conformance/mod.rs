@@ -4,7 +4,8 @@
 //!
 //! The cases are grouped by what they exercise: feeds and holds (`feed_and_holds`), capacity
 //! and expiry (`capacity_and_expiry`), the bounds on stock figures (`limits`), the event log
-//! (`events`), and reroutes (`reroute`).
+//! (`events`), reroutes (`reroute`), fills (`fill`) and look-ahead's demand and prices
+//! (`lookahead`).
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ mod events;
 mod feed_and_holds;
 mod fill;
 mod limits;
+mod lookahead;
 mod reroute;
 
 pub use capacity_and_expiry::*;
@@ -27,6 +29,7 @@ pub use events::*;
 pub use feed_and_holds::*;
 pub use fill::*;
 pub use limits::*;
+pub use lookahead::*;
 pub use reroute::*;
 
 /// Generates one `#[tokio::test]` per conformance case for the store made by `$make`.
@@ -78,6 +81,8 @@ macro_rules! store_conformance_tests {
             units_cancelled_or_released_wait_no_more,
             the_index_lists_every_waiting_line,
             expected_receipts_are_kept_replaced_and_removed,
+            demand_counts_add_up_within_the_window_and_nothing_later,
+            price_tables_are_published_under_rising_versions,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -150,6 +155,7 @@ pub fn empty_plan() -> Plan {
         status: SolveStatus::Heuristic,
         unused_nodes: Vec::new(),
         binding: Vec::new(),
+        opportunity_cost: 0.0,
         plan_micros: 0,
         rules_version: String::new(),
     }

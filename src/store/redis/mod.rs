@@ -16,6 +16,7 @@
 //! | `P:{c:DAY}:used` / `:orders` | hash | node capacity used on a day, and by which order (per line and node) |
 //! | `P:{m:N}:marker` | string | one per part of the slot space, to tell when Redis lost its data |
 //! | `P:{b}:w:SKU` / `P:{b}:ws:SKU` / `P:{b}:skus` | hash / hash / set | the index of lines waiting for supply of a sku, their units by segment, and the skus that have some (see `waiting`) |
+//! | `P:{la}:d:MINUTE` / `:first` / `:prices` / `:pv` | hash / string / string / string | look-ahead: demand counted per minute, when counting began, the newest price table and its version (see `lookahead`) |
 //!
 //! On a single Redis a reserve is one script over all its keys (and a read is one pipeline,
 //! one round trip). On a cluster a reserve spans slots
@@ -62,6 +63,7 @@ mod feed;
 mod keys;
 mod lease;
 mod level;
+mod lookahead;
 mod read;
 mod record;
 mod release;
@@ -251,6 +253,34 @@ impl StockStore for RedisStore {
 
     async fn cursor(&self, name: &str) -> Result<Option<EventId>, StoreError> {
         self.cursor_on(name).await
+    }
+
+    async fn record_demand(
+        &self,
+        seen: &crate::lookahead::Observed,
+        now: Millis,
+        window_ms: Millis,
+    ) -> Result<(), StoreError> {
+        self.record_demand_on(seen, now, window_ms).await
+    }
+
+    async fn read_demand(
+        &self,
+        now: Millis,
+        window_ms: Millis,
+    ) -> Result<crate::lookahead::Demand, StoreError> {
+        self.read_demand_on(now, window_ms).await
+    }
+
+    async fn save_prices(&self, prices: &crate::lookahead::Prices) -> Result<u64, StoreError> {
+        self.save_prices_on(prices).await
+    }
+
+    async fn read_prices(
+        &self,
+        known: u64,
+    ) -> Result<Option<crate::lookahead::Prices>, StoreError> {
+        self.read_prices_on(known).await
     }
 
     async fn save_cursor(

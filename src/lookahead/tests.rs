@@ -1,0 +1,139 @@
+use super::*;
+use crate::domain::{GeoPoint, NodeKind};
+use crate::store::StockLevel;
+
+const MADRID: GeoPoint = GeoPoint {
+    lat: 40.4165,
+    lon: -3.70256,
+};
+const LISBON: GeoPoint = GeoPoint {
+    lat: 38.72509,
+    lon: -9.1498,
+};
+
+/// A Madrid DC and a Lisbon store.
+fn network() -> Network {
+    let node =
+        |id: &str, kind, at: GeoPoint| crate::sourcing::tests::node(id, kind, at.lat, at.lon, 10);
+    Network::new(
+        "EUR".into(),
+        vec![
+            node("wh-madrid", NodeKind::Warehouse, MADRID),
+            node("st-lisbon", NodeKind::Store, LISBON),
+        ],
+    )
+}
+
+fn stock(rows: &[(&str, &str, u64)]) -> StockView {
+    let mut view = StockView::new();
+    for (sku, node, on_hand) in rows {
+        view.entry((*sku).into()).or_default().insert(
+            (*node).into(),
+            StockLevel {
+                on_hand: *on_hand,
+                ..StockLevel::default()
+            },
+        );
+    }
+    view
+}
+
+fn order_to(at: GeoPoint, sku: &str, quantity: u64) -> crate::domain::Order {
+    let mut o = crate::sourcing::tests::order(&[("1", sku, quantity, None)]);
+    o.destination = at;
+    o
+}
+
+fn settings() -> Settings {
+    Settings {
+        enabled: true,
+        ..Settings::default()
+    }
+}
+
+#[test]
+fn cells_hold_nearby_points_and_part_far_ones() {
+    let s = settings();
+    let here = Region::of(&MADRID, s.region_km);
+    let center = here.center(s.region_km);
+    assert_eq!(Region::of(&center, s.region_km), here);
+    let near = GeoPoint {
+        lat: center.lat + 0.2,
+        lon: center.lon - 0.2,
+    };
+    assert_eq!(Region::of(&near, s.region_km), here);
+    assert_ne!(Region::of(&LISBON, s.region_km), here);
+    // the centre is within a cell of the point
+    assert!(here.center(s.region_km).distance_km(&MADRID) < s.region_km);
+    assert_eq!(Region::parse(&here.key()), Some(here));
+    assert_eq!(Region::parse("1:x"), None);
+}
+
+#[test]
+fn with_no_demand_learned_every_price_is_zero() {
+    let prices = Prices::compute(
+        &network(),
+        &stock(&[("A", "wh-madrid", 1), ("A", "st-lisbon", 1)]),
+        &Demand::default(),
+        &settings(),
+        0,
+    );
+    assert!(prices.by_sku.is_empty());
+    assert_eq!(prices.price("A", "st-lisbon"), 0.0);
+}
+
+#[test]
+fn the_window_counts_what_was_placed_within_it_and_nothing_later() {
+    let s = settings();
+    let window = s.window_secs as Millis * 1000;
+    let mut w = DemandWindow::default();
+    let seen = Observed::order(&order_to(LISBON, "A", 2), s.region_km);
+    w.record(0, &seen, window);
+    w.record(10 * MINUTE, &seen, window);
+    w.record(40 * MINUTE, &seen, window);
+    // at 30 minutes: the first two orders, not the one placed after
+    let d = w.read(30 * MINUTE, window);
+    assert_eq!((d.orders, d.total_units()), (2, 4));
+    assert_eq!(d.covered_ms, 30 * MINUTE);
+    // at 70 minutes the first has left the hour
+    w.record(70 * MINUTE, &seen, window);
+    let d = w.read(70 * MINUTE, window);
+    assert_eq!((d.orders, d.total_units()), (3, 6));
+    assert_eq!(d.covered_ms, window);
+}
+
+#[test]
+fn stock_a_region_can_get_nowhere_else_nearly_as_cheap_is_priced() {
+    let s = settings();
+    let window = s.window_secs as Millis * 1000;
+    let mut w = DemandWindow::default();
+    // Lisbon asked for 6 units of A in the last hour, Madrid for 1
+    for minute in 0..6 {
+        w.record(
+            minute * MINUTE,
+            &Observed::order(&order_to(LISBON, "A", 1), s.region_km),
+            window,
+        );
+    }
+    w.record(
+        30 * MINUTE,
+        &Observed::order(&order_to(MADRID, "A", 1), s.region_km),
+        window,
+    );
+    let demand = w.read(60 * MINUTE, window);
+    // Lisbon's store holds 2 and Madrid's DC 40: the DC can make up any unit it lacks, so the
+    // store's units are worth what shipping them from Madrid would cost more
+    let plenty = stock(&[("A", "wh-madrid", 40), ("A", "st-lisbon", 2)]);
+    let prices = Prices::compute(&network(), &plenty, &demand, &s, 0);
+    assert_eq!(prices.price("A", "wh-madrid"), 0.0);
+    let lisbon = prices.price("A", "st-lisbon");
+    assert!(lisbon > 0.0, "{prices:?}");
+    assert!(lisbon < s.lost_sale_cost, "{prices:?}");
+    // with no DC stock, a unit fewer in Lisbon is a sale lost
+    let scarce = stock(&[("A", "st-lisbon", 2)]);
+    let prices = Prices::compute(&network(), &scarce, &demand, &s, 0);
+    let lost = prices.price("A", "st-lisbon");
+    assert!(lost > lisbon, "{lost} vs {lisbon}");
+    // skus nobody asked for have no price
+    assert_eq!(prices.price("B", "st-lisbon"), 0.0);
+}
