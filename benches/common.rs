@@ -77,6 +77,65 @@ pub fn strategies_with(backend: Backend) -> Strategies {
     s
 }
 
+/// Look-ahead on, as configured by default, and `orders` as the demand of its horizon.
+pub fn horizon_demand(
+    orders: &[Order],
+) -> (
+    dom_router::lookahead::Settings,
+    dom_router::lookahead::Demand,
+) {
+    use dom_router::lookahead::{Demand, Observed, Settings};
+    let settings = Settings {
+        enabled: true,
+        ..Settings::default()
+    };
+    let mut demand = Demand {
+        covered_ms: settings.horizon_secs as i64 * 1000,
+        ..Demand::default()
+    };
+    for order in orders {
+        for (k, u) in Observed::order(order, settings.region_km).units {
+            *demand.units.entry(k).or_default() += u;
+        }
+        demand.orders += 1;
+    }
+    (settings, demand)
+}
+
+/// Look-ahead's prices for `bench`: its orders as the demand of the horizon, against its stock.
+pub fn lookahead_prices(bench: &Bench) -> dom_router::lookahead::Prices {
+    let (settings, demand) = horizon_demand(&bench.orders);
+    let segments = dom_router::domain::Segments::new([bench.rules.clone()]);
+    dom_router::lookahead::Prices::compute(
+        &bench.network,
+        &segments,
+        &bench.stock,
+        &demand,
+        &settings,
+        0,
+    )
+}
+
+/// One sourcing decision by `optimal` with every unit priced by look-ahead's `prices`.
+pub fn decide_priced(
+    bench: &Bench,
+    strategies: &Strategies,
+    order: &Order,
+    prices: &dom_router::lookahead::Prices,
+) -> Result<Plan, dom_router::Error> {
+    let admitted = Admitted::under(order, &bench.rules, &bench.network)?;
+    let mut problem = Problem::build(
+        &admitted,
+        &bench.network,
+        &bench.stock,
+        &HashMap::new(),
+        today(),
+    );
+    problem.price_units(|sku, node| prices.price(sku, node));
+    let kind = StrategyKind::Optimal;
+    problem.finish(kind, &strategies.get(kind).assign(&problem))
+}
+
 /// One sourcing decision, as the engine makes it on a pool thread.
 pub fn decide(
     bench: &Bench,

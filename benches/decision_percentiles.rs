@@ -1,5 +1,6 @@
 //! Latency percentiles of single sourcing decisions over many different orders, and how many
-//! the optimiser proved optimal. Prints a Markdown table. Run on one core with
+//! the optimiser proved optimal; `optimal + look-ahead` decides with every unit priced by
+//! look-ahead (a table computed from the run's own orders as the horizon's demand). Prints a Markdown table. Run on one core with
 //! `taskset -c 0 cargo bench --bench decision_percentiles`.
 
 mod common;
@@ -44,17 +45,25 @@ fn main() {
         } else {
             synthetic(nodes, lines, count, 7)
         };
-        for kind in [
-            StrategyKind::Optimal,
-            StrategyKind::Nearest,
-            StrategyKind::Priority,
-        ] {
+        // look-ahead's prices as the bench's own orders would make them: every order of the
+        // run as the demand of the horizon, against the stock
+        let prices = lookahead_prices(&bench);
+        let runs = [
+            (StrategyKind::Optimal, None),
+            (StrategyKind::Optimal, Some(&prices)),
+            (StrategyKind::Nearest, None),
+            (StrategyKind::Priority, None),
+        ];
+        for (kind, priced) in runs {
             let mut times = Vec::with_capacity(count);
             let mut proven = 0usize;
             let mut planned = 0usize;
             for order in &bench.orders {
                 let started = Instant::now();
-                let plan = decide(&bench, &strategies, kind, order, &bench.stock, &none);
+                let plan = match priced {
+                    None => decide(&bench, &strategies, kind, order, &bench.stock, &none),
+                    Some(prices) => decide_priced(&bench, &strategies, order, prices),
+                };
                 times.push(started.elapsed().as_secs_f64() * 1e3);
                 if let Ok(plan) = plan {
                     planned += 1;
@@ -72,10 +81,14 @@ fn main() {
             } else {
                 "-".into()
             };
+            let label = match priced {
+                None => kind.to_string(),
+                Some(_) => format!("{kind} + look-ahead"),
+            };
             println!(
                 "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {} |",
                 bench.name,
-                kind,
+                label,
                 count,
                 percentile(&times, 0.5),
                 percentile(&times, 0.99),

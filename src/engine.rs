@@ -220,7 +220,14 @@ impl Engine {
         skus.sort();
         skus.dedup();
         let stock = self.store.read_stock(&skus, now).await?;
-        let mut prices = Prices::compute(&rules.network, &stock, &demand, settings, now);
+        let mut prices = Prices::compute(
+            &rules.network,
+            &rules.segments,
+            &stock,
+            &demand,
+            settings,
+            now,
+        );
         prices.version = self.store.save_prices(&prices).await?;
         crate::metrics::prices_refreshed(&prices, started.elapsed());
         let prices = Arc::new(prices);

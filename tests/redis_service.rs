@@ -1145,3 +1145,120 @@ async fn replicas_fill_waiting_orders_once_in_priority_order_with_the_filler_kil
     drop(replicas);
     drop(logs);
 }
+
+/// The demo config with look-ahead on, its prices computed every second.
+fn lookahead_config() -> tempfile::TempDir {
+    let dir = backorder_config();
+    let segments = dir.path().join("segments.toml");
+    let text = std::fs::read_to_string(&segments).unwrap();
+    let on = text.replacen(
+        "[lookahead]\nenabled = false",
+        "[lookahead]\nenabled = true\nrefresh_secs = 1",
+        1,
+    );
+    assert_ne!(on, text, "segments.toml has a [lookahead] section");
+    std::fs::write(&segments, on).unwrap();
+    dir
+}
+
+/// The opportunity cost of a replica's quote of one unit of `sku` to Valencia for `vip`, which
+/// ships it whatever its price.
+async fn priced(replica: &Replica, sku: &str) -> f64 {
+    replica
+        .sourcing()
+        .quote(pb::QuoteRequest {
+            order: Some(order("q", "vip", vec![line("l1", sku, 1)])),
+            strategy: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap()
+        .opportunity_cost
+}
+
+fn said(replica: &Replica, text: &str) -> bool {
+    std::fs::read_to_string(&replica.log)
+        .unwrap_or_default()
+        .contains(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_look_ahead_prices_and_another_computes_them_once_the_holder_is_killed() {
+    let redis = RedisServer::start();
+    let config = lookahead_config();
+    let logs = tempfile::tempdir().unwrap();
+    let p = prefix();
+    let urls = [redis.url()];
+    let setup = Setup {
+        urls: &urls,
+        cluster: false,
+        prefix: &p,
+        logs: logs.path(),
+        config: Some(config.path()),
+    };
+    let mut replicas = [Replica::start(&setup).await, Replica::start(&setup).await];
+    push_stock(
+        &mut replicas[0].inventory(),
+        &[("st-valencia", "LA-X", 2), ("wh-zaragoza", "LA-X", 40)],
+    )
+    .await;
+    // no demand learned yet: no price
+    assert_eq!(priced(&replicas[0], "LA-X").await, 0.0);
+    // vip orders to Valencia for more than there is, through the second replica: refused, and
+    // learned as demand
+    for i in 0..4 {
+        let refused = replicas[1]
+            .sourcing()
+            .reserve(common::reserve_request(order(
+                &format!("la{i}"),
+                "vip",
+                vec![line("l1", "LA-X", 50)],
+            )))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    }
+    // both replicas take up the table the lease holder computed from it
+    let started = Instant::now();
+    while priced(&replicas[0], "LA-X").await == 0.0 || priced(&replicas[1], "LA-X").await == 0.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "prices were not shared; see {}",
+            logs.path().display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let computes = "this replica computes look-ahead's prices";
+    let holder = replicas
+        .iter()
+        .position(|r| said(r, computes))
+        .expect("a replica took the lease");
+    assert!(
+        !said(&replicas[1 - holder], computes),
+        "only one replica computes"
+    );
+    let version_key = format!("{p}:{{la}}:pv");
+    let version = || -> u64 {
+        command(redis.port, &["GET", &version_key])
+            .unwrap()
+            .parse()
+            .unwrap_or(0)
+    };
+    // SIGKILL: the lease is not let go, so the other replica takes over once it lapses
+    replicas[holder].kill();
+    let at_kill = version();
+    assert!(at_kill >= 1);
+    let survivor = &replicas[1 - holder];
+    let started = Instant::now();
+    while !(said(survivor, computes) && version() > at_kill) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the survivor did not take over; see {}",
+            logs.path().display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(priced(survivor, "LA-X").await > 0.0);
+}

@@ -20,6 +20,8 @@ pub struct Transport {
     pub cost: Vec<Vec<Option<f64>>>,
     /// Cost of a unit of demand no node serves.
     pub lost_sale: f64,
+    /// The same for each region where they differ; empty for `lost_sale` everywhere.
+    pub lost_sale_by_region: Vec<f64>,
 }
 
 /// The optimum: flows, cost, and the price of a unit at each node.
@@ -123,8 +125,14 @@ impl Transport {
                 }
             }
         }
+        let lost_sale = |j: usize| {
+            self.lost_sale_by_region
+                .get(j)
+                .copied()
+                .unwrap_or(self.lost_sale)
+        };
         let lost_arcs: Vec<usize> = (0..m)
-            .map(|j| g.add(source, region(j), f64::INFINITY, self.lost_sale))
+            .map(|j| g.add(source, region(j), f64::INFINITY, lost_sale(j)))
             .collect();
         for j in 0..m {
             g.add(region(j), sink, self.demand[j].max(0.0), 0.0);
@@ -162,16 +170,21 @@ impl Transport {
             .flat_map(|(f, c)| f.iter().zip(c))
             .map(|(f, c)| f * c.unwrap_or(0.0))
             .sum::<f64>()
-            + lost.iter().sum::<f64>() * self.lost_sale;
+            + lost
+                .iter()
+                .enumerate()
+                .map(|(j, l)| l * lost_sale(j))
+                .sum::<f64>();
         // one unit fewer at a node whose stock is all used: push one unit from the source to
         // it the cheapest way left, and give up one of its own
         let (dist, _) = g.distances(source);
+        let dearest = (0..m).map(lost_sale).fold(self.lost_sale, f64::max);
         let price = (0..n)
             .map(|i| {
                 if g.arcs[supply_arcs[i]].cap > EPS || used(supply_arcs[i]) <= EPS {
                     0.0
                 } else {
-                    dist[node(i)].clamp(0.0, self.lost_sale)
+                    dist[node(i)].clamp(0.0, dearest)
                 }
             })
             .collect();
@@ -197,6 +210,7 @@ mod tests {
                 .map(|row| row.iter().map(|&c| (c >= 0.0).then_some(c)).collect())
                 .collect(),
             lost_sale,
+            lost_sale_by_region: Vec::new(),
         }
     }
 
@@ -270,6 +284,11 @@ mod tests {
                 demand,
                 cost,
                 lost_sale: 12.0,
+                lost_sale_by_region: if next(2) == 0 {
+                    Vec::new()
+                } else {
+                    (0..m).map(|_| 6.0 + next(10) as f64).collect()
+                },
             };
             let s = p.solve();
             for i in 0..n {

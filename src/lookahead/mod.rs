@@ -34,7 +34,8 @@ pub struct Settings {
     pub refresh_secs: u64,
     /// Destinations are grouped in square cells of this size, in km.
     pub region_km: f64,
-    /// The cost of a unit of demand no node serves.
+    /// The cost of a unit of demand no node serves, for demand of a segment the rules no
+    /// longer name (each segment's own is its unfilled penalty).
     pub lost_sale_cost: f64,
 }
 
@@ -59,7 +60,7 @@ impl std::fmt::Display for Settings {
         }
         write!(
             f,
-            "on, weight {}, demand of the last {} s expected over the next {} s, in cells of {} km, a lost sale costing {}, prices computed every {} s",
+            "on, weight {}, demand of the last {} s expected over the next {} s, in cells of {} km, a lost sale costing its segment's unfilled penalty ({} for segments no longer configured), prices computed every {} s",
             self.weight,
             self.window_secs,
             self.horizon_secs,
@@ -122,11 +123,13 @@ impl Region {
     }
 }
 
-/// Units of a sku asked for in a region.
+/// Units of a sku asked for in a region by a segment's orders.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DemandKey {
     pub sku: String,
     pub region: Region,
+    /// Whose demand it is: a unit of it no node serves costs the segment's unfilled penalty.
+    pub segment: String,
 }
 
 /// What an order asked for, as demand: units per sku and region, and one order.
@@ -145,6 +148,7 @@ impl Observed {
                 .entry(DemandKey {
                     sku: l.sku.clone(),
                     region,
+                    segment: order.segment.clone(),
                 })
                 .or_default() += l.quantity;
         }
@@ -232,10 +236,14 @@ impl Prices {
     }
 
     /// Prices of the expected `demand` over `settings.horizon_secs` against `stock`: for each
-    /// sku with demand, the network LP's dual price of each node's stock. `units_per_order`
-    /// spreads a parcel's fixed cost over the units it usually carries.
+    /// sku with demand, the network LP's dual price of each node's stock. Each region's demand
+    /// is split by segment, a unit of it left unserved costing the segment's unfilled penalty
+    /// (`settings.lost_sale_cost` for a segment `segments` does not name), so a unit is worth
+    /// what the demand that would go without it loses. A parcel's fixed cost is spread over the
+    /// units an order usually carries.
     pub fn compute(
         network: &Network,
+        segments: &crate::domain::Segments,
         stock: &StockView,
         demand: &Demand,
         settings: &Settings,
@@ -244,16 +252,22 @@ impl Prices {
         let mut by_sku: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
         let scale = (settings.horizon_secs as f64 * 1000.0) / demand.covered_ms.max(1) as f64;
         let units_per_order = (demand.total_units() as f64 / demand.orders.max(1) as f64).max(1.0);
-        let mut regions: BTreeMap<&str, Vec<(Region, f64)>> = BTreeMap::new();
+        let lost_sale = |segment: &str| {
+            segments
+                .get(segment)
+                .map_or(settings.lost_sale_cost, |s| s.unfilled_penalty)
+        };
+        let mut regions: BTreeMap<&str, Vec<(Region, f64, f64)>> = BTreeMap::new();
         for (k, &u) in &demand.units {
-            regions
-                .entry(k.sku.as_str())
-                .or_default()
-                .push((k.region, u as f64 * scale));
+            regions.entry(k.sku.as_str()).or_default().push((
+                k.region,
+                u as f64 * scale,
+                lost_sale(&k.segment),
+            ));
         }
         let mut distances: HashMap<Region, std::sync::Arc<[f64]>> = HashMap::new();
         for (sku, mut wanted) in regions {
-            wanted.sort_by_key(|(r, _)| *r);
+            wanted.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.total_cmp(&b.2)));
             let Some(levels) = stock.get(sku) else {
                 continue;
             };
@@ -275,7 +289,7 @@ impl Prices {
                 .map(|&(i, n, _)| {
                     wanted
                         .iter()
-                        .map(|(r, _)| {
+                        .map(|(r, _, _)| {
                             let d = distances
                                 .entry(*r)
                                 .or_insert_with(|| {
@@ -291,9 +305,10 @@ impl Prices {
                 .collect();
             let problem = flow::Transport {
                 supply: held.iter().map(|&(_, _, a)| a).collect(),
-                demand: wanted.iter().map(|&(_, d)| d).collect(),
+                demand: wanted.iter().map(|&(_, d, _)| d).collect(),
                 cost,
                 lost_sale: settings.lost_sale_cost,
+                lost_sale_by_region: wanted.iter().map(|&(_, _, p)| p).collect(),
             };
             let solved = problem.solve();
             let priced: BTreeMap<String, f64> = held

@@ -44,6 +44,11 @@ fn order_to(at: GeoPoint, sku: &str, quantity: u64) -> crate::domain::Order {
     o
 }
 
+/// No segments: every unit unserved costs `lost_sale_cost`.
+fn none() -> crate::domain::Segments {
+    crate::domain::Segments::default()
+}
+
 fn settings() -> Settings {
     Settings {
         enabled: true,
@@ -73,6 +78,7 @@ fn cells_hold_nearby_points_and_part_far_ones() {
 fn with_no_demand_learned_every_price_is_zero() {
     let prices = Prices::compute(
         &network(),
+        &none(),
         &stock(&[("A", "wh-madrid", 1), ("A", "st-lisbon", 1)]),
         &Demand::default(),
         &settings(),
@@ -124,14 +130,14 @@ fn stock_a_region_can_get_nowhere_else_nearly_as_cheap_is_priced() {
     // Lisbon's store holds 2 and Madrid's DC 40: the DC can make up any unit it lacks, so the
     // store's units are worth what shipping them from Madrid would cost more
     let plenty = stock(&[("A", "wh-madrid", 40), ("A", "st-lisbon", 2)]);
-    let prices = Prices::compute(&network(), &plenty, &demand, &s, 0);
+    let prices = Prices::compute(&network(), &none(), &plenty, &demand, &s, 0);
     assert_eq!(prices.price("A", "wh-madrid"), 0.0);
     let lisbon = prices.price("A", "st-lisbon");
     assert!(lisbon > 0.0, "{prices:?}");
     assert!(lisbon < s.lost_sale_cost, "{prices:?}");
     // with no DC stock, a unit fewer in Lisbon is a sale lost
     let scarce = stock(&[("A", "st-lisbon", 2)]);
-    let prices = Prices::compute(&network(), &scarce, &demand, &s, 0);
+    let prices = Prices::compute(&network(), &none(), &scarce, &demand, &s, 0);
     let lost = prices.price("A", "st-lisbon");
     assert!(lost > lisbon, "{lost} vs {lisbon}");
     // skus nobody asked for have no price

@@ -160,58 +160,48 @@ pub enum ReplayError {
     },
 }
 
-/// The replay's sweep of units waiting, on its own clock: every `holds.fill_interval_ms` of
-/// replayed time, as the service's (none when filling is off).
-struct Sweeps {
-    every: Option<Millis>,
-    last: Millis,
-}
-
-impl Sweeps {
-    async fn when_due(
-        &mut self,
-        engine: &Engine,
-        name: &str,
-        line: usize,
-    ) -> Result<(), ReplayError> {
-        let now = engine.clock().now_millis();
-        if let Some(every) = self.every
-            && now - self.last >= every
-        {
-            self.last = now;
-            engine
-                .fill_waiting(&[])
-                .await
-                .map_err(|source| engine_error(name, line, source))?;
-        }
-        Ok(())
-    }
-}
-
-/// Look-ahead's refresh on the replay's clock: every `lookahead.refresh_secs` of replayed
-/// time, from the demand of the orders replayed so far (none when look-ahead is off).
-struct Refreshes {
+/// Work the service does every so often, on the replay's clock: due once `every` of replayed
+/// time has passed since it was last done (never where `every` is `None`).
+struct Every {
     every: Option<Millis>,
     last: Option<Millis>,
 }
 
-impl Refreshes {
+impl Every {
+    fn due(&mut self, now: Millis) -> bool {
+        let due = self
+            .every
+            .is_some_and(|every| self.last.is_none_or(|last| now - last >= every));
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+}
+
+/// The service's periodic work, on the replay's clock: the sweep of units waiting every
+/// `holds.fill_interval_ms` (none when filling is off), and look-ahead's prices every
+/// `lookahead.refresh_secs`, from the demand of the orders replayed so far (none when
+/// look-ahead is off).
+struct Periodic {
+    sweeps: Every,
+    refreshes: Every,
+}
+
+impl Periodic {
     async fn when_due(
         &mut self,
         engine: &Engine,
         name: &str,
         line: usize,
     ) -> Result<(), ReplayError> {
-        let Some(every) = self.every else {
-            return Ok(());
-        };
         let now = engine.clock().now_millis();
-        if self.last.is_none_or(|last| now - last >= every) {
-            self.last = Some(now);
-            engine
-                .refresh_prices()
-                .await
-                .map_err(|source| engine_error(name, line, source))?;
+        let failed = |source| engine_error(name, line, source);
+        if self.sweeps.due(now) {
+            engine.fill_waiting(&[]).await.map_err(failed)?;
+        }
+        if self.refreshes.due(now) {
+            engine.refresh_prices().await.map_err(failed)?;
         }
         Ok(())
     }
@@ -339,16 +329,18 @@ pub async fn run(
     let mut summary = Summary::default();
     let every = config.settings.holds.fill_interval_ms;
     let fills = every > 0;
-    let mut sweeps = Sweeps {
-        every: fills.then_some(every as Millis),
-        last: options.start,
-    };
-    let mut refreshes = Refreshes {
-        every: rules
-            .lookahead
-            .enabled
-            .then_some(rules.lookahead.refresh_secs as Millis * 1000),
-        last: None,
+    let mut periodic = Periodic {
+        sweeps: Every {
+            every: fills.then_some(every as Millis),
+            last: Some(options.start),
+        },
+        refreshes: Every {
+            every: rules
+                .lookahead
+                .enabled
+                .then_some(rules.lookahead.refresh_secs as Millis * 1000),
+            last: None,
+        },
     };
     let mut sequence = 0u64;
     let mut events = orders.events.iter().peekable();
@@ -357,14 +349,13 @@ pub async fn run(
             if let Some(at) = e.at {
                 clock.set(at);
             }
-            sweeps.when_due(&engine, &orders.name, e.line).await?;
+            periodic.when_due(&engine, &orders.name, e.line).await?;
             happen(&engine, &orders.name, e, &mut sequence, fills).await?;
         }
         if let Some(at) = o.placed_at {
             clock.set(at);
         }
-        sweeps.when_due(&engine, &orders.name, o.line).await?;
-        refreshes.when_due(&engine, &orders.name, o.line).await?;
+        periodic.when_due(&engine, &orders.name, o.line).await?;
         let failed = |source: Error| match source {
             Error::InvalidArgument { field, problem } => ReplayError::Order(OrderFileError {
                 file: orders.name.clone(),
@@ -404,7 +395,7 @@ pub async fn run(
         if let Some(at) = e.at {
             clock.set(at);
         }
-        sweeps.when_due(&engine, &orders.name, e.line).await?;
+        periodic.when_due(&engine, &orders.name, e.line).await?;
         happen(&engine, &orders.name, e, &mut sequence, fills).await?;
     }
     // what became of the units that waited, as the orders stand at the end

@@ -504,18 +504,42 @@ impl<'a> Problem<'a> {
     }
 
     /// Prices each unit the order could take by what it costs the orders still to come:
-    /// `price(sku, node)` per unit, already weighted. The optimiser then minimises cost to serve
-    /// plus these prices; the rule-list strategies ignore them.
+    /// `price(sku, node)` per unit, already weighted. A unit is charged what its price exceeds
+    /// the cheapest price of that sku among the candidates that hold some: the prices choose
+    /// between nodes (keeping a node's units for the demand only it serves well), and never
+    /// make leaving a unit unfilled look cheaper than shipping it, as every node's units
+    /// priced alike say only that the sku is short. The optimiser then minimises cost to serve
+    /// plus these charges; the rule-list strategies ignore them.
     pub fn price_units(&mut self, price: impl Fn(&str, &str) -> f64) {
+        let raw: Vec<Vec<f64>> = self
+            .candidates
+            .iter()
+            .map(|cand| {
+                self.skus
+                    .iter()
+                    .map(|sku| price(sku, &cand.node.id).max(0.0))
+                    .collect()
+            })
+            .collect();
+        let floor: Vec<f64> = (0..self.skus.len())
+            .map(|s| {
+                self.candidates
+                    .iter()
+                    .zip(&raw)
+                    .filter(|(cand, _)| cand.ats[s] > 0)
+                    .map(|(_, p)| p[s])
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .collect();
         for (c, cand) in self.candidates.iter_mut().enumerate() {
-            let prices: Vec<f64> = self
-                .skus
+            let charges: Vec<f64> = raw[c]
                 .iter()
-                .map(|sku| price(sku, &cand.node.id).max(0.0))
+                .zip(&floor)
+                .map(|(p, f)| if f.is_finite() { (p - f).max(0.0) } else { 0.0 })
                 .collect();
-            let priced = prices.iter().any(|&p| p > 0.0);
-            self.instance.cands[c].kept = if priced { prices.clone() } else { Vec::new() };
-            cand.opportunity = if priced { prices } else { Vec::new() };
+            let priced = charges.iter().any(|&p| p > 0.0);
+            self.instance.cands[c].kept = if priced { charges.clone() } else { Vec::new() };
+            cand.opportunity = if priced { charges } else { Vec::new() };
         }
     }
 
@@ -873,6 +897,14 @@ pub(crate) mod tests {
         );
     }
 
+    /// `optimal` with time to prove every test's plan.
+    fn exact() -> Optimal {
+        Optimal {
+            backend: Backend::Microlp,
+            budget: std::time::Duration::from_secs(5),
+        }
+    }
+
     /// The refusal `optimal`'s plan for `o` meets. The rule-list strategies meet the same one,
     /// except that where stock is too spread they say only that they found no plan.
     fn refusal(o: &Order, r: &SegmentRules, s: &StockView, used: &[(&str, u64)]) -> Refusal {
@@ -880,10 +912,7 @@ pub(crate) mod tests {
         let used: HashMap<String, u64> = used.iter().map(|(n, q)| ((*n).into(), *q)).collect();
         let admitted = Admitted::under(o, r, &net).unwrap();
         let p = Problem::build(&admitted, &net, s, &used, today());
-        let optimal = Optimal {
-            backend: Backend::Microlp,
-            budget: std::time::Duration::from_secs(5),
-        };
+        let optimal = exact();
         let strategies: [&dyn Strategy; 3] = [&Nearest, &Priority, &optimal];
         let refusals: Vec<Refusal> = strategies
             .iter()
@@ -984,6 +1013,54 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn look_ahead_charges_a_unit_what_its_price_exceeds_the_cheapest_holder_s() {
+        let net = network();
+        let backorder = rules(3, UnfilledPolicy::Backorder);
+        let two = order(&[("1", "A", 2, None)]);
+        let s = stock(&[("A", "near", 2, 0), ("A", "far", 2, 0)]);
+        let admitted = Admitted::under(&two, &backorder, &net).unwrap();
+        let plain = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
+        let before = plain
+            .finish(StrategyKind::Optimal, &exact().assign(&plain))
+            .unwrap();
+        assert_eq!(before.shipments[0].node_id, "near");
+        // every holder priced alike, far above the penalty: the sku is short everywhere, which
+        // is no reason to leave units unfilled; the plan is as without prices
+        let mut alike = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
+        alike.price_units(|_, _| 500.0);
+        assert!(alike.instance().cands.iter().all(|c| c.kept.is_empty()));
+        let plan = alike
+            .finish(StrategyKind::Optimal, &exact().assign(&alike))
+            .unwrap();
+        assert_eq!(plan.shipments, before.shipments);
+        assert_eq!(plan.opportunity_cost, 0.0);
+        // near priced 30 above far: its units are kept, and the order ships from far
+        let mut kept = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
+        kept.price_units(|_, node| if node == "near" { 530.0 } else { 500.0 });
+        let plan = kept
+            .finish(StrategyKind::Optimal, &exact().assign(&kept))
+            .unwrap();
+        assert_eq!(plan.shipments.len(), 1);
+        assert_eq!(plan.shipments[0].node_id, "far");
+        assert_eq!(plan.unfilled_units(), 0);
+        let near = plan
+            .unused_nodes
+            .iter()
+            .find(|u| u.node_id == "near")
+            .unwrap();
+        assert!(
+            near.detail.starts_with("kept for later demand: +60.00"),
+            "{near:?}"
+        );
+        // a node that holds none of the sku is no candidate, and its price no floor: the
+        // holders' prices alike, nothing is charged
+        let mut one = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
+        one.price_units(|_, node| if node == "mid" { 0.0 } else { 7.0 });
+        assert!(one.candidates.iter().all(|c| c.node.id != "mid"));
+        assert!(one.instance().cands.iter().all(|c| c.kept.is_empty()));
+    }
+
+    #[test]
     fn a_rule_list_strategy_that_finds_no_plan_says_so_rather_than_blaming_the_stock() {
         let net = network();
         let mut one_parcel = rules(1, UnfilledPolicy::Reject);
@@ -994,10 +1071,7 @@ pub(crate) mod tests {
         let s = stock(&[("A", "near", 2, 0), ("A", "mid", 2, 0), ("A", "far", 4, 0)]);
         let admitted = Admitted::under(&four, &one_parcel, &net).unwrap();
         let p = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
-        let optimal = Optimal {
-            backend: Backend::Microlp,
-            budget: std::time::Duration::from_secs(5),
-        };
+        let optimal = exact();
         let plan = p
             .finish(StrategyKind::Optimal, &optimal.assign(&p))
             .unwrap();
@@ -1085,7 +1159,6 @@ pub(crate) mod tests {
 
     #[test]
     fn pickup_transfers_come_from_other_nodes_only_where_the_segment_allows() {
-        use crate::sourcing::optimal::{Backend, Optimal};
         let net = network();
         let mut r = rules(3, UnfilledPolicy::Reject);
         let mut o = order(&[("1", "A", 2, None)]);
@@ -1116,10 +1189,7 @@ pub(crate) mod tests {
             (near.distance_km - to_store).abs() < 1e-9,
             "priced to the store, not the customer"
         );
-        let optimal = Optimal {
-            backend: Backend::Microlp,
-            budget: std::time::Duration::from_secs(5),
-        };
+        let optimal = exact();
         let plan = p
             .finish(StrategyKind::Optimal, &optimal.assign(&p))
             .unwrap();

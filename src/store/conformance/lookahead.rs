@@ -20,6 +20,7 @@ fn seen(units: &[(&str, i32, u64)]) -> Observed {
                     DemandKey {
                         sku: sku.into(),
                         region: Region { row, col: -row },
+                        segment: "vip".into(),
                     },
                     q,
                 )
@@ -34,6 +35,7 @@ fn units_of(d: &crate::lookahead::Demand, sku: &str, row: i32) -> u64 {
         .get(&DemandKey {
             sku: sku.into(),
             region: Region { row, col: -row },
+            segment: "vip".into(),
         })
         .copied()
         .unwrap_or(0)

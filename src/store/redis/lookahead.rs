@@ -1,5 +1,5 @@
 //! Look-ahead's data, shared by every replica, in one slot (`{la}`): demand counted per
-//! minute (`P:{la}:d:MINUTE`, a hash of `SKU\tROW:COL` → units and `\torders` → orders, which
+//! minute (`P:{la}:d:MINUTE`, a hash of `SKU\tROW:COL\tSEGMENT` → units and `\torders` → orders, which
 //! expires once past the window), when counting began (`P:{la}:first`), and the newest price
 //! table (`P:{la}:prices`, JSON with its version, and `P:{la}:pv`, the version alone, so a
 //! replica that has the newest reads one small key).
@@ -52,7 +52,7 @@ impl RedisStore {
             .arg(seen.orders);
         for (k, units) in &seen.units {
             record
-                .arg(format!("{}\t{}", k.sku, k.region.key()))
+                .arg(format!("{}\t{}\t{}", k.sku, k.region.key(), k.segment))
                 .arg(*units);
         }
         self.query::<i64>(&conn, &record).await.map(|_| ())
@@ -95,12 +95,16 @@ impl RedisStore {
                     demand.orders += units;
                     continue;
                 }
-                let parsed = field
-                    .split_once('\t')
-                    .and_then(|(sku, region)| Some((sku, Region::parse(region)?)));
-                let Some((sku, region)) = parsed else {
+                let mut parts = field.splitn(3, '\t');
+                let parsed = match (parts.next(), parts.next(), parts.next()) {
+                    (Some(sku), Some(region), Some(segment)) => {
+                        Region::parse(region).map(|region| (sku, region, segment))
+                    }
+                    _ => None,
+                };
+                let Some((sku, region, segment)) = parsed else {
                     return Err(StoreError::Corrupt(format!(
-                        "look-ahead's demand counts name {field:?}, not a sku and a region"
+                        "look-ahead's demand counts name {field:?}, not a sku, a region and a segment"
                     )));
                 };
                 *demand
@@ -108,6 +112,7 @@ impl RedisStore {
                     .entry(DemandKey {
                         sku: sku.to_owned(),
                         region,
+                        segment: segment.to_owned(),
                     })
                     .or_default() += units;
             }
