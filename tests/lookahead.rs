@@ -1,0 +1,181 @@
+//! Look-ahead as a running service on the memory store: `[lookahead]` turned on, tuned and
+//! turned off by editing `segments.toml` while it serves, seen through real gRPC quotes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestServer, line, order};
+use dom_router::api::pb;
+use dom_router::config::{Config, ConfigSource};
+
+fn at(lat: f64, lon: f64) -> Option<pb::Destination> {
+    Some(pb::Destination {
+        location: Some(pb::GeoPoint { lat, lon }),
+        country: "ES".into(),
+    })
+}
+
+/// The node a `vip` quote of one unit of LA-X to Guadalajara (55 km from Madrid) ships from,
+/// and what the plan says of the Getafe DC if it passes it over.
+async fn quoted(server: &TestServer) -> (String, String, f64) {
+    let mut o = order("q", "vip", vec![line("l1", "LA-X", 1)]);
+    o.destination = at(40.6333, -3.1667);
+    let plan = server
+        .sourcing()
+        .quote(pb::QuoteRequest {
+            order: Some(o),
+            strategy: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    let getafe = plan
+        .unused_nodes
+        .iter()
+        .find(|u| u.node_id == "wh-getafe")
+        .map(|u| u.detail.clone())
+        .unwrap_or_default();
+    (
+        plan.shipments[0].node_id.clone(),
+        getafe,
+        plan.opportunity_cost,
+    )
+}
+
+/// Six one-unit orders to Madrid, each reserved and released: demand, if look-ahead learns it,
+/// and the stock back where it was.
+async fn madrid_demand(server: &TestServer, round: usize) {
+    for i in 0..6 {
+        let id = format!("m{round}-{i}");
+        let mut o = order(&id, "vip", vec![line("l1", "LA-X", 1)]);
+        o.destination = at(40.4165, -3.70256);
+        server
+            .sourcing()
+            .reserve(common::reserve_request(o))
+            .await
+            .unwrap();
+        server
+            .sourcing()
+            .release(pb::ReleaseRequest {
+                order_id: id,
+                line_ids: Vec::new(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// The version of the rules a quote is made with.
+async fn rules_version(server: &TestServer) -> String {
+    let mut o = order("v", "vip", vec![line("l1", "LA-X", 1)]);
+    o.destination = at(40.4165, -3.70256);
+    server
+        .sourcing()
+        .quote(pb::QuoteRequest {
+            order: Some(o),
+            strategy: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap()
+        .rules_version
+}
+
+/// Waits for rules other than `before` to be in force; their version.
+async fn reloaded(server: &TestServer, before: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let now = rules_version(server).await;
+        if now != before {
+            return now;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the rules were not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls quotes until `done` holds of one, for up to 10 s.
+async fn until(server: &TestServer, what: &str, done: impl Fn(&(String, String, f64)) -> bool) {
+    let started = Instant::now();
+    loop {
+        let q = quoted(server).await;
+        if done(&q) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: last quote {q:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_ahead_is_turned_on_tuned_and_off_by_the_rules_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["network.toml", "segments.toml"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(file),
+            dir.path().join(file),
+        )
+        .unwrap();
+    }
+    let segments = dir.path().join("segments.toml");
+    let shipped = std::fs::read_to_string(&segments).unwrap();
+    let with = |section: &str| {
+        let text = shipped.replacen("[lookahead]\nenabled = false", section, 1);
+        assert_ne!(text, shipped, "segments.toml has a [lookahead] section");
+        std::fs::write(&segments, text).unwrap();
+    };
+    let mut config =
+        Config::load(ConfigSource::Dir(dir.path().into()), std::iter::empty()).unwrap();
+    config.settings.store.seed_stock = false;
+    config.settings.server.reload_interval_ms = 50;
+    let (server, _) = TestServer::serve(config, Some(ConfigSource::Dir(dir.path().into()))).await;
+    server
+        .stock(&[("wh-getafe", "LA-X", 2, 0), ("wh-zaragoza", "LA-X", 40, 0)])
+        .await;
+
+    // off: Guadalajara ships from Getafe, nearest, whatever Madrid asks for
+    madrid_demand(&server, 0).await;
+    let (node, _, opportunity) = quoted(&server).await;
+    assert_eq!((node.as_str(), opportunity), ("wh-getafe", 0.0));
+
+    // on: Madrid's demand is learned, and Getafe's units are kept for it
+    let before = rules_version(&server).await;
+    with("[lookahead]\nenabled = true\nrefresh_secs = 1");
+    let on = reloaded(&server, &before).await;
+    // the demand placed while it was off was not learned: a refresh later, nothing is kept
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(quoted(&server).await.0, "wh-getafe");
+    madrid_demand(&server, 1).await;
+    until(&server, "Getafe's units kept", |(node, getafe, _)| {
+        node == "wh-zaragoza" && getafe.starts_with("kept for later demand: +")
+    })
+    .await;
+
+    // a bad section is refused, and the rules in force stay: Getafe's units still kept
+    with("[lookahead]\nenabled = true\nrefresh_secs = 1\nweight = -2");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rules_version(&server).await, on);
+    let (node, getafe, _) = quoted(&server).await;
+    assert_eq!(node, "wh-zaragoza", "{getafe}");
+
+    // weight 0: plans as without look-ahead
+    with("[lookahead]\nenabled = true\nrefresh_secs = 1\nweight = 0");
+    until(&server, "weight 0", |(node, _, opportunity)| {
+        node == "wh-getafe" && *opportunity == 0.0
+    })
+    .await;
+    server.shutdown().await;
+}
