@@ -115,6 +115,8 @@ pub struct Engine {
     alerts: crate::events::alerts::Known,
     /// Look-ahead's newest price table as this replica has it.
     prices: RwLock<Arc<Prices>>,
+    /// The stock the last prices this replica computed were computed against.
+    price_basis: parking_lot::Mutex<crate::lookahead::Basis>,
     /// Orders whose waiting units a fill found nothing for, and the on hand it found then.
     fill_tried: fill::Tried,
 }
@@ -183,6 +185,7 @@ impl Engine {
             pool: SolvePool::new(settings.sourcing.solver_threads),
             alerts: Default::default(),
             prices: Default::default(),
+            price_basis: Default::default(),
             fill_tried: Default::default(),
             settings,
             store,
@@ -230,9 +233,36 @@ impl Engine {
         );
         prices.version = self.store.save_prices(&prices).await?;
         crate::metrics::prices_refreshed(&prices, started.elapsed());
+        *self.price_basis.lock() = stock
+            .iter()
+            .map(|(sku, nodes)| {
+                let ats = nodes
+                    .iter()
+                    .map(|(node, level)| (node.clone(), level.ats(false)))
+                    .collect();
+                (sku.clone(), ats)
+            })
+            .collect();
         let prices = Arc::new(prices);
         *self.prices.write() = prices.clone();
         Ok(prices)
+    }
+
+    /// Whether `event` moved a node's ATS of a sku with demand `lookahead.refresh_on_change_units`
+    /// or more from the stock this replica last computed prices against: time to compute them
+    /// again.
+    pub fn stock_moved(&self, event: &crate::events::Event) -> bool {
+        let crate::events::Change::Stock(change) = &event.change else {
+            return false;
+        };
+        let units = self.rules().lookahead.refresh_on_change_units;
+        crate::lookahead::moved(
+            &self.price_basis.lock(),
+            &change.sku,
+            &change.node_id,
+            &change.level,
+            units,
+        )
     }
 
     /// Takes up the newest price table in the store, if it is not the one in use; whether it

@@ -179,3 +179,63 @@ async fn look_ahead_is_turned_on_tuned_and_off_by_the_rules_while_serving() {
     .await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_stock_change_prices_again_before_the_interval_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["network.toml", "segments.toml"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(file),
+            dir.path().join(file),
+        )
+        .unwrap();
+    }
+    let segments = dir.path().join("segments.toml");
+    let shipped = std::fs::read_to_string(&segments).unwrap();
+    let with = |section: &str| {
+        let text = shipped.replacen("[lookahead]\nenabled = false", section, 1);
+        assert_ne!(text, shipped, "segments.toml has a [lookahead] section");
+        std::fs::write(&segments, text).unwrap();
+    };
+    with("[lookahead]\nenabled = true\nrefresh_secs = 1");
+    let mut config =
+        Config::load(ConfigSource::Dir(dir.path().into()), std::iter::empty()).unwrap();
+    config.settings.store.seed_stock = false;
+    config.settings.server.reload_interval_ms = 50;
+    let (server, _) = TestServer::serve(config, Some(ConfigSource::Dir(dir.path().into()))).await;
+    let level = |getafe: i64| {
+        let server = &server;
+        async move {
+            server
+                .stock(&[
+                    ("wh-getafe", "LA-X", getafe, 0),
+                    ("wh-zaragoza", "LA-X", 40, 0),
+                ])
+                .await
+        }
+    };
+    level(2).await;
+    madrid_demand(&server, 0).await;
+    until(&server, "Getafe's units kept", |(node, _, _)| {
+        node == "wh-zaragoza"
+    })
+    .await;
+    // prices now every hour, or once a node's ATS moves 10 units from what they were computed
+    // against
+    let before = rules_version(&server).await;
+    with("[lookahead]\nenabled = true\nrefresh_secs = 3600\nrefresh_on_change_units = 10");
+    reloaded(&server, &before).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(quoted(&server).await.0, "wh-zaragoza");
+    // Getafe gets more than Madrid will ask for: priced again at once, nothing to keep
+    level(1_000).await;
+    until(
+        &server,
+        "priced again after the change",
+        |(node, _, opportunity)| node == "wh-getafe" && *opportunity == 0.0,
+    )
+    .await;
+    server.shutdown().await;
+}

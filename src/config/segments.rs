@@ -28,6 +28,7 @@ struct LookaheadEntry {
     horizon_secs: Option<u64>,
     window_secs: Option<u64>,
     refresh_secs: Option<u64>,
+    refresh_on_change_units: Option<u64>,
     region_km: Option<f64>,
     lost_sale_cost: Option<f64>,
 }
@@ -40,7 +41,8 @@ struct LookaheadFile {
 
 /// The `[lookahead]` section of a segments file (defaults where it has none), validated: a
 /// weight of 0 to 1,000, a horizon and a window of 1 minute to 7 days, a refresh of 1 s to
-/// 1 day, cells of 1 to 5,000 km, a lost sale of 0 to 1,000,000.
+/// 1 day, a stock change within the stock limit, cells of 1 to 5,000 km, a lost sale of 0 to
+/// 1,000,000.
 pub fn parse_lookahead(
     source: &str,
     text: &str,
@@ -55,6 +57,9 @@ pub fn parse_lookahead(
         horizon_secs: e.horizon_secs.unwrap_or(d.horizon_secs),
         window_secs: e.window_secs.unwrap_or(d.window_secs),
         refresh_secs: e.refresh_secs.unwrap_or(d.refresh_secs),
+        refresh_on_change_units: e
+            .refresh_on_change_units
+            .unwrap_or(d.refresh_on_change_units),
         region_km: e.region_km.unwrap_or(d.region_km),
         lost_sale_cost: e.lost_sale_cost.unwrap_or(d.lost_sale_cost),
     };
@@ -79,6 +84,13 @@ pub fn parse_lookahead(
     )?;
     within("window_secs", out.window_secs as f64, 60.0, 604_800.0, " s")?;
     within("refresh_secs", out.refresh_secs as f64, 1.0, 86_400.0, " s")?;
+    within(
+        "refresh_on_change_units",
+        out.refresh_on_change_units as f64,
+        0.0,
+        crate::store::MAX_STOCK_UNITS as f64,
+        " units",
+    )?;
     within("region_km", out.region_km, 1.0, 5_000.0, " km")?;
     within("lost_sale_cost", out.lost_sale_cost, 0.0, 1_000_000.0, "")?;
     Ok(out)
@@ -343,6 +355,10 @@ mod tests {
             ("horizon_secs = 10", "lookahead.horizon_secs"),
             ("window_secs = 999999999", "lookahead.window_secs"),
             ("refresh_secs = 0", "lookahead.refresh_secs"),
+            (
+                "refresh_on_change_units = 1000000000001",
+                "lookahead.refresh_on_change_units",
+            ),
             ("region_km = 0.5", "lookahead.region_km"),
             ("lost_sale_cost = 1e9", "lookahead.lost_sale_cost"),
         ] {

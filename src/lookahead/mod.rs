@@ -32,6 +32,9 @@ pub struct Settings {
     pub window_secs: u64,
     /// How often prices are computed again, in seconds.
     pub refresh_secs: u64,
+    /// Prices are computed again, before `refresh_secs` is up, once a node's ATS of a sku with
+    /// demand moves this many units from what the prices were computed against; 0 for never.
+    pub refresh_on_change_units: u64,
     /// Destinations are grouped in square cells of this size, in km.
     pub region_km: f64,
     /// The cost of a unit of demand no node serves, for demand of a segment the rules no
@@ -47,6 +50,7 @@ impl Default for Settings {
             horizon_secs: 3_600,
             window_secs: 3_600,
             refresh_secs: 60,
+            refresh_on_change_units: 50,
             region_km: 100.0,
             lost_sale_cost: 50.0,
         }
@@ -60,13 +64,17 @@ impl std::fmt::Display for Settings {
         }
         write!(
             f,
-            "on, weight {}, demand of the last {} s expected over the next {} s, in cells of {} km, a lost sale costing its segment's unfilled penalty ({} for segments no longer configured), prices computed every {} s",
+            "on, weight {}, demand of the last {} s expected over the next {} s, in cells of {} km, a lost sale costing its segment's unfilled penalty ({} for segments no longer configured), prices computed every {} s{}",
             self.weight,
             self.window_secs,
             self.horizon_secs,
             self.region_km,
             self.lost_sale_cost,
-            self.refresh_secs
+            self.refresh_secs,
+            match self.refresh_on_change_units {
+                0 => String::new(),
+                n => format!(" and once a node's ATS of a sku with demand moves {n} units"),
+            }
         )
     }
 }
@@ -212,6 +220,26 @@ impl DemandWindow {
         };
         out
     }
+}
+
+/// The ATS each node had of each sku with demand when prices were computed (sku → node →
+/// units): what a stock change is measured from.
+pub type Basis = HashMap<String, HashMap<String, u64>>;
+
+/// Whether `level`, a node's new level of `sku`, moved `units` or more from `basis` (a sku
+/// `basis` does not name had no demand, and moves nothing; `units` 0 moves nothing).
+pub fn moved(
+    basis: &Basis,
+    sku: &str,
+    node: &str,
+    level: &crate::store::StockLevel,
+    units: u64,
+) -> bool {
+    let Some(nodes) = basis.get(sku) else {
+        return false;
+    };
+    let before = nodes.get(node).copied().unwrap_or(0);
+    units > 0 && level.ats(false).abs_diff(before) >= units
 }
 
 /// The opportunity cost of a unit of each sku at each node, from one refresh.

@@ -143,3 +143,23 @@ fn stock_a_region_can_get_nowhere_else_nearly_as_cheap_is_priced() {
     // skus nobody asked for have no price
     assert_eq!(prices.price("B", "st-lisbon"), 0.0);
 }
+
+#[test]
+fn a_stock_change_counts_from_the_stock_prices_were_computed_against() {
+    let basis: Basis = [("A".to_owned(), [("n1".to_owned(), 20)].into())].into();
+    let level = |on_hand: u64| StockLevel {
+        on_hand,
+        safety_stock: 2,
+        ..StockLevel::default()
+    };
+    // ATS 18 from 20: 2 units, less than 5
+    assert!(!moved(&basis, "A", "n1", &level(20), 5));
+    // ATS 25 and 15: 5 units each way
+    assert!(moved(&basis, "A", "n1", &level(27), 5));
+    assert!(moved(&basis, "A", "n1", &level(17), 5));
+    // a node with none of it before counts from 0
+    assert!(moved(&basis, "A", "n2", &level(7), 5));
+    // a sku without demand, or 0 units, never moves
+    assert!(!moved(&basis, "B", "n1", &level(500), 5));
+    assert!(!moved(&basis, "A", "n1", &level(500), 0));
+}
