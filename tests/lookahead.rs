@@ -9,69 +9,52 @@ use common::{TestServer, line, order};
 use dom_router::api::pb;
 use dom_router::config::{Config, ConfigSource};
 
-fn at(lat: f64, lon: f64) -> Option<pb::Destination> {
-    Some(pb::Destination {
-        location: Some(pb::GeoPoint { lat, lon }),
-        country: "ES".into(),
-    })
-}
-
-/// The node a `vip` quote of one unit of LA-X to Guadalajara (55 km from Madrid) ships from,
-/// and what the plan says of the Getafe DC if it passes it over.
+/// The Guadalajara quote of look-ahead's test case (see `common::guadalajara_quote`).
 async fn quoted(server: &TestServer) -> (String, String, f64) {
-    let mut o = order("q", "vip", vec![line("l1", "LA-X", 1)]);
-    o.destination = at(40.6333, -3.1667);
-    let plan = server
-        .sourcing()
-        .quote(pb::QuoteRequest {
-            order: Some(o),
-            strategy: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap();
-    let getafe = plan
-        .unused_nodes
-        .iter()
-        .find(|u| u.node_id == "wh-getafe")
-        .map(|u| u.detail.clone())
-        .unwrap_or_default();
-    (
-        plan.shipments[0].node_id.clone(),
-        getafe,
-        plan.opportunity_cost,
-    )
+    common::guadalajara_quote(server.sourcing(), "LA-X").await
 }
 
-/// Six one-unit orders to Madrid, each reserved and released: demand, if look-ahead learns it,
-/// and the stock back where it was.
+/// Six one-unit orders to Madrid, each reserved and released.
 async fn madrid_demand(server: &TestServer, round: usize) {
-    for i in 0..6 {
-        let id = format!("m{round}-{i}");
-        let mut o = order(&id, "vip", vec![line("l1", "LA-X", 1)]);
-        o.destination = at(40.4165, -3.70256);
-        server
-            .sourcing()
-            .reserve(common::reserve_request(o))
-            .await
-            .unwrap();
-        server
-            .sourcing()
-            .release(pb::ReleaseRequest {
-                order_id: id,
-                line_ids: Vec::new(),
-            })
-            .await
-            .unwrap();
+    common::madrid_demand(server.sourcing(), "LA-X", &format!("m{round}-"), 6).await;
+}
+
+/// A server on the memory store with the demo network and segments in a directory of their
+/// own, reloaded every 50 ms, with `section` in place of the shipped `[lookahead]` (none: the
+/// shipped one, off), and the function that writes another section into its `segments.toml`.
+async fn serving_with(section: Option<&str>) -> (TestServer, impl Fn(&str), tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["network.toml", "segments.toml"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(file),
+            dir.path().join(file),
+        )
+        .unwrap();
     }
+    let segments = dir.path().join("segments.toml");
+    let shipped = std::fs::read_to_string(&segments).unwrap();
+    let with = move |section: &str| {
+        let text = shipped.replacen("[lookahead]\nenabled = false", section, 1);
+        assert_ne!(text, shipped, "segments.toml has a [lookahead] section");
+        std::fs::write(&segments, text).unwrap();
+    };
+    if let Some(section) = section {
+        with(section);
+    }
+    let mut config =
+        Config::load(ConfigSource::Dir(dir.path().into()), std::iter::empty()).unwrap();
+    config.settings.store.seed_stock = false;
+    config.settings.server.reload_interval_ms = 50;
+    let (server, _) = TestServer::serve(config, Some(ConfigSource::Dir(dir.path().into()))).await;
+    (server, with, dir)
 }
 
 /// The version of the rules a quote is made with.
 async fn rules_version(server: &TestServer) -> String {
     let mut o = order("v", "vip", vec![line("l1", "LA-X", 1)]);
-    o.destination = at(40.4165, -3.70256);
+    o.destination = Some(common::in_spain(common::MADRID.0, common::MADRID.1));
     server
         .sourcing()
         .quote(pb::QuoteRequest {
@@ -120,28 +103,7 @@ async fn until(server: &TestServer, what: &str, done: impl Fn(&(String, String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn look_ahead_is_turned_on_tuned_and_off_by_the_rules_while_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    for file in ["network.toml", "segments.toml"] {
-        std::fs::copy(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("config")
-                .join(file),
-            dir.path().join(file),
-        )
-        .unwrap();
-    }
-    let segments = dir.path().join("segments.toml");
-    let shipped = std::fs::read_to_string(&segments).unwrap();
-    let with = |section: &str| {
-        let text = shipped.replacen("[lookahead]\nenabled = false", section, 1);
-        assert_ne!(text, shipped, "segments.toml has a [lookahead] section");
-        std::fs::write(&segments, text).unwrap();
-    };
-    let mut config =
-        Config::load(ConfigSource::Dir(dir.path().into()), std::iter::empty()).unwrap();
-    config.settings.store.seed_stock = false;
-    config.settings.server.reload_interval_ms = 50;
-    let (server, _) = TestServer::serve(config, Some(ConfigSource::Dir(dir.path().into()))).await;
+    let (server, with, _dir) = serving_with(None).await;
     server
         .stock(&[("wh-getafe", "LA-X", 2, 0), ("wh-zaragoza", "LA-X", 40, 0)])
         .await;
@@ -182,29 +144,8 @@ async fn look_ahead_is_turned_on_tuned_and_off_by_the_rules_while_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_stock_change_prices_again_before_the_interval_is_up() {
-    let dir = tempfile::tempdir().unwrap();
-    for file in ["network.toml", "segments.toml"] {
-        std::fs::copy(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("config")
-                .join(file),
-            dir.path().join(file),
-        )
-        .unwrap();
-    }
-    let segments = dir.path().join("segments.toml");
-    let shipped = std::fs::read_to_string(&segments).unwrap();
-    let with = |section: &str| {
-        let text = shipped.replacen("[lookahead]\nenabled = false", section, 1);
-        assert_ne!(text, shipped, "segments.toml has a [lookahead] section");
-        std::fs::write(&segments, text).unwrap();
-    };
-    with("[lookahead]\nenabled = true\nrefresh_secs = 1");
-    let mut config =
-        Config::load(ConfigSource::Dir(dir.path().into()), std::iter::empty()).unwrap();
-    config.settings.store.seed_stock = false;
-    config.settings.server.reload_interval_ms = 50;
-    let (server, _) = TestServer::serve(config, Some(ConfigSource::Dir(dir.path().into()))).await;
+    let (server, with, _dir) =
+        serving_with(Some("[lookahead]\nenabled = true\nrefresh_secs = 1")).await;
     let level = |getafe: i64| {
         let server = &server;
         async move {

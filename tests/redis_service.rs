@@ -1161,41 +1161,9 @@ fn lookahead_config() -> tempfile::TempDir {
     dir
 }
 
-fn at(lat: f64, lon: f64) -> Option<pb::Destination> {
-    Some(pb::Destination {
-        location: Some(pb::GeoPoint { lat, lon }),
-        country: "ES".into(),
-    })
-}
-
-/// The node a replica's quote of one unit of `sku` to Guadalajara, 55 km from Madrid, ships
-/// from for `vip`, and what it says of the Getafe DC if it passes it over.
-async fn quoted(replica: &Replica, sku: &str) -> (String, String) {
-    let mut o = order("q", "vip", vec![line("l1", sku, 1)]);
-    o.destination = at(40.6333, -3.1667);
-    let plan = replica
-        .sourcing()
-        .quote(pb::QuoteRequest {
-            order: Some(o),
-            strategy: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap();
-    let getafe = plan
-        .unused_nodes
-        .iter()
-        .find(|u| u.node_id == "wh-getafe")
-        .map(|u| u.detail.clone())
-        .unwrap_or_default();
-    (plan.shipments[0].node_id.clone(), getafe)
-}
-
 /// Whether a replica's quote keeps the Getafe DC's units for Madrid's demand.
 async fn keeps_getafe(replica: &Replica) -> bool {
-    let (node, getafe) = quoted(replica, "LA-X").await;
+    let (node, getafe, _) = common::guadalajara_quote(replica.sourcing(), "LA-X").await;
     node == "wh-zaragoza" && getafe.starts_with("kept for later demand: +")
 }
 
@@ -1226,28 +1194,13 @@ async fn replicas_share_look_ahead_prices_and_another_computes_them_once_the_hol
     )
     .await;
     // no demand learned yet: no price, and Guadalajara ships from Getafe, nearest
-    assert_eq!(quoted(&replicas[0], "LA-X").await.0, "wh-getafe");
+    let quoted = common::guadalajara_quote(replicas[0].sourcing(), "LA-X").await;
+    assert_eq!(quoted.0, "wh-getafe");
     // orders of one unit to Madrid through the second replica, each reserved then released:
     // learned as demand (more than there is), and the stock back where it was. Getafe's units
     // are worth more to Madrid than to Guadalajara: shipping from Zaragoza instead costs
     // Guadalajara less extra than it would cost Madrid
-    for i in 0..6 {
-        let mut o = order(&format!("la{i}"), "vip", vec![line("l1", "LA-X", 1)]);
-        o.destination = at(40.4165, -3.70256);
-        replicas[1]
-            .sourcing()
-            .reserve(common::reserve_request(o))
-            .await
-            .unwrap();
-        replicas[1]
-            .sourcing()
-            .release(pb::ReleaseRequest {
-                order_id: format!("la{i}"),
-                line_ids: Vec::new(),
-            })
-            .await
-            .unwrap();
-    }
+    common::madrid_demand(replicas[1].sourcing(), "LA-X", "la", 6).await;
     // both replicas take up the table the lease holder computed from it
     let started = Instant::now();
     while !(keeps_getafe(&replicas[0]).await && keeps_getafe(&replicas[1]).await) {

@@ -223,6 +223,73 @@ pub fn valencia() -> pb::Destination {
     }
 }
 
+/// A destination in Spain.
+pub fn in_spain(lat: f64, lon: f64) -> pb::Destination {
+    pb::Destination {
+        location: Some(pb::GeoPoint { lat, lon }),
+        country: "ES".into(),
+    }
+}
+
+pub const MADRID: (f64, f64) = (40.4165, -3.70256);
+/// 55 km from Madrid, 260 from Zaragoza.
+pub const GUADALAJARA: (f64, f64) = (40.6333, -3.1667);
+
+/// Look-ahead's test case, seen by a quote: a `vip` order of one unit of `sku` to Guadalajara.
+/// The node it ships from, what the plan says of the Getafe DC if it passes it over, and the
+/// plan's opportunity cost.
+pub async fn guadalajara_quote(
+    mut sourcing: SourcingClient<Channel>,
+    sku: &str,
+) -> (String, String, f64) {
+    let mut o = order("q", "vip", vec![line("l1", sku, 1)]);
+    o.destination = Some(in_spain(GUADALAJARA.0, GUADALAJARA.1));
+    let plan = sourcing
+        .quote(pb::QuoteRequest {
+            order: Some(o),
+            strategy: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    let getafe = plan
+        .unused_nodes
+        .iter()
+        .find(|u| u.node_id == "wh-getafe")
+        .map(|u| u.detail.clone())
+        .unwrap_or_default();
+    (
+        plan.shipments[0].node_id.clone(),
+        getafe,
+        plan.opportunity_cost,
+    )
+}
+
+/// Orders of one unit of `sku` to Madrid, `vip`, each reserved and released: demand, where
+/// look-ahead learns it, and the stock back where it was. Ids start with `prefix`.
+pub async fn madrid_demand(
+    mut sourcing: SourcingClient<Channel>,
+    sku: &str,
+    prefix: &str,
+    count: usize,
+) {
+    for i in 0..count {
+        let id = format!("{prefix}{i}");
+        let mut o = order(&id, "vip", vec![line("l1", sku, 1)]);
+        o.destination = Some(in_spain(MADRID.0, MADRID.1));
+        sourcing.reserve(reserve_request(o)).await.unwrap();
+        sourcing
+            .release(pb::ReleaseRequest {
+                order_id: id,
+                line_ids: Vec::new(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
 pub fn line(id: &str, sku: &str, quantity: i64) -> pb::OrderLine {
     pb::OrderLine {
         line_id: id.into(),
