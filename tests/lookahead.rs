@@ -1,5 +1,6 @@
-//! Look-ahead as a running service on the memory store: `[lookahead]` turned on, tuned and
-//! turned off by editing `segments.toml` while it serves, seen through real gRPC quotes.
+//! Look-ahead as a running service on the memory store, seen through real gRPC quotes:
+//! `[lookahead]` turned on, refused when bad and weighted to nothing by editing `segments.toml`
+//! while it serves, and prices computed again when the stock moves.
 
 mod common;
 
