@@ -22,6 +22,8 @@
 //! their latency percentiles. `--fills N` then has N `standard` orders of ten lines wait for
 //! skus no node has (`--clients` reserving at a time), pushes one snapshot that stocks them all
 //! at two warehouses, and times until every line is held: lines filled per second.
+//! `--lookahead` turns look-ahead on at its defaults: every reserve counts its demand in the
+//! store, and the service prices stock every 60 s from it.
 
 #[path = "../tests/common/redis.rs"]
 mod redis_harness;
@@ -64,6 +66,8 @@ struct Options {
     reroutes: usize,
     /// Orders of ten lines left waiting, then filled by one snapshot.
     fills: usize,
+    /// Look-ahead on: every reserve counts its demand, and one replica prices stock.
+    lookahead: bool,
 }
 
 fn options() -> Options {
@@ -88,6 +92,7 @@ fn options() -> Options {
         protect: args.iter().any(|a| a == "--protect"),
         reroutes: value("--reroutes", 0) as usize,
         fills: value("--fills", 0) as usize,
+        lookahead: args.iter().any(|a| a == "--lookahead"),
     }
 }
 
@@ -673,6 +678,7 @@ fn main() {
     }
     config.settings.store.seed_stock = false;
     config.settings.store.redis.urls = vec![redis.url()];
+    config.lookahead.enabled = opts.lookahead;
     if opts.protect {
         let segments: Vec<_> = config
             .segments
