@@ -654,17 +654,7 @@ async fn pickup_orders_are_sourced_at_the_pickup_store() {
     let mut o = order("pick-1", "standard", vec![line("1", "PICK-1", 2)]);
     o.delivery_mode = pb::DeliveryMode::Pickup as i32;
     o.pickup_node_id = "st-bilbao".into();
-    let plan = server
-        .sourcing()
-        .quote(pb::QuoteRequest {
-            order: Some(o),
-            strategy: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap();
+    let plan = common::quoted_plan(server.sourcing(), o).await;
     assert_eq!(plan.shipments.len(), 1);
     assert_eq!(plan.shipments[0].node_id, "st-bilbao");
     assert_eq!(plan.shipments[0].distance_km, 0.0);

@@ -338,17 +338,11 @@ fn inbound(node: &str, units: i64, date: &str, reference: &str) -> pb::StockUpda
 }
 
 async fn quote_promise(server: &TestServer, segment: &str, units: i64) -> Vec<String> {
-    let plan = server
-        .sourcing()
-        .quote(pb::QuoteRequest {
-            order: Some(order("q", segment, vec![line("l1", "BO-1", units)])),
-            strategy: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap();
+    let plan = common::quoted_plan(
+        server.sourcing(),
+        order("q", segment, vec![line("l1", "BO-1", units)]),
+    )
+    .await;
     plan.unfilled.into_iter().map(|u| u.promised_date).collect()
 }
 

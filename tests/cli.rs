@@ -39,6 +39,8 @@ fn check_config_accepts_the_shipped_config() {
         "{stdout}"
     );
     assert!(stdout.contains("threshold + 2 (hysteresis)"), "{stdout}");
+    // look-ahead, shipped off
+    assert!(stdout.contains("\nlook-ahead: off\n"), "{stdout}");
     // how long standard's units may wait for supply
     assert!(
         stdout.contains("unfilled Backorder, waiting at most 14 days"),

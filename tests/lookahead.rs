@@ -7,7 +7,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestServer, line, order};
-use dom_router::api::pb;
 use dom_router::config::{Config, ConfigSource};
 
 /// The Guadalajara quote of look-ahead's test case (see `common::guadalajara_quote`).
@@ -56,17 +55,8 @@ async fn serving_with(section: Option<&str>) -> (TestServer, impl Fn(&str), temp
 async fn rules_version(server: &TestServer) -> String {
     let mut o = order("v", "vip", vec![line("l1", "LA-X", 1)]);
     o.destination = Some(common::in_spain(common::MADRID.0, common::MADRID.1));
-    server
-        .sourcing()
-        .quote(pb::QuoteRequest {
-            order: Some(o),
-            strategy: 0,
-        })
+    common::quoted_plan(server.sourcing(), o)
         .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap()
         .rules_version
 }
 

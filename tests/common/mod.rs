@@ -235,25 +235,30 @@ pub const MADRID: (f64, f64) = (40.4165, -3.70256);
 /// 55 km from Madrid, 260 from Zaragoza.
 pub const GUADALAJARA: (f64, f64) = (40.6333, -3.1667);
 
-/// Look-ahead's test case, seen by a quote: a `vip` order of one unit of `sku` to Guadalajara.
-/// The node it ships from, what the plan says of the Getafe DC if it passes it over, and the
-/// plan's opportunity cost.
-pub async fn guadalajara_quote(
-    mut sourcing: SourcingClient<Channel>,
-    sku: &str,
-) -> (String, String, f64) {
-    let mut o = order("q", "vip", vec![line("l1", sku, 1)]);
-    o.destination = Some(in_spain(GUADALAJARA.0, GUADALAJARA.1));
-    let plan = sourcing
+/// The plan a quote of `order` answers with, by the server's strategy.
+pub async fn quoted_plan(mut sourcing: SourcingClient<Channel>, order: pb::Order) -> pb::Plan {
+    sourcing
         .quote(pb::QuoteRequest {
-            order: Some(o),
+            order: Some(order),
             strategy: 0,
         })
         .await
         .unwrap()
         .into_inner()
         .plan
-        .unwrap();
+        .unwrap()
+}
+
+/// Look-ahead's test case, seen by a quote: a `vip` order of one unit of `sku` to Guadalajara.
+/// The node it ships from, what the plan says of the Getafe DC if it passes it over, and the
+/// plan's opportunity cost.
+pub async fn guadalajara_quote(
+    sourcing: SourcingClient<Channel>,
+    sku: &str,
+) -> (String, String, f64) {
+    let mut o = order("q", "vip", vec![line("l1", sku, 1)]);
+    o.destination = Some(in_spain(GUADALAJARA.0, GUADALAJARA.1));
+    let plan = quoted_plan(sourcing, o).await;
     let getafe = plan
         .unused_nodes
         .iter()
