@@ -31,6 +31,7 @@ use crate::store::{StockLevel, StockView};
 mod admission;
 mod greedy;
 mod instance;
+mod search;
 pub mod optimal;
 pub(crate) mod pool;
 

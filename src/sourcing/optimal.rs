@@ -63,10 +63,32 @@ pub struct Solved {
     pub dominated: Vec<(usize, Vec<usize>)>,
 }
 
-/// The least-cost plan for an instance, within `budget`: pruning and building the model count
-/// against it, and the solver gets what is left.
+/// The least-cost plan for an instance, within `budget`: the fast paths, then the search
+/// over node sets, and where the search does not apply (kits, a node whose capacity binds),
+/// pruning and the MIP; pruning and building the model count against the budget, and the
+/// solver gets what is left.
 pub fn solve(inst: &Instance, backend: Backend, budget: Duration) -> Solved {
     let deadline = Instant::now() + budget;
+    let exact = |units: Units, status| Solved {
+        dominated: dominated_by_plan(inst, &units),
+        units,
+        status,
+    };
+    if inst.cands.is_empty() {
+        return exact(Vec::new(), SolveStatus::ExactFastPath);
+    }
+    if let Some(units) = single_node(inst).or_else(|| single_line(inst)) {
+        return exact(units, SolveStatus::ExactFastPath);
+    }
+    let incumbent = greedy(inst);
+    if let Some((units, proven)) = super::search::search(inst, deadline, incumbent.as_ref()) {
+        let status = if proven {
+            SolveStatus::Optimal
+        } else {
+            SolveStatus::Feasible
+        };
+        return exact(units, status);
+    }
     let (kept, dominated) = prune(inst);
     let sub = Instance {
         cands: kept.iter().map(|&c| inst.cands[c].clone()).collect(),
@@ -80,17 +102,27 @@ pub fn solve(inst: &Instance, backend: Backend, budget: Duration) -> Solved {
     }
 }
 
+/// The candidates the plan does not use that a node of the plan dominates, with those nodes.
+fn dominated_by_plan(inst: &Instance, units: &Units) -> Vec<(usize, Vec<usize>)> {
+    let mut used: Vec<usize> = units.iter().map(|u| u.0).collect();
+    used.sort_unstable();
+    used.dedup();
+    (0..inst.cands.len())
+        .filter(|c| used.binary_search(c).is_err())
+        .filter_map(|b| {
+            let by: Vec<usize> = used
+                .iter()
+                .copied()
+                .filter(|&a| dominates(inst, a, b))
+                .collect();
+            (!by.is_empty()).then_some((b, by))
+        })
+        .collect()
+}
+
+/// The MIP on the pruned candidates, the greedy plan its fallback.
 fn solve_pruned(inst: &Instance, backend: Backend, deadline: Instant) -> (Units, SolveStatus) {
     let nothing: Units = Vec::new();
-    if inst.cands.is_empty() {
-        return (nothing, SolveStatus::ExactFastPath);
-    }
-    if let Some(units) = single_node(inst) {
-        return (units, SolveStatus::ExactFastPath);
-    }
-    if let Some(units) = single_line(inst) {
-        return (units, SolveStatus::ExactFastPath);
-    }
     let incumbent = greedy(inst);
     match mip(inst, backend, deadline) {
         Ok((units, proven)) => {
@@ -125,19 +157,7 @@ pub fn prune(inst: &Instance) -> (Vec<usize>, Vec<(usize, Vec<usize>)>) {
         inst.max_shipments
     };
     let n = inst.cands.len();
-    let dominates = |a: usize, b: usize| {
-        let (ca, cb) = (&inst.cands[a], &inst.cands[b]);
-        let skus = 0..inst.skus;
-        let weak = ca.fixed <= cb.fixed
-            && skus.clone().all(|s| ca.unit_of(s) <= cb.unit_of(s))
-            && ca.capacity >= cb.capacity
-            && ca.ats.iter().zip(&cb.ats).all(|(x, y)| x >= y);
-        let strict = ca.fixed < cb.fixed
-            || skus.clone().any(|s| ca.unit_of(s) < cb.unit_of(s))
-            || ca.capacity > cb.capacity
-            || ca.ats.iter().zip(&cb.ats).any(|(x, y)| x > y);
-        weak && (strict || a < b)
-    };
+    let dominates = |a: usize, b: usize| dominates(inst, a, b);
     let mut kept = Vec::with_capacity(n);
     let mut dominated = Vec::new();
     for b in 0..n {
@@ -149,6 +169,22 @@ pub fn prune(inst: &Instance) -> (Vec<usize>, Vec<(usize, Vec<usize>)>) {
         }
     }
     (kept, dominated)
+}
+
+/// Whether candidate `a` is no dearer than `b` in any cost, with no less stock or capacity
+/// (ties broken by index), so that `a` can take all of `b`'s units at no extra cost.
+fn dominates(inst: &Instance, a: usize, b: usize) -> bool {
+    let (ca, cb) = (&inst.cands[a], &inst.cands[b]);
+    let skus = 0..inst.skus;
+    let weak = ca.fixed <= cb.fixed
+        && skus.clone().all(|s| ca.unit_of(s) <= cb.unit_of(s))
+        && ca.capacity >= cb.capacity
+        && ca.ats.iter().zip(&cb.ats).all(|(x, y)| x >= y);
+    let strict = ca.fixed < cb.fixed
+        || skus.clone().any(|s| ca.unit_of(s) < cb.unit_of(s))
+        || ca.capacity > cb.capacity
+        || ca.ats.iter().zip(&cb.ats).any(|(x, y)| x > y);
+    weak && (strict || a < b)
 }
 
 /// The one node that ships everything, when no other plan can cost less.
@@ -278,7 +314,7 @@ fn enumerate(
 
 /// A feasible plan without the solver, kept in case the solve budget runs out: nodes by
 /// cost per unit of the whole order, each taking all it can.
-fn greedy(inst: &Instance) -> Option<Units> {
+pub(super) fn greedy(inst: &Instance) -> Option<Units> {
     let q = inst.total_units().max(1) as f64;
     let demand = inst.demand_by_sku();
     let mut order: Vec<usize> = (0..inst.cands.len()).collect();
@@ -357,7 +393,7 @@ fn greedy(inst: &Instance) -> Option<Units> {
 }
 
 /// Solves the MIP; the units, and whether the solver proved them optimal.
-fn mip(
+pub(super) fn mip(
     inst: &Instance,
     backend: Backend,
     deadline: Instant,

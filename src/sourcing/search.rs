@@ -1,0 +1,681 @@
+//! An exact search over the sets of at most M nodes a plan can ship from, for orders without
+//! kits where no node's capacity binds (each may ship all it holds of the order).
+//!
+//! For a fixed set S of nodes such an order splits by sku: each sku's units go to the node of
+//! S that ships them most cheaply, up to its stock, and the rest are unfilled (at the
+//! segment's penalty). So a plan's cost is `P·Q − σ + Σ_{n∈S} (F_n + σ) − g(S)`, where g(S)
+//! is what shipping saves against leaving every unit unfilled. The search enumerates the sets
+//! depth first and skips every set a lower bound puts at or above the best plan found:
+//!
+//! - **amortised, per node:** a plan using node n pays F_n, and a unit from any other node at
+//!   least that node's unit cost plus its parcel and split penalty spread over all the units
+//!   it could ship;
+//! - **coverage:** g is submodular (each sku's part is the weighted rank of a uniform
+//!   matroid), so adding a node to a set saves at most what it saves added to any subset of
+//!   that set: alone (its reduced saving, nodes being in order of it), or beside the set's
+//!   first node (the row of pair costs the walk computes for each first node).
+//!
+//! Where the segment allows no unfilled unit, the penalty used is above the cost of any plan
+//! that ships everything, and a best plan that still leaves units means no plan exists.
+
+use std::time::Instant;
+
+use super::instance::{Instance, Units};
+
+/// Node sets evaluated between two looks at the clock.
+const CLOCK_EVERY: u32 = 64;
+
+/// The most shipments a plan the search takes may have; the MIP takes larger limits.
+const MAX_SET: usize = 8;
+
+/// The search's answer: the units of the best plan found, and whether it is proven least.
+pub(super) type Found = (Units, bool);
+
+/// The least-cost plan, or `None` where the instance has kits (unless it ships complete), a
+/// node whose capacity is below what it could ship of the order, or a limit of more than
+/// [`MAX_SET`] shipments (the MIP takes those). `incumbent` is a feasible
+/// plan to beat, if one is known. Past `deadline` the best plan so far is returned unproven.
+pub(super) fn search(
+    inst: &Instance,
+    deadline: Instant,
+    incumbent: Option<&Units>,
+) -> Option<Found> {
+    if inst.ship_complete {
+        // one node ships everything, kits included, or nothing does
+        return Some(ship_complete(inst));
+    }
+    if !inst.kits.is_empty() {
+        return None;
+    }
+    let sets = Sets::new(inst)?;
+    Some(sets.run(inst, deadline, incumbent))
+}
+
+/// A ship-complete order: one node with everything, or nothing where the segment allows it.
+fn ship_complete(inst: &Instance) -> Found {
+    let demand = inst.demand_by_sku();
+    let q = inst.total_units();
+    let whole = |c: &super::instance::Cand| {
+        c.capacity >= q && demand.iter().zip(&c.ats).all(|(d, a)| d <= a)
+    };
+    let none = inst.unfilled_penalty.map(|p| p * q as f64);
+    let best = inst
+        .cands
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| whole(c))
+        .map(|(i, c)| {
+            let units: f64 = (0..inst.skus)
+                .map(|s| c.unit_of(s) * demand[s] as f64)
+                .sum();
+            (i, c.fixed + units)
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    let units = match best {
+        Some((c, cost)) if none.is_none_or(|n| cost <= n) => inst
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(l, line)| (c, l, line.quantity))
+            .collect(),
+        _ => Vec::new(),
+    };
+    (units, true)
+}
+
+/// The numbers the search runs on, nodes in search order.
+struct Sets {
+    /// Skus the order asks for, and how many units of each.
+    skus: Vec<usize>,
+    demand: Vec<u64>,
+    /// The penalty per unfilled unit the search prices with.
+    penalty: f64,
+    max: usize,
+    split: f64,
+    /// Instance index of each node, in search order.
+    node: Vec<usize>,
+    fixed: Vec<f64>,
+    /// Per node and sku (row-major, `skus.len()` per node): units it may ship of the order,
+    /// and what each saves against leaving it unfilled (penalty less unit cost).
+    give: Vec<u64>,
+    save: Vec<f64>,
+    /// Per node: what it saves alone, less its parcel and the split penalty.
+    reduced: Vec<f64>,
+    /// Per node: a lower bound on every plan that uses it.
+    bound: Vec<f64>,
+}
+
+impl Sets {
+    fn new(inst: &Instance) -> Option<Sets> {
+        let all = inst.demand_by_sku();
+        let skus: Vec<usize> = (0..inst.skus).filter(|&s| all[s] > 0).collect();
+        let demand: Vec<u64> = skus.iter().map(|&s| all[s]).collect();
+        let k = skus.len();
+        let q = inst.total_units();
+        let split = inst.split_penalty;
+        let max = inst.max_shipments;
+        if max == 0 || max > MAX_SET {
+            return None;
+        }
+        let penalty = inst.unfilled_penalty.unwrap_or_else(|| {
+            // above any plan that ships everything: M parcels at the dearest, every unit at
+            // the dearest unit cost, every split
+            let fixed = inst.cands.iter().map(|c| c.fixed).fold(0.0, f64::max);
+            let unit = inst
+                .cands
+                .iter()
+                .flat_map(|c| skus.iter().map(|&s| c.unit_of(s)))
+                .fold(0.0, f64::max);
+            1.0 + (fixed + split) * max as f64 + unit * q as f64
+        });
+        let mut rows = Vec::new();
+        for (i, c) in inst.cands.iter().enumerate() {
+            let give: Vec<u64> = skus
+                .iter()
+                .zip(&demand)
+                .map(|(&s, &d)| c.ats[s].min(d))
+                .collect();
+            let save: Vec<f64> = skus.iter().map(|&s| penalty - c.unit_of(s)).collect();
+            let useful = |j: usize| give[j] > 0 && save[j] > 0.0;
+            let cover: u64 = (0..k).filter(|&j| useful(j)).map(|j| give[j]).sum();
+            if cover == 0 {
+                continue;
+            }
+            if c.capacity < cover {
+                return None;
+            }
+            let alone: f64 = (0..k)
+                .filter(|&j| useful(j))
+                .map(|j| give[j] as f64 * save[j])
+                .sum();
+            // a unit from this node costs at least its unit cost and its share of the parcel
+            let share = (c.fixed + split) / cover as f64;
+            let rates: Vec<f64> = skus
+                .iter()
+                .enumerate()
+                .map(|(j, &s)| {
+                    if useful(j) {
+                        c.unit_of(s) + share
+                    } else {
+                        f64::INFINITY
+                    }
+                })
+                .collect();
+            rows.push((i, give, save, alone - c.fixed - split, rates));
+        }
+        // the cheapest amortised rate of any node, per sku, for the bound of each node
+        let mut cheapest = vec![f64::INFINITY; k];
+        for row in &rows {
+            for (m, r) in cheapest.iter_mut().zip(&row.4) {
+                *m = m.min(*r);
+            }
+        }
+        let mut sets = Sets {
+            skus,
+            demand,
+            penalty,
+            max,
+            split,
+            node: Vec::new(),
+            fixed: Vec::new(),
+            give: Vec::new(),
+            save: Vec::new(),
+            reduced: Vec::new(),
+            bound: Vec::new(),
+        };
+        // nodes in order of what they save alone, less their parcel: most first
+        let mut keyed: Vec<(f64, f64, usize)> = rows
+            .iter()
+            .enumerate()
+            .map(|(r, row)| {
+                let fixed = inst.cands[row.0].fixed;
+                (row.3, sets.node_bound(fixed, &row.1, &row.2, &cheapest), r)
+            })
+            .collect();
+        keyed.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then(a.1.total_cmp(&b.1))
+                .then(a.2.cmp(&b.2))
+        });
+        for &(reduced, bound, r) in &keyed {
+            let (i, give, save, _, _) = &rows[r];
+            sets.node.push(*i);
+            sets.fixed.push(inst.cands[*i].fixed);
+            sets.give.extend_from_slice(give);
+            sets.save.extend_from_slice(save);
+            sets.reduced.push(reduced.max(0.0));
+            sets.bound.push(bound);
+        }
+        Some(sets)
+    }
+
+    fn k(&self) -> usize {
+        self.skus.len()
+    }
+
+    /// A lower bound on every plan that ships from a node (its parcel cost, the units it may
+    /// give of each sku and what each saves): its units at its unit cost where that is
+    /// cheapest, every other unit at no less than `rates` (the cheapest amortised rate of any
+    /// node for the sku) or unfilled.
+    fn node_bound(&self, fixed: f64, give: &[u64], save: &[f64], rates: &[f64]) -> f64 {
+        let mut cost = fixed;
+        for (j, &d) in self.demand.iter().enumerate() {
+            let other = rates[j].min(self.penalty);
+            let unit = self.penalty - save[j];
+            let here = if unit < other { give[j].min(d) } else { 0 };
+            cost += unit * here as f64 + other * (d - here) as f64;
+        }
+        cost
+    }
+
+    fn run(&self, inst: &Instance, deadline: Instant, incumbent: Option<&Units>) -> Found {
+        let q = inst.total_units() as f64;
+        let mut walk = Walk {
+            sets: self,
+            best_cost: self.penalty * q,
+            best: Vec::new(),
+            chosen: Vec::with_capacity(self.max),
+            row: Vec::new(),
+            evaluated: 0,
+            deadline,
+            stopped: false,
+        };
+        if let Some(units) = incumbent
+            && inst.check(units).is_ok()
+        {
+            // the incumbent's nodes, each sku filled from them cheapest first
+            let positions = self.sets_of(units);
+            if positions.len() <= self.max {
+                walk.chosen.clone_from(&positions);
+                let cost = walk.cost();
+                walk.chosen.clear();
+                walk.offer(cost, &positions);
+            }
+        }
+        walk.walk();
+        let Walk { best, stopped, .. } = walk;
+        let units = self.units(inst, &best);
+        if inst.unfilled_penalty.is_none()
+            && units.iter().map(|u| u.2).sum::<u64>() < inst.total_units()
+        {
+            // no plan ships everything
+            return (Vec::new(), !stopped);
+        }
+        (units, !stopped)
+    }
+
+    /// The search positions of the nodes a plan uses.
+    fn sets_of(&self, units: &Units) -> Vec<usize> {
+        let mut out: Vec<usize> = units
+            .iter()
+            .filter_map(|&(c, _, _)| self.node.iter().position(|&n| n == c))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Each sku filled from the nodes at `positions`, cheapest first, in the instance's units.
+    fn units(&self, inst: &Instance, positions: &[usize]) -> Units {
+        let k = self.k();
+        let mut units = Vec::new();
+        for (j, &sku) in self.skus.iter().enumerate() {
+            let mut offers: Vec<(f64, usize)> = positions
+                .iter()
+                .filter(|&&p| self.give[p * k + j] > 0 && self.save[p * k + j] > 0.0)
+                .map(|&p| (self.save[p * k + j], p))
+                .collect();
+            offers.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut lines = inst
+                .lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.sku == sku)
+                .map(|(l, line)| (l, line.quantity))
+                .peekable();
+            let mut line_left = lines.peek().map_or(0, |l| l.1);
+            for (_, p) in offers {
+                let mut give = self.give[p * k + j];
+                while give > 0 {
+                    let Some(&(l, _)) = lines.peek() else { break };
+                    let take = give.min(line_left);
+                    units.push((self.node[p], l, take));
+                    give -= take;
+                    line_left -= take;
+                    if line_left == 0 {
+                        lines.next();
+                        line_left = lines.peek().map_or(0, |l| l.1);
+                    }
+                }
+            }
+        }
+        units.sort_unstable();
+        units
+    }
+}
+
+/// The depth-first walk over node sets, in position order.
+struct Walk<'a> {
+    sets: &'a Sets,
+    best_cost: f64,
+    best: Vec<usize>,
+    /// Positions of the nodes in the current set.
+    chosen: Vec<usize>,
+    /// For the current first node: the later nodes worth pairing with it.
+    row: Vec<Entry>,
+    evaluated: u32,
+    deadline: Instant,
+    stopped: bool,
+}
+
+/// A later node in the row of a first node.
+#[derive(Clone, Copy)]
+struct Entry {
+    node: usize,
+    /// The cost of the first node and this one.
+    pair: f64,
+    /// What this one saves beside the first node alone, at least zero.
+    saves: f64,
+    /// The most any entry from this one on saves.
+    most: f64,
+}
+
+impl Walk<'_> {
+    fn walk(&mut self) {
+        let s = self.sets;
+        let n = s.node.len();
+        let base = s.penalty * s.demand.iter().sum::<u64>() as f64 - s.split;
+        for first in 0..n {
+            // coverage: the nodes after it save no more than the next ones in order
+            let others: f64 = s.reduced[first + 1..].iter().take(s.max - 1).sum();
+            if base - s.reduced[first] - others >= self.best_cost - 1e-9 {
+                return;
+            }
+            if s.bound[first] >= self.best_cost - 1e-9 || self.spent() {
+                continue;
+            }
+            self.chosen.push(first);
+            let alone = self.cost();
+            self.offer(alone, &[first]);
+            if s.max > 1 {
+                self.pairs(first, alone);
+                self.extend(alone, 0, s.max - 1);
+            }
+            self.chosen.pop();
+            if self.stopped {
+                return;
+            }
+        }
+    }
+
+    /// The row of `first`: every later node a set of at most M with both could be worth it.
+    fn pairs(&mut self, first: usize, alone: f64) {
+        let s = self.sets;
+        self.row.clear();
+        // the most any other later node saves alone, for the M − 2 others a set may have
+        let others = s.reduced.get(first + 1).copied().unwrap_or(0.0) * (s.max - 2) as f64;
+        for next in first + 1..s.node.len() {
+            if alone - others - s.reduced[next] >= self.best_cost - 1e-9 {
+                break;
+            }
+            if s.bound[next] >= self.best_cost - 1e-9 || self.spent() {
+                continue;
+            }
+            self.chosen.push(next);
+            let pair = self.cost();
+            self.chosen.pop();
+            self.offer(pair, &[first, next]);
+            let saves = (alone - pair).max(0.0);
+            self.row.push(Entry {
+                node: next,
+                pair,
+                saves,
+                most: saves,
+            });
+        }
+        let mut most: f64 = 0.0;
+        for entry in self.row.iter_mut().rev() {
+            most = most.max(entry.saves);
+            entry.most = most;
+        }
+    }
+
+    /// Adds up to `room` nodes of the row from entry `from` on to the current set, which
+    /// costs `cost` and starts with the row's first node. A node added saves at most what it
+    /// saves beside the first node alone.
+    fn extend(&mut self, cost: f64, from: usize, room: usize) {
+        let s = self.sets;
+        for at in from..self.row.len() {
+            let Entry {
+                node,
+                pair,
+                saves,
+                most,
+            } = self.row[at];
+            let later = self.row.get(at + 1).map_or(0.0, |e| e.most) * (room - 1) as f64;
+            if cost - most - later >= self.best_cost - 1e-9 {
+                // nothing from here on saves enough
+                return;
+            }
+            if cost - saves - later >= self.best_cost - 1e-9
+                || s.bound[node] >= self.best_cost - 1e-9
+                || self.spent()
+            {
+                continue;
+            }
+            self.chosen.push(node);
+            let with = if self.chosen.len() == 2 {
+                pair
+            } else {
+                let with = self.cost();
+                let chosen = std::mem::take(&mut self.chosen);
+                self.offer(with, &chosen);
+                self.chosen = chosen;
+                with
+            };
+            if room > 1 && with - later < self.best_cost - 1e-9 {
+                self.extend(with, at + 1, room - 1);
+            }
+            self.chosen.pop();
+            if self.stopped {
+                return;
+            }
+        }
+    }
+
+    /// Whether the budget is spent; looks at the clock every [`CLOCK_EVERY`] sets.
+    fn spent(&mut self) -> bool {
+        self.evaluated += 1;
+        if self.evaluated % CLOCK_EVERY == 1 && Instant::now() >= self.deadline {
+            self.stopped = true;
+        }
+        self.stopped
+    }
+
+    fn offer(&mut self, cost: f64, positions: &[usize]) {
+        if cost < self.best_cost - 1e-9 {
+            self.best_cost = cost;
+            self.best = positions.to_vec();
+        }
+    }
+
+    /// The cost of the current set: parcels, splits, and each sku from its cheapest nodes
+    /// first, the rest unfilled.
+    fn cost(&self) -> f64 {
+        let s = self.sets;
+        let k = s.k();
+        let mut cost = self.chosen.iter().map(|&p| s.fixed[p]).sum::<f64>()
+            + self.chosen.len().saturating_sub(1) as f64 * s.split;
+        let mut offers: [(f64, u64); MAX_SET] = [(0.0, 0); MAX_SET];
+        for (j, &d) in s.demand.iter().enumerate() {
+            let mut n = 0;
+            for &p in &self.chosen {
+                let (give, save) = (s.give[p * k + j], s.save[p * k + j]);
+                if give > 0 && save > 0.0 {
+                    offers[n] = (save, give);
+                    n += 1;
+                }
+            }
+            offers[..n].sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut left = d;
+            cost += s.penalty * d as f64;
+            for &(save, give) in &offers[..n] {
+                let take = give.min(left);
+                cost -= save * take as f64;
+                left -= take;
+            }
+        }
+        cost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::sourcing::instance::{Cand, Line, brute_force};
+    use crate::sourcing::optimal::{Backend, greedy, mip};
+
+    const BUDGET: Duration = Duration::from_secs(5);
+
+    fn round(x: f64) -> f64 {
+        (x * 100.0).round() / 100.0
+    }
+
+    /// Instances of `n` candidates and `lines` lines over `skus` skus, capacity never binding.
+    fn instances(
+        n: usize,
+        lines: usize,
+        skus: usize,
+        ats: u64,
+    ) -> impl proptest::strategy::Strategy<Value = Instance> {
+        let cand = (
+            0.0..12.0f64,
+            0.0..3.0f64,
+            proptest::collection::vec(0u64..=ats, skus),
+            prop_oneof![
+                Just(Vec::new()),
+                proptest::collection::vec(0.0..4.0f64, skus)
+            ],
+        )
+            .prop_map(|(fixed, unit, ats, kept)| Cand {
+                fixed: round(fixed),
+                unit: round(unit),
+                capacity: ats.iter().sum::<u64>() + 1,
+                ats,
+                kept: kept.into_iter().map(round).collect(),
+            });
+        (
+            proptest::collection::vec(cand, 1..=n),
+            proptest::collection::vec((0..skus, 1u64..=3), 1..=lines),
+            1usize..=3,
+            0.0..3.0f64,
+            prop_oneof![Just(None), (0.0..15.0f64).prop_map(Some)],
+            prop_oneof![4 => Just(false), 1 => Just(true)],
+        )
+            .prop_map(
+                move |(cands, lines, max_shipments, split, unfilled, ship_complete)| Instance {
+                    skus,
+                    cands,
+                    lines: lines
+                        .into_iter()
+                        .map(|(sku, quantity)| Line {
+                            sku,
+                            quantity,
+                            kit: None,
+                        })
+                        .collect(),
+                    kits: vec![],
+                    max_shipments,
+                    split_penalty: round(split),
+                    unfilled_penalty: unfilled.map(round),
+                    ship_complete,
+                },
+            )
+    }
+
+    fn searched(inst: &Instance) -> Found {
+        let incumbent = greedy(inst);
+        search(inst, Instant::now() + BUDGET, incumbent.as_ref())
+            .expect("no kits, no binding capacity")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn the_search_matches_brute_force(inst in instances(3, 2, 2, 3)) {
+            let (units, proven) = searched(&inst);
+            prop_assert!(proven);
+            match brute_force(&inst) {
+                Some((best, _)) => {
+                    prop_assert!(inst.check(&units).is_ok(), "{:?}: {units:?}", inst.check(&units));
+                    let cost = inst.cost(&units);
+                    prop_assert!((cost - best).abs() < 1e-6, "search {cost}, brute force {best}");
+                }
+                None => prop_assert!(inst.check(&units).is_err(), "brute force found no plan"),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(120))]
+
+        /// Too large to enumerate: the search and the MIP agree, with and without an incumbent.
+        #[test]
+        fn the_search_matches_the_mip(inst in instances(30, 8, 5, 6)) {
+            let (units, proven) = searched(&inst);
+            prop_assert!(proven);
+            let (alone, _) = search(&inst, Instant::now() + BUDGET, None).unwrap();
+            let by_mip = match mip(&inst, Backend::Microlp, Instant::now() + BUDGET) {
+                Ok((units, proven)) => { prop_assert!(proven); Some(units) }
+                Err(_) => None,
+            };
+            match by_mip.filter(|u| inst.check(u).is_ok()) {
+                Some(best) => {
+                    let best = inst.cost(&best);
+                    for units in [&units, &alone] {
+                        prop_assert!(inst.check(units).is_ok(), "{:?}", inst.check(units));
+                        let cost = inst.cost(units);
+                        prop_assert!((cost - best).abs() < 1e-6, "search {cost}, mip {best}");
+                    }
+                }
+                None => prop_assert!(units.is_empty() && alone.is_empty(), "the MIP found no plan"),
+            }
+        }
+    }
+
+    #[test]
+    fn kits_and_binding_capacity_go_to_the_mip() {
+        let cand = |capacity| Cand {
+            fixed: 1.0,
+            unit: 1.0,
+            ats: vec![5, 5],
+            capacity,
+            kept: Vec::new(),
+        };
+        let line = |sku, kit| Line {
+            sku,
+            quantity: 3,
+            kit,
+        };
+        let mut inst = Instance {
+            skus: 2,
+            cands: vec![cand(10), cand(10)],
+            lines: vec![line(0, None), line(1, None)],
+            kits: vec![],
+            max_shipments: 2,
+            split_penalty: 1.0,
+            unfilled_penalty: Some(9.0),
+            ship_complete: false,
+        };
+        let at = Instant::now() + BUDGET;
+        assert!(search(&inst, at, None).is_some());
+        inst.cands[1].capacity = 5;
+        assert!(search(&inst, at, None).is_none());
+        inst.cands[1].capacity = 10;
+        inst.lines = vec![line(0, Some(0)), line(1, Some(0))];
+        inst.kits = vec![vec![0, 1]];
+        assert!(search(&inst, at, None).is_none());
+    }
+
+    #[test]
+    fn a_spent_budget_returns_the_best_so_far_unproven() {
+        let cands: Vec<Cand> = (0..400)
+            .map(|i| Cand {
+                fixed: 3.0 + (i % 7) as f64 * 0.37,
+                unit: 0.5 + (i % 5) as f64 * 0.11,
+                ats: (0..6).map(|s| ((i * 7 + s * 3) % 5) as u64).collect(),
+                capacity: 40,
+                kept: Vec::new(),
+            })
+            .collect();
+        let inst = Instance {
+            skus: 6,
+            cands,
+            lines: (0..12)
+                .map(|l| Line {
+                    sku: l % 6,
+                    quantity: 2 + (l % 3) as u64,
+                    kit: None,
+                })
+                .collect(),
+            kits: vec![],
+            max_shipments: 3,
+            split_penalty: 1.0,
+            unfilled_penalty: Some(30.0),
+            ship_complete: false,
+        };
+        let incumbent = greedy(&inst).unwrap();
+        let (units, proven) = search(&inst, Instant::now(), Some(&incumbent)).unwrap();
+        assert!(!proven);
+        assert!(inst.check(&units).is_ok());
+        assert!(inst.cost(&units) <= inst.cost(&incumbent) + 1e-9);
+        let (units, proven) = search(&inst, Instant::now() + BUDGET, Some(&incumbent)).unwrap();
+        assert!(proven);
+        assert!(inst.cost(&units) <= inst.cost(&incumbent) + 1e-9);
+    }
+}
