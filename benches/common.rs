@@ -131,7 +131,7 @@ pub fn decide_priced(
         &HashMap::new(),
         today(),
     );
-    problem.price_units(|sku, node| prices.price(sku, node));
+    problem.price_units(1.0, |sku| prices.by_sku.get(sku));
     let kind = StrategyKind::Optimal;
     problem.finish(kind, &strategies.get(kind).assign(&problem))
 }

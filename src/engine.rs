@@ -151,8 +151,7 @@ fn decide(
     let started = Instant::now();
     let mut problem = Problem::build(admitted, &rules.network, stock, capacity, today);
     if rules.lookahead.active() && !prices.by_sku.is_empty() {
-        let weight = rules.lookahead.weight;
-        problem.price_units(|sku, node| weight * prices.price(sku, node));
+        problem.price_units(rules.lookahead.weight, |sku| prices.by_sku.get(sku));
     }
     span.record("candidates", problem.candidates.len());
     let assignment = {

@@ -31,9 +31,9 @@ use crate::store::{StockLevel, StockView};
 mod admission;
 mod greedy;
 mod instance;
-mod search;
 pub mod optimal;
 pub(crate) mod pool;
+mod search;
 
 pub use admission::Admitted;
 pub use greedy::{Nearest, Priority};
@@ -505,23 +505,35 @@ impl<'a> Problem<'a> {
     }
 
     /// Prices each unit the order could take by what it costs the orders still to come:
-    /// `price(sku, node)` per unit, already weighted. A unit is charged what its price exceeds
+    /// `weight` times the price `table(sku)` gives each node, per unit (a node it does not
+    /// name, or a sku without a table, at zero). A unit is charged what its price exceeds
     /// the cheapest price of that sku among the candidates that hold some: the prices choose
     /// between nodes (keeping a node's units for the demand only it serves well), and never
     /// make leaving a unit unfilled look cheaper than shipping it, as every node's units
     /// priced alike say only that the sku is short. The optimiser then minimises cost to serve
     /// plus these charges; the rule-list strategies ignore them.
-    pub fn price_units(&mut self, price: impl Fn(&str, &str) -> f64) {
-        let raw: Vec<Vec<f64>> = self
-            .candidates
-            .iter()
-            .map(|cand| {
-                self.skus
-                    .iter()
-                    .map(|sku| price(sku, &cand.node.id).max(0.0))
-                    .collect()
-            })
-            .collect();
+    pub fn price_units<'t>(
+        &mut self,
+        weight: f64,
+        table: impl Fn(&str) -> Option<&'t BTreeMap<String, f64>>,
+    ) {
+        let mut raw = vec![vec![0.0; self.skus.len()]; self.candidates.len()];
+        // candidates in node id order, walked beside each table (also in that order)
+        let mut by_id: Vec<usize> = (0..self.candidates.len()).collect();
+        by_id.sort_by(|&a, &b| self.candidates[a].node.id.cmp(&self.candidates[b].node.id));
+        for (s, sku) in self.skus.iter().enumerate() {
+            let Some(table) = table(sku) else { continue };
+            let mut prices = table.iter().peekable();
+            for &c in &by_id {
+                let id = self.candidates[c].node.id.as_str();
+                while prices.next_if(|(node, _)| node.as_str() < id).is_some() {}
+                if let Some((node, price)) = prices.peek()
+                    && node.as_str() == id
+                {
+                    raw[c][s] = (weight * **price).max(0.0);
+                }
+            }
+        }
         let floor: Vec<f64> = (0..self.skus.len())
             .map(|s| {
                 self.candidates
@@ -536,7 +548,14 @@ impl<'a> Problem<'a> {
             let charges: Vec<f64> = raw[c]
                 .iter()
                 .zip(&floor)
-                .map(|(p, f)| if f.is_finite() { (p - f).max(0.0) } else { 0.0 })
+                .zip(&cand.ats)
+                .map(|((p, f), &ats)| {
+                    if f.is_finite() && ats > 0 {
+                        (p - f).max(0.0)
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let priced = charges.iter().any(|&p| p > 0.0);
             self.instance.cands[c].kept = if priced { charges.clone() } else { Vec::new() };
@@ -1028,7 +1047,11 @@ pub(crate) mod tests {
         // every holder priced alike, far above the penalty: the sku is short everywhere, which
         // is no reason to leave units unfilled; the plan is as without prices
         let mut alike = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
-        alike.price_units(|_, _| 500.0);
+        let table = |prices: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            prices.iter().map(|&(n, p)| (n.to_owned(), p)).collect()
+        };
+        let every = table(&[("far", 500.0), ("mid", 500.0), ("near", 500.0)]);
+        alike.price_units(1.0, |_| Some(&every));
         assert!(alike.instance().cands.iter().all(|c| c.kept.is_empty()));
         let plan = alike
             .finish(StrategyKind::Optimal, &exact().assign(&alike))
@@ -1037,7 +1060,8 @@ pub(crate) mod tests {
         assert_eq!(plan.opportunity_cost, 0.0);
         // near priced 30 above far: its units are kept, and the order ships from far
         let mut kept = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
-        kept.price_units(|_, node| if node == "near" { 530.0 } else { 500.0 });
+        let dearer_near = table(&[("far", 250.0), ("mid", 250.0), ("near", 265.0)]);
+        kept.price_units(2.0, |_| Some(&dearer_near));
         let plan = kept
             .finish(StrategyKind::Optimal, &exact().assign(&kept))
             .unwrap();
@@ -1056,7 +1080,8 @@ pub(crate) mod tests {
         // a node that holds none of the sku is no candidate, and its price no floor: the
         // holders' prices alike, nothing is charged
         let mut one = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
-        one.price_units(|_, node| if node == "mid" { 0.0 } else { 7.0 });
+        let cheap_mid = table(&[("far", 7.0), ("near", 7.0)]);
+        one.price_units(1.0, |_| Some(&cheap_mid));
         assert!(one.candidates.iter().all(|c| c.node.id != "mid"));
         assert!(one.instance().cands.iter().all(|c| c.kept.is_empty()));
     }
