@@ -80,8 +80,7 @@ pub fn solve(inst: &Instance, backend: Backend, budget: Duration) -> Solved {
     if let Some(units) = single_node(inst).or_else(|| single_line(inst)) {
         return exact(units, SolveStatus::ExactFastPath);
     }
-    let incumbent = greedy(inst);
-    if let Some((units, proven)) = super::search::search(inst, deadline, incumbent.as_ref()) {
+    if let Some((units, proven)) = super::search::search(inst, deadline, || greedy(inst)) {
         let status = if proven {
             SolveStatus::Optimal
         } else {
@@ -89,6 +88,17 @@ pub fn solve(inst: &Instance, backend: Backend, budget: Duration) -> Solved {
         };
         return exact(units, status);
     }
+    solve_by_mip(
+        inst,
+        backend,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+}
+
+/// The least-cost plan by pruning and the MIP alone, as [`solve`] does for orders the search
+/// does not take: for checking the search against the configured MIP solver.
+pub fn solve_by_mip(inst: &Instance, backend: Backend, budget: Duration) -> Solved {
+    let deadline = Instant::now() + budget;
     let (kept, dominated) = prune(inst);
     let sub = Instance {
         cands: kept.iter().map(|&c| inst.cands[c].clone()).collect(),

@@ -33,12 +33,12 @@ pub(super) type Found = (Units, bool);
 
 /// The least-cost plan, or `None` where the instance has kits (unless it ships complete), a
 /// node whose capacity is below what it could ship of the order, or a limit of more than
-/// [`MAX_SET`] shipments (the MIP takes those). `incumbent` is a feasible
-/// plan to beat, if one is known. Past `deadline` the best plan so far is returned unproven.
+/// [`MAX_SET`] shipments (the MIP takes those). Past `deadline` the better of the best plan
+/// found so far and the plan `fallback` makes is returned, unproven.
 pub(super) fn search(
     inst: &Instance,
     deadline: Instant,
-    incumbent: Option<&Units>,
+    fallback: impl FnOnce() -> Option<Units>,
 ) -> Option<Found> {
     if inst.ship_complete {
         // one node ships everything, kits included, or nothing does
@@ -48,7 +48,17 @@ pub(super) fn search(
         return None;
     }
     let sets = Sets::new(inst)?;
-    Some(sets.run(inst, deadline, incumbent))
+    let (units, proven) = sets.run(inst, deadline);
+    if proven {
+        return Some((units, true));
+    }
+    let found = inst.check(&units).is_ok().then_some(units);
+    let better = match (found, fallback().filter(|u| inst.check(u).is_ok())) {
+        (Some(a), Some(b)) if inst.cost(&b) < inst.cost(&a) - 1e-9 => b,
+        (Some(a), _) => a,
+        (None, b) => b.unwrap_or_default(),
+    };
+    Some((better, false))
 }
 
 /// A ship-complete order: one node with everything, or nothing where the segment allows it.
@@ -128,47 +138,43 @@ impl Sets {
                 .fold(0.0, f64::max);
             1.0 + (fixed + split) * max as f64 + unit * q as f64
         });
-        let mut rows = Vec::new();
+        // per useful node, in candidate order: index, units it may give and what each saves
+        // per sku, and its reduced saving alone; per sku, the cheapest amortised rate
+        let mut index = Vec::new();
+        let mut give = Vec::new();
+        let mut save = Vec::new();
+        let mut reduced = Vec::new();
+        let mut cheapest = vec![f64::INFINITY; k];
         for (i, c) in inst.cands.iter().enumerate() {
-            let give: Vec<u64> = skus
-                .iter()
-                .zip(&demand)
-                .map(|(&s, &d)| c.ats[s].min(d))
-                .collect();
-            let save: Vec<f64> = skus.iter().map(|&s| penalty - c.unit_of(s)).collect();
-            let useful = |j: usize| give[j] > 0 && save[j] > 0.0;
-            let cover: u64 = (0..k).filter(|&j| useful(j)).map(|j| give[j]).sum();
+            let (mut cover, mut alone) = (0u64, 0.0);
+            for (&s, &d) in skus.iter().zip(&demand) {
+                let (g, v) = (c.ats[s].min(d), penalty - c.unit_of(s));
+                if g > 0 && v > 0.0 {
+                    cover += g;
+                    alone += g as f64 * v;
+                }
+            }
             if cover == 0 {
                 continue;
             }
             if c.capacity < cover {
                 return None;
             }
-            let alone: f64 = (0..k)
-                .filter(|&j| useful(j))
-                .map(|j| give[j] as f64 * save[j])
-                .sum();
             // a unit from this node costs at least its unit cost and its share of the parcel
             let share = (c.fixed + split) / cover as f64;
-            let rates: Vec<f64> = skus
-                .iter()
-                .enumerate()
-                .map(|(j, &s)| {
-                    if useful(j) {
-                        c.unit_of(s) + share
-                    } else {
-                        f64::INFINITY
-                    }
-                })
-                .collect();
-            rows.push((i, give, save, alone - c.fixed - split, rates));
-        }
-        // the cheapest amortised rate of any node, per sku, for the bound of each node
-        let mut cheapest = vec![f64::INFINITY; k];
-        for row in &rows {
-            for (m, r) in cheapest.iter_mut().zip(&row.4) {
-                *m = m.min(*r);
+            for (j, (&s, &d)) in skus.iter().zip(&demand).enumerate() {
+                let (g, v) = (c.ats[s].min(d), penalty - c.unit_of(s));
+                give.push(g);
+                save.push(v);
+                let rate = if g > 0 && v > 0.0 {
+                    c.unit_of(s) + share
+                } else {
+                    f64::INFINITY
+                };
+                cheapest[j] = cheapest[j].min(rate);
             }
+            index.push(i);
+            reduced.push(alone - c.fixed - split);
         }
         let mut sets = Sets {
             skus,
@@ -176,33 +182,32 @@ impl Sets {
             penalty,
             max,
             split,
-            node: Vec::new(),
-            fixed: Vec::new(),
-            give: Vec::new(),
-            save: Vec::new(),
-            reduced: Vec::new(),
-            bound: Vec::new(),
+            node: Vec::with_capacity(index.len()),
+            fixed: Vec::with_capacity(index.len()),
+            give: Vec::with_capacity(give.len()),
+            save: Vec::with_capacity(save.len()),
+            reduced: Vec::with_capacity(index.len()),
+            bound: Vec::with_capacity(index.len()),
         };
         // nodes in order of what they save alone, less their parcel: most first
-        let mut keyed: Vec<(f64, f64, usize)> = rows
-            .iter()
-            .enumerate()
-            .map(|(r, row)| {
-                let fixed = inst.cands[row.0].fixed;
-                (row.3, sets.node_bound(fixed, &row.1, &row.2, &cheapest), r)
+        let mut keyed: Vec<(f64, f64, usize)> = (0..index.len())
+            .map(|r| {
+                let row = r * k..(r + 1) * k;
+                let fixed = inst.cands[index[r]].fixed;
+                let bound = sets.node_bound(fixed, &give[row.clone()], &save[row], &cheapest);
+                (reduced[r], bound, r)
             })
             .collect();
-        keyed.sort_by(|a, b| {
+        keyed.sort_unstable_by(|a, b| {
             b.0.total_cmp(&a.0)
                 .then(a.1.total_cmp(&b.1))
                 .then(a.2.cmp(&b.2))
         });
         for &(reduced, bound, r) in &keyed {
-            let (i, give, save, _, _) = &rows[r];
-            sets.node.push(*i);
-            sets.fixed.push(inst.cands[*i].fixed);
-            sets.give.extend_from_slice(give);
-            sets.save.extend_from_slice(save);
+            sets.node.push(index[r]);
+            sets.fixed.push(inst.cands[index[r]].fixed);
+            sets.give.extend_from_slice(&give[r * k..(r + 1) * k]);
+            sets.save.extend_from_slice(&save[r * k..(r + 1) * k]);
             sets.reduced.push(reduced.max(0.0));
             sets.bound.push(bound);
         }
@@ -228,7 +233,7 @@ impl Sets {
         cost
     }
 
-    fn run(&self, inst: &Instance, deadline: Instant, incumbent: Option<&Units>) -> Found {
+    fn run(&self, inst: &Instance, deadline: Instant) -> Found {
         let q = inst.total_units() as f64;
         let mut walk = Walk {
             sets: self,
@@ -240,39 +245,16 @@ impl Sets {
             deadline,
             stopped: false,
         };
-        if let Some(units) = incumbent
-            && inst.check(units).is_ok()
-        {
-            // the incumbent's nodes, each sku filled from them cheapest first
-            let positions = self.sets_of(units);
-            if positions.len() <= self.max {
-                walk.chosen.clone_from(&positions);
-                let cost = walk.cost();
-                walk.chosen.clear();
-                walk.offer(cost, &positions);
-            }
-        }
         walk.walk();
         let Walk { best, stopped, .. } = walk;
         let units = self.units(inst, &best);
         if inst.unfilled_penalty.is_none()
             && units.iter().map(|u| u.2).sum::<u64>() < inst.total_units()
         {
-            // no plan ships everything
+            // no plan ships everything, or none was found in time
             return (Vec::new(), !stopped);
         }
         (units, !stopped)
-    }
-
-    /// The search positions of the nodes a plan uses.
-    fn sets_of(&self, units: &Units) -> Vec<usize> {
-        let mut out: Vec<usize> = units
-            .iter()
-            .filter_map(|&(c, _, _)| self.node.iter().position(|&n| n == c))
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
     }
 
     /// Each sku filled from the nodes at `positions`, cheapest first, in the instance's units.
@@ -558,8 +540,7 @@ mod tests {
     }
 
     fn searched(inst: &Instance) -> Found {
-        let incumbent = greedy(inst);
-        search(inst, Instant::now() + BUDGET, incumbent.as_ref())
+        search(inst, Instant::now() + BUDGET, || greedy(inst))
             .expect("no kits, no binding capacity")
     }
 
@@ -584,12 +565,11 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(120))]
 
-        /// Too large to enumerate: the search and the MIP agree, with and without an incumbent.
+        /// Too large to enumerate: the search and the MIP agree.
         #[test]
         fn the_search_matches_the_mip(inst in instances(30, 8, 5, 6)) {
             let (units, proven) = searched(&inst);
             prop_assert!(proven);
-            let (alone, _) = search(&inst, Instant::now() + BUDGET, None).unwrap();
             let by_mip = match mip(&inst, Backend::Microlp, Instant::now() + BUDGET) {
                 Ok((units, proven)) => { prop_assert!(proven); Some(units) }
                 Err(_) => None,
@@ -597,13 +577,11 @@ mod tests {
             match by_mip.filter(|u| inst.check(u).is_ok()) {
                 Some(best) => {
                     let best = inst.cost(&best);
-                    for units in [&units, &alone] {
-                        prop_assert!(inst.check(units).is_ok(), "{:?}", inst.check(units));
-                        let cost = inst.cost(units);
-                        prop_assert!((cost - best).abs() < 1e-6, "search {cost}, mip {best}");
-                    }
+                    prop_assert!(inst.check(&units).is_ok(), "{:?}", inst.check(&units));
+                    let cost = inst.cost(&units);
+                    prop_assert!((cost - best).abs() < 1e-6, "search {cost}, mip {best}");
                 }
-                None => prop_assert!(units.is_empty() && alone.is_empty(), "the MIP found no plan"),
+                None => prop_assert!(units.is_empty(), "the MIP found no plan"),
             }
         }
     }
@@ -633,13 +611,13 @@ mod tests {
             ship_complete: false,
         };
         let at = Instant::now() + BUDGET;
-        assert!(search(&inst, at, None).is_some());
+        assert!(search(&inst, at, || None).is_some());
         inst.cands[1].capacity = 5;
-        assert!(search(&inst, at, None).is_none());
+        assert!(search(&inst, at, || None).is_none());
         inst.cands[1].capacity = 10;
         inst.lines = vec![line(0, Some(0)), line(1, Some(0))];
         inst.kits = vec![vec![0, 1]];
-        assert!(search(&inst, at, None).is_none());
+        assert!(search(&inst, at, || None).is_none());
     }
 
     #[test]
@@ -670,11 +648,11 @@ mod tests {
             ship_complete: false,
         };
         let incumbent = greedy(&inst).unwrap();
-        let (units, proven) = search(&inst, Instant::now(), Some(&incumbent)).unwrap();
+        let (units, proven) = search(&inst, Instant::now(), || Some(incumbent.clone())).unwrap();
         assert!(!proven);
         assert!(inst.check(&units).is_ok());
         assert!(inst.cost(&units) <= inst.cost(&incumbent) + 1e-9);
-        let (units, proven) = search(&inst, Instant::now() + BUDGET, Some(&incumbent)).unwrap();
+        let (units, proven) = search(&inst, Instant::now() + BUDGET, || None).unwrap();
         assert!(proven);
         assert!(inst.cost(&units) <= inst.cost(&incumbent) + 1e-9);
     }
