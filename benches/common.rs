@@ -26,18 +26,51 @@ pub fn today() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 3, 2).expect("a date")
 }
 
+/// How many lines each order of a bench carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Every order this many.
+    Lines(usize),
+    /// Web orders: 1 line six times in ten, 2 lines three times, 3 lines once.
+    B2c,
+    /// The cost replay's day: 1, 2 or 3 lines three times in ten each, 4 lines once.
+    Day,
+}
+
+impl Shape {
+    fn label(self) -> String {
+        match self {
+            Shape::Lines(n) => n.to_string(),
+            Shape::B2c => "1-3".into(),
+            Shape::Day => "1-4".into(),
+        }
+    }
+
+    fn lines(self, rng: &mut synth::Rng) -> usize {
+        let draw = rng.below(10) as usize;
+        match self {
+            Shape::Lines(n) => n,
+            Shape::B2c => [1, 1, 1, 1, 1, 1, 2, 2, 2, 3][draw],
+            Shape::Day => [1, 1, 1, 2, 2, 2, 3, 3, 3, 4][draw],
+        }
+    }
+}
+
 /// The demo network and stock, standard segment, `count` orders of `lines` lines.
 pub fn demo(lines: usize, count: usize, seed: u64) -> Bench {
+    demo_shaped(Shape::Lines(lines), count, seed)
+}
+
+/// The demo network and stock, standard segment, `count` orders of the given shape.
+pub fn demo_shaped(shape: Shape, count: usize, seed: u64) -> Bench {
     let config = Config::load(ConfigSource::Embedded, std::iter::empty()).expect("demo config");
     let stock = dom_router::store::seed_view(&config.stock);
     let mut skus: Vec<String> = stock.keys().cloned().collect();
     skus.sort();
-    let mut orders = synth::OrderGen::new(synth::cities(CITIES, &["ES", "PT"]), skus, seed);
+    let orders = synth::OrderGen::new(synth::cities(CITIES, &["ES", "PT"]), skus, seed);
     Bench {
-        name: format!("demo31/{lines}"),
-        orders: (0..count)
-            .map(|i| orders.order(&format!("o{i}"), "standard", lines))
-            .collect(),
+        name: format!("demo31/{}", shape.label()),
+        orders: shaped(orders, shape, count, seed),
         rules: config.segments.get("standard").expect("standard").clone(),
         network: config.network,
         stock,
@@ -46,20 +79,31 @@ pub fn demo(lines: usize, count: usize, seed: u64) -> Bench {
 
 /// A synthetic network of `nodes` nodes, 400 skus each in about a fifth of the nodes.
 pub fn synthetic(nodes: usize, lines: usize, count: usize, seed: u64) -> Bench {
+    synthetic_shaped(nodes, Shape::Lines(lines), count, seed)
+}
+
+/// As [`synthetic`], orders of the given shape.
+pub fn synthetic_shaped(nodes: usize, shape: Shape, count: usize, seed: u64) -> Bench {
     let us = synth::cities(CITIES, &["US"]);
     let network = synth::network(&us, nodes, 5);
     let skus = synth::skus(400);
     let stock = dom_router::store::seed_view(&synth::stock(&network, &skus, 0.2, 6));
-    let mut orders = synth::OrderGen::new(us, skus, seed);
+    let orders = synth::OrderGen::new(us, skus, seed);
     Bench {
-        name: format!("us{nodes}/{lines}"),
-        orders: (0..count)
-            .map(|i| orders.order(&format!("o{i}"), "standard", lines))
-            .collect(),
+        name: format!("us{nodes}/{}", shape.label()),
+        orders: shaped(orders, shape, count, seed),
         rules: synth::standard_segment(),
         network,
         stock,
     }
+}
+
+/// `count` orders of `shape`, the line counts drawn apart from the orders' own draws.
+fn shaped(mut orders: synth::OrderGen, shape: Shape, count: usize, seed: u64) -> Vec<Order> {
+    let mut rng = synth::Rng::new(seed ^ 0x5eed);
+    (0..count)
+        .map(|i| orders.order(&format!("o{i}"), "standard", shape.lines(&mut rng)))
+        .collect()
 }
 
 pub fn strategies() -> Strategies {

@@ -1,7 +1,8 @@
 //! Latency percentiles of single sourcing decisions over many different orders, and how many
-//! the optimiser proved optimal; `optimal + look-ahead` decides with every unit priced by
-//! look-ahead (a table computed from the run's own orders as the horizon's demand). Prints a Markdown table. Run on one core with
-//! `taskset -c 0 cargo bench --bench decision_percentiles`.
+//! the optimiser proved optimal, for orders of 1, 3, 10 and 30 lines and the realistic mixes
+//! of `common::Shape`; `optimal + look-ahead` decides with every unit priced by look-ahead (a
+//! table computed from the run's own orders as the horizon's demand). Prints a Markdown
+//! table. Run on one core with `taskset -c 0 cargo bench --bench decision_percentiles`.
 
 mod common;
 
@@ -27,23 +28,28 @@ fn main() {
         "| network / lines | strategy | decisions | p50 ms | p99 ms | max ms | proven optimal |"
     );
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
-    for (nodes, lines, count) in [
-        (31usize, 1usize, 2000usize),
-        (31, 3, 2000),
-        (31, 10, 2000),
-        (31, 30, 300),
-        (50, 10, 1000),
-        (200, 3, 500),
-        (200, 10, 300),
-        (200, 30, 30),
-        (1000, 3, 200),
-        (1000, 10, 100),
-        (1000, 30, 20),
+    for (nodes, shape, count) in [
+        (31usize, Shape::Lines(1), 2000usize),
+        (31, Shape::Lines(3), 2000),
+        (31, Shape::Lines(10), 2000),
+        (31, Shape::Lines(30), 300),
+        (31, Shape::B2c, 2000),
+        (31, Shape::Day, 2000),
+        (50, Shape::Lines(10), 1000),
+        (200, Shape::Lines(3), 500),
+        (200, Shape::Lines(10), 300),
+        (200, Shape::Lines(30), 100),
+        (200, Shape::B2c, 1000),
+        (1000, Shape::Lines(3), 300),
+        (1000, Shape::Lines(10), 300),
+        (1000, Shape::Lines(30), 100),
+        (1000, Shape::B2c, 500),
+        (1000, Shape::Day, 500),
     ] {
         let bench = if nodes == 31 {
-            demo(lines, count, 7)
+            demo_shaped(shape, count, 7)
         } else {
-            synthetic(nodes, lines, count, 7)
+            synthetic_shaped(nodes, shape, count, 7)
         };
         // look-ahead's prices as the bench's own orders would make them: every order of the
         // run as the demand of the horizon, against the stock

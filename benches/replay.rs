@@ -1,18 +1,22 @@
-//! Replays a day of synthetic orders through `nearest`, `priority` and `optimal` on the demo
-//! network, each from the same starting stock, holding what each plan takes (so scarce skus
-//! run short as the day goes on), and prints a Markdown table of cost to serve. Each replay is
-//! the one `dom-router replay` makes: the engine on a private in-memory store. Run with
+//! Replays a day of synthetic orders through `nearest`, `priority` and `optimal`, on the demo
+//! network and on a synthetic network of 1,000 US nodes (the demo's segments), each from the
+//! same starting stock, holding what each plan takes (so scarce skus run short as the day goes
+//! on), and prints a Markdown table of cost to serve per network. Each replay is the one
+//! `dom-router replay` makes: the engine on a private in-memory store. Run with
 //! `cargo bench --bench replay`.
 
 mod common;
 
 use common::*;
-use dom_router::config::{Config, ConfigSource};
+use dom_router::config::{Config, ConfigSource, StockSeed};
 use dom_router::domain::StrategyKind;
 use dom_router::replay::{self, OrdersFile};
 use dom_router::synth::{self, MixedDay, OrderGen};
 
 const ORDERS: usize = 5_000;
+
+/// Orders of the day on 1,000 nodes.
+const LARGE_ORDERS: usize = 2_000;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -28,6 +32,30 @@ fn main() {
         9,
     );
     let orders = OrdersFile::from_orders("synthetic day", day.take(ORDERS));
+    compare(
+        &format!("{ORDERS} orders on the demo network (60% standard, 20% vip, 20% marketplace)"),
+        &config,
+        &config.stock,
+        &orders,
+    );
+    println!();
+    let us = synth::cities(CITIES, &["US"]);
+    let mut large = config.clone();
+    large.network = synth::network(&us, 1_000, 5);
+    let large_skus = synth::skus(400);
+    let large_stock = synth::stock(&large.network, &large_skus, 0.2, 6);
+    let day = MixedDay::new(OrderGen::new(us, large_skus, 2026), 9);
+    let orders = OrdersFile::from_orders("synthetic day", day.take(LARGE_ORDERS));
+    compare(
+        &format!("{LARGE_ORDERS} orders on 1,000 US nodes (the same segments and line mix)"),
+        &large,
+        &large_stock,
+        &orders,
+    );
+}
+
+/// Replays `orders` with each strategy and prints the table.
+fn compare(title: &str, config: &Config, stock: &[StockSeed], orders: &OrdersFile) {
     let options = |kind| replay::Options {
         strategy: Some(kind),
         start: today()
@@ -48,16 +76,13 @@ fn main() {
     .into_iter()
     .map(|kind| {
         let run = runtime
-            .block_on(replay::run(&config, &config.stock, &orders, &options(kind)))
+            .block_on(replay::run(config, stock, orders, &options(kind)))
             .expect("replay");
         (kind, run.summary.all)
     })
     .collect();
     let optimal_cost = results[2].1.cost;
-    println!(
-        "{ORDERS} orders on the demo network (60% standard, 20% vip, 20% marketplace), {} units",
-        results[0].1.units
-    );
+    println!("{title}, {} units", results[0].1.units);
     println!();
     println!(
         "| strategy | cost to serve | fulfilment | unfilled penalty | refusal penalty | per order | shipments per order | split rate | unfilled units | refused orders | optimal saves |"

@@ -14,6 +14,11 @@ async fn quoted(server: &TestServer) -> (String, String, f64) {
     common::guadalajara_quote(server.sourcing(), "LA-X").await
 }
 
+/// As [`quoted`], for sku `LA-Y`.
+async fn quoted_y(server: &TestServer) -> (String, String, f64) {
+    common::guadalajara_quote(server.sourcing(), "LA-Y").await
+}
+
 /// Six one-unit orders to Madrid, each reserved and released.
 async fn madrid_demand(server: &TestServer, round: usize) {
     common::madrid_demand(server.sourcing(), "LA-X", &format!("m{round}-"), 6).await;
@@ -78,9 +83,19 @@ async fn reloaded(server: &TestServer, before: &str) -> String {
 
 /// Polls quotes until `done` holds of one, for up to 10 s.
 async fn until(server: &TestServer, what: &str, done: impl Fn(&(String, String, f64)) -> bool) {
+    until_of("LA-X", server, what, done).await
+}
+
+/// As [`until`], for quotes of `sku`.
+async fn until_of(
+    sku: &str,
+    server: &TestServer,
+    what: &str,
+    done: impl Fn(&(String, String, f64)) -> bool,
+) {
     let started = Instant::now();
     loop {
-        let q = quoted(server).await;
+        let q = common::guadalajara_quote(server.sourcing(), sku).await;
         if done(&q) {
             return;
         }
@@ -129,6 +144,23 @@ async fn look_ahead_is_turned_on_tuned_and_off_by_the_rules_while_serving() {
     until(&server, "weight 0", |(node, _, opportunity)| {
         node == "wh-getafe" && *opportunity == 0.0
     })
+    .await;
+
+    // and still learns demand: Madrid's demand for another sku, placed at weight 0, keeps
+    // Getafe's units of it once the weight is back
+    server
+        .stock(&[("wh-getafe", "LA-Y", 2, 0), ("wh-zaragoza", "LA-Y", 40, 0)])
+        .await;
+    common::madrid_demand(server.sourcing(), "LA-Y", "w0-", 6).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(quoted_y(&server).await.0, "wh-getafe");
+    with("[lookahead]\nenabled = true\nrefresh_secs = 1");
+    until_of(
+        "LA-Y",
+        &server,
+        "demand learned at weight 0",
+        |(node, getafe, _)| node == "wh-zaragoza" && getafe.starts_with("kept for later demand: +"),
+    )
     .await;
     server.shutdown().await;
 }
