@@ -1,18 +1,21 @@
 //! An exact search over the sets of at most M nodes a plan can ship from, for orders without
-//! kits where no node's capacity binds (each may ship all it holds of the order).
+//! kits.
 //!
-//! For a fixed set S of nodes such an order splits by sku: each sku's units go to the node of
-//! S that ships them most cheaply, up to its stock, and the rest are unfilled (at the
-//! segment's penalty). So a plan's cost is `P·Q − σ + Σ_{n∈S} (F_n + σ) − g(S)`, where g(S)
+//! For a fixed set S of nodes such an order is a transportation problem: each sku's units go
+//! to the nodes of S that ship them most cheaply, up to their stock, and the rest are unfilled
+//! (at the segment's penalty). Where no node's capacity binds (each could ship all it holds of
+//! the order) it splits by sku and is filled cheapest first; otherwise it is solved as a
+//! min-cost flow. So a plan's cost is `P·Q − σ + Σ_{n∈S} (F_n + σ) − g(S)`, where g(S)
 //! is what shipping saves against leaving every unit unfilled. The search enumerates the sets
 //! depth first and skips every set a lower bound puts at or above the best plan found:
 //!
 //! - **amortised, per node:** a plan using node n pays F_n, and a unit from any other node at
 //!   least that node's unit cost plus its parcel and split penalty spread over all the units
 //!   it could ship;
-//! - **coverage:** g is submodular (each sku's part is the weighted rank of a uniform
-//!   matroid), so adding a node to a set saves at most what it saves added to any subset of
-//!   that set: alone (its reduced saving, nodes being in order of it), or beside the set's
+//! - **coverage:** g is submodular (the value of a transportation problem is M♮-concave in
+//!   its supplies, and M♮-concave functions are submodular; without binding capacities each
+//!   sku's part is simply the weighted rank of a uniform matroid), so adding a node to a set
+//!   saves at most what it saves added to any subset of that set: alone (its reduced saving, nodes being in order of it), or beside the set's
 //!   first node (the row of pair costs the walk computes for each first node).
 //!
 //! Where the segment allows no unfilled unit, the penalty used is above the cost of any plan
@@ -31,9 +34,8 @@ const MAX_SET: usize = 8;
 /// The search's answer: the units of the best plan found, and whether it is proven least.
 pub(super) type Found = (Units, bool);
 
-/// The least-cost plan, or `None` where the instance has kits (unless it ships complete), a
-/// node whose capacity is below what it could ship of the order, or a limit of more than
-/// [`MAX_SET`] shipments (the MIP takes those). Past `deadline` the better of the best plan
+/// The least-cost plan, or `None` where the instance has kits (unless it ships complete) or a
+/// limit of more than [`MAX_SET`] shipments (the MIP takes those). Past `deadline` the better of the best plan
 /// found so far and the plan `fallback` makes is returned, unproven.
 pub(super) fn search(
     inst: &Instance,
@@ -113,6 +115,8 @@ struct Sets {
     reduced: Vec<f64>,
     /// Per node: a lower bound on every plan that uses it.
     bound: Vec<f64>,
+    /// Per node: its capacity, where that is below all it could ship of the order.
+    binds: Vec<Option<u64>>,
 }
 
 impl Sets {
@@ -144,6 +148,7 @@ impl Sets {
         let mut give = Vec::new();
         let mut save = Vec::new();
         let mut reduced = Vec::new();
+        let mut capacity = Vec::new();
         let mut cheapest = vec![f64::INFINITY; k];
         for (i, c) in inst.cands.iter().enumerate() {
             let (mut cover, mut alone) = (0u64, 0.0);
@@ -157,11 +162,26 @@ impl Sets {
             if cover == 0 {
                 continue;
             }
-            if c.capacity < cover {
-                return None;
+            let ships = cover.min(c.capacity);
+            if ships < cover {
+                // alone, the node ships the units that save most, up to its capacity
+                let mut units: Vec<(f64, u64)> = skus
+                    .iter()
+                    .zip(&demand)
+                    .map(|(&s, &d)| (penalty - c.unit_of(s), c.ats[s].min(d)))
+                    .filter(|&(v, g)| g > 0 && v > 0.0)
+                    .collect();
+                units.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+                let mut left = ships;
+                alone = 0.0;
+                for (v, g) in units {
+                    let take = g.min(left);
+                    alone += take as f64 * v;
+                    left -= take;
+                }
             }
             // a unit from this node costs at least its unit cost and its share of the parcel
-            let share = (c.fixed + split) / cover as f64;
+            let share = (c.fixed + split) / ships as f64;
             for (j, (&s, &d)) in skus.iter().zip(&demand).enumerate() {
                 let (g, v) = (c.ats[s].min(d), penalty - c.unit_of(s));
                 give.push(g);
@@ -175,6 +195,7 @@ impl Sets {
             }
             index.push(i);
             reduced.push(alone - c.fixed - split);
+            capacity.push((ships < cover).then_some(ships));
         }
         let mut sets = Sets {
             skus,
@@ -188,6 +209,7 @@ impl Sets {
             save: Vec::with_capacity(save.len()),
             reduced: Vec::with_capacity(index.len()),
             bound: Vec::with_capacity(index.len()),
+            binds: Vec::with_capacity(index.len()),
         };
         // nodes in order of what they save alone, less their parcel: most first
         let mut keyed: Vec<(f64, f64, usize)> = (0..index.len())
@@ -210,6 +232,7 @@ impl Sets {
             sets.save.extend_from_slice(&save[r * k..(r + 1) * k]);
             sets.reduced.push(reduced.max(0.0));
             sets.bound.push(bound);
+            sets.binds.push(capacity[r]);
         }
         Some(sets)
     }
@@ -257,17 +280,37 @@ impl Sets {
         (units, !stopped)
     }
 
-    /// Each sku filled from the nodes at `positions`, cheapest first, in the instance's units.
-    fn units(&self, inst: &Instance, positions: &[usize]) -> Units {
+    /// What the nodes at `positions` ship of each sku, as (position, sku, units): cheapest
+    /// first, or by [`Sets::transport`] where a node's capacity binds.
+    fn amounts(&self, positions: &[usize]) -> Vec<(usize, usize, u64)> {
+        if positions.iter().any(|&p| self.binds[p].is_some()) {
+            return self.transport(positions).1;
+        }
         let k = self.k();
-        let mut units = Vec::new();
-        for (j, &sku) in self.skus.iter().enumerate() {
+        let mut out = Vec::new();
+        for (j, &d) in self.demand.iter().enumerate() {
             let mut offers: Vec<(f64, usize)> = positions
                 .iter()
                 .filter(|&&p| self.give[p * k + j] > 0 && self.save[p * k + j] > 0.0)
                 .map(|&p| (self.save[p * k + j], p))
                 .collect();
             offers.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut left = d;
+            for (_, p) in offers {
+                let take = self.give[p * k + j].min(left);
+                if take > 0 {
+                    out.push((p, j, take));
+                    left -= take;
+                }
+            }
+        }
+        out
+    }
+
+    /// The plan of the nodes at `positions`, in the instance's units.
+    fn units(&self, inst: &Instance, positions: &[usize]) -> Units {
+        let mut units = Vec::new();
+        for (j, &sku) in self.skus.iter().enumerate() {
             let mut lines = inst
                 .lines
                 .iter()
@@ -276,8 +319,8 @@ impl Sets {
                 .map(|(l, line)| (l, line.quantity))
                 .peekable();
             let mut line_left = lines.peek().map_or(0, |l| l.1);
-            for (_, p) in offers {
-                let mut give = self.give[p * k + j];
+            for &(p, _, q) in self.amounts(positions).iter().filter(|a| a.1 == j) {
+                let mut give = q;
                 while give > 0 {
                     let Some(&(l, _)) = lines.peek() else { break };
                     let take = give.min(line_left);
@@ -293,6 +336,119 @@ impl Sets {
         }
         units.sort_unstable();
         units
+    }
+
+    /// The most the nodes at `positions` save shipping the order when a node's capacity binds,
+    /// with what each ships of each sku: a transportation problem (skus to nodes, each node at
+    /// most its capacity), solved exactly by successive most-saving augmenting paths, which
+    /// stop when no path saves anything.
+    fn transport(&self, positions: &[usize]) -> (f64, Vec<(usize, usize, u64)>) {
+        let k = self.k();
+        let m = positions.len();
+        // vertices: 0 the source, 1..=k the skus, k+1..=k+m the nodes, k+m+1 the sink
+        let sink = k + m + 1;
+        let mut net = Flow::new(sink + 1);
+        for (j, &d) in self.demand.iter().enumerate() {
+            net.arc(0, 1 + j, d, 0.0);
+        }
+        let mut shipped = Vec::new();
+        for (a, &p) in positions.iter().enumerate() {
+            for j in 0..k {
+                let (give, save) = (self.give[p * k + j], self.save[p * k + j]);
+                if give > 0 && save > 0.0 {
+                    shipped.push((p, j, net.arc(1 + j, 1 + k + a, give, -save)));
+                }
+            }
+            let cap = self.binds[p].unwrap_or(u64::MAX);
+            net.arc(1 + k + a, sink, cap, 0.0);
+        }
+        let cost = net.cheapest(0, sink);
+        let amounts = shipped
+            .into_iter()
+            .map(|(p, j, arc)| (p, j, net.flow(arc)))
+            .filter(|a| a.2 > 0)
+            .collect();
+        (-cost, amounts)
+    }
+}
+
+/// A small flow network for [`Sets::transport`].
+struct Flow {
+    /// Per arc: head, residual capacity, cost; an arc and its reverse are 2i and 2i + 1.
+    arcs: Vec<(usize, u64, f64)>,
+    out: Vec<Vec<usize>>,
+}
+
+impl Flow {
+    fn new(vertices: usize) -> Self {
+        Self {
+            arcs: Vec::new(),
+            out: vec![Vec::new(); vertices],
+        }
+    }
+
+    /// Adds an arc; returns its index.
+    fn arc(&mut self, from: usize, to: usize, cap: u64, cost: f64) -> usize {
+        let i = self.arcs.len();
+        self.arcs.push((to, cap, cost));
+        self.arcs.push((from, 0, -cost));
+        self.out[from].push(i);
+        self.out[to].push(i + 1);
+        i
+    }
+
+    /// Units through arc `i`: its reverse's residual capacity.
+    fn flow(&self, i: usize) -> u64 {
+        self.arcs[i + 1].1
+    }
+
+    /// Sends flow along cheapest paths while one costs less than nothing; the total cost.
+    fn cheapest(&mut self, source: usize, sink: usize) -> f64 {
+        let n = self.out.len();
+        let mut total = 0.0;
+        loop {
+            // Bellman-Ford: the residual graph has no negative cycle
+            let mut dist = vec![f64::INFINITY; n];
+            let mut via = vec![usize::MAX; n];
+            dist[source] = 0.0;
+            for _ in 0..n {
+                let mut changed = false;
+                for v in 0..n {
+                    if dist[v].is_infinite() {
+                        continue;
+                    }
+                    for &i in &self.out[v] {
+                        let (to, cap, cost) = self.arcs[i];
+                        if cap > 0 && dist[v] + cost < dist[to] - 1e-12 {
+                            dist[to] = dist[v] + cost;
+                            via[to] = i;
+                            changed = true;
+                        }
+                    }
+                }
+                if !changed {
+                    break;
+                }
+            }
+            if dist[sink] >= -1e-12 {
+                return total;
+            }
+            let mut push = u64::MAX;
+            let mut v = sink;
+            while v != source {
+                let i = via[v];
+                push = push.min(self.arcs[i].1);
+                v = self.arcs[i ^ 1].0;
+            }
+            v = sink;
+            while v != source {
+                let i = via[v];
+                self.arcs[i].1 -= push;
+                self.arcs[i ^ 1].1 += push;
+                v = self.arcs[i ^ 1].0;
+            }
+            total += dist[sink] * push as f64;
+        }
     }
 }
 
@@ -448,6 +604,10 @@ impl Walk<'_> {
         let k = s.k();
         let mut cost = self.chosen.iter().map(|&p| s.fixed[p]).sum::<f64>()
             + self.chosen.len().saturating_sub(1) as f64 * s.split;
+        if self.chosen.iter().any(|&p| s.binds[p].is_some()) {
+            let all: u64 = s.demand.iter().sum();
+            return cost + s.penalty * all as f64 - s.transport(&self.chosen).0;
+        }
         let mut offers: [(f64, u64); MAX_SET] = [(0.0, 0); MAX_SET];
         for (j, &d) in s.demand.iter().enumerate() {
             let mut n = 0;
@@ -487,7 +647,8 @@ mod tests {
         (x * 100.0).round() / 100.0
     }
 
-    /// Instances of `n` candidates and `lines` lines over `skus` skus, capacity never binding.
+    /// Instances of `n` candidates and `lines` lines over `skus` skus; a candidate's capacity
+    /// binds one time in three.
     fn instances(
         n: usize,
         lines: usize,
@@ -502,11 +663,12 @@ mod tests {
                 Just(Vec::new()),
                 proptest::collection::vec(0.0..4.0f64, skus)
             ],
+            prop_oneof![2 => Just(None), 1 => (1u64..=ats).prop_map(Some)],
         )
-            .prop_map(|(fixed, unit, ats, kept)| Cand {
+            .prop_map(|(fixed, unit, ats, kept, binds)| Cand {
                 fixed: round(fixed),
                 unit: round(unit),
-                capacity: ats.iter().sum::<u64>() + 1,
+                capacity: binds.unwrap_or(ats.iter().sum::<u64>() + 1),
                 ats,
                 kept: kept.into_iter().map(round).collect(),
             });
@@ -540,8 +702,7 @@ mod tests {
     }
 
     fn searched(inst: &Instance) -> Found {
-        search(inst, Instant::now() + BUDGET, || greedy(inst))
-            .expect("no kits, no binding capacity")
+        search(inst, Instant::now() + BUDGET, || greedy(inst)).expect("no kits")
     }
 
     proptest! {
@@ -587,10 +748,10 @@ mod tests {
     }
 
     #[test]
-    fn kits_and_binding_capacity_go_to_the_mip() {
-        let cand = |capacity| Cand {
+    fn binding_capacity_is_searched_and_kits_go_to_the_mip() {
+        let cand = |unit, capacity| Cand {
             fixed: 1.0,
-            unit: 1.0,
+            unit,
             ats: vec![5, 5],
             capacity,
             kept: Vec::new(),
@@ -600,9 +761,10 @@ mod tests {
             quantity: 3,
             kit,
         };
+        // the cheap node may ship 4 of the 6 units: the dear one ships the other 2
         let mut inst = Instance {
             skus: 2,
-            cands: vec![cand(10), cand(10)],
+            cands: vec![cand(1.0, 4), cand(2.0, 10)],
             lines: vec![line(0, None), line(1, None)],
             kits: vec![],
             max_shipments: 2,
@@ -611,10 +773,13 @@ mod tests {
             ship_complete: false,
         };
         let at = Instant::now() + BUDGET;
-        assert!(search(&inst, at, || None).is_some());
-        inst.cands[1].capacity = 5;
-        assert!(search(&inst, at, || None).is_none());
-        inst.cands[1].capacity = 10;
+        let (units, proven) = search(&inst, at, || None).unwrap();
+        assert!(proven);
+        assert_eq!(inst.cost(&units), 2.0 + 1.0 + 4.0 * 1.0 + 2.0 * 2.0);
+        assert_eq!(
+            units.iter().filter(|u| u.0 == 0).map(|u| u.2).sum::<u64>(),
+            4
+        );
         inst.lines = vec![line(0, Some(0)), line(1, Some(0))];
         inst.kits = vec![vec![0, 1]];
         assert!(search(&inst, at, || None).is_none());
