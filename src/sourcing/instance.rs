@@ -511,6 +511,36 @@ fn join_terms(terms: &[(f64, Var)]) -> String {
     out
 }
 
+/// `n` candidates of six skus, a few units each, and a 12-line order that needs several of
+/// them: for tests of a solve that runs out of time.
+#[cfg(test)]
+pub fn crowded(n: usize, max_shipments: usize) -> Instance {
+    Instance {
+        skus: 6,
+        cands: (0..n)
+            .map(|i| Cand {
+                fixed: 3.0 + (i % 7) as f64 * 0.37,
+                unit: 0.5 + (i % 5) as f64 * 0.11,
+                ats: (0..6).map(|s| ((i * 7 + s * 3) % 5) as u64).collect(),
+                capacity: 40,
+                kept: Vec::new(),
+            })
+            .collect(),
+        lines: (0..12)
+            .map(|l| Line {
+                sku: l % 6,
+                quantity: 2 + (l % 3) as u64,
+                kit: None,
+            })
+            .collect(),
+        kits: vec![],
+        max_shipments,
+        split_penalty: 1.0,
+        unfilled_penalty: Some(30.0),
+        ship_complete: false,
+    }
+}
+
 /// The least cost over every assignment, by enumeration: for tests on tiny instances.
 #[cfg(test)]
 pub fn brute_force(inst: &Instance) -> Option<(f64, Units)> {

@@ -678,7 +678,7 @@ mod tests {
     use super::*;
     use crate::config::{Config, ConfigSource};
     use crate::domain::{DeliveryMode, GeoPoint, Order, OrderLine, StrategyKind};
-    use crate::sourcing::instance::{Cand, Line, brute_force};
+    use crate::sourcing::instance::{Cand, Line, brute_force, crowded};
     use crate::sourcing::{Admitted, Problem, Strategies};
 
     const BUDGET: Duration = Duration::from_secs(5);
@@ -886,35 +886,19 @@ mod tests {
 
     #[test]
     fn an_exhausted_budget_still_returns_a_feasible_plan() {
-        let cands = (0..40)
-            .map(|i| Cand {
-                fixed: 3.0 + (i % 7) as f64 * 0.37,
-                unit: 0.5 + (i % 5) as f64 * 0.11,
-                ats: (0..6).map(|s| ((i * 7 + s * 3) % 5) as u64).collect(),
-                capacity: 40,
-                kept: Vec::new(),
-            })
-            .collect();
-        let inst = Instance {
-            skus: 6,
-            cands,
-            lines: (0..12)
-                .map(|l| Line {
-                    sku: l % 6,
-                    quantity: 2 + (l % 3) as u64,
-                    kit: None,
-                })
-                .collect(),
-            kits: vec![],
-            max_shipments: 4,
-            split_penalty: 1.0,
-            unfilled_penalty: Some(30.0),
-            ship_complete: false,
-        };
-        let solved = solve(&inst, Backend::Microlp, Duration::from_nanos(1));
-        assert!(inst.check(&solved.units).is_ok());
-        assert!(!solved.units.is_empty());
-        assert_eq!(solved.status, SolveStatus::Feasible);
+        // by the search, and with a kit by the MIP
+        let mut inst = crowded(40, 4);
+        for kit in [false, true] {
+            if kit {
+                inst.lines[0].kit = Some(0);
+                inst.lines[1].kit = Some(0);
+                inst.kits = vec![vec![0, 1]];
+            }
+            let solved = solve(&inst, Backend::Microlp, Duration::from_nanos(1));
+            assert!(inst.check(&solved.units).is_ok());
+            assert!(!solved.units.is_empty());
+            assert_eq!(solved.status, SolveStatus::Feasible, "kit: {kit}");
+        }
     }
 
     /// A deterministic stream of numbers for test orders.

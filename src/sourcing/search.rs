@@ -638,7 +638,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::sourcing::instance::{Cand, Line, brute_force};
+    use crate::sourcing::instance::{Cand, Line, brute_force, crowded};
     use crate::sourcing::optimal::{Backend, greedy, mip};
 
     const BUDGET: Duration = Duration::from_secs(5);
@@ -787,31 +787,7 @@ mod tests {
 
     #[test]
     fn a_spent_budget_returns_the_best_so_far_unproven() {
-        let cands: Vec<Cand> = (0..400)
-            .map(|i| Cand {
-                fixed: 3.0 + (i % 7) as f64 * 0.37,
-                unit: 0.5 + (i % 5) as f64 * 0.11,
-                ats: (0..6).map(|s| ((i * 7 + s * 3) % 5) as u64).collect(),
-                capacity: 40,
-                kept: Vec::new(),
-            })
-            .collect();
-        let inst = Instance {
-            skus: 6,
-            cands,
-            lines: (0..12)
-                .map(|l| Line {
-                    sku: l % 6,
-                    quantity: 2 + (l % 3) as u64,
-                    kit: None,
-                })
-                .collect(),
-            kits: vec![],
-            max_shipments: 3,
-            split_penalty: 1.0,
-            unfilled_penalty: Some(30.0),
-            ship_complete: false,
-        };
+        let inst = crowded(400, 3);
         let incumbent = greedy(&inst).unwrap();
         let (units, proven) = search(&inst, Instant::now(), || Some(incumbent.clone())).unwrap();
         assert!(!proven);
