@@ -528,7 +528,8 @@ pub struct UnusedNode {
 /// How a plan was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SolveStatus {
-    /// Proven least cost by the mixed-integer solver.
+    /// Proven least cost by the search over node sets, or (for orders with kits) the
+    /// mixed-integer solver.
     Optimal,
     /// The solve budget ran out: the best feasible plan found, not proven optimal.
     Feasible,

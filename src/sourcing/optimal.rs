@@ -1,11 +1,13 @@
-//! The `optimal` strategy: the plan of least cost to serve, proven optimal, by mixed-integer
-//! programming (good_lp) on the model of `solver-models/sourcing.md`.
+//! The `optimal` strategy: the plan of least cost to serve, proven optimal, on the model of
+//! `solver-models/sourcing.md`.
 //!
-//! Before the solver: candidates dominated by at least `max_shipments` others are pruned (any
-//! plan using one can swap it for an unused dominator at no extra cost), and two cases are
-//! solved exactly without it: one node that ships the whole order more cheaply than any other
-//! plan could cost, and single-line orders, enumerated. The solver gets a time budget; when it
-//! runs out, the best feasible plan found is returned and marked as such.
+//! In order: two cases solved exactly at once (one node that ships the whole order more
+//! cheaply than any other plan could cost, and single-line orders, enumerated), then the exact
+//! search over node sets (`search.rs`) for every order without kits, and for orders with kits
+//! mixed-integer programming (good_lp), after pruning candidates dominated by at least
+//! `max_shipments` others (any plan using one can swap it for an unused dominator at no extra
+//! cost). The search and the solver share a time budget; when it runs out, the best feasible
+//! plan found is returned and marked as such.
 //!
 //! The file passes 600 lines only by its unit tests; the code before them reads in one sitting.
 
