@@ -24,6 +24,53 @@ fn quote_request(order: pb::Order) -> pb::QuoteRequest {
     }
 }
 
+/// Look-ahead's four metrics: how long a refresh took, and the version, computed-at time and
+/// size of the table in use. No other test of this file turns look-ahead on, so the process's
+/// recorder holds this server's table alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_ahead_s_price_table_shows_in_the_metrics() {
+    let mut config = demo_config();
+    config.lookahead.enabled = true;
+    config.lookahead.refresh_secs = 1;
+    let (server, ports) = TestServer::serve(config, None).await;
+    server
+        .stock(&[("wh-getafe", "LA-M", 2, 0), ("wh-zaragoza", "LA-M", 40, 0)])
+        .await;
+    madrid_demand(server.sourcing(), "LA-M", "m-", 6).await;
+    // a table that prices Getafe's units is computed and taken up within seconds
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape(ports.metrics).await;
+        if sample(&text, "dom_router_lookahead_priced", &[]) >= 1.0 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no table prices anything: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        sample(&text, "dom_router_lookahead_prices_version", &[]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "dom_router_lookahead_refresh_seconds_count", &[]) >= 1.0,
+        "{text}"
+    );
+    // computed at the server's time (its clock stands still in tests)
+    assert_eq!(
+        sample(
+            &text,
+            "dom_router_lookahead_prices_computed_at_seconds",
+            &[]
+        ),
+        START_MILLIS as f64 / 1000.0,
+        "{text}"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn metrics_name_what_operators_watch_and_move_with_the_calls() {
     let (server, ports) = TestServer::serve(demo_config(), None).await;

@@ -1174,7 +1174,8 @@ fn said(replica: &Replica, text: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn replicas_share_look_ahead_prices_and_another_computes_them_once_the_holder_is_killed() {
+async fn replicas_share_look_ahead_prices_another_takes_over_from_a_killed_holder_and_a_stopped_one_lets_go()
+ {
     let redis = RedisServer::start();
     let config = lookahead_config();
     let logs = tempfile::tempdir().unwrap();
@@ -1242,4 +1243,9 @@ async fn replicas_share_look_ahead_prices_and_another_computes_them_once_the_hol
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(keeps_getafe(survivor).await);
+    // a graceful stop lets the lease go as the holder exits, where a kill leaves it to lapse
+    let lease = format!("{p}:{{w:lookahead}}:lease");
+    assert_eq!(command(redis.port, &["EXISTS", &lease]).unwrap(), ":1");
+    replicas[1 - holder].terminate();
+    assert_eq!(command(redis.port, &["EXISTS", &lease]).unwrap(), ":0");
 }

@@ -119,6 +119,27 @@ impl Replica {
         InventoryClient::new(self.channel.clone())
     }
 
+    /// SIGTERM, then up to 20 s for the process to exit, successfully: a graceful stop.
+    pub fn terminate(&mut self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                assert!(exit.success(), "{exit:?}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL: no drain, no lease let go, nothing flushed.
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
