@@ -145,6 +145,31 @@ fn stock_a_region_can_get_nowhere_else_nearly_as_cheap_is_priced() {
 }
 
 #[test]
+fn the_horizon_scales_the_demand_a_window_saw() {
+    let mut s = settings();
+    let window = s.window_secs as Millis * 1000;
+    let mut w = DemandWindow::default();
+    // Lisbon asked for 6 units of A over the last hour; its store holds 2
+    for minute in 0..6 {
+        w.record(
+            minute * 10 * MINUTE,
+            &Observed::order(&order_to(LISBON, "A", 1), s.region_km),
+            window,
+        );
+    }
+    let demand = w.read(60 * MINUTE, window);
+    let held = stock(&[("A", "wh-madrid", 40), ("A", "st-lisbon", 2)]);
+    let lisbon = |horizon_secs: u64, s: &mut Settings| {
+        s.horizon_secs = horizon_secs;
+        Prices::compute(&network(), &none(), &held, &demand, s, 0).price("A", "st-lisbon")
+    };
+    // over the next hour 6 are expected, more than the store holds: its units are worth keeping
+    assert!(lisbon(3_600, &mut s) > 0.0);
+    // over the next ten minutes 1: the store has a unit to spare, and none is priced
+    assert_eq!(lisbon(600, &mut s), 0.0);
+}
+
+#[test]
 fn a_stock_change_counts_from_the_stock_prices_were_computed_against() {
     let basis: Basis = [("A".to_owned(), [("n1".to_owned(), 20)].into())].into();
     let level = |on_hand: u64| StockLevel {
