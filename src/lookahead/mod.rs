@@ -265,9 +265,11 @@ impl Prices {
 
     /// Prices of the expected `demand` over `settings.horizon_secs` against `stock`: for each
     /// sku with demand, the network LP's dual price of each node's stock. Each region's demand
-    /// is split by segment, a unit of it left unserved costing the segment's unfilled penalty
-    /// (`settings.lost_sale_cost` for a segment `segments` does not name), so a unit is worth
-    /// what the demand that would go without it loses. A parcel's fixed cost is spread over the
+    /// is split by segment, served only from the nodes the segment may use (its node kinds,
+    /// allowed and excluded nodes, and maximum distance from the region's centre), a unit of it
+    /// left unserved costing the segment's unfilled penalty (`settings.lost_sale_cost` for a
+    /// segment `segments` does not name), so a unit is worth what the demand that would go
+    /// without it loses. A parcel's fixed cost is spread over the
     /// units an order usually carries.
     pub fn compute(
         network: &Network,
@@ -280,17 +282,17 @@ impl Prices {
         let mut by_sku: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
         let scale = (settings.horizon_secs as f64 * 1000.0) / demand.covered_ms.max(1) as f64;
         let units_per_order = (demand.total_units() as f64 / demand.orders.max(1) as f64).max(1.0);
-        let lost_sale = |segment: &str| {
-            segments
-                .get(segment)
-                .map_or(settings.lost_sale_cost, |s| s.unfilled_penalty)
-        };
-        let mut regions: BTreeMap<&str, Vec<(Region, f64, f64)>> = BTreeMap::new();
+        // each region's demand by segment: the units expected, what one lost costs, and the
+        // segment's rules (none for a segment the rules no longer name)
+        type Wanted<'s> = (Region, f64, f64, Option<&'s crate::domain::SegmentRules>);
+        let mut regions: BTreeMap<&str, Vec<Wanted>> = BTreeMap::new();
         for (k, &u) in &demand.units {
+            let rules = segments.get(&k.segment);
             regions.entry(k.sku.as_str()).or_default().push((
                 k.region,
                 u as f64 * scale,
-                lost_sale(&k.segment),
+                rules.map_or(settings.lost_sale_cost, |s| s.unfilled_penalty),
+                rules,
             ));
         }
         let mut distances: HashMap<Region, std::sync::Arc<[f64]>> = HashMap::new();
@@ -317,7 +319,7 @@ impl Prices {
                 .map(|&(i, n, _)| {
                     wanted
                         .iter()
-                        .map(|(r, _, _)| {
+                        .map(|(r, _, _, rules)| {
                             let d = distances
                                 .entry(*r)
                                 .or_insert_with(|| {
@@ -326,17 +328,24 @@ impl Prices {
                                 .get(i)
                                 .copied()
                                 .unwrap_or(0.0);
-                            Some(n.cost.unit_cost(d) + n.cost.parcel_cost(d) / units_per_order)
+                            // no arc where the segment may not use the node, or not that far
+                            let barred = rules.is_some_and(|rules| {
+                                rules.exclusion(n).is_some()
+                                    || rules.max_distance_km.is_some_and(|max| d > max)
+                            });
+                            (!barred).then(|| {
+                                n.cost.unit_cost(d) + n.cost.parcel_cost(d) / units_per_order
+                            })
                         })
                         .collect()
                 })
                 .collect();
             let problem = flow::Transport {
                 supply: held.iter().map(|&(_, _, a)| a).collect(),
-                demand: wanted.iter().map(|&(_, d, _)| d).collect(),
+                demand: wanted.iter().map(|&(_, d, _, _)| d).collect(),
                 cost,
                 lost_sale: settings.lost_sale_cost,
-                lost_sale_by_region: wanted.iter().map(|&(_, _, p)| p).collect(),
+                lost_sale_by_region: wanted.iter().map(|&(_, _, p, _)| p).collect(),
             };
             let solved = problem.solve();
             let priced: BTreeMap<String, f64> = held

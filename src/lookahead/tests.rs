@@ -188,3 +188,41 @@ fn a_stock_change_counts_from_the_stock_prices_were_computed_against() {
     assert!(!moved(&basis, "B", "n1", &level(500), 5));
     assert!(!moved(&basis, "A", "n1", &level(500), 0));
 }
+
+#[test]
+fn demand_is_served_in_the_lp_only_from_nodes_its_segment_may_use() {
+    let s = settings();
+    let window = s.window_secs as Millis * 1000;
+    let mut w = DemandWindow::default();
+    // Lisbon asked for 6 units of A in the last hour, in segment `test`
+    for minute in 0..6 {
+        w.record(
+            minute * MINUTE,
+            &Observed::order(&order_to(LISBON, "A", 1), s.region_km),
+            window,
+        );
+    }
+    let demand = w.read(60 * MINUTE, window);
+    let held = stock(&[("A", "wh-madrid", 40), ("A", "st-lisbon", 2)]);
+    let price = |rules: &crate::domain::SegmentRules| {
+        let segments = crate::domain::Segments::new([rules.clone()]);
+        Prices::compute(&network(), &segments, &held, &demand, &s, 0).price("A", "st-lisbon")
+    };
+    let any = crate::sourcing::tests::rules(3, crate::domain::UnfilledPolicy::Backorder);
+    // any node: the store's units are worth what shipping them from Madrid would cost more
+    let open = price(&any);
+    assert!(open > 0.0 && open < any.unfilled_penalty, "{open}");
+    // no stores for the segment: its demand cannot use the store's units, which are worth
+    // nothing to it
+    let mut no_stores = any.clone();
+    no_stores.node_kinds.remove(&NodeKind::Store);
+    assert_eq!(price(&no_stores), 0.0);
+    let mut excluded = any.clone();
+    excluded.excluded_nodes.insert("st-lisbon".into());
+    assert_eq!(price(&excluded), 0.0);
+    // within 100 km only: Madrid cannot serve Lisbon, and a unit fewer in the store is a sale
+    // lost
+    let mut near = any.clone();
+    near.max_distance_km = Some(100.0);
+    assert!(price(&near) > open, "{} vs {open}", price(&near));
+}
