@@ -108,19 +108,25 @@ fn the_window_counts_what_was_placed_within_it_and_nothing_later() {
     assert_eq!(d.covered_ms, window);
 }
 
-#[test]
-fn stock_a_region_can_get_nowhere_else_nearly_as_cheap_is_priced() {
-    let s = settings();
+/// Records a one-unit order of A to Lisbon (segment `test`) at each of `minutes`.
+fn lisbon_asked(w: &mut DemandWindow, s: &Settings, minutes: impl IntoIterator<Item = Millis>) {
     let window = s.window_secs as Millis * 1000;
-    let mut w = DemandWindow::default();
-    // Lisbon asked for 6 units of A in the last hour, Madrid for 1
-    for minute in 0..6 {
+    for minute in minutes {
         w.record(
             minute * MINUTE,
             &Observed::order(&order_to(LISBON, "A", 1), s.region_km),
             window,
         );
     }
+}
+
+#[test]
+fn stock_a_region_can_get_nowhere_else_nearly_as_cheap_is_priced() {
+    let s = settings();
+    let window = s.window_secs as Millis * 1000;
+    let mut w = DemandWindow::default();
+    // Lisbon asked for 6 units of A in the last hour, Madrid for 1
+    lisbon_asked(&mut w, &s, 0..6);
     w.record(
         30 * MINUTE,
         &Observed::order(&order_to(MADRID, "A", 1), s.region_km),
@@ -150,13 +156,7 @@ fn the_horizon_scales_the_demand_a_window_saw() {
     let window = s.window_secs as Millis * 1000;
     let mut w = DemandWindow::default();
     // Lisbon asked for 6 units of A over the last hour; its store holds 2
-    for minute in 0..6 {
-        w.record(
-            minute * 10 * MINUTE,
-            &Observed::order(&order_to(LISBON, "A", 1), s.region_km),
-            window,
-        );
-    }
+    lisbon_asked(&mut w, &s, (0..6).map(|i| i * 10));
     let demand = w.read(60 * MINUTE, window);
     let held = stock(&[("A", "wh-madrid", 40), ("A", "st-lisbon", 2)]);
     let lisbon = |horizon_secs: u64, s: &mut Settings| {
@@ -195,13 +195,7 @@ fn demand_is_served_in_the_lp_only_from_nodes_its_segment_may_use() {
     let window = s.window_secs as Millis * 1000;
     let mut w = DemandWindow::default();
     // Lisbon asked for 6 units of A in the last hour, in segment `test`
-    for minute in 0..6 {
-        w.record(
-            minute * MINUTE,
-            &Observed::order(&order_to(LISBON, "A", 1), s.region_km),
-            window,
-        );
-    }
+    lisbon_asked(&mut w, &s, 0..6);
     let demand = w.read(60 * MINUTE, window);
     let held = stock(&[("A", "wh-madrid", 40), ("A", "st-lisbon", 2)]);
     let price = |rules: &crate::domain::SegmentRules| {
