@@ -517,6 +517,40 @@ impl<'a> Problem<'a> {
         weight: f64,
         table: impl Fn(&str) -> Option<&'t BTreeMap<String, f64>>,
     ) {
+        let mut raw = self.prices_of(weight, table);
+        for s in 0..self.skus.len() {
+            let floor = self
+                .candidates
+                .iter()
+                .zip(&raw)
+                .filter(|(cand, _)| cand.ats[s] > 0)
+                .map(|(_, p)| p[s])
+                .fold(f64::INFINITY, f64::min);
+            if floor.is_finite() {
+                raw.iter_mut().for_each(|p| p[s] = (p[s] - floor).max(0.0));
+            }
+        }
+        self.charge(raw);
+    }
+
+    /// As [`Problem::price_units`], but each unit charged its whole price: the charges of a
+    /// Lagrangian relaxation of many orders' shared stock, where a price is what a unit of a
+    /// node's stock is worth to all the other orders, short sku or not.
+    pub fn charge_units<'t>(
+        &mut self,
+        weight: f64,
+        table: impl Fn(&str) -> Option<&'t BTreeMap<String, f64>>,
+    ) {
+        let raw = self.prices_of(weight, table);
+        self.charge(raw);
+    }
+
+    /// `weight` times the price `table(sku)` gives each candidate, per candidate and sku.
+    fn prices_of<'t>(
+        &self,
+        weight: f64,
+        table: impl Fn(&str) -> Option<&'t BTreeMap<String, f64>>,
+    ) -> Vec<Vec<f64>> {
         let mut raw = vec![vec![0.0; self.skus.len()]; self.candidates.len()];
         // candidates in node id order, walked beside each table (also in that order)
         let mut by_id: Vec<usize> = (0..self.candidates.len()).collect();
@@ -534,29 +568,17 @@ impl<'a> Problem<'a> {
                 }
             }
         }
-        let floor: Vec<f64> = (0..self.skus.len())
-            .map(|s| {
-                self.candidates
-                    .iter()
-                    .zip(&raw)
-                    .filter(|(cand, _)| cand.ats[s] > 0)
-                    .map(|(_, p)| p[s])
-                    .fold(f64::INFINITY, f64::min)
-            })
-            .collect();
-        for (c, cand) in self.candidates.iter_mut().enumerate() {
-            let charges: Vec<f64> = raw[c]
-                .iter()
-                .zip(&floor)
-                .zip(&cand.ats)
-                .map(|((p, f), &ats)| {
-                    if f.is_finite() && ats > 0 {
-                        (p - f).max(0.0)
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
+        raw
+    }
+
+    /// Charges each candidate's units of each sku it holds `charges[candidate][sku]`.
+    fn charge(&mut self, charges: Vec<Vec<f64>>) {
+        for ((c, cand), mut charges) in self.candidates.iter_mut().enumerate().zip(charges) {
+            for (p, &ats) in charges.iter_mut().zip(&cand.ats) {
+                if ats == 0 {
+                    *p = 0.0;
+                }
+            }
             let priced = charges.iter().any(|&p| p > 0.0);
             self.instance.cands[c].kept = if priced { charges.clone() } else { Vec::new() };
             cand.opportunity = if priced { charges } else { Vec::new() };
