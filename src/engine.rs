@@ -151,7 +151,11 @@ fn decide(
     let started = Instant::now();
     let mut problem = Problem::build(admitted, &rules.network, stock, capacity, today);
     if rules.lookahead.active() && !prices.by_sku.is_empty() {
-        problem.price_units(rules.lookahead.weight, |sku| prices.by_sku.get(sku));
+        if prices.charged_whole {
+            problem.charge_units(rules.lookahead.weight, |sku| prices.by_sku.get(sku));
+        } else {
+            problem.price_units(rules.lookahead.weight, |sku| prices.by_sku.get(sku));
+        }
     }
     span.record("candidates", problem.candidates.len());
     let assignment = {
@@ -222,14 +226,38 @@ impl Engine {
         skus.sort();
         skus.dedup();
         let stock = self.store.read_stock(&skus, now).await?;
-        let mut prices = Prices::compute(
-            &rules.network,
-            &rules.segments,
-            &stock,
-            &demand,
-            settings,
-            now,
-        );
+        let mut prices = if settings.calibration_rounds == 0 {
+            Prices::compute(
+                &rules.network,
+                &rules.segments,
+                &stock,
+                &demand,
+                settings,
+                now,
+            )
+        } else {
+            // the optimiser plans the horizon's orders many times over: off the runtime
+            let (rules, stock, strategies, today) = (
+                rules.clone(),
+                stock.clone(),
+                self.strategies.clone(),
+                self.today(),
+            );
+            tokio::task::spawn_blocking(move || {
+                Prices::calibrated(
+                    &rules.network,
+                    &rules.segments,
+                    &stock,
+                    &demand,
+                    &rules.lookahead,
+                    now,
+                    &strategies,
+                    today,
+                )
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("calibrating look-ahead's prices: {e}")))?
+        };
         prices.version = self.store.save_prices(&prices).await?;
         crate::metrics::prices_refreshed(&prices, started.elapsed());
         *self.price_basis.lock() = stock

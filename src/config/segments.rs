@@ -31,6 +31,8 @@ struct LookaheadEntry {
     refresh_on_change_units: Option<u64>,
     region_km: Option<f64>,
     lost_sale_cost: Option<f64>,
+    calibration_rounds: Option<u64>,
+    replenished_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,7 +44,7 @@ struct LookaheadFile {
 /// The `[lookahead]` section of a segments file (defaults where it has none), validated: a
 /// weight of 0 to 1,000, a horizon and a window of 1 minute to 7 days, a refresh of 1 s to
 /// 1 day, a stock change within the stock limit, cells of 1 to 5,000 km, a lost sale of 0 to
-/// 1,000,000.
+/// 1,000,000, 0 to 1,000 rounds of calibration, a replenishment time as HH:MM.
 pub fn parse_lookahead(
     source: &str,
     text: &str,
@@ -62,6 +64,17 @@ pub fn parse_lookahead(
             .unwrap_or(d.refresh_on_change_units),
         region_km: e.region_km.unwrap_or(d.region_km),
         lost_sale_cost: e.lost_sale_cost.unwrap_or(d.lost_sale_cost),
+        calibration_rounds: e.calibration_rounds.unwrap_or(d.calibration_rounds),
+        replenished_at: match &e.replenished_at {
+            None => d.replenished_at,
+            Some(at) => Some(chrono::NaiveTime::parse_from_str(at, "%H:%M").map_err(|_| {
+                ConfigError::new(
+                    source,
+                    "lookahead.replenished_at",
+                    format!("must be a time of day as HH:MM (UTC), got {at:?}"),
+                )
+            })?),
+        },
     };
     let within = |field: &str, v: f64, lo: f64, hi: f64, unit: &str| {
         if v.is_finite() && (lo..=hi).contains(&v) {
@@ -93,6 +106,13 @@ pub fn parse_lookahead(
     )?;
     within("region_km", out.region_km, 1.0, 5_000.0, " km")?;
     within("lost_sale_cost", out.lost_sale_cost, 0.0, 1_000_000.0, "")?;
+    within(
+        "calibration_rounds",
+        out.calibration_rounds as f64,
+        0.0,
+        1_000.0,
+        "",
+    )?;
     Ok(out)
 }
 
@@ -349,6 +369,27 @@ mod tests {
         assert!(s.enabled && s.active());
         assert_eq!((s.weight, s.region_km), (0.5, 40.0));
         assert_eq!(s.horizon_secs, 3600);
+        assert_eq!((s.calibration_rounds, s.replenished_at), (0, None));
+        let tuned = parse_lookahead(
+            "seg.toml",
+            &format!("{plain}[lookahead]\ncalibration_rounds = 20\nreplenished_at = \"22:30\"\n"),
+        )
+        .unwrap();
+        assert_eq!(tuned.calibration_rounds, 20);
+        assert_eq!(
+            tuned.replenished_at,
+            chrono::NaiveTime::from_hms_opt(22, 30, 0)
+        );
+        let said = crate::lookahead::Settings {
+            enabled: true,
+            ..tuned
+        }
+        .to_string();
+        assert!(
+            said.contains("until stock is replenished at 22:30 UTC")
+                && said.contains("calibrated in 20 rounds"),
+            "{said}"
+        );
         for (text, field) in [
             ("weight = -1.0", "lookahead.weight"),
             ("weight = nan", "lookahead.weight"),
@@ -361,6 +402,9 @@ mod tests {
             ),
             ("region_km = 0.5", "lookahead.region_km"),
             ("lost_sale_cost = 1e9", "lookahead.lost_sale_cost"),
+            ("calibration_rounds = 1001", "lookahead.calibration_rounds"),
+            ("replenished_at = \"25:00\"", "lookahead.replenished_at"),
+            ("replenished_at = \"noon\"", "lookahead.replenished_at"),
         ] {
             let e =
                 parse_lookahead("seg.toml", &format!("{plain}[lookahead]\n{text}\n")).unwrap_err();

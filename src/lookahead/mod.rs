@@ -10,6 +10,7 @@
 //! get from one node only are kept for it where another node serves this order nearly as
 //! cheaply. With no demand learned, every price is zero and plans are as without look-ahead.
 
+pub mod calibrate;
 pub mod flow;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,9 @@ pub struct Settings {
     pub weight: f64,
     /// Expected demand over this much time ahead, in seconds.
     pub horizon_secs: u64,
+    /// When stock is replenished each day (UTC): where set, the horizon runs to its next
+    /// occurrence instead, as the stock there is now has to last until then.
+    pub replenished_at: Option<chrono::NaiveTime>,
     /// Demand learned over this much time past, in seconds.
     pub window_secs: u64,
     /// How often prices are computed again, in seconds.
@@ -40,6 +44,9 @@ pub struct Settings {
     /// The cost of a unit of demand no node serves, for demand of a segment the rules no
     /// longer name (each segment's own is its unfilled penalty).
     pub lost_sale_cost: f64,
+    /// Rounds of calibration against the optimiser's own decisions ([`calibrate`]) after the
+    /// LP; 0 for the LP's prices alone.
+    pub calibration_rounds: u64,
 }
 
 impl Default for Settings {
@@ -48,11 +55,13 @@ impl Default for Settings {
             enabled: false,
             weight: 1.0,
             horizon_secs: 3_600,
+            replenished_at: None,
             window_secs: 3_600,
             refresh_secs: 60,
             refresh_on_change_units: 50,
             region_km: 100.0,
             lost_sale_cost: 50.0,
+            calibration_rounds: 0,
         }
     }
 }
@@ -64,22 +73,48 @@ impl std::fmt::Display for Settings {
         }
         write!(
             f,
-            "on, weight {}, demand of the last {} s expected over the next {} s, in cells of {} km, a lost sale costing its segment's unfilled penalty ({} for segments no longer configured), prices computed every {} s{}",
+            "on, weight {}, demand of the last {} s expected over {}, in cells of {} km, a lost sale costing its segment's unfilled penalty ({} for segments no longer configured), prices computed every {} s{}{}",
             self.weight,
             self.window_secs,
-            self.horizon_secs,
+            match self.replenished_at {
+                Some(at) => format!(
+                    "the time left until stock is replenished at {} UTC",
+                    at.format("%H:%M")
+                ),
+                None => format!("the next {} s", self.horizon_secs),
+            },
             self.region_km,
             self.lost_sale_cost,
             self.refresh_secs,
             match self.refresh_on_change_units {
                 0 => String::new(),
                 n => format!(" and once a node's ATS of a sku with demand moves {n} units"),
+            },
+            match self.calibration_rounds {
+                0 => String::new(),
+                n => format!(", calibrated in {n} rounds against the optimiser and charged whole"),
             }
         )
     }
 }
 
 impl Settings {
+    /// The horizon from `now`, in milliseconds: to the next `replenished_at` (a whole day at
+    /// it, a minute at least), else `horizon_secs`.
+    pub fn horizon_ms(&self, now: Millis) -> Millis {
+        const DAY: Millis = 86_400_000;
+        match self.replenished_at {
+            Some(at) => {
+                let at = Millis::from(chrono::Timelike::num_seconds_from_midnight(&at)) * 1000;
+                match (at - now.rem_euclid(DAY)).rem_euclid(DAY) {
+                    0 => DAY,
+                    left => left.max(MINUTE),
+                }
+            }
+            None => self.horizon_secs as Millis * 1000,
+        }
+    }
+
     /// Whether decisions use prices at all.
     pub fn active(&self) -> bool {
         self.enabled && self.weight > 0.0
@@ -251,6 +286,10 @@ pub struct Prices {
     pub computed_at: Millis,
     /// sku → node → price of one unit, before the weight; only prices above zero.
     pub by_sku: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Each unit is charged its whole price (prices calibrated against the optimiser), rather
+    /// than what it exceeds the cheapest holder's.
+    #[serde(default)]
+    pub charged_whole: bool,
 }
 
 impl Prices {
@@ -261,6 +300,70 @@ impl Prices {
             .and_then(|m| m.get(node))
             .copied()
             .unwrap_or(0.0)
+    }
+
+    /// [`Prices::compute`], then calibrated against the optimiser's own decisions in
+    /// `settings.calibration_rounds` rounds ([`calibrate`]) and charged whole; the LP's prices
+    /// alone where that is 0. Calibration starts from the LP's prices at every refresh. Demand
+    /// of a segment `segments` does not name is left out of the calibration.
+    #[allow(clippy::too_many_arguments)]
+    pub fn calibrated(
+        network: &Network,
+        segments: &crate::domain::Segments,
+        stock: &StockView,
+        demand: &Demand,
+        settings: &Settings,
+        now: Millis,
+        strategies: &crate::sourcing::Strategies,
+        today: chrono::NaiveDate,
+    ) -> Prices {
+        let mut prices = Self::compute(network, segments, stock, demand, settings, now);
+        if settings.calibration_rounds == 0 {
+            return prices;
+        }
+        let orders = calibrate::expected_orders(demand, settings, now);
+        let expected: Vec<calibrate::Expected> = orders
+            .iter()
+            .filter_map(|(order, weight)| {
+                let segment = segments.get(&order.segment)?;
+                let admitted = crate::sourcing::Admitted::under(order, segment, network).ok()?;
+                Some(calibrate::Expected {
+                    admitted,
+                    weight: *weight,
+                })
+            })
+            .collect();
+        let steps = calibrate::Steps {
+            rounds: settings.calibration_rounds as usize,
+            theta: 0.1,
+            upper: None,
+        };
+        let found = calibrate::calibrate(
+            &expected,
+            network,
+            stock,
+            &HashMap::new(),
+            &prices.by_sku,
+            steps,
+            strategies,
+            today,
+            1,
+        );
+        prices.by_sku = found
+            .prices
+            .into_iter()
+            .map(|(sku, nodes)| {
+                let nodes: BTreeMap<String, f64> = nodes
+                    .into_iter()
+                    .map(|(n, p)| (n, (p * 100.0).round() / 100.0))
+                    .filter(|(_, p)| *p > 0.0)
+                    .collect();
+                (sku, nodes)
+            })
+            .filter(|(_, nodes)| !nodes.is_empty())
+            .collect();
+        prices.charged_whole = true;
+        prices
     }
 
     /// Prices of the expected `demand` over `settings.horizon_secs` against `stock`: for each
@@ -280,7 +383,7 @@ impl Prices {
         now: Millis,
     ) -> Prices {
         let mut by_sku: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-        let scale = (settings.horizon_secs as f64 * 1000.0) / demand.covered_ms.max(1) as f64;
+        let scale = settings.horizon_ms(now) as f64 / demand.covered_ms.max(1) as f64;
         let units_per_order = (demand.total_units() as f64 / demand.orders.max(1) as f64).max(1.0);
         // each region's demand by segment: the units expected, what one lost costs, and the
         // segment's rules (none for a segment the rules no longer name)
@@ -362,6 +465,7 @@ impl Prices {
             version: 0,
             computed_at: now,
             by_sku,
+            charged_whole: false,
         }
     }
 }

@@ -220,3 +220,104 @@ fn demand_is_served_in_the_lp_only_from_nodes_its_segment_may_use() {
     near.max_distance_km = Some(100.0);
     assert!(price(&near) > open, "{} vs {open}", price(&near));
 }
+
+#[test]
+fn the_horizon_runs_to_the_replenishment_where_one_is_set() {
+    let mut s = settings();
+    let hour = 60 * MINUTE;
+    assert_eq!(s.horizon_ms(15 * hour), s.horizon_secs as Millis * 1000);
+    s.replenished_at = chrono::NaiveTime::from_hms_opt(16, 0, 0);
+    let day = 24 * hour;
+    // an hour before, the horizon is that hour; from the day before, the rest of the day
+    assert_eq!(s.horizon_ms(10 * day + 15 * hour), hour);
+    assert_eq!(s.horizon_ms(10 * day + 17 * hour), 23 * hour);
+    // at it, the whole day to the next; just before it, a minute at least
+    assert_eq!(s.horizon_ms(10 * day + 16 * hour), day);
+    assert_eq!(s.horizon_ms(10 * day + 16 * hour - 1_000), MINUTE);
+    // and the demand is expected over it: Lisbon's 6 an hour against a store holding 2
+    let window = s.window_secs as Millis * 1000;
+    let mut w = DemandWindow::default();
+    lisbon_asked(&mut w, &s, (0..6).map(|i| i * 10));
+    let demand = w.read(hour, window);
+    let held = stock(&[("A", "wh-madrid", 40), ("A", "st-lisbon", 2)]);
+    let lisbon = |now: Millis| {
+        Prices::compute(&network(), &none(), &held, &demand, &s, now).price("A", "st-lisbon")
+    };
+    assert!(lisbon(10 * day + 15 * hour) > 0.0);
+    assert_eq!(lisbon(10 * day + 16 * hour - 10 * MINUTE), 0.0);
+}
+
+/// Segment `test` of the sourcing tests, which ships from any node.
+fn tested() -> crate::domain::Segments {
+    crate::domain::Segments::new([crate::sourcing::tests::rules(
+        3,
+        crate::domain::UnfilledPolicy::Backorder,
+    )])
+}
+
+fn calibrated(s: &Settings, stock: &StockView, demand: &Demand) -> Prices {
+    let strategies = crate::sourcing::Strategies::new(
+        crate::sourcing::Backend::Microlp,
+        std::time::Duration::from_secs(5),
+    );
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+    Prices::calibrated(
+        &network(),
+        &tested(),
+        stock,
+        demand,
+        s,
+        0,
+        &strategies,
+        today,
+    )
+}
+
+#[test]
+fn calibrated_prices_keep_a_store_s_units_for_the_region_it_serves_best_and_are_charged_whole() {
+    let mut s = settings();
+    s.calibration_rounds = 20;
+    let window = s.window_secs as Millis * 1000;
+    // no demand learned: no price, calibrated or not
+    let held = stock(&[("A", "wh-madrid", 40), ("A", "st-lisbon", 2)]);
+    let none_yet = calibrated(&s, &held, &Demand::default());
+    assert!(none_yet.by_sku.is_empty());
+    // Lisbon asked for 6 units of A in the last hour, two to an order: the store's 2 are worth
+    // what shipping from Madrid would cost Lisbon's orders more, and Madrid's DC has plenty to
+    // spare
+    let mut w = DemandWindow::default();
+    for minute in [0, 20, 40] {
+        w.record(
+            minute * MINUTE,
+            &Observed::order(&order_to(LISBON, "A", 2), s.region_km),
+            window,
+        );
+    }
+    let demand = w.read(60 * MINUTE, window);
+    let prices = calibrated(&s, &held, &demand);
+    assert!(prices.charged_whole);
+    assert_eq!(prices.price("A", "wh-madrid"), 0.0, "{prices:?}");
+    let lisbon = prices.price("A", "st-lisbon");
+    assert!(lisbon > 0.0, "{prices:?}");
+    // at most what a Lisbon order saves by it: a parcel from Madrid against one from Lisbon
+    let cost = |node: &str| {
+        let n = network().get(node).unwrap().clone();
+        let d = n
+            .location
+            .distance_km(&Region::of(&LISBON, s.region_km).center(s.region_km));
+        n.cost.unit_cost(d) + n.cost.parcel_cost(d)
+    };
+    assert!(
+        lisbon <= cost("wh-madrid") - cost("st-lisbon") + 0.01,
+        "{lisbon} against {} and {}",
+        cost("wh-madrid"),
+        cost("st-lisbon")
+    );
+    // rounds 0: the LP's prices, charged above the cheapest holder's; the LP spreads a
+    // parcel's fixed cost over an order's two units, where calibration prices a unit by what
+    // the orders decide, a parcel each
+    s.calibration_rounds = 0;
+    let lp = calibrated(&s, &held, &demand);
+    assert!(!lp.charged_whole);
+    assert!(lp.price("A", "st-lisbon") < lisbon, "{lp:?}");
+}

@@ -569,17 +569,22 @@ mod tests {
         run(config, &config.stock, &orders, &options).await.unwrap()
     }
 
-    #[tokio::test]
-    async fn look_ahead_keeps_the_unit_a_later_order_can_get_nowhere_else() {
-        // two local orders from Madrid find nothing within 100 km (their demand is learned:
-        // four an hour, which Barcelona's five can meet at a higher cost), Madrid's DC gets one
-        // unit, then Calatayud orders, then Madrid again
+    /// Two local orders from Madrid find nothing within 100 km (their demand is learned: four
+    /// an hour, which Barcelona's five can meet at a higher cost), Madrid's DC gets one unit,
+    /// then Calatayud orders, then Madrid again.
+    fn madrid_calatayud_madrid() -> Vec<String> {
         let mut lines: Vec<String> = (0..2)
             .map(|i| line(&format!("m{i}"), "local", MADRID, &format!("09:0{i}")))
             .collect();
         lines.push(MADRID_GETS_ONE.into());
         lines.push(line("cal", "relaxed", CALATAYUD, "09:30"));
         lines.push(line("m9", "local", MADRID, "09:40"));
+        lines
+    }
+
+    #[tokio::test]
+    async fn look_ahead_keeps_the_unit_a_later_order_can_get_nowhere_else() {
+        let lines = madrid_calatayud_madrid();
         let off = replayed(&kept_for_later(false), &lines).await;
         let on = replayed(&kept_for_later(true), &lines).await;
         let by_id = |r: &Run, id: &str| {
@@ -624,6 +629,22 @@ mod tests {
         assert!(plan.total_cost > plan_of(&off, "cal").total_cost);
     }
 
+    #[tokio::test]
+    async fn calibrated_look_ahead_keeps_the_unit_too_and_charges_it_whole() {
+        let lines = madrid_calatayud_madrid();
+        let mut config = kept_for_later(true);
+        config.lookahead.calibration_rounds = 20;
+        let on = replayed(&config, &lines).await;
+        let off = replayed(&kept_for_later(false), &lines).await;
+        // Calatayud ships from Barcelona, Madrid's unit kept for Madrid's last order
+        assert_eq!(plan_of(&on, "cal").shipments[0].node_id, "wh-b");
+        assert_eq!(plan_of(&on, "m9").shipments[0].node_id, "wh-a");
+        // Madrid's order pays the unit's whole price beside its cost: it is the demand the
+        // unit was kept for, and charged whole it is the price of the unit
+        assert!(plan_of(&on, "m9").opportunity_cost > 0.0);
+        assert!(on.summary.all.cost < off.summary.all.cost);
+    }
+
     fn plan_of(r: &Run, id: &str) -> Plan {
         plan(r.decisions.iter().find(|d| d.order_id == id).unwrap()).clone()
     }
@@ -635,13 +656,18 @@ mod tests {
         let mut lines = vec![MADRID_GETS_ONE.replace("09:20", "08:50")];
         lines.push(line("cal", "relaxed", CALATAYUD, "09:00"));
         lines.extend((0..4).map(|i| line(&format!("m{i}"), "local", MADRID, &format!("09:1{i}"))));
-        let on = replayed(&kept_for_later(true), &lines).await;
         let off = replayed(&kept_for_later(false), &lines).await;
-        let (on, off) = (plan_of(&on, "cal"), plan_of(&off, "cal"));
-        assert_eq!(on.shipments, off.shipments);
-        assert_eq!(on.total_cost, off.total_cost);
-        assert_eq!(on.opportunity_cost, 0.0);
-        assert_eq!(on.shipments[0].node_id, "wh-a");
+        // the LP's prices alone, and calibrated against the optimiser
+        for rounds in [0, 20] {
+            let mut config = kept_for_later(true);
+            config.lookahead.calibration_rounds = rounds;
+            let on = replayed(&config, &lines).await;
+            let (on, off) = (plan_of(&on, "cal"), plan_of(&off, "cal"));
+            assert_eq!(on.shipments, off.shipments, "{rounds} rounds");
+            assert_eq!(on.total_cost, off.total_cost);
+            assert_eq!(on.opportunity_cost, 0.0);
+            assert_eq!(on.shipments[0].node_id, "wh-a");
+        }
     }
 
     /// A line of an orders file: a relaxed order of `units` of X to Madrid placed at `at`.

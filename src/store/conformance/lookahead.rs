@@ -88,6 +88,7 @@ pub async fn price_tables_are_published_under_rising_versions(store: Arc<dyn Sto
         version: 77,
         computed_at: T0,
         by_sku: BTreeMap::from([("A".to_owned(), BTreeMap::from([("n1".to_owned(), price)]))]),
+        charged_whole: price > 2.0,
     };
     let first = s.save_prices(&table(1.5)).await.unwrap();
     assert!(first >= 1);
@@ -95,10 +96,13 @@ pub async fn price_tables_are_published_under_rising_versions(store: Arc<dyn Sto
     assert_eq!(read.version, first);
     assert_eq!(read.price("A", "n1"), 1.5);
     assert_eq!(read.computed_at, T0);
+    assert!(!read.charged_whole);
     // the version in hand: nothing newer
     assert!(s.read_prices(first).await.unwrap().is_none());
     let second = s.save_prices(&table(2.25)).await.unwrap();
     assert!(second > first);
     let read = s.read_prices(first).await.unwrap().expect("a newer table");
     assert_eq!((read.version, read.price("A", "n1")), (second, 2.25));
+    // how its prices are charged goes with the table
+    assert!(read.charged_whole);
 }
