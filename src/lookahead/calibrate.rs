@@ -46,7 +46,8 @@ pub struct Calibrated {
     pub bound: f64,
     /// Rounds run.
     pub rounds: usize,
-    /// Orders of some round the optimiser did not prove optimal: the bound assumes none.
+    /// Solves of an order, over all rounds, the optimiser did not prove optimal: the bound
+    /// assumes none.
     pub unproven: usize,
 }
 
@@ -66,27 +67,21 @@ pub struct Steps {
 /// whether it was proven optimal.
 pub type Planned = (f64, Vec<(String, String, u64)>, bool);
 
-/// One order planned alone with `table`'s prices charged whole, or refused at its penalty where
-/// that is less or no plan exists.
+/// One order's `problem` planned with `table`'s prices charged whole (in place of any it had),
+/// or refused at `refusal` where that is less or no plan exists.
 pub fn plan_charged(
-    expected: &Expected<'_>,
-    network: &Network,
-    stock: &StockView,
+    problem: &mut Problem<'_>,
+    refusal: f64,
     table: &Table,
     strategies: &Strategies,
-    today: chrono::NaiveDate,
 ) -> Planned {
     let kind = StrategyKind::Optimal;
-    let mut problem = Problem::build(&expected.admitted, network, stock, &HashMap::new(), today);
-    if !table.is_empty() {
-        problem.charge_units(1.0, |sku| table.get(sku));
-    }
-    let assignment = strategies.get(kind).assign(&problem);
+    problem.charge_units(1.0, |sku| table.get(sku));
+    let assignment = strategies.get(kind).assign(problem);
     let proven = matches!(
         assignment.status,
         SolveStatus::Optimal | SolveStatus::ExactFastPath
     );
-    let refusal = expected.refusal();
     let Ok(plan) = problem.finish(kind, &assignment) else {
         return (refusal, Vec::new(), proven);
     };
@@ -171,6 +166,15 @@ pub fn calibrate(
         rounds: 0,
         unproven: 0,
     };
+    // each order's problem, built once: the rounds change only its charges
+    let mut problems: Vec<(Problem<'_>, f64)> = expected
+        .iter()
+        .map(|e| {
+            let problem = Problem::build(&e.admitted, network, stock, &HashMap::new(), today);
+            (problem, e.refusal())
+        })
+        .collect();
+    let chunk = problems.len().div_ceil(threads.max(1)).max(1);
     let mut theta = steps.theta;
     let mut stale = 0;
     for _ in 0..steps.rounds {
@@ -184,20 +188,17 @@ pub fn calibrate(
                     .insert(node.clone(), p);
             }
         }
-        let solve = |part: &[Expected<'_>]| -> Vec<Planned> {
-            part.iter()
-                .map(|e| plan_charged(e, network, stock, &table, strategies, today))
+        let solve = |part: &mut [(Problem<'_>, f64)]| -> Vec<Planned> {
+            part.iter_mut()
+                .map(|(problem, refusal)| plan_charged(problem, *refusal, &table, strategies))
                 .collect()
         };
-        let chunk = expected.len().div_ceil(threads.max(1)).max(1);
         let solved: Vec<_> = std::thread::scope(|scope| {
-            let parts: Vec<_> = expected
-                .chunks(chunk)
-                .skip(1)
-                .map(|part| scope.spawn(|| solve(part)))
-                .collect();
-            let mut all = solve(expected.chunks(chunk).next().unwrap_or(&[]));
-            for part in parts {
+            let mut parts = problems.chunks_mut(chunk);
+            let first = parts.next().unwrap_or_default();
+            let others: Vec<_> = parts.map(|part| scope.spawn(|| solve(part))).collect();
+            let mut all = solve(first);
+            for part in others {
                 all.extend(part.join().expect("a calibration thread"));
             }
             all
