@@ -471,10 +471,7 @@ fn forward(
                     }
                 }
             }
-            Err(_) => {
-                let units: u64 = e.admitted.order().lines.iter().map(|l| l.quantity).sum();
-                cost += units as f64 * e.admitted.segment().unfilled_penalty;
-            }
+            Err(_) => cost += e.refusal(),
         }
     }
     cost

@@ -31,7 +31,8 @@ pub struct Expected<'a> {
 }
 
 impl Expected<'_> {
-    fn refusal(&self) -> f64 {
+    /// What the order costs refused: every unit at its segment's unfilled penalty.
+    pub fn refusal(&self) -> f64 {
         let units: u64 = self.admitted.order().lines.iter().map(|l| l.quantity).sum();
         units as f64 * self.admitted.segment().unfilled_penalty
     }
@@ -44,8 +45,6 @@ pub struct Calibrated {
     pub prices: Table,
     /// The best lower bound on planning every expected order knowing them all.
     pub bound: f64,
-    /// Rounds run.
-    pub rounds: usize,
     /// Solves of an order, over all rounds, the optimiser did not prove optimal: the bound
     /// assumes none.
     pub unproven: usize,
@@ -163,7 +162,6 @@ pub fn calibrate(
     let mut out = Calibrated {
         prices: Table::new(),
         bound: f64::NEG_INFINITY,
-        rounds: 0,
         unproven: 0,
     };
     // each order's problem, built once: the rounds change only its charges
@@ -221,7 +219,6 @@ pub fn calibrate(
         let bound = value
             - lambda.iter().zip(&rows).map(|(l, r)| l * r.2).sum::<f64>()
             - mu.iter().zip(&nodes).map(|(m, n)| m * n.1).sum::<f64>();
-        out.rounds += 1;
         if bound > out.bound {
             out.bound = bound;
             out.prices = table;
