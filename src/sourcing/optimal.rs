@@ -215,34 +215,42 @@ fn single_node(inst: &Instance) -> Option<Units> {
             (i, c.fixed + units)
         })
         .min_by(|a, b| a.1.total_cmp(&b.1))?;
-    // lower bounds on every other kind of plan
+    // lower bounds on every other kind of plan: each unit costs at least the cheapest of
+    // its sku's holders (or the unfilled penalty, where cheaper)
     let mut fixed: Vec<f64> = inst.cands.iter().map(|c| c.fixed).collect();
     fixed.sort_by(f64::total_cmp);
-    let min_unit = inst
-        .cands
-        .iter()
-        .flat_map(|c| {
-            (0..inst.skus)
-                .filter(|&s| demand[s] > 0)
-                .map(|s| c.unit_of(s))
+    let per_unit: Vec<f64> = (0..inst.skus)
+        .map(|s| {
+            let cheapest = inst
+                .cands
+                .iter()
+                .filter(|c| c.ats[s] > 0)
+                .map(|c| c.unit_of(s))
+                .fold(f64::INFINITY, f64::min);
+            inst.unfilled_penalty.map_or(cheapest, |p| cheapest.min(p))
         })
-        .fold(f64::INFINITY, f64::min);
+        .collect();
+    let units_at_least: f64 = (0..inst.skus)
+        .filter(|&s| demand[s] > 0)
+        .map(|s| per_unit[s] * demand[s] as f64)
+        .sum();
     let mut bound = f64::INFINITY;
     let max = if inst.ship_complete {
         1
     } else {
         inst.max_shipments
     };
-    let per_unit = match inst.unfilled_penalty {
-        Some(p) => min_unit.min(p),
-        None => min_unit,
-    };
     if max >= 2 && fixed.len() >= 2 {
-        bound = bound.min(fixed[0] + fixed[1] + inst.split_penalty + per_unit * q as f64);
+        bound = bound.min(fixed[0] + fixed[1] + inst.split_penalty + units_at_least);
     }
     if let Some(p) = inst.unfilled_penalty {
         if !inst.ship_complete {
-            bound = bound.min(fixed[0] + per_unit * (q - 1) as f64 + p);
+            // one unit unfilled, at p instead of at least its sku's cheapest
+            let dearest = (0..inst.skus)
+                .filter(|&s| demand[s] > 0)
+                .map(|s| per_unit[s])
+                .fold(0.0, f64::max);
+            bound = bound.min(fixed[0] + units_at_least - dearest + p);
         }
         bound = bound.min(p * q as f64);
     }
@@ -884,6 +892,52 @@ mod tests {
         );
         let solved = solve(&inst, Backend::Microlp, BUDGET);
         assert_eq!(inst.cost(&solved.units), 1.0 + 1.0 + 8.0);
+    }
+
+    #[test]
+    fn one_node_is_taken_at_once_only_where_every_other_plan_costs_as_much_sku_by_sku() {
+        let cand = |fixed: f64, unit: f64, ats: Vec<u64>| Cand {
+            fixed,
+            unit,
+            ats,
+            capacity: 10,
+            kept: Vec::new(),
+        };
+        let line = |sku: usize, quantity: u64| Line {
+            sku,
+            quantity,
+            kit: None,
+        };
+        // one line of 2, one shipment: A ships both for 1.90, B ships 1 for 0.60 and the
+        // other unit goes unfilled at 1.00, which costs less
+        let inst = Instance {
+            skus: 1,
+            cands: vec![cand(0.0, 0.95, vec![2]), cand(0.1, 0.5, vec![1])],
+            lines: vec![line(0, 2)],
+            kits: vec![],
+            max_shipments: 1,
+            split_penalty: 0.0,
+            unfilled_penalty: Some(1.0),
+            ship_complete: false,
+        };
+        assert_eq!(single_node(&inst), None);
+        let solved = solve(&inst, Backend::Microlp, BUDGET);
+        assert!((inst.cost(&solved.units) - 1.6).abs() < 1e-9);
+        // two skus: A holds both (1 + 2 × 1.00), B only the second (1 + 0.00); no two-node
+        // plan can cost less than 1 + 1 + 1.00 for the first sku, which only A holds
+        let inst = Instance {
+            skus: 2,
+            cands: vec![cand(1.0, 1.0, vec![1, 1]), cand(1.0, 0.0, vec![0, 1])],
+            lines: vec![line(0, 1), line(1, 1)],
+            kits: vec![],
+            max_shipments: 2,
+            split_penalty: 0.0,
+            unfilled_penalty: None,
+            ship_complete: false,
+        };
+        let units = single_node(&inst).expect("A at once");
+        assert!((inst.cost(&units) - 3.0).abs() < 1e-9);
+        agrees(&inst, &units).unwrap();
     }
 
     #[test]
