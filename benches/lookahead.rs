@@ -259,7 +259,8 @@ fn refresh_from(
 
 /// `[lookahead]` as the environment tunes it for an experiment: `LOOKAHEAD_WEIGHT`,
 /// `LOOKAHEAD_HORIZON_SECS`, `LOOKAHEAD_WINDOW_SECS`, `LOOKAHEAD_REGION_KM`,
-/// `LOOKAHEAD_LOST_SALE_COST`, `LOOKAHEAD_REFRESH_SECS`; the defaults otherwise.
+/// `LOOKAHEAD_LOST_SALE_COST`, `LOOKAHEAD_REFRESH_SECS`, `LOOKAHEAD_REPLENISHED_AT`,
+/// `LOOKAHEAD_CALIBRATION_ROUNDS`; the defaults otherwise.
 fn tune(s: &mut dom_router::lookahead::Settings) {
     let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
     if let Some(v) = var("LOOKAHEAD_WEIGHT") {

@@ -1006,6 +1006,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn holds_and_releases_do_not_move_stock_for_look_ahead_and_feed_updates_do() {
+        let mut config = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
+        config.lookahead.enabled = true;
+        config.lookahead.refresh_on_change_units = 10;
+        let stock = [StockSeed {
+            sku: "T-1".into(),
+            node: "wh-getafe".into(),
+            on_hand: 50,
+            safety_stock: 0,
+        }];
+        let engine = engine_of(&config, &stock, ManualClock::new(NOON));
+        // demand for T-1 learned, prices computed against Getafe's 50
+        let order = ship("learn", "standard", "T-1", 1);
+        engine.reserve(&order, None, None).await.unwrap();
+        engine.release("learn", &[]).await.unwrap();
+        engine.refresh_prices().await.unwrap();
+        let after = engine.store.read_events(None, 1_000).await.unwrap().last;
+        // 12 units held, then given back: Getafe's ATS moved 12 and back, by holds alone
+        let (held, _) = engine
+            .reserve(&ship("big", "standard", "T-1", 12), None, None)
+            .await
+            .unwrap();
+        assert_eq!(units(&held), (12, 0));
+        engine.release("big", &[]).await.unwrap();
+        let page = engine.store.read_events(after, 1_000).await.unwrap();
+        assert!(page.events.len() >= 2, "{:?}", page.events);
+        assert!(
+            page.events.iter().all(|e| !engine.stock_moved(e)),
+            "{:?}",
+            page.events
+        );
+        // a feed update of 12 does move it; one of 9 does not
+        engine
+            .apply_stock(vec![feed("T-1", "wh-getafe", 1, 41)])
+            .await
+            .unwrap();
+        engine
+            .apply_stock(vec![feed("T-1", "wh-getafe", 2, 62)])
+            .await
+            .unwrap();
+        let page = engine.store.read_events(page.last, 1_000).await.unwrap();
+        let moved: Vec<bool> = page
+            .events
+            .iter()
+            .filter(|e| e.kind == crate::events::EventKind::StockChanged)
+            .map(|e| engine.stock_moved(e))
+            .collect();
+        assert_eq!(moved, [false, true]);
+    }
+
+    #[tokio::test]
     async fn a_checkout_leaves_supply_to_the_units_waiting_ahead_of_it() {
         let engine = engine();
         // a standard order waits for 2 units of W-1; nothing fills it in the background here
