@@ -160,12 +160,32 @@ pub fn lookahead_prices(bench: &Bench) -> dom_router::lookahead::Prices {
     )
 }
 
+/// As [`lookahead_prices`], calibrated against the optimiser in 20 rounds and charged whole.
+pub fn lookahead_prices_calibrated(
+    bench: &Bench,
+    strategies: &Strategies,
+) -> dom_router::lookahead::Prices {
+    let (mut settings, demand) = horizon_demand(&bench.orders);
+    settings.calibration_rounds = 20;
+    let segments = dom_router::domain::Segments::new([bench.rules.clone()]);
+    dom_router::lookahead::Prices::calibrated(
+        &bench.network,
+        &segments,
+        &bench.stock,
+        &demand,
+        &settings,
+        0,
+        strategies,
+        today(),
+    )
+}
+
 /// One sourcing decision by `optimal` with every unit priced by look-ahead's `prices`.
 pub fn decide_priced(
     bench: &Bench,
     strategies: &Strategies,
     order: &Order,
-    prices: &dom_router::lookahead::Prices,
+    (prices, whole): (&dom_router::sourcing::NodePrices, bool),
 ) -> Result<Plan, dom_router::Error> {
     let admitted = Admitted::under(order, &bench.rules, &bench.network)?;
     let mut problem = Problem::build(
@@ -175,7 +195,12 @@ pub fn decide_priced(
         &HashMap::new(),
         today(),
     );
-    problem.price_units(1.0, |sku| prices.by_sku.get(sku));
+    // as the engine does: a calibrated table charged whole, the LP's above the cheapest holder
+    if whole {
+        problem.charge_units(1.0, prices);
+    } else {
+        problem.price_units(1.0, prices);
+    }
     let kind = StrategyKind::Optimal;
     problem.finish(kind, &strategies.get(kind).assign(&problem))
 }

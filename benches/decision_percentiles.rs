@@ -1,8 +1,9 @@
 //! Latency percentiles of single sourcing decisions over many different orders, and how many
 //! the optimiser proved optimal, for orders of 1, 3, 10 and 30 lines and the realistic mixes
 //! of `common::Shape`; `optimal + look-ahead` decides with every unit priced by look-ahead (a
-//! table computed from the run's own orders as the horizon's demand). Prints a Markdown
-//! table. Run on one core with `taskset -c 0 cargo bench --bench decision_percentiles`.
+//! table computed from the run's own orders as the horizon's demand), and `optimal +
+//! look-ahead, calibrated` with that table calibrated in 20 rounds and charged whole. Prints a
+//! Markdown table. Run on one core with `taskset -c 0 cargo bench --bench decision_percentiles`.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::time::Instant;
 
 use common::*;
 use dom_router::domain::{SolveStatus, StrategyKind};
+use dom_router::sourcing::NodePrices;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -54,9 +56,17 @@ fn main() {
         // look-ahead's prices as the bench's own orders would make them: every order of the
         // run as the demand of the horizon, against the stock
         let prices = lookahead_prices(&bench);
+        // and calibrated against the optimiser from the same demand, charged whole
+        let calibrated = lookahead_prices_calibrated(&bench, &strategies);
+        // each laid out for the network once, as the service does once per table
+        let laid = |p: &dom_router::lookahead::Prices| {
+            (NodePrices::new(&p.by_sku, &bench.network), p.charged_whole)
+        };
+        let (prices, calibrated) = (laid(&prices), laid(&calibrated));
         let runs = [
             (StrategyKind::Optimal, None),
             (StrategyKind::Optimal, Some(&prices)),
+            (StrategyKind::Optimal, Some(&calibrated)),
             (StrategyKind::Nearest, None),
             (StrategyKind::Priority, None),
         ];
@@ -68,7 +78,9 @@ fn main() {
                 let started = Instant::now();
                 let plan = match priced {
                     None => decide(&bench, &strategies, kind, order, &bench.stock, &none),
-                    Some(prices) => decide_priced(&bench, &strategies, order, prices),
+                    Some((prices, whole)) => {
+                        decide_priced(&bench, &strategies, order, (prices, *whole))
+                    }
                 };
                 times.push(started.elapsed().as_secs_f64() * 1e3);
                 if let Ok(plan) = plan {
@@ -89,10 +101,11 @@ fn main() {
             };
             let label = match priced {
                 None => kind.to_string(),
+                Some((_, true)) => format!("{kind} + look-ahead, calibrated"),
                 Some(_) => format!("{kind} + look-ahead"),
             };
             println!(
-                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {} |",
+                "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {} |",
                 bench.name,
                 label,
                 count,

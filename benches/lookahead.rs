@@ -32,7 +32,7 @@ use dom_router::domain::{Network, StrategyKind};
 use dom_router::lookahead::calibrate::{Expected, Steps, Table, calibrate};
 use dom_router::lookahead::flow::Transport;
 use dom_router::replay::{self, OrdersFile, Totals};
-use dom_router::sourcing::{Admitted, Problem, Strategies};
+use dom_router::sourcing::{Admitted, NodePrices, Problem, Strategies};
 use dom_router::synth::{self, MixedDay, OrderGen};
 
 const SPACING_SECS: i64 = 15;
@@ -455,9 +455,10 @@ fn forward(
     let mut capacity: HashMap<String, u64> = HashMap::new();
     let kind = StrategyKind::Optimal;
     let mut cost = 0.0;
+    let laid = NodePrices::new(table, network);
     for e in day {
         let mut problem = Problem::build(&e.admitted, network, &view, &capacity, today());
-        problem.charge_units(1.0, |sku| table.get(sku));
+        problem.charge_units(1.0, &laid);
         match problem.finish(kind, &strategies.get(kind).assign(&problem)) {
             Ok(plan) => {
                 cost += plan.total_cost;

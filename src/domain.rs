@@ -141,6 +141,8 @@ pub struct Network {
     pub currency: String,
     nodes: Vec<Node>,
     index: HashMap<String, usize>,
+    /// Each node's place in id order.
+    ranks: Vec<u32>,
     distances: DistanceCache,
 }
 
@@ -177,10 +179,17 @@ impl Network {
             .enumerate()
             .map(|(i, n)| (n.id.clone(), i))
             .collect();
+        let mut by_id: Vec<usize> = (0..nodes.len()).collect();
+        by_id.sort_by(|&a, &b| nodes[a].id.cmp(&nodes[b].id));
+        let mut ranks = vec![0; nodes.len()];
+        for (rank, &at) in by_id.iter().enumerate() {
+            ranks[at] = rank as u32;
+        }
         Self {
             currency,
             nodes,
             index,
+            ranks,
             distances: DistanceCache::default(),
         }
     }
@@ -201,8 +210,18 @@ impl Network {
         &self.nodes
     }
 
+    /// The place of the node at `at` (in [`Network::nodes`] order) in the order of node ids.
+    pub fn rank(&self, at: usize) -> u32 {
+        self.ranks[at]
+    }
+
     pub fn get(&self, id: &str) -> Option<&Node> {
         self.index.get(id).map(|&i| &self.nodes[i])
+    }
+
+    /// Where the node `id` is in [`Network::nodes`].
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
     }
 
     pub fn contains(&self, id: &str) -> bool {

@@ -115,10 +115,21 @@ pub struct Engine {
     alerts: crate::events::alerts::Known,
     /// Look-ahead's newest price table as this replica has it.
     prices: RwLock<Arc<Prices>>,
+    /// That table laid out for the network of the rules last planned with.
+    laid: RwLock<Option<Arc<Laid>>>,
     /// The stock the last prices this replica computed were computed against.
     price_basis: parking_lot::Mutex<crate::lookahead::Basis>,
     /// Orders whose waiting units a fill found nothing for, and the on hand it found then.
     fill_tried: fill::Tried,
+}
+
+/// Look-ahead's table as decisions read it: laid out for the network of `rules`.
+#[derive(Debug)]
+struct Laid {
+    prices: Arc<Prices>,
+    rules: Arc<Rules>,
+    table: crate::sourcing::NodePrices,
+    charged_whole: bool,
 }
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
@@ -143,18 +154,18 @@ fn decide(
     strategies: &Strategies,
     admitted: &Admitted<'_>,
     kind: StrategyKind,
-    ((stock, capacity), prices): (&(crate::store::StockView, HashMap<String, u64>), &Prices),
+    ((stock, capacity), prices): (&(crate::store::StockView, HashMap<String, u64>), &Laid),
     today: chrono::NaiveDate,
     span: &tracing::Span,
 ) -> Result<Plan, Error> {
     let _plan = span.enter();
     let started = Instant::now();
     let mut problem = Problem::build(admitted, &rules.network, stock, capacity, today);
-    if rules.lookahead.active() && !prices.by_sku.is_empty() {
+    if rules.lookahead.active() && !prices.table.is_empty() {
         if prices.charged_whole {
-            problem.charge_units(rules.lookahead.weight, |sku| prices.by_sku.get(sku));
+            problem.charge_units(rules.lookahead.weight, &prices.table);
         } else {
-            problem.price_units(rules.lookahead.weight, |sku| prices.by_sku.get(sku));
+            problem.price_units(rules.lookahead.weight, &prices.table);
         }
     }
     span.record("candidates", problem.candidates.len());
@@ -188,6 +199,7 @@ impl Engine {
             pool: SolvePool::new(settings.sourcing.solver_threads),
             alerts: Default::default(),
             prices: Default::default(),
+            laid: Default::default(),
             price_basis: Default::default(),
             fill_tried: Default::default(),
             settings,
@@ -210,6 +222,25 @@ impl Engine {
     /// Look-ahead's price table in use (version 0 and no prices before the first).
     pub fn prices(&self) -> Arc<Prices> {
         self.prices.read().clone()
+    }
+
+    /// The table in use laid out for `rules`' network: made once per table and rules.
+    fn laid_prices(&self, rules: &Arc<Rules>) -> Arc<Laid> {
+        let prices = self.prices();
+        if let Some(laid) = &*self.laid.read()
+            && Arc::ptr_eq(&laid.prices, &prices)
+            && Arc::ptr_eq(&laid.rules, rules)
+        {
+            return laid.clone();
+        }
+        let laid = Arc::new(Laid {
+            table: crate::sourcing::NodePrices::new(&prices.by_sku, &rules.network),
+            charged_whole: prices.charged_whole,
+            prices,
+            rules: rules.clone(),
+        });
+        *self.laid.write() = Some(laid.clone());
+        laid
     }
 
     /// Computes look-ahead's prices from the demand learned and the stock now, publishes them
@@ -360,7 +391,7 @@ impl Engine {
         state: (crate::store::StockView, HashMap<String, u64>),
     ) -> Result<Plan, Error> {
         let today = self.clock.today();
-        let prices = self.prices();
+        let prices = self.laid_prices(rules);
         let span = info_span!("plan", strategy = %kind, candidates = tracing::field::Empty);
         if admitted.order().lines.len() * rules.network.len() <= INLINE_PLAN_WORK {
             // as on the pool, a panic in a strategy fails this order, not the worker
@@ -1003,6 +1034,49 @@ mod tests {
             r.allocations.iter().map(Allocation::outstanding).sum(),
             r.waiting.iter().map(|w| w.units).sum(),
         )
+    }
+
+    #[tokio::test]
+    async fn prices_in_use_follow_the_network_of_the_rules_in_force() {
+        let mut config = Config::load(ConfigSource::Embedded, std::iter::empty()).unwrap();
+        config.lookahead.enabled = true;
+        let stock = ["wh-getafe", "wh-zaragoza"].map(|node| StockSeed {
+            sku: "T-1".into(),
+            node: node.into(),
+            on_hand: 5,
+            safety_stock: 0,
+        });
+        let engine = engine_of(&config, &stock, ManualClock::new(NOON));
+        async fn shipped_from(engine: &Engine) -> String {
+            let order = ship("q", "standard", "T-1", 1);
+            let plan = engine.quote(&order, None).await.unwrap();
+            plan.shipments[0].node_id.clone()
+        }
+        // a Madrid order ships from Getafe, nearest
+        assert_eq!(shipped_from(&engine).await, "wh-getafe");
+        // Getafe's units priced far above what Zaragoza costs more: it ships from Zaragoza
+        *engine.prices.write() = Arc::new(Prices {
+            version: 1,
+            by_sku: [("T-1".to_owned(), [("wh-getafe".to_owned(), 500.0)].into())].into(),
+            charged_whole: true,
+            ..Prices::default()
+        });
+        assert_eq!(shipped_from(&engine).await, "wh-zaragoza");
+        // new rules whose network has a node before all others in id order: the same price
+        // still falls on Getafe, not on whichever node now sits where Getafe sat
+        let mut nodes = config.network.nodes().to_vec();
+        let mut first = nodes[0].clone();
+        first.id = "aa-first".into();
+        nodes.push(first);
+        config.network = crate::domain::Network::new(config.network.currency.clone(), nodes);
+        engine.replace_rules(config.rules());
+        assert_eq!(shipped_from(&engine).await, "wh-zaragoza");
+        // and a newer table is taken up at once: Getafe unpriced again
+        *engine.prices.write() = Arc::new(Prices {
+            version: 2,
+            ..Prices::default()
+        });
+        assert_eq!(shipped_from(&engine).await, "wh-getafe");
     }
 
     #[tokio::test]

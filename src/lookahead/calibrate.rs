@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::domain::{Network, Order, SolveStatus, StrategyKind};
-use crate::sourcing::{Admitted, Problem, Strategies};
+use crate::sourcing::{Admitted, NodePrices, Problem, Strategies};
 use crate::store::StockView;
 
 /// A price table: sku → node → price of one unit.
@@ -66,16 +66,17 @@ pub struct Steps {
 /// whether it was proven optimal.
 pub type Planned = (f64, Vec<(String, String, u64)>, bool);
 
-/// One order's `problem` planned with `table`'s prices charged whole (in place of any it had),
-/// or refused at `refusal` where that is less or no plan exists.
+/// One order's `problem` planned with `table`'s prices (laid out for its network as well)
+/// charged whole, in place of any it had, or refused at `refusal` where that is less or no
+/// plan exists.
 pub fn plan_charged(
     problem: &mut Problem<'_>,
     refusal: f64,
-    table: &Table,
+    (table, laid): (&Table, &NodePrices),
     strategies: &Strategies,
 ) -> Planned {
     let kind = StrategyKind::Optimal;
-    problem.charge_units(1.0, |sku| table.get(sku));
+    problem.charge_units(1.0, laid);
     let assignment = strategies.get(kind).assign(problem);
     let proven = matches!(
         assignment.status,
@@ -186,9 +187,12 @@ pub fn calibrate(
                     .insert(node.clone(), p);
             }
         }
+        let laid = NodePrices::new(&table, network);
         let solve = |part: &mut [(Problem<'_>, f64)]| -> Vec<Planned> {
             part.iter_mut()
-                .map(|(problem, refusal)| plan_charged(problem, *refusal, &table, strategies))
+                .map(|(problem, refusal)| {
+                    plan_charged(problem, *refusal, (&table, &laid), strategies)
+                })
                 .collect()
         };
         let solved: Vec<_> = std::thread::scope(|scope| {

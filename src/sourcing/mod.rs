@@ -52,9 +52,6 @@ pub struct Candidate<'a> {
     pub kept: Vec<u64>,
     /// Which segments keep them, per sku, for explanations.
     pub kept_for: Vec<String>,
-    /// What a unit of each sku from here costs the orders still to come (look-ahead's price,
-    /// weighted); empty without look-ahead.
-    pub opportunity: Vec<f64>,
     /// Units the node may still ship today.
     pub capacity: u64,
     pub handling_per_unit: f64,
@@ -80,6 +77,40 @@ impl Candidate<'_> {
     }
 }
 
+/// Look-ahead's prices of a unit per sku and node, laid out for decisions on one network: per
+/// sku, (the node's place in id order, price), in that order; nodes the network does not have
+/// are left out. Built once per table and network, it spares each decision the node ids.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodePrices(HashMap<String, Vec<(u32, f64)>>);
+
+impl NodePrices {
+    /// `table` (sku → node id → price) on `network`.
+    pub fn new(table: &BTreeMap<String, BTreeMap<String, f64>>, network: &Network) -> Self {
+        Self(
+            table
+                .iter()
+                .map(|(sku, nodes)| {
+                    let mut ranked: Vec<(u32, f64)> = nodes
+                        .iter()
+                        .filter_map(|(id, &p)| Some((network.rank(network.position(id)?), p)))
+                        .collect();
+                    ranked.sort_unstable_by_key(|&(rank, _)| rank);
+                    (sku.clone(), ranked)
+                })
+                .collect(),
+        )
+    }
+
+    /// The prices of `sku`, by node rank; `None` for a sku without any.
+    pub fn get(&self, sku: &str) -> Option<&[(u32, f64)]> {
+        self.0.get(sku).map(Vec::as_slice)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.values().all(Vec::is_empty)
+    }
+}
+
 /// One sourcing decision to make: the order, its rules and its candidates.
 #[derive(Debug, Clone)]
 pub struct Problem<'a> {
@@ -98,6 +129,8 @@ pub struct Problem<'a> {
     /// [`Problem::build`] for everything that reads them (so the candidates are not to change
     /// after it).
     instance: Instance,
+    /// Each candidate's place among the network's nodes in id order.
+    ranks: Vec<u32>,
 }
 
 /// A candidate a strategy passed over, and why.
@@ -192,6 +225,7 @@ impl<'a> Problem<'a> {
         };
 
         let mut candidates = Vec::new();
+        let mut ranks = Vec::new();
         let mut excluded = Vec::new();
         let to_destination = network.distances_km(&order.destination);
         let to_pickup = pickup.map(|store| network.distances_km(&store.location));
@@ -309,6 +343,7 @@ impl<'a> Problem<'a> {
             }
             let days = node.days_to_deliver(distance_km);
             let days_late = days.saturating_sub(allowed_days);
+            ranks.push(network.rank(at));
             candidates.push(Candidate {
                 node,
                 distance_km,
@@ -325,7 +360,6 @@ impl<'a> Problem<'a> {
                         }
                     })
                     .collect(),
-                opportunity: Vec::new(),
                 capacity,
                 handling_per_unit: node.cost.handling_per_unit,
                 shipping_per_unit: node.cost.per_unit_km * distance_km,
@@ -352,6 +386,7 @@ impl<'a> Problem<'a> {
             candidates,
             excluded,
             instance,
+            ranks,
         }
     }
 
@@ -505,83 +540,100 @@ impl<'a> Problem<'a> {
     }
 
     /// Prices each unit the order could take by what it costs the orders still to come:
-    /// `weight` times the price `table(sku)` gives each node, per unit (a node it does not
-    /// name, or a sku without a table, at zero). A unit is charged what its price exceeds
+    /// `weight` times the price `prices` gives each node and sku, per unit (a node or sku it
+    /// does not name at zero; `prices` must be of the problem's network). A unit is charged what its price exceeds
     /// the cheapest price of that sku among the candidates that hold some: the prices choose
     /// between nodes (keeping a node's units for the demand only it serves well), and never
     /// make leaving a unit unfilled look cheaper than shipping it, as every node's units
     /// priced alike say only that the sku is short. The optimiser then minimises cost to serve
     /// plus these charges; the rule-list strategies ignore them.
-    pub fn price_units<'t>(
-        &mut self,
-        weight: f64,
-        table: impl Fn(&str) -> Option<&'t BTreeMap<String, f64>>,
-    ) {
-        let mut raw = self.prices_of(weight, table);
-        for s in 0..self.skus.len() {
+    pub fn price_units(&mut self, weight: f64, prices: &NodePrices) {
+        let Some(mut raw) = self.prices_of(weight, prices) else {
+            return self.uncharge();
+        };
+        let skus = self.skus.len();
+        for s in 0..skus {
             let floor = self
                 .candidates
                 .iter()
-                .zip(&raw)
-                .filter(|(cand, _)| cand.ats[s] > 0)
-                .map(|(_, p)| p[s])
+                .enumerate()
+                .filter(|(_, cand)| cand.ats[s] > 0)
+                .map(|(c, _)| raw[c * skus + s])
                 .fold(f64::INFINITY, f64::min);
-            if floor.is_finite() {
-                raw.iter_mut().for_each(|p| p[s] = (p[s] - floor).max(0.0));
+            if floor.is_finite() && floor > 0.0 {
+                for c in 0..self.candidates.len() {
+                    let p = &mut raw[c * skus + s];
+                    *p = (*p - floor).max(0.0);
+                }
             }
         }
-        self.charge(raw);
+        self.charge(&raw);
     }
 
     /// As [`Problem::price_units`], but each unit charged its whole price: the charges of a
     /// Lagrangian relaxation of many orders' shared stock, where a price is what a unit of a
     /// node's stock is worth to all the other orders, short sku or not.
-    pub fn charge_units<'t>(
-        &mut self,
-        weight: f64,
-        table: impl Fn(&str) -> Option<&'t BTreeMap<String, f64>>,
-    ) {
-        let raw = self.prices_of(weight, table);
-        self.charge(raw);
+    pub fn charge_units(&mut self, weight: f64, prices: &NodePrices) {
+        match self.prices_of(weight, prices) {
+            Some(raw) => self.charge(&raw),
+            None => self.uncharge(),
+        }
     }
 
-    /// `weight` times the price `table(sku)` gives each candidate, per candidate and sku.
-    fn prices_of<'t>(
-        &self,
-        weight: f64,
-        table: impl Fn(&str) -> Option<&'t BTreeMap<String, f64>>,
-    ) -> Vec<Vec<f64>> {
-        let mut raw = vec![vec![0.0; self.skus.len()]; self.candidates.len()];
-        // candidates in node id order, walked beside each table (also in that order)
-        let mut by_id: Vec<usize> = (0..self.candidates.len()).collect();
-        by_id.sort_by(|&a, &b| self.candidates[a].node.id.cmp(&self.candidates[b].node.id));
-        for (s, sku) in self.skus.iter().enumerate() {
-            let Some(table) = table(sku) else { continue };
+    /// `weight` times the price `prices` gives each candidate, per candidate and sku
+    /// (candidate-major); `None` where no sku of the order has a price, so nothing is charged.
+    fn prices_of(&self, weight: f64, prices: &NodePrices) -> Option<Vec<f64>> {
+        let tables: Vec<&[(u32, f64)]> = self
+            .skus
+            .iter()
+            .map(|sku| prices.get(sku).unwrap_or_default())
+            .collect();
+        if tables.iter().all(|t| t.is_empty()) {
+            return None;
+        }
+        let skus = self.skus.len();
+        let mut raw = vec![0.0; self.candidates.len() * skus];
+        // candidates in node id order, walked beside each sku's prices (also in that order)
+        let mut by_rank: Vec<(u32, usize)> = self.ranks.iter().copied().zip(0..).collect();
+        by_rank.sort_unstable();
+        for (s, table) in tables.into_iter().enumerate() {
             let mut prices = table.iter().peekable();
-            for &c in &by_id {
-                let id = self.candidates[c].node.id.as_str();
-                while prices.next_if(|(node, _)| node.as_str() < id).is_some() {}
-                if let Some((node, price)) = prices.peek()
-                    && node.as_str() == id
+            for &(rank, c) in &by_rank {
+                while prices.next_if(|(node, _)| *node < rank).is_some() {}
+                if let Some(&&(node, price)) = prices.peek()
+                    && node == rank
                 {
-                    raw[c][s] = (weight * **price).max(0.0);
+                    raw[c * skus + s] = (weight * price).max(0.0);
                 }
             }
         }
-        raw
+        Some(raw)
     }
 
-    /// Charges each candidate's units of each sku it holds `charges[candidate][sku]`.
-    fn charge(&mut self, charges: Vec<Vec<f64>>) {
-        for ((c, cand), mut charges) in self.candidates.iter_mut().enumerate().zip(charges) {
-            for (p, &ats) in charges.iter_mut().zip(&cand.ats) {
-                if ats == 0 {
-                    *p = 0.0;
-                }
-            }
-            let priced = charges.iter().any(|&p| p > 0.0);
-            self.instance.cands[c].kept = if priced { charges.clone() } else { Vec::new() };
-            cand.opportunity = if priced { charges } else { Vec::new() };
+    /// Takes every charge off, as a table without prices for the order's skus leaves it.
+    fn uncharge(&mut self) {
+        for cand in &mut self.instance.cands {
+            cand.kept = Vec::new();
+        }
+    }
+
+    /// Charges each candidate's units of each sku it holds `charges[candidate × skus + sku]`.
+    fn charge(&mut self, charges: &[f64]) {
+        let skus = self.skus.len();
+        for (c, cand) in self.instance.cands.iter_mut().enumerate() {
+            let row = &charges[c * skus..(c + 1) * skus];
+            let priced = row
+                .iter()
+                .zip(&cand.ats)
+                .any(|(&p, &ats)| p > 0.0 && ats > 0);
+            cand.kept = if priced {
+                row.iter()
+                    .zip(&cand.ats)
+                    .map(|(&p, &ats)| if ats == 0 { 0.0 } else { p })
+                    .collect()
+            } else {
+                Vec::new()
+            };
         }
     }
 
@@ -703,7 +755,8 @@ fn numbers(
                 unit: c.unit_cost(),
                 ats: c.ats.clone(),
                 capacity: c.capacity,
-                kept: c.opportunity.clone(),
+                // look-ahead's charges, where a table prices the order's units
+                kept: Vec::new(),
             })
             .collect(),
         lines: order
@@ -1069,11 +1122,14 @@ pub(crate) mod tests {
         // every holder priced alike, far above the penalty: the sku is short everywhere, which
         // is no reason to leave units unfilled; the plan is as without prices
         let mut alike = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
-        let table = |prices: &[(&str, f64)]| -> BTreeMap<String, f64> {
-            prices.iter().map(|&(n, p)| (n.to_owned(), p)).collect()
+        // the same prices for every sku
+        let table = |prices: &[(&str, f64)]| -> NodePrices {
+            let nodes: BTreeMap<String, f64> =
+                prices.iter().map(|&(n, p)| (n.to_owned(), p)).collect();
+            NodePrices::new(&BTreeMap::from([("A".to_owned(), nodes)]), &net)
         };
         let every = table(&[("far", 500.0), ("mid", 500.0), ("near", 500.0)]);
-        alike.price_units(1.0, |_| Some(&every));
+        alike.price_units(1.0, &every);
         assert!(alike.instance().cands.iter().all(|c| c.kept.is_empty()));
         let plan = alike
             .finish(StrategyKind::Optimal, &exact().assign(&alike))
@@ -1083,7 +1139,7 @@ pub(crate) mod tests {
         // near priced 30 above far: its units are kept, and the order ships from far
         let mut kept = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let dearer_near = table(&[("far", 250.0), ("mid", 250.0), ("near", 265.0)]);
-        kept.price_units(2.0, |_| Some(&dearer_near));
+        kept.price_units(2.0, &dearer_near);
         let plan = kept
             .finish(StrategyKind::Optimal, &exact().assign(&kept))
             .unwrap();
@@ -1103,7 +1159,7 @@ pub(crate) mod tests {
         // holders' prices alike, nothing is charged
         let mut one = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
         let cheap_mid = table(&[("far", 7.0), ("near", 7.0)]);
-        one.price_units(1.0, |_| Some(&cheap_mid));
+        one.price_units(1.0, &cheap_mid);
         assert!(one.candidates.iter().all(|c| c.node.id != "mid"));
         assert!(one.instance().cands.iter().all(|c| c.kept.is_empty()));
     }
