@@ -19,8 +19,11 @@
 //! end of the bracket (a floor on the share) to the upper.
 //!
 //! Run with `cargo bench --bench lookahead`; `LOOKAHEAD_DAY=text` runs the days whose name
-//! holds it, `LOOKAHEAD_*` sets any key of the section for both look-ahead runs, and
-//! `LOOKAHEAD_REFRESH_ONLY=1` only times a refresh from each day's demand.
+//! holds it, `LOOKAHEAD_*` sets any key of the section for both look-ahead runs,
+//! `LOOKAHEAD_REFRESH_ONLY=1` only times a refresh from each day's demand, and
+//! `LOOKAHEAD_ORACLE=1` also plans each day with calibration repeated every 60 orders on the
+//! orders still to come, known ([`rolling_oracle`]): what a perfect forecast would give the
+//! calibrated run.
 
 mod common;
 
@@ -33,6 +36,7 @@ use dom_router::lookahead::calibrate::{Expected, Steps, Table, calibrate};
 use dom_router::lookahead::flow::Transport;
 use dom_router::replay::{self, OrdersFile, Totals};
 use dom_router::sourcing::{Admitted, NodePrices, Problem, Strategies};
+use dom_router::store::StockView;
 use dom_router::synth::{self, MixedDay, OrderGen};
 
 const SPACING_SECS: i64 = 15;
@@ -148,6 +152,13 @@ fn main() {
             seen.forward_unpriced,
             optimal.cost
         );
+        if std::env::var("LOOKAHEAD_ORACLE").is_ok() {
+            let rolled = rolling_oracle(config, &stock, &orders, 60, 40);
+            eprintln!(
+                "{name}: rolling calibration every 60 orders, 40 rounds, the orders to come known: {rolled:.2} ({:+.2}%)",
+                100.0 * (rolled - optimal.cost) / optimal.cost
+            );
+        }
         let bound = relaxed.max(seen.bound);
         let best = known.min(seen.forward);
         let closed = |t: &Totals, star: f64| {
@@ -451,12 +462,29 @@ fn forward(
     table: &Table,
     strategies: &Strategies,
 ) -> f64 {
+    forward_with(day, network, stock, strategies, |i, _, _| {
+        (i == 0).then(|| table.clone())
+    })
+}
+
+/// As [`forward`], with the prices `reprice` gives before each order (by its index, the stock
+/// and the capacity used so far) where it gives any, else those in use.
+fn forward_with(
+    day: &[Expected<'_>],
+    network: &Network,
+    stock: &[StockSeed],
+    strategies: &Strategies,
+    mut reprice: impl FnMut(usize, &StockView, &HashMap<String, u64>) -> Option<Table>,
+) -> f64 {
     let mut view = dom_router::store::seed_view(stock);
     let mut capacity: HashMap<String, u64> = HashMap::new();
     let kind = StrategyKind::Optimal;
     let mut cost = 0.0;
-    let laid = NodePrices::new(table, network);
-    for e in day {
+    let mut laid = NodePrices::default();
+    for (i, e) in day.iter().enumerate() {
+        if let Some(table) = reprice(i, &view, &capacity) {
+            laid = NodePrices::new(&table, network);
+        }
         let mut problem = Problem::build(&e.admitted, network, &view, &capacity, today());
         problem.charge_units(1.0, &laid);
         match problem.finish(kind, &strategies.get(kind).assign(&problem)) {
@@ -477,6 +505,68 @@ fn forward(
         }
     }
     cost
+}
+
+/// The day planned forward with prices calibrated again every `every` orders, in `rounds`
+/// rounds, from the orders still to come, known: how much of the clairvoyant gap rolling
+/// calibration closes with a perfect forecast (`LOOKAHEAD_ORACLE=1`).
+fn rolling_oracle(
+    config: &Config,
+    stock: &[StockSeed],
+    orders: &[dom_router::domain::Order],
+    every: usize,
+    rounds: usize,
+) -> f64 {
+    let rules = config.rules();
+    let network: &Network = &rules.network;
+    let strategies = Strategies::new(
+        config.settings.sourcing.solver,
+        std::time::Duration::from_secs(30),
+    );
+    let day: Vec<Expected> = orders
+        .iter()
+        .filter_map(|o| {
+            Some(Expected {
+                admitted: Admitted::admit(o, &rules).ok()?,
+                weight: 1.0,
+            })
+        })
+        .collect();
+    let mut last = Table::new();
+    forward_with(&day, network, stock, &strategies, |i, view, used| {
+        if i % every != 0 {
+            return None;
+        }
+        let left: HashMap<String, f64> = network
+            .nodes()
+            .iter()
+            .map(|n| {
+                let used = used.get(&n.id).copied().unwrap_or(0);
+                (
+                    n.id.clone(),
+                    n.daily_capacity_units.saturating_sub(used) as f64,
+                )
+            })
+            .collect();
+        let steps = Steps {
+            rounds,
+            theta: 0.1,
+            upper: None,
+        };
+        let found = calibrate(
+            &day[i..],
+            network,
+            view,
+            &left,
+            &last,
+            steps,
+            &strategies,
+            today(),
+            1,
+        );
+        last = found.prices.clone();
+        Some(found.prices)
+    })
 }
 
 fn hindsight(
