@@ -507,6 +507,29 @@ fn forward_with(
     cost
 }
 
+/// The day's orders, each known and standing for itself, with strategies given the time to
+/// prove every plan: what the clairvoyant runs plan.
+fn known_day<'a>(
+    config: &Config,
+    rules: &'a dom_router::domain::Rules,
+    orders: &'a [dom_router::domain::Order],
+) -> (Strategies, Vec<Expected<'a>>) {
+    let strategies = Strategies::new(
+        config.settings.sourcing.solver,
+        std::time::Duration::from_secs(30),
+    );
+    let day = orders
+        .iter()
+        .filter_map(|o| {
+            Some(Expected {
+                admitted: Admitted::admit(o, rules).ok()?,
+                weight: 1.0,
+            })
+        })
+        .collect();
+    (strategies, day)
+}
+
 /// The day planned forward with prices calibrated again every `every` orders, in `rounds`
 /// rounds, from the orders still to come, known: how much of the clairvoyant gap rolling
 /// calibration closes with a perfect forecast (`LOOKAHEAD_ORACLE=1`).
@@ -519,19 +542,7 @@ fn rolling_oracle(
 ) -> f64 {
     let rules = config.rules();
     let network: &Network = &rules.network;
-    let strategies = Strategies::new(
-        config.settings.sourcing.solver,
-        std::time::Duration::from_secs(30),
-    );
-    let day: Vec<Expected> = orders
-        .iter()
-        .filter_map(|o| {
-            Some(Expected {
-                admitted: Admitted::admit(o, &rules).ok()?,
-                weight: 1.0,
-            })
-        })
-        .collect();
+    let (strategies, day) = known_day(config, &rules, orders);
     let mut last = Table::new();
     forward_with(&day, network, stock, &strategies, |i, view, used| {
         if i % every != 0 {
@@ -582,19 +593,7 @@ fn hindsight(
         .unwrap_or(30);
     let rules = config.rules();
     let network: &Network = &rules.network;
-    let strategies = Strategies::new(
-        config.settings.sourcing.solver,
-        std::time::Duration::from_secs(30),
-    );
-    let day: Vec<Expected> = orders
-        .iter()
-        .filter_map(|o| {
-            Some(Expected {
-                admitted: Admitted::admit(o, &rules).ok()?,
-                weight: 1.0,
-            })
-        })
-        .collect();
+    let (strategies, day) = known_day(config, &rules, orders);
     let capacity: HashMap<String, f64> = network
         .nodes()
         .iter()

@@ -541,12 +541,12 @@ impl<'a> Problem<'a> {
 
     /// Prices each unit the order could take by what it costs the orders still to come:
     /// `weight` times the price `prices` gives each node and sku, per unit (a node or sku it
-    /// does not name at zero; `prices` must be of the problem's network). A unit is charged what its price exceeds
-    /// the cheapest price of that sku among the candidates that hold some: the prices choose
-    /// between nodes (keeping a node's units for the demand only it serves well), and never
-    /// make leaving a unit unfilled look cheaper than shipping it, as every node's units
-    /// priced alike say only that the sku is short. The optimiser then minimises cost to serve
-    /// plus these charges; the rule-list strategies ignore them.
+    /// does not name at zero; `prices` must be of the problem's network). A unit is charged
+    /// what its price exceeds the cheapest price of that sku among the candidates that hold
+    /// some: the prices choose between nodes (keeping a node's units for the demand only it
+    /// serves well), and never make leaving a unit unfilled look cheaper than shipping it, as
+    /// every node's units priced alike say only that the sku is short. The optimiser then
+    /// minimises cost to serve plus these charges; the rule-list strategies ignore them.
     pub fn price_units(&mut self, weight: f64, prices: &NodePrices) {
         let Some(mut raw) = self.prices_of(weight, prices) else {
             return self.uncharge();
