@@ -146,27 +146,15 @@ pub fn horizon_demand(
     (settings, demand)
 }
 
-/// Look-ahead's prices for `bench`: its orders as the demand of the horizon, against its stock.
-pub fn lookahead_prices(bench: &Bench) -> dom_router::lookahead::Prices {
-    let (settings, demand) = horizon_demand(&bench.orders);
-    let segments = dom_router::domain::Segments::new([bench.rules.clone()]);
-    dom_router::lookahead::Prices::compute(
-        &bench.network,
-        &segments,
-        &bench.stock,
-        &demand,
-        &settings,
-        0,
-    )
-}
-
-/// As [`lookahead_prices`], calibrated against the optimiser in 20 rounds and charged whole.
-pub fn lookahead_prices_calibrated(
+/// Look-ahead's prices for `bench`: its orders as the demand of the horizon, against its
+/// stock, calibrated against the optimiser in `rounds` rounds and charged whole (0: the LP's).
+pub fn lookahead_prices(
     bench: &Bench,
     strategies: &Strategies,
+    rounds: u64,
 ) -> dom_router::lookahead::Prices {
     let (mut settings, demand) = horizon_demand(&bench.orders);
-    settings.calibration_rounds = 20;
+    settings.calibration_rounds = rounds;
     let segments = dom_router::domain::Segments::new([bench.rules.clone()]);
     dom_router::lookahead::Prices::calibrated(
         &bench.network,

@@ -55,9 +55,9 @@ fn main() {
         };
         // look-ahead's prices as the bench's own orders would make them: every order of the
         // run as the demand of the horizon, against the stock
-        let prices = lookahead_prices(&bench);
+        let prices = lookahead_prices(&bench, &strategies, 0);
         // and calibrated against the optimiser from the same demand, charged whole
-        let calibrated = lookahead_prices_calibrated(&bench, &strategies);
+        let calibrated = lookahead_prices(&bench, &strategies, 20);
         // each laid out for the network once, as the service does once per table
         let laid = |p: &dom_router::lookahead::Prices| {
             (NodePrices::new(&p.by_sku, &bench.network), p.charged_whole)

@@ -530,6 +530,22 @@ fn known_day<'a>(
     (strategies, day)
 }
 
+/// Each node's daily capacity less the units `used` says it has shipped, as calibration's
+/// capacity rows take it.
+fn capacity_left(network: &Network, used: &HashMap<String, u64>) -> HashMap<String, f64> {
+    network
+        .nodes()
+        .iter()
+        .map(|n| {
+            let used = used.get(&n.id).copied().unwrap_or(0);
+            (
+                n.id.clone(),
+                n.daily_capacity_units.saturating_sub(used) as f64,
+            )
+        })
+        .collect()
+}
+
 /// The day planned forward with prices calibrated again every `every` orders, in `rounds`
 /// rounds, from the orders still to come, known: how much of the clairvoyant gap rolling
 /// calibration closes with a perfect forecast (`LOOKAHEAD_ORACLE=1`).
@@ -548,17 +564,7 @@ fn rolling_oracle(
         if i % every != 0 {
             return None;
         }
-        let left: HashMap<String, f64> = network
-            .nodes()
-            .iter()
-            .map(|n| {
-                let used = used.get(&n.id).copied().unwrap_or(0);
-                (
-                    n.id.clone(),
-                    n.daily_capacity_units.saturating_sub(used) as f64,
-                )
-            })
-            .collect();
+        let left = capacity_left(network, used);
         let steps = Steps {
             rounds,
             theta: 0.1,
@@ -594,11 +600,7 @@ fn hindsight(
     let rules = config.rules();
     let network: &Network = &rules.network;
     let (strategies, day) = known_day(config, &rules, orders);
-    let capacity: HashMap<String, f64> = network
-        .nodes()
-        .iter()
-        .map(|n| (n.id.clone(), n.daily_capacity_units as f64))
-        .collect();
+    let capacity = capacity_left(network, &HashMap::new());
     let view = dom_router::store::seed_view(stock);
     let steps = Steps {
         rounds,

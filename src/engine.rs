@@ -129,7 +129,6 @@ struct Laid {
     prices: Arc<Prices>,
     rules: Arc<Rules>,
     table: crate::sourcing::NodePrices,
-    charged_whole: bool,
 }
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
@@ -162,7 +161,7 @@ fn decide(
     let started = Instant::now();
     let mut problem = Problem::build(admitted, &rules.network, stock, capacity, today);
     if rules.lookahead.active() && !prices.table.is_empty() {
-        if prices.charged_whole {
+        if prices.prices.charged_whole {
             problem.charge_units(rules.lookahead.weight, &prices.table);
         } else {
             problem.price_units(rules.lookahead.weight, &prices.table);
@@ -235,7 +234,6 @@ impl Engine {
         }
         let laid = Arc::new(Laid {
             table: crate::sourcing::NodePrices::new(&prices.by_sku, &rules.network),
-            charged_whole: prices.charged_whole,
             prices,
             rules: rules.clone(),
         });

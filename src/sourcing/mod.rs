@@ -1155,6 +1155,11 @@ pub(crate) mod tests {
             near.detail.starts_with("kept for later demand: +60.00"),
             "{near:?}"
         );
+        // charged again from a table that prices none of the order's skus (as calibration
+        // does each round): the earlier charges are taken off, not left in place
+        assert!(kept.instance().cands.iter().any(|c| !c.kept.is_empty()));
+        kept.charge_units(1.0, &NodePrices::new(&BTreeMap::new(), &net));
+        assert!(kept.instance().cands.iter().all(|c| c.kept.is_empty()));
         // a node that holds none of the sku is no candidate, and its price no floor: the
         // holders' prices alike, nothing is charged
         let mut one = Problem::build(&admitted, &net, &s, &HashMap::new(), today());
