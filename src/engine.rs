@@ -123,6 +123,17 @@ pub struct Engine {
     fill_tried: fill::Tried,
 }
 
+/// A reserve of an order not reserved before, as [`Engine::reserve`] hands it on.
+struct New<'a> {
+    order: &'a Order,
+    admitted: Result<Admitted<'a>, Box<crate::domain::Refusal>>,
+    kind: StrategyKind,
+    ttl_ms: crate::clock::Millis,
+    fingerprint: String,
+    skus: Vec<String>,
+    now: crate::clock::Millis,
+}
+
 /// Look-ahead's table as decisions read it: laid out for the network of `rules`.
 #[derive(Debug)]
 struct Laid {
@@ -562,12 +573,46 @@ impl Engine {
         if let Some(existing) = existing? {
             return Self::same_order(existing, &fingerprint);
         }
-        self.learn_demand(&rules, order, now).await;
+        // the order's demand is counted while it is planned and held, not before: the count
+        // is a store call of its own, and nothing in the plan waits for it
+        let new = New {
+            order,
+            admitted,
+            kind,
+            ttl_ms,
+            fingerprint,
+            skus,
+            now,
+        };
+        let (_, reserved) = tokio::join!(
+            self.learn_demand(&rules, order, now),
+            self.reserve_new(&rules, new, state, waiting)
+        );
+        reserved
+    }
+
+    /// [`Engine::reserve`] of an order not reserved before, from the state read for it.
+    async fn reserve_new(
+        &self,
+        rules: &Arc<Rules>,
+        new: New<'_>,
+        state: Result<(crate::store::StockView, HashMap<String, u64>), Error>,
+        waiting: Result<HashMap<String, BTreeMap<String, u64>>, StoreError>,
+    ) -> Result<(Reservation, bool), Error> {
+        let New {
+            order,
+            admitted,
+            kind,
+            ttl_ms,
+            fingerprint,
+            skus,
+            now,
+        } = new;
         let admitted = admitted.map_err(Error::Refused)?;
         let state = state?;
         // units already waiting, of a priority as good or better, go first: supply they could
         // take is offered to them before this order is planned
-        let ahead: Vec<String> = waiting_ahead(&rules, &order.segment, &waiting?)
+        let ahead: Vec<String> = waiting_ahead(rules, &order.segment, &waiting?)
             .into_iter()
             .filter(|sku| {
                 state
@@ -595,8 +640,8 @@ impl Engine {
                     (self.read_state(&skus, now).await?, now)
                 }
             };
-            let mut plan = self.plan(&rules, &admitted, kind, state).await?;
-            self.promise(&rules, admitted.segment(), &mut plan).await?;
+            let mut plan = self.plan(rules, &admitted, kind, state).await?;
+            self.promise(rules, admitted.segment(), &mut plan).await?;
             let capacity_limits = plan
                 .shipments
                 .iter()
